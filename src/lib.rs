@@ -16,6 +16,7 @@
 //! codes.
 
 pub mod cli;
+pub mod code;
 pub mod error;
 pub mod pipeline;
 
