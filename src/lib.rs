@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod code;
 pub mod error;
+pub mod framing;
 pub mod pipeline;
 
 pub use error::{Error, Result};
