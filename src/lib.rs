@@ -16,7 +16,9 @@
 //! codes.
 
 pub mod cli;
+pub mod code;
 pub mod error;
+pub mod framing;
 pub mod pipeline;
 
 pub use error::{Error, Result};

@@ -1,0 +1,1071 @@
+//! Authenticated, encrypted frames on the wire (ChaCha20-Poly1305, STREAM-style).
+//!
+//! This module owns the frame format and its nonces: sealing and opening one frame
+//! ([`FrameKey`]), handing out frame counters in order ([`Sealer`], [`Opener`]), and moving
+//! frames over a `futures::io` stream ([`read_frame`], [`write_frame`]), which is what a
+//! libp2p stream is. It depends on `chacha20poly1305` and `futures` only; the keys come
+//! from the session layer (SPAKE2 then HKDF, one key per direction).
+//!
+//! # Wire format
+//!
+//! A stream is a sequence of frames; the final one has the LAST flag set. One frame:
+//!
+//! | offset        | bytes      | field                                                  |
+//! |---------------|------------|--------------------------------------------------------|
+//! | 0             | 4          | header: u32 big-endian, see below                      |
+//! | 4             | `len` − 16 | ciphertext (as long as the plaintext, possibly empty)  |
+//! | 4 + `len` − 16| 16         | Poly1305 tag                                           |
+//!
+//! | header bits | meaning                                                             |
+//! |-------------|---------------------------------------------------------------------|
+//! | 31          | LAST: this is the stream's final frame                              |
+//! | 0..=30      | `len`: bytes of ciphertext plus tag, from 16 to [`MAX_FRAME_LEN`]   |
+//!
+//! The frame counter is not sent; both sides count frames from 0. It makes the nonce and
+//! is authenticated along with the header:
+//!
+//! | input           | bytes | content                                          |
+//! |-----------------|-------|--------------------------------------------------|
+//! | nonce           | 12    | `00 00 00 00` ‖ counter (u64 big-endian)         |
+//! | associated data | 12    | counter (u64 big-endian) ‖ the 4 header bytes    |
+//!
+//! # Invariants
+//!
+//! - Each direction MUST have its own key, and a counter MUST never be used twice with
+//!   one key: counters start at 0 for each key and only go up. Keys are fresh for every
+//!   session (a resume runs a new PAKE), so counters are never persisted.
+//! - The header is authenticated, so a flipped LAST flag or length fails to open. A
+//!   reordered, dropped or replayed frame is opened under the wrong counter and fails too.
+//! - A stream is complete only once a LAST frame has been opened ([`Opener::finish`]).
+//!   Frames after it are refused ([`FrameError::AfterLast`]), and so is an end of stream
+//!   before it ([`FrameError::Truncated`]).
+//! - The announced length is checked against [`MAX_FRAME_LEN`] before any buffer is
+//!   allocated, so a peer can never make us allocate more than that per frame.
+//! - Plaintext MUST never be used before its frame has opened successfully, and after
+//!   any [`FrameError::Decrypt`] the whole stream MUST be abandoned.
+//! - Key material is never printed ([`FrameKey`]'s `Debug` is redacted) and is wiped
+//!   from memory when the last copy of a key is dropped.
+
+use std::fmt;
+use std::io;
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroize;
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// Bytes in a Poly1305 tag, the smallest possible frame body (an empty plaintext).
+pub const TAG_LEN: usize = 16;
+
+/// The largest frame body (ciphertext plus tag) in bytes: 16 MiB of data plus 1 KiB of
+/// room for per-chunk metadata. It bounds what a peer can make us allocate per frame.
+pub const MAX_FRAME_LEN: u32 = 16 * 1024 * 1024 + 1024;
+
+/// The largest plaintext that fits in one frame.
+pub const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN as usize - TAG_LEN;
+
+/// Bit 31 of the header: this is the final frame.
+const LAST_FLAG: u32 = 1 << 31;
+
+/// Bytes of key.
+pub const KEY_LEN: usize = 32;
+
+/// What can go wrong with a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The frame is larger than [`MAX_FRAME_LEN`].
+    #[error("frame of {len} bytes is longer than the maximum of {max}")]
+    TooLong {
+        /// The frame's length (ciphertext plus tag) in bytes.
+        len: u64,
+        /// The limit, [`MAX_FRAME_LEN`].
+        max: u32,
+    },
+    /// The frame is shorter than its authentication tag.
+    #[error("frame is shorter than its 16-byte authentication tag")]
+    TooShort,
+    /// The tag did not verify: wrong key, wrong counter (a reordered, dropped or
+    /// replayed frame), or altered bytes.
+    #[error("frame failed authentication: the peer's data was altered or is not from this session")]
+    Decrypt,
+    /// A frame came (or was to be sent) after the LAST frame.
+    #[error("frame after the last one")]
+    AfterLast,
+    /// The stream ended before its LAST frame, or in the middle of a frame.
+    #[error("stream ended before its last frame: the data is incomplete")]
+    Truncated,
+    /// A header's length does not match the body it was given with.
+    #[error("frame header announces {header} bytes but the body has {body}")]
+    LengthMismatch {
+        /// The length in the header.
+        header: u32,
+        /// The body's actual length.
+        body: usize,
+    },
+    /// Reading or writing the underlying stream failed.
+    #[error("frame i/o failed")]
+    Io(#[from] io::Error),
+}
+
+/// A frame header: the body length and the LAST flag, sent as 4 bytes before the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of ciphertext plus tag, from [`TAG_LEN`] to [`MAX_FRAME_LEN`].
+    pub len: u32,
+    /// This is the stream's final frame.
+    pub last: bool,
+}
+
+impl Header {
+    /// The 4 header bytes: `len` big-endian, with bit 31 set for the LAST frame.
+    ///
+    /// `len` MUST be at most [`MAX_FRAME_LEN`], as it is in every header from
+    /// [`FrameKey::seal`] or [`Header::from_bytes`]; [`write_frame`] checks it.
+    #[must_use]
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        debug_assert!(self.len <= MAX_FRAME_LEN, "header length {} out of range", self.len);
+        let flag = if self.last { LAST_FLAG } else { 0 };
+        ((self.len & !LAST_FLAG) | flag).to_be_bytes()
+    }
+
+    /// Decode 4 header bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLong`] if the length exceeds [`MAX_FRAME_LEN`],
+    /// [`FrameError::TooShort`] if it is below [`TAG_LEN`].
+    pub fn from_bytes(bytes: [u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let raw = u32::from_be_bytes(bytes);
+        let header = Header { len: raw & !LAST_FLAG, last: raw & LAST_FLAG != 0 };
+        header.check()?;
+        Ok(header)
+    }
+
+    /// Check that `len` is within bounds.
+    fn check(self) -> Result<(), FrameError> {
+        if self.len > MAX_FRAME_LEN {
+            Err(FrameError::TooLong { len: u64::from(self.len), max: MAX_FRAME_LEN })
+        } else if (self.len as usize) < TAG_LEN {
+            Err(FrameError::TooShort)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The header for a frame holding `plaintext_len` bytes.
+    fn for_plaintext(plaintext_len: usize, last: bool) -> Result<Header, FrameError> {
+        let too_long = || FrameError::TooLong {
+            len: u64::try_from(plaintext_len).unwrap_or(u64::MAX).saturating_add(TAG_LEN as u64),
+            max: MAX_FRAME_LEN,
+        };
+        if plaintext_len > MAX_PLAINTEXT_LEN {
+            return Err(too_long());
+        }
+        let len = u32::try_from(plaintext_len + TAG_LEN).map_err(|_| too_long())?;
+        Ok(Header { len, last })
+    }
+}
+
+/// The key for one direction of a session, able to seal and open single frames.
+///
+/// Stateless: the caller supplies each frame's counter, so worker threads can seal or open
+/// frames in parallel while [`Sealer`] or [`Opener`] hands out the counters in order.
+/// Cloning is cheap (32 bytes); every clone is wiped on drop.
+///
+/// # Security
+///
+/// A counter MUST never be sealed twice under one key, and the two directions MUST use
+/// different keys; this type cannot check either.
+#[derive(Clone)]
+pub struct FrameKey {
+    aead: ChaCha20Poly1305,
+}
+
+impl FrameKey {
+    /// Wrap a 32-byte key. The given bytes are wiped; since `[u8; 32]` is `Copy`, the
+    /// caller should keep its own copy in a `Zeroizing` or wipe it too.
+    #[must_use]
+    pub fn new(mut key: [u8; KEY_LEN]) -> FrameKey {
+        let mut array = Key::from(key);
+        let aead = ChaCha20Poly1305::new(&array);
+        array.as_mut_slice().zeroize();
+        key.zeroize();
+        FrameKey { aead }
+    }
+
+    /// Encrypt `buf` in place as frame number `counter` and append the tag; return the
+    /// header to send before it.
+    ///
+    /// Reserve [`TAG_LEN`] bytes of spare capacity in `buf` to avoid a reallocation.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLong`] if `buf` is longer than [`MAX_PLAINTEXT_LEN`]; `buf` is then
+    /// left untouched.
+    pub fn seal(&self, counter: u64, last: bool, buf: &mut Vec<u8>) -> Result<Header, FrameError> {
+        let header = Header::for_plaintext(buf.len(), last)?;
+        let tag = self
+            .aead
+            .encrypt_inout_detached(
+                &nonce(counter),
+                &associated_data(counter, header),
+                buf.as_mut_slice().into(),
+            )
+            .expect("a frame is far below ChaCha20-Poly1305's 256 GiB plaintext limit");
+        buf.extend_from_slice(&tag);
+        Ok(header)
+    }
+
+    /// Verify frame number `counter`, received with `header`, and decrypt `buf` (its
+    /// ciphertext and tag) in place, truncating the tag.
+    ///
+    /// # Errors
+    ///
+    /// - [`FrameError::LengthMismatch`] if `buf` is not `header.len` bytes long.
+    /// - [`FrameError::TooLong`] or [`FrameError::TooShort`] for an out-of-range header.
+    /// - [`FrameError::Decrypt`] if authentication fails; the contents of `buf` are then
+    ///   unspecified and MUST NOT be used.
+    pub fn open(&self, counter: u64, header: Header, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        header.check()?;
+        if header.len as usize != buf.len() {
+            return Err(FrameError::LengthMismatch { header: header.len, body: buf.len() });
+        }
+        let plaintext_len = buf.len() - TAG_LEN;
+        let (ciphertext, tag) = buf.split_at_mut(plaintext_len);
+        let tag: [u8; TAG_LEN] =
+            (&*tag).try_into().expect("the split leaves exactly TAG_LEN bytes");
+        self.aead
+            .decrypt_inout_detached(
+                &nonce(counter),
+                &associated_data(counter, header),
+                ciphertext.into(),
+                &Tag::from(tag),
+            )
+            .map_err(|_| FrameError::Decrypt)?;
+        buf.truncate(plaintext_len);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for FrameKey {
+    /// `FrameKey(<redacted>)`: key material is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FrameKey(<redacted>)")
+    }
+}
+
+/// The nonce for frame `counter`: 4 zero bytes, then the counter big-endian.
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::from(n)
+}
+
+/// The associated data for frame `counter`: the counter big-endian, then the header.
+fn associated_data(counter: u64, header: Header) -> [u8; 12] {
+    let mut aad = [0u8; 12];
+    aad[..8].copy_from_slice(&counter.to_be_bytes());
+    aad[8..].copy_from_slice(&header.to_bytes());
+    aad
+}
+
+/// The next counter after `counter`.
+fn successor(counter: u64) -> u64 {
+    counter.checked_add(1).expect("2^64 frames of at least 16 bytes cannot be sent")
+}
+
+/// The sending side of one direction: hands out frame counters in order, never twice, and
+/// none after the LAST frame.
+#[derive(Debug)]
+pub struct Sealer {
+    key: FrameKey,
+    next: u64,
+    finished: bool,
+}
+
+impl Sealer {
+    /// A sealer starting at counter 0. `key` MUST be fresh: never used to seal before.
+    #[must_use]
+    pub fn new(key: FrameKey) -> Sealer {
+        Sealer { key, next: 0, finished: false }
+    }
+
+    /// Seal `buf` in place as the next frame, marked LAST if `last`; see [`FrameKey::seal`].
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::AfterLast`] once a LAST frame was sealed or reserved, and
+    /// [`FrameError::TooLong`] for an oversized `buf`. Neither uses up a counter.
+    pub fn seal_next(&mut self, buf: &mut Vec<u8>, last: bool) -> Result<Header, FrameError> {
+        if self.finished {
+            return Err(FrameError::AfterLast);
+        }
+        Header::for_plaintext(buf.len(), last)?;
+        let counter = self.reserve(last)?;
+        self.key.seal(counter, last, buf)
+    }
+
+    /// Take the next counter for a frame sealed elsewhere with [`FrameKey::seal`] (on a
+    /// worker thread, say), marked LAST if `last`.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::AfterLast`] once a LAST frame was sealed or reserved.
+    pub fn reserve(&mut self, last: bool) -> Result<u64, FrameError> {
+        if self.finished {
+            return Err(FrameError::AfterLast);
+        }
+        let counter = self.next;
+        self.next = successor(counter);
+        self.finished = last;
+        Ok(counter)
+    }
+
+    /// The key, for sealing reserved frames on other threads.
+    #[must_use]
+    pub fn key(&self) -> &FrameKey {
+        &self.key
+    }
+
+    /// The counter the next frame will get.
+    #[must_use]
+    pub fn next_counter(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether the LAST frame has been sealed or reserved.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// The receiving side of one direction: expects frame counters in order, refuses frames
+/// after the LAST one, and tells a complete stream from a truncated one.
+#[derive(Debug)]
+pub struct Opener {
+    key: FrameKey,
+    next: u64,
+    finished: bool,
+}
+
+impl Opener {
+    /// An opener expecting counter 0 first.
+    #[must_use]
+    pub fn new(key: FrameKey) -> Opener {
+        Opener { key, next: 0, finished: false }
+    }
+
+    /// Verify and decrypt the next frame in place; see [`FrameKey::open`]. The opener only
+    /// moves on (and only counts a LAST flag) once the frame has authenticated.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::AfterLast`] once the LAST frame has been opened, and the errors of
+    /// [`FrameKey::open`]. After [`FrameError::Decrypt`] the stream MUST be abandoned.
+    pub fn open_next(&mut self, header: Header, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        if self.finished {
+            return Err(FrameError::AfterLast);
+        }
+        self.key.open(self.next, header, buf)?;
+        self.reserve(header)?;
+        Ok(())
+    }
+
+    /// Take the counter for the next frame, received with `header`, to be opened elsewhere
+    /// with [`FrameKey::open`] (on a worker thread, say).
+    ///
+    /// # Security
+    ///
+    /// The header is not authenticated yet; its LAST flag is trusted only because the
+    /// caller MUST abandon the stream if opening this frame fails.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::AfterLast`] once a LAST frame has been opened or reserved.
+    pub fn reserve(&mut self, header: Header) -> Result<u64, FrameError> {
+        if self.finished {
+            return Err(FrameError::AfterLast);
+        }
+        let counter = self.next;
+        self.next = successor(counter);
+        self.finished = header.last;
+        Ok(counter)
+    }
+
+    /// Check, at the end of the stream, that its LAST frame was seen.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Truncated`] if no LAST frame was opened or reserved.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.finished { Ok(()) } else { Err(FrameError::Truncated) }
+    }
+
+    /// The key, for opening reserved frames on other threads.
+    #[must_use]
+    pub fn key(&self) -> &FrameKey {
+        &self.key
+    }
+
+    /// The counter the next frame is expected to have.
+    #[must_use]
+    pub fn next_counter(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether the LAST frame has been opened or reserved.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// Read one frame: its header and its body (ciphertext plus tag), still sealed.
+///
+/// Returns `Ok(None)` on a clean end of stream, before the first header byte; whether that
+/// end was legitimate is for [`Opener::finish`] to say.
+///
+/// # Errors
+///
+/// - [`FrameError::TooLong`] or [`FrameError::TooShort`] for an out-of-range header,
+///   detected before the body is allocated or read.
+/// - [`FrameError::Truncated`] if the stream ends inside the header or the body.
+/// - [`FrameError::Io`] if reading fails.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropping the future part way loses the bytes read so far, and the
+/// stream can no longer be framed.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
+    let mut body = Vec::new();
+    Ok(read_frame_into(r, &mut body).await?.map(|header| (header, body)))
+}
+
+/// Like [`read_frame`], but reads the body into `buf` (cleared first), so one buffer can
+/// be reused for every frame.
+///
+/// # Errors
+///
+/// As for [`read_frame`].
+///
+/// # Cancel safety
+///
+/// Not cancel safe, as for [`read_frame`].
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Header>, FrameError> {
+    buf.clear();
+    let mut bytes = [0u8; HEADER_LEN];
+    match read_full(r, &mut bytes).await? {
+        0 => return Ok(None),
+        HEADER_LEN => {}
+        _ => return Err(FrameError::Truncated),
+    }
+    // The length is checked here, before the body is allocated.
+    let header = Header::from_bytes(bytes)?;
+    buf.resize(header.len as usize, 0);
+    if read_full(r, buf).await? < buf.len() {
+        return Err(FrameError::Truncated);
+    }
+    Ok(Some(header))
+}
+
+/// Fill `buf` from `r` unless the stream ends first; return how many bytes were read.
+///
+/// Unlike `AsyncReadExt::read_exact`, this retries on `Interrupted` (as `std`'s does) and
+/// tells an end of stream at the very start apart from one in the middle.
+async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Write one frame: `header`, then `body` (ciphertext plus tag, as left by
+/// [`FrameKey::seal`]).
+///
+/// This does not flush: a frame may sit in the writer's buffer until the caller flushes or
+/// closes it, which it MUST do after the LAST frame (closing a libp2p stream flushes it).
+/// Header and body are two writes; for many small frames, wrap `w` in a
+/// [`futures::io::BufWriter`].
+///
+/// # Errors
+///
+/// - [`FrameError::TooLong`] or [`FrameError::TooShort`] for an out-of-range header, and
+///   [`FrameError::LengthMismatch`] if `body` is not `header.len` bytes; nothing is
+///   written then.
+/// - [`FrameError::Io`] if writing fails.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropping the future part way may leave half a frame written.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    header: Header,
+    body: &[u8],
+) -> Result<(), FrameError> {
+    header.check()?;
+    if header.len as usize != body.len() {
+        return Err(FrameError::LengthMismatch { header: header.len, body: body.len() });
+    }
+    w.write_all(&header.to_bytes()).await?;
+    w.write_all(body).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures::executor::block_on;
+    use futures::io::Cursor;
+
+    use super::*;
+
+    const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
+    const OTHER_KEY: [u8; KEY_LEN] = [9; KEY_LEN];
+
+    fn key() -> FrameKey {
+        FrameKey::new(KEY)
+    }
+
+    /// Deterministic, non-repeating test data.
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+    }
+
+    /// Seal `chunks` as one stream with the LAST flag on the final chunk if `last`, and
+    /// return the bytes on the wire.
+    fn seal_stream(key: FrameKey, chunks: &[Vec<u8>], last: bool) -> Vec<u8> {
+        let mut sealer = Sealer::new(key);
+        let mut wire = Cursor::new(Vec::new());
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut buf = chunk.clone();
+            let is_last = last && i + 1 == chunks.len();
+            let header = sealer.seal_next(&mut buf, is_last).expect("seal");
+            block_on(write_frame(&mut wire, header, &buf)).expect("write");
+        }
+        wire.into_inner()
+    }
+
+    /// Read and open every frame of `wire`, then check the stream finished.
+    fn open_stream(key: FrameKey, wire: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut opener = Opener::new(key);
+        let mut r = Cursor::new(wire);
+        let mut out = Vec::new();
+        while let Some((header, mut buf)) = block_on(read_frame(&mut r))? {
+            opener.open_next(header, &mut buf)?;
+            out.push(buf);
+        }
+        opener.finish()?;
+        Ok(out)
+    }
+
+    /// Split `wire` into its frames (header bytes, body), without opening them.
+    fn split_frames(wire: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut r = Cursor::new(wire);
+        let mut frames = Vec::new();
+        while let Some((header, body)) = block_on(read_frame(&mut r)).expect("well-formed") {
+            frames.push((header.to_bytes().to_vec(), body));
+        }
+        frames
+    }
+
+    fn join_frames(frames: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        frames.iter().flat_map(|(h, b)| h.iter().chain(b)).copied().collect()
+    }
+
+    #[test]
+    fn header_round_trip() {
+        for header in [
+            Header { len: TAG_LEN as u32, last: false },
+            Header { len: TAG_LEN as u32, last: true },
+            Header { len: 65_536 + 16, last: false },
+            Header { len: MAX_FRAME_LEN, last: true },
+        ] {
+            assert_eq!(Header::from_bytes(header.to_bytes()).expect("valid"), header);
+        }
+        assert_eq!(Header { len: 16, last: true }.to_bytes(), [0x80, 0, 0, 16]);
+        assert_eq!(Header { len: 0x00ab_cdef, last: false }.to_bytes(), [0, 0xab, 0xcd, 0xef]);
+    }
+
+    #[test]
+    fn header_rejects_bad_lengths() {
+        assert!(matches!(Header::from_bytes([0, 0, 0, 15]), Err(FrameError::TooShort)));
+        assert!(matches!(Header::from_bytes([0x80, 0, 0, 0]), Err(FrameError::TooShort)));
+        let too_long = (MAX_FRAME_LEN + 1).to_be_bytes();
+        assert!(matches!(
+            Header::from_bytes(too_long),
+            Err(FrameError::TooLong { len, max: MAX_FRAME_LEN }) if len == u64::from(MAX_FRAME_LEN) + 1
+        ));
+        assert!(matches!(
+            Header::from_bytes([0xff; 4]),
+            Err(FrameError::TooLong { len: 0x7fff_ffff, .. })
+        ));
+    }
+
+    #[test]
+    fn seal_open_round_trip_at_sizes() {
+        for len in [0, 1, TAG_LEN, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 1 << 20] {
+            let plain = data(len);
+            let mut buf = plain.clone();
+            let header = key().seal(3, len == 0, &mut buf).expect("seal");
+            assert_eq!(header, Header { len: (len + TAG_LEN) as u32, last: len == 0 });
+            assert_eq!(buf.len(), len + TAG_LEN);
+            if len >= 32 {
+                assert_ne!(&buf[..len], &plain[..], "encrypted");
+            }
+            key().open(3, header, &mut buf).expect("open");
+            assert_eq!(buf, plain, "len {len}");
+        }
+    }
+
+    #[test]
+    fn seal_matches_the_documented_nonce_and_associated_data() {
+        let mut buf = b"hello".to_vec();
+        let header = key().seal(0x0102_0304_0506_0708, true, &mut buf).expect("seal");
+
+        let aead = ChaCha20Poly1305::new(&Key::from(KEY));
+        let nonce = Nonce::from([0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let aad = [1, 2, 3, 4, 5, 6, 7, 8, 0x80, 0, 0, 21];
+        let mut want = b"hello".to_vec();
+        let tag =
+            aead.encrypt_inout_detached(&nonce, &aad, want.as_mut_slice().into()).expect("encrypt");
+        want.extend_from_slice(&tag);
+
+        assert_eq!(header, Header { len: 21, last: true });
+        assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn stream_round_trip_at_sizes() {
+        for len in [0, 1, 64 * 1024, 1 << 20] {
+            let chunks = vec![data(len), data(len / 2 + 1), data(len)];
+            let wire = seal_stream(key(), &chunks, true);
+            assert_eq!(wire.len(), chunks.iter().map(|c| HEADER_LEN + c.len() + TAG_LEN).sum());
+            assert_eq!(open_stream(key(), &wire).expect("open"), chunks, "len {len}");
+        }
+    }
+
+    #[test]
+    fn single_empty_last_frame_is_a_complete_stream() {
+        let wire = seal_stream(key(), &[Vec::new()], true);
+        assert_eq!(wire.len(), HEADER_LEN + TAG_LEN);
+        assert_eq!(open_stream(key(), &wire).expect("open"), vec![Vec::<u8>::new()]);
+    }
+
+    #[test]
+    fn empty_stream_is_truncated() {
+        assert!(matches!(open_stream(key(), &[]), Err(FrameError::Truncated)));
+    }
+
+    #[test]
+    fn stream_without_last_frame_is_truncated() {
+        let wire = seal_stream(key(), &[data(100), data(100)], false);
+        assert!(matches!(open_stream(key(), &wire), Err(FrameError::Truncated)));
+    }
+
+    #[test]
+    fn stream_cut_after_a_frame_is_truncated() {
+        let wire = seal_stream(key(), &[data(100), data(100), data(100)], true);
+        let frames = split_frames(&wire);
+        let cut = join_frames(&frames[..2]);
+        assert!(matches!(open_stream(key(), &cut), Err(FrameError::Truncated)));
+    }
+
+    #[test]
+    fn eof_inside_a_frame_is_truncated() {
+        let wire = seal_stream(key(), &[data(100)], true);
+        for cut in [1, 2, 3, HEADER_LEN, HEADER_LEN + 1, wire.len() - 1] {
+            let mut r = Cursor::new(&wire[..cut]);
+            let got = block_on(read_frame(&mut r));
+            assert!(matches!(got, Err(FrameError::Truncated)), "cut at {cut}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn clean_eof_is_none() {
+        let mut r = Cursor::new(&[][..]);
+        assert!(matches!(block_on(read_frame(&mut r)), Ok(None)));
+    }
+
+    #[test]
+    fn reordered_frames_fail() {
+        let chunks = [data(10), data(20)];
+        let mut sealer = Sealer::new(key());
+        let mut first = chunks[0].clone();
+        let h0 = sealer.seal_next(&mut first, false).expect("seal");
+        let mut second = chunks[1].clone();
+        let h1 = sealer.seal_next(&mut second, true).expect("seal");
+
+        // Frame 1 opened as frame 0 fails.
+        let mut buf = second.clone();
+        assert!(matches!(key().open(0, h1, &mut buf), Err(FrameError::Decrypt)));
+
+        // And so does the swapped stream, through the opener.
+        let mut opener = Opener::new(key());
+        let mut buf = second.clone();
+        assert!(matches!(opener.open_next(h1, &mut buf), Err(FrameError::Decrypt)));
+        assert_eq!(opener.next_counter(), 0, "a failed frame does not advance the opener");
+        assert!(!opener.is_finished(), "an unauthenticated LAST flag is not counted");
+        assert!(matches!(opener.finish(), Err(FrameError::Truncated)));
+
+        // In order, they open.
+        let mut opener = Opener::new(key());
+        opener.open_next(h0, &mut first).expect("frame 0");
+        opener.open_next(h1, &mut second).expect("frame 1");
+        opener.finish().expect("complete");
+        assert_eq!([first, second], chunks);
+    }
+
+    #[test]
+    fn swapped_frames_on_the_wire_fail() {
+        let wire = seal_stream(key(), &[data(10), data(10), data(10)], true);
+        let mut frames = split_frames(&wire);
+        frames.swap(0, 1);
+        assert!(matches!(open_stream(key(), &join_frames(&frames)), Err(FrameError::Decrypt)));
+    }
+
+    #[test]
+    fn dropped_frame_fails() {
+        let wire = seal_stream(key(), &[data(10), data(10), data(10)], true);
+        let mut frames = split_frames(&wire);
+        frames.remove(1);
+        assert!(matches!(open_stream(key(), &join_frames(&frames)), Err(FrameError::Decrypt)));
+    }
+
+    #[test]
+    fn replayed_frame_fails() {
+        let wire = seal_stream(key(), &[data(10), data(10)], true);
+        let mut frames = split_frames(&wire);
+        frames.insert(1, frames[0].clone());
+        assert!(matches!(open_stream(key(), &join_frames(&frames)), Err(FrameError::Decrypt)));
+    }
+
+    #[test]
+    fn flipped_bits_fail() {
+        let wire = seal_stream(key(), &[data(50), data(50)], true);
+        let frame_len = HEADER_LEN + 50 + TAG_LEN;
+        // Every bit of ciphertext and tag, in both frames.
+        for frame in 0..2 {
+            for byte in HEADER_LEN..frame_len {
+                for bit in 0..8 {
+                    let mut bad = wire.clone();
+                    bad[frame * frame_len + byte] ^= 1 << bit;
+                    let got = open_stream(key(), &bad);
+                    assert!(matches!(got, Err(FrameError::Decrypt)), "frame {frame} byte {byte}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flipped_last_flag_fails() {
+        let wire = seal_stream(key(), &[data(50), data(50)], true);
+        let frame_len = HEADER_LEN + 50 + TAG_LEN;
+
+        // Setting LAST on the first frame, to cut the stream short there.
+        let mut bad = wire.clone();
+        bad[0] ^= 0x80;
+        assert!(matches!(open_stream(key(), &bad[..frame_len]), Err(FrameError::Decrypt)));
+        assert!(matches!(open_stream(key(), &bad), Err(FrameError::Decrypt)));
+
+        // Clearing LAST on the final frame, to make the stream look unfinished.
+        let mut bad = wire.clone();
+        bad[frame_len] ^= 0x80;
+        assert!(matches!(open_stream(key(), &bad), Err(FrameError::Decrypt)));
+    }
+
+    #[test]
+    fn header_length_is_authenticated() {
+        // A header that lies about the length by one byte breaks the framing or the tag.
+        let wire = seal_stream(key(), &[data(50)], true);
+        for delta in [1u8, 2] {
+            let mut bad = wire.clone();
+            bad[3] ^= delta;
+            assert!(open_stream(key(), &bad).is_err());
+        }
+        // Open directly with a header that differs only in length.
+        let mut buf = data(50);
+        let header = key().seal(0, true, &mut buf).expect("seal");
+        buf.pop();
+        let shorter = Header { len: header.len - 1, ..header };
+        assert!(matches!(key().open(0, shorter, &mut buf), Err(FrameError::Decrypt)));
+    }
+
+    #[test]
+    fn data_after_last_frame_is_refused() {
+        // A valid frame sealed after the LAST one (as if by a broken or hostile sender).
+        let mut frames = Vec::new();
+        for (counter, last) in [(0, true), (1, false)] {
+            let mut buf = data(10);
+            let header = key().seal(counter, last, &mut buf).expect("seal");
+            frames.push((header.to_bytes().to_vec(), buf));
+        }
+        assert!(matches!(open_stream(key(), &join_frames(&frames)), Err(FrameError::AfterLast)));
+
+        // Reserving past the LAST frame is refused too.
+        let mut opener = Opener::new(key());
+        assert_eq!(opener.reserve(Header { len: 16, last: false }).expect("first"), 0);
+        assert_eq!(opener.reserve(Header { len: 16, last: true }).expect("last"), 1);
+        opener.finish().expect("complete");
+        assert!(matches!(
+            opener.reserve(Header { len: 16, last: false }),
+            Err(FrameError::AfterLast)
+        ));
+    }
+
+    #[test]
+    fn garbage_after_last_frame_is_refused() {
+        let mut wire = seal_stream(key(), &[data(10)], true);
+        wire.extend_from_slice(&[0, 0, 0, 16]);
+        wire.extend_from_slice(&[0; 16]);
+        assert!(matches!(open_stream(key(), &wire), Err(FrameError::AfterLast)));
+    }
+
+    #[test]
+    fn sealer_refuses_frames_after_last() {
+        let mut sealer = Sealer::new(key());
+        let mut buf = data(10);
+        sealer.seal_next(&mut buf, true).expect("last");
+        assert!(sealer.is_finished());
+        let mut buf = data(10);
+        assert!(matches!(sealer.seal_next(&mut buf, false), Err(FrameError::AfterLast)));
+        assert_eq!(buf, data(10), "left untouched");
+        assert!(matches!(sealer.reserve(false), Err(FrameError::AfterLast)));
+        assert!(matches!(sealer.reserve(true), Err(FrameError::AfterLast)));
+    }
+
+    #[test]
+    fn reserve_hands_out_counters_in_order() {
+        let mut sealer = Sealer::new(key());
+        let counters: Vec<u64> = (0..5).map(|i| sealer.reserve(i == 4).expect("reserve")).collect();
+        assert_eq!(counters, [0, 1, 2, 3, 4]);
+        assert_eq!(sealer.next_counter(), 5);
+
+        // Frames sealed out of order with reserved counters open in counter order.
+        let mut sealed: Vec<(u64, Header, Vec<u8>)> = counters
+            .iter()
+            .rev()
+            .map(|&c| {
+                let mut buf = data(c as usize * 7);
+                let header = sealer.key().seal(c, c == 4, &mut buf).expect("seal");
+                (c, header, buf)
+            })
+            .collect();
+        sealed.sort_by_key(|(c, ..)| *c);
+        let mut opener = Opener::new(key());
+        for (c, header, mut buf) in sealed {
+            let counter = opener.reserve(header).expect("reserve");
+            assert_eq!(counter, c);
+            opener.key().open(counter, header, &mut buf).expect("open");
+            assert_eq!(buf, data(c as usize * 7));
+        }
+        opener.finish().expect("complete");
+    }
+
+    #[test]
+    fn oversized_plaintext_is_refused() {
+        let mut buf = vec![0; MAX_PLAINTEXT_LEN + 1];
+        assert!(matches!(
+            key().seal(0, false, &mut buf),
+            Err(FrameError::TooLong { len, max: MAX_FRAME_LEN }) if len == u64::from(MAX_FRAME_LEN) + 1
+        ));
+        assert_eq!(buf.len(), MAX_PLAINTEXT_LEN + 1, "left untouched");
+
+        let mut sealer = Sealer::new(key());
+        assert!(matches!(sealer.seal_next(&mut buf, true), Err(FrameError::TooLong { .. })));
+        assert_eq!(sealer.next_counter(), 0, "no counter used up");
+        assert!(!sealer.is_finished());
+
+        buf.pop();
+        let header = key().seal(0, true, &mut buf).expect("the largest frame");
+        assert_eq!(header.len, MAX_FRAME_LEN);
+    }
+
+    /// A reader holding only a header; reading on into the body is a test failure.
+    struct HeaderOnly {
+        header: [u8; HEADER_LEN],
+        pos: usize,
+    }
+
+    impl AsyncRead for HeaderOnly {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            assert!(self.pos < HEADER_LEN, "read_frame read past an invalid header");
+            let n = buf.len().min(HEADER_LEN - self.pos);
+            buf[..n].copy_from_slice(&self.header[self.pos..self.pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn huge_header_is_refused_before_reading_the_body() {
+        // The largest lengths the header can announce: the whole u32 (4 GiB with the LAST
+        // bit), and 2 GiB without it. Neither is allocated or read.
+        for header in [[0xff; 4], [0x7f, 0xff, 0xff, 0xff], (MAX_FRAME_LEN + 1).to_be_bytes()] {
+            let mut r = HeaderOnly { header, pos: 0 };
+            let got = block_on(read_frame(&mut r));
+            assert!(matches!(got, Err(FrameError::TooLong { .. })), "{got:?}");
+        }
+        let mut r = HeaderOnly { header: [0, 0, 0, 15], pos: 0 };
+        assert!(matches!(block_on(read_frame(&mut r)), Err(FrameError::TooShort)));
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        let wire = seal_stream(key(), &[data(100)], true);
+        let got = open_stream(FrameKey::new(OTHER_KEY), &wire);
+        assert!(matches!(got, Err(FrameError::Decrypt)), "{got:?}");
+    }
+
+    #[test]
+    fn directions_with_different_keys_differ() {
+        let mut a = data(64);
+        let mut b = data(64);
+        key().seal(0, false, &mut a).expect("seal");
+        FrameKey::new(OTHER_KEY).seal(0, false, &mut b).expect("seal");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn open_rejects_a_body_of_the_wrong_length() {
+        let mut buf = data(10);
+        let header = key().seal(0, true, &mut buf).expect("seal");
+        buf.push(0);
+        assert!(matches!(
+            key().open(0, header, &mut buf),
+            Err(FrameError::LengthMismatch { header: 26, body: 27 })
+        ));
+        let mut short = vec![0; 15];
+        let got = key().open(0, Header { len: 15, last: false }, &mut short);
+        assert!(matches!(got, Err(FrameError::TooShort)), "{got:?}");
+    }
+
+    #[test]
+    fn write_frame_checks_the_header() {
+        let mut w = Cursor::new(Vec::new());
+        let got = block_on(write_frame(&mut w, Header { len: 20, last: false }, &[0; 19]));
+        assert!(matches!(got, Err(FrameError::LengthMismatch { header: 20, body: 19 })));
+        let got = block_on(write_frame(&mut w, Header { len: 4, last: false }, &[0; 4]));
+        assert!(matches!(got, Err(FrameError::TooShort)));
+        let got = block_on(write_frame(&mut w, Header { len: u32::MAX, last: false }, &[]));
+        assert!(matches!(got, Err(FrameError::TooLong { .. })));
+        assert!(w.into_inner().is_empty(), "nothing written");
+    }
+
+    #[test]
+    fn read_frame_into_reuses_the_buffer() {
+        let wire = seal_stream(key(), &[data(1000), data(10)], true);
+        let mut r = Cursor::new(&wire[..]);
+        let mut buf = Vec::new();
+        let mut opener = Opener::new(key());
+        let h = block_on(read_frame_into(&mut r, &mut buf)).expect("read").expect("a frame");
+        opener.open_next(h, &mut buf).expect("open");
+        assert_eq!(buf, data(1000));
+        let h = block_on(read_frame_into(&mut r, &mut buf)).expect("read").expect("a frame");
+        opener.open_next(h, &mut buf).expect("open");
+        assert_eq!(buf, data(10));
+        assert!(block_on(read_frame_into(&mut r, &mut buf)).expect("read").is_none());
+        assert!(buf.is_empty());
+        opener.finish().expect("complete");
+    }
+
+    /// A reader that hands out one byte per call and is interrupted in between.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        interrupt: bool,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Poll::Ready(Err(io::ErrorKind::Interrupted.into()));
+            }
+            let Some((&first, rest)) = self.data.split_first() else { return Poll::Ready(Ok(0)) };
+            if buf.is_empty() {
+                return Poll::Ready(Ok(0));
+            }
+            buf[0] = first;
+            self.data = rest;
+            Poll::Ready(Ok(1))
+        }
+    }
+
+    #[test]
+    fn short_and_interrupted_reads_are_fine() {
+        let wire = seal_stream(key(), &[data(40), data(3)], true);
+        let mut r = Trickle { data: &wire, interrupt: false };
+        let mut opener = Opener::new(key());
+        let mut got = Vec::new();
+        while let Some((header, mut buf)) = block_on(read_frame(&mut r)).expect("read") {
+            opener.open_next(header, &mut buf).expect("open");
+            got.push(buf);
+        }
+        opener.finish().expect("complete");
+        assert_eq!(got, [data(40), data(3)]);
+    }
+
+    #[test]
+    fn io_errors_pass_through() {
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+        let got = block_on(read_frame(&mut Broken));
+        assert!(
+            matches!(&got, Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn debug_does_not_print_the_key() {
+        let key = FrameKey::new([0xab; KEY_LEN]);
+        assert_eq!(format!("{key:?}"), "FrameKey(<redacted>)");
+        let debug = format!("{:?} {:#?}", Sealer::new(key.clone()), Opener::new(key));
+        assert!(!debug.contains("171") && !debug.to_lowercase().contains("ab, ab"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            FrameError::Decrypt.to_string(),
+            "frame failed authentication: the peer's data was altered or is not from this session"
+        );
+        assert_eq!(
+            FrameError::TooLong { len: 5_000_000_000, max: MAX_FRAME_LEN }.to_string(),
+            format!("frame of 5000000000 bytes is longer than the maximum of {MAX_FRAME_LEN}")
+        );
+    }
+}
