@@ -39,6 +39,7 @@
 //! - Ownership, setuid, setgid and sticky bits are never restored: only the `0o777`
 //!   permission bits and the mtime travel.
 
+use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -711,7 +712,9 @@ impl Unpacker {
     /// another process creates under a final name after the check can still be replaced:
     /// std has no rename-without-replace). With `force`,
     /// a directory merges into an existing directory (recursively; files replaced), and
-    /// anything else replaces what is there. Commit is not atomic across several
+    /// anything else replaces what is there. A directory merged into keeps its own mode
+    /// and mtime: it is the receiver's, and may carry bits (setgid on a shared
+    /// directory) the sender's mode would drop. Commit is not atomic across several
     /// top-level entries, but each entry that lands on a free name lands in one rename.
     ///
     /// # Errors
@@ -736,9 +739,10 @@ impl Unpacker {
             }
         }
         let mut placed = Vec::with_capacity(names.len());
+        let mut merged = HashSet::new();
         for name in names {
             let target = self.dest.join(name);
-            place(&self.staging.join(name), &target)?;
+            place(&self.staging.join(name), &target, &mut merged)?;
             placed.push(target);
         }
 
@@ -746,8 +750,9 @@ impl Unpacker {
         self.dirs.sort_by_key(|dir| std::cmp::Reverse(dir.depth));
         for dir in &self.dirs {
             let path = self.dest.join(&dir.rel);
-            // Replaced by something else under `force`: never follow a symlink here.
-            if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            // A directory merged into is the receiver's. Anything but a directory here
+            // means the path was replaced under `force`: never follow a symlink.
+            if merged.contains(&path) || !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
             filetime::set_file_mtime(&path, dir.mtime)
@@ -779,17 +784,19 @@ impl Drop for Unpacker {
     }
 }
 
-/// Moves `src` to `target`, replacing what is there; a directory onto a directory merges.
-fn place(src: &Path, target: &Path) -> Result<(), ArchiveError> {
+/// Moves `src` to `target`, replacing what is there; a directory onto a directory merges,
+/// and the directories merged into are added to `merged`.
+fn place(src: &Path, target: &Path, merged: &mut HashSet<PathBuf>) -> Result<(), ArchiveError> {
     let fail = |source| ArchiveError::Commit { path: target.to_owned(), source };
     let src_is_dir = fs::symlink_metadata(src).map_err(fail)?.is_dir();
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(fail(e)),
         Ok(meta) if meta.is_dir() && src_is_dir => {
+            merged.insert(target.to_owned());
             for child in fs::read_dir(src).map_err(fail)? {
                 let child = child.map_err(fail)?;
-                place(&child.path(), &target.join(child.file_name()))?;
+                place(&child.path(), &target.join(child.file_name()), merged)?;
             }
             return Ok(());
         }
@@ -1369,6 +1376,7 @@ mod tests {
         let dest = TempDir::new().unwrap();
         let tree = dest.path().join("tree");
         fs::create_dir(&tree).unwrap();
+        set_mode(&tree, 0o2770);
         fs::write(tree.join("mine.txt"), b"mine").unwrap();
         fs::write(tree.join("new.txt"), b"old").unwrap();
         // A file where the archive has a directory is replaced.
@@ -1381,6 +1389,8 @@ mod tests {
         assert_eq!(fs::read(tree.join("mine.txt")).unwrap(), b"mine");
         assert_eq!(fs::read(tree.join("new.txt")).unwrap(), b"new");
         assert_eq!(fs::read(tree.join("sub/a.txt")).unwrap(), b"sent");
+        assert_eq!(mode(&tree), 0o2770, "a directory merged into keeps its mode");
+        assert_eq!(mode(&tree.join("sub")), 0o755, "a directory placed gets the sent mode");
 
         // Nested directories merge too: files the archive has are replaced, others stay.
         fs::write(tree.join("sub/a.txt"), b"edited").unwrap();
