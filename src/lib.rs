@@ -15,6 +15,7 @@
 //! Library code returns typed errors and never prints; `main.rs` maps [`Error`] to exit
 //! codes.
 
+pub mod archive;
 pub mod cli;
 pub mod code;
 pub mod error;
