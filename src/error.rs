@@ -31,7 +31,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// Local I/O on a named path failed.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Path {
         /// The file or directory involved.
         path: PathBuf,
@@ -51,31 +51,123 @@ pub enum Error {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// The code did not parse.
+    #[error(transparent)]
+    Code(#[from] crate::code::ParseCodeError),
+    /// The network stack failed.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
+    /// The handshake or the session failed.
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    /// A frame failed.
+    #[error(transparent)]
+    Frame(#[from] crate::framing::FrameError),
+    /// A message from the peer failed to decode or came out of turn.
+    #[error(transparent)]
+    Message(#[from] crate::message::MessageError),
+    /// The data phase failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// Writing what was received failed.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// Packing or extracting an archive failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    /// The sender saw too many wrong codes and stopped.
+    #[error("{} wrong codes were tried: this code is burnt", crate::transfer::MAX_FAILED_ATTEMPTS)]
+    CodeBurnt,
+    /// The receiver declined the offer.
+    #[error("the offer was declined: {0}")]
+    Declined(String),
+    /// The peer reported a failure.
+    #[error("the peer failed: {0}")]
+    Remote(String),
+    /// A target already exists and `--force` was not given.
+    #[error("{} already exists", .0.display())]
+    Exists(PathBuf),
+    /// The peer announced something unsafe to write.
+    #[error("{0}")]
+    Unsafe(String),
+    /// Confirmation is needed but there is no terminal to ask on.
+    #[error("no terminal to confirm the offer on")]
+    NoTerminal,
 }
 
 impl Error {
     /// The exit status for this error.
     #[must_use]
     pub fn exit_code(&self) -> u8 {
+        use crate::session::SessionError;
         match self {
-            Error::Usage(_) => exit::USAGE,
+            Error::Usage(_) | Error::Code(_) | Error::NoTerminal => exit::USAGE,
             Error::Interrupted => exit::INTERRUPTED,
-            Error::Path { .. } | Error::Io { .. } => exit::FAILURE,
+            Error::CodeBurnt
+            | Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
+                exit::AUTH
+            }
+            Error::Declined(_) => exit::DECLINED,
+            _ => exit::FAILURE,
         }
     }
 
     /// A recommendation printed under the error, where one helps.
     #[must_use]
     pub fn hint(&self) -> Option<String> {
-        None
+        use crate::session::SessionError;
+        match self {
+            Error::Code(e) => e.hint(),
+            Error::Session(SessionError::WrongCode) => Some(
+                "check the code with the sender; the sender allows a few attempts per code".into(),
+            ),
+            Error::CodeBurnt => Some("run pcp send again for a new code".into()),
+            Error::Exists(_) => Some("use --force to overwrite, or choose another -o / -C".into()),
+            Error::NoTerminal => Some("pass -y to accept without asking".into()),
+            Error::Archive(e) => e.hint().map(str::to_owned),
+            Error::Sink(crate::sink::SinkError::Exists(_)) => {
+                Some("use --force to overwrite, or choose another -o / -C".into())
+            }
+            Error::Sink(crate::sink::SinkError::Archive(e)) => e.hint().map(str::to_owned),
+            _ => None,
+        }
     }
 
     /// True for a broken pipe on stdout: the reader went away, which is not a failure.
     #[must_use]
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+        match self {
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
+            Error::Sink(e) => e.is_broken_pipe(),
+            _ => false,
+        }
     }
 }
 
 /// Shorthand for the crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::SessionError;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(Error::NoTerminal.exit_code(), 2);
+        assert_eq!(Error::Session(SessionError::WrongCode).exit_code(), 3);
+        assert_eq!(Error::CodeBurnt.exit_code(), 3);
+        assert_eq!(Error::Declined("no".into()).exit_code(), 4);
+        assert_eq!(Error::Interrupted.exit_code(), 130);
+        assert_eq!(Error::Remote("disk full".into()).exit_code(), 1);
+        assert_eq!(Error::Session(SessionError::NotServing).exit_code(), 1);
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised() {
+        let e = Error::Sink(crate::sink::SinkError::Stdout(io::ErrorKind::BrokenPipe.into()));
+        assert!(e.is_broken_pipe());
+        assert!(!Error::Interrupted.is_broken_pipe());
+    }
+}

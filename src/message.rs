@@ -1,0 +1,314 @@
+//! The messages carried inside encrypted frames, after the handshake.
+//!
+//! Every frame's plaintext starts with a one-byte tag. Control messages encode their
+//! body with [postcard](https://postcard.jamesmunns.com/wire-format) (varint integers,
+//! length-prefixed strings); a chunk has a fixed binary header so that the pipeline can
+//! build and seal it in place without copying the payload.
+//!
+//! | tag  | message | direction | body |
+//! |------|---------|-----------|------|
+//! | 0x01 | Offer   | S → R | postcard [`Offer`] |
+//! | 0x02 | Accept  | R → S | empty |
+//! | 0x03 | Decline | R → S | postcard `String` reason (LAST frame) |
+//! | 0x04 | Chunk   | S → R | see below |
+//! | 0x05 | End     | S → R | postcard [`End`] (LAST frame) |
+//! | 0x06 | Error   | both  | postcard `String` (LAST frame) |
+//! | 0x07 | Done    | R → S | empty: everything verified and written (LAST frame) |
+//!
+//! Chunk body, big-endian:
+//!
+//! | bytes | field |
+//! |-------|-------|
+//! | 8     | chunk index, from 0, consecutive |
+//! | 1     | flags: bit 0 = payload is zstd-compressed; other bits MUST be 0 |
+//! | 4     | raw length: the chunk's length before compression, at most the offer's chunk size |
+//! | 32    | blake3 hash of the raw chunk |
+//! | rest  | payload |
+//!
+//! Invariants: a receiver never trusts a length it did not check against the offer's
+//! chunk size, and never writes a chunk whose blake3 hash does not match.
+
+use serde::{Deserialize, Serialize};
+
+/// Errors decoding a message the peer sent.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The frame was empty or carried an unknown tag.
+    #[error("peer sent an unknown message (tag {0:#04x})")]
+    UnknownTag(u8),
+    /// A message arrived where another was expected.
+    #[error("peer sent {got} where {expected} was expected")]
+    Unexpected {
+        /// What arrived.
+        got: &'static str,
+        /// What the protocol step needs.
+        expected: &'static str,
+    },
+    /// The body did not decode.
+    #[error("peer sent a malformed {what} message")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+    },
+}
+
+/// What kind of thing is offered; decides how the receiver writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// A byte stream of unknown length (the sender's stdin).
+    Stream,
+    /// One regular file.
+    File,
+    /// A tar stream of one or more files and directories.
+    Archive,
+}
+
+/// The sender's offer, shown to the receiver before any data flows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// What is offered.
+    pub kind: Kind,
+    /// The file's name, or a summary for an archive; never a path.
+    pub name: String,
+    /// Size in bytes when known (a file); `None` for streams and archives.
+    pub size: Option<u64>,
+    /// For an archive, the top-level names it contains; the receiver refuses others.
+    pub entries: Vec<String>,
+    /// Chunk size in bytes: the most a chunk's raw length may be.
+    pub chunk_size: u32,
+}
+
+/// The sender's closing totals, checked by the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    /// Number of chunks sent.
+    pub chunks: u64,
+    /// Total raw bytes.
+    pub bytes: u64,
+    /// blake3 over the concatenated 32-byte chunk hashes, in order.
+    pub root: [u8; 32],
+}
+
+/// A control message (everything but a chunk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// See [`Offer`].
+    Offer(Offer),
+    /// The receiver accepts the offer.
+    Accept,
+    /// The receiver declines, with a reason for the sender's user.
+    Decline(String),
+    /// See [`End`].
+    End(End),
+    /// The peer failed and says why.
+    Error(String),
+    /// The receiver verified and wrote everything.
+    Done,
+}
+
+/// Tag bytes.
+pub mod tag {
+    /// [`super::Control::Offer`]
+    pub const OFFER: u8 = 0x01;
+    /// [`super::Control::Accept`]
+    pub const ACCEPT: u8 = 0x02;
+    /// [`super::Control::Decline`]
+    pub const DECLINE: u8 = 0x03;
+    /// A chunk.
+    pub const CHUNK: u8 = 0x04;
+    /// [`super::Control::End`]
+    pub const END: u8 = 0x05;
+    /// [`super::Control::Error`]
+    pub const ERROR: u8 = 0x06;
+    /// [`super::Control::Done`]
+    pub const DONE: u8 = 0x07;
+}
+
+impl Control {
+    /// The message's name, for errors.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Control::Offer(_) => "Offer",
+            Control::Accept => "Accept",
+            Control::Decline(_) => "Decline",
+            Control::End(_) => "End",
+            Control::Error(_) => "Error",
+            Control::Done => "Done",
+        }
+    }
+
+    /// True for messages that MUST travel in the LAST frame of their direction.
+    #[must_use]
+    pub fn is_last(&self) -> bool {
+        matches!(self, Control::Decline(_) | Control::End(_) | Control::Error(_) | Control::Done)
+    }
+
+    /// Tag byte followed by the body.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, body) = match self {
+            Control::Offer(o) => (tag::OFFER, postcard::to_stdvec(o)),
+            Control::Accept => (tag::ACCEPT, Ok(Vec::new())),
+            Control::Decline(r) => (tag::DECLINE, postcard::to_stdvec(r)),
+            Control::End(e) => (tag::END, postcard::to_stdvec(e)),
+            Control::Error(m) => (tag::ERROR, postcard::to_stdvec(m)),
+            Control::Done => (tag::DONE, Ok(Vec::new())),
+        };
+        let body = body.expect("serializing plain structs to a Vec cannot fail");
+        let mut out = Vec::with_capacity(1 + body.len());
+        out.push(tag);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes a control message; a chunk tag is [`MessageError::Unexpected`].
+    ///
+    /// # Errors
+    /// Unknown tags, trailing bytes and malformed bodies.
+    pub fn decode(buf: &[u8]) -> Result<Control, MessageError> {
+        let (&tag, body) = buf.split_first().ok_or(MessageError::UnknownTag(0))?;
+        fn body_of<'a, T: Deserialize<'a>>(
+            body: &'a [u8],
+            what: &'static str,
+        ) -> Result<T, MessageError> {
+            match postcard::take_from_bytes(body) {
+                Ok((v, [])) => Ok(v),
+                _ => Err(MessageError::Malformed { what }),
+            }
+        }
+        fn empty(body: &[u8], what: &'static str, v: Control) -> Result<Control, MessageError> {
+            if body.is_empty() { Ok(v) } else { Err(MessageError::Malformed { what }) }
+        }
+        match tag {
+            tag::OFFER => Ok(Control::Offer(body_of(body, "Offer")?)),
+            tag::ACCEPT => empty(body, "Accept", Control::Accept),
+            tag::DECLINE => Ok(Control::Decline(body_of(body, "Decline")?)),
+            tag::END => Ok(Control::End(body_of(body, "End")?)),
+            tag::ERROR => Ok(Control::Error(body_of(body, "Error")?)),
+            tag::DONE => empty(body, "Done", Control::Done),
+            tag::CHUNK => Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" }),
+            other => Err(MessageError::UnknownTag(other)),
+        }
+    }
+}
+
+/// Length of a chunk frame's plaintext before the payload: tag + fixed header.
+pub const CHUNK_HEADER_LEN: usize = 1 + 8 + 1 + 4 + 32;
+
+/// Flag bit: the payload is zstd-compressed.
+pub const FLAG_ZSTD: u8 = 0x01;
+
+/// The fixed header of a chunk message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// Chunk index.
+    pub index: u64,
+    /// Flags ([`FLAG_ZSTD`]).
+    pub flags: u8,
+    /// Raw (uncompressed) length.
+    pub raw_len: u32,
+    /// blake3 of the raw chunk.
+    pub hash: [u8; 32],
+}
+
+impl ChunkHeader {
+    /// Writes tag and header into the first [`CHUNK_HEADER_LEN`] bytes of `out`.
+    pub fn write(&self, out: &mut [u8; CHUNK_HEADER_LEN]) {
+        out[0] = tag::CHUNK;
+        out[1..9].copy_from_slice(&self.index.to_be_bytes());
+        out[9] = self.flags;
+        out[10..14].copy_from_slice(&self.raw_len.to_be_bytes());
+        out[14..46].copy_from_slice(&self.hash);
+    }
+
+    /// Parses a chunk message's plaintext into header and payload.
+    ///
+    /// # Errors
+    /// A non-chunk tag, a short frame, or unknown flag bits.
+    pub fn parse(buf: &[u8]) -> Result<(ChunkHeader, &[u8]), MessageError> {
+        if buf.len() < CHUNK_HEADER_LEN {
+            return match buf.first() {
+                Some(&tag::CHUNK) | None => Err(MessageError::Malformed { what: "Chunk" }),
+                Some(&t) => Err(MessageError::UnknownTag(t)),
+            };
+        }
+        let (head, payload) = buf.split_at(CHUNK_HEADER_LEN);
+        if head[0] != tag::CHUNK {
+            return Err(MessageError::Unexpected { got: "a control message", expected: "a chunk" });
+        }
+        let flags = head[9];
+        if flags & !FLAG_ZSTD != 0 {
+            return Err(MessageError::Malformed { what: "Chunk" });
+        }
+        let mut index = [0u8; 8];
+        index.copy_from_slice(&head[1..9]);
+        let mut raw_len = [0u8; 4];
+        raw_len.copy_from_slice(&head[10..14]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&head[14..46]);
+        Ok((
+            ChunkHeader {
+                index: u64::from_be_bytes(index),
+                flags,
+                raw_len: u32::from_be_bytes(raw_len),
+                hash,
+            },
+            payload,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_round_trips() {
+        let msgs = [
+            Control::Offer(Offer {
+                kind: Kind::Archive,
+                name: "photos".into(),
+                size: None,
+                entries: vec!["photos".into()],
+                chunk_size: 1 << 20,
+            }),
+            Control::Accept,
+            Control::Decline("no".into()),
+            Control::End(End { chunks: 3, bytes: 3 << 20, root: [7; 32] }),
+            Control::Error("disk full".into()),
+            Control::Done,
+        ];
+        for m in msgs {
+            assert_eq!(Control::decode(&m.encode()).expect("decodes"), m);
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(matches!(Control::decode(&[]), Err(MessageError::UnknownTag(0))));
+        assert!(matches!(Control::decode(&[0x99, 1, 2]), Err(MessageError::UnknownTag(0x99))));
+        assert!(Control::decode(&[tag::ACCEPT, 0]).is_err(), "trailing bytes");
+        assert!(Control::decode(&[tag::OFFER, 0xff, 0xff]).is_err());
+        let mut end = Control::End(End { chunks: 1, bytes: 1, root: [0; 32] }).encode();
+        end.truncate(end.len() - 1);
+        assert!(Control::decode(&end).is_err(), "truncated body");
+    }
+
+    #[test]
+    fn chunk_header_round_trips_and_checks() {
+        let h = ChunkHeader { index: 42, flags: FLAG_ZSTD, raw_len: 1000, hash: [9; 32] };
+        let mut buf = [0u8; CHUNK_HEADER_LEN];
+        h.write(&mut buf);
+        let mut frame = buf.to_vec();
+        frame.extend_from_slice(b"payload");
+        let (got, payload) = ChunkHeader::parse(&frame).expect("parses");
+        assert_eq!(got, h);
+        assert_eq!(payload, b"payload");
+
+        assert!(ChunkHeader::parse(&frame[..10]).is_err(), "short");
+        frame[9] = 0x80;
+        assert!(ChunkHeader::parse(&frame).is_err(), "unknown flag");
+        assert!(ChunkHeader::parse(&Control::Done.encode()).is_err(), "not a chunk");
+    }
+}

@@ -1,0 +1,323 @@
+//! The libp2p node: one task owns the [`Swarm`]; a cloneable [`Node`] handle talks to it
+//! over bounded channels, and discovery reaches the caller as [`Event`]s.
+//!
+//! Transports: TCP (noise, yamux) and QUIC v1. Behaviours: libp2p-stream for the
+//! session streams, identify, ping, and mDNS (optional). Data streams are opened with a
+//! [`libp2p_stream::Control`], which needs no round trip through the event loop.
+//!
+//! Invariants:
+//! - The swarm is polled only by [`EventLoop::run`]; nothing else touches it.
+//! - The event loop never blocks on the caller: events go out with `try_send` on a
+//!   bounded channel, and a full channel drops the event with a warning (discovery
+//!   repeats itself, so a lost event costs a delay, not a transfer).
+//! - Closing every [`Node`] handle ends the loop.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long an idle connection stays open. The receiver's y/n prompt runs with the
+/// session stream open, so this only bounds connections nobody uses.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How many events may wait for the caller before new ones are dropped.
+const EVENT_CAPACITY: usize = 256;
+
+/// Errors starting or talking to the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The transport stack could not be built.
+    #[error("could not set up the network stack: {0}")]
+    Transport(String),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The event loop is gone.
+    #[error("the network task stopped")]
+    Stopped,
+}
+
+/// How the node is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on; empty means all interfaces, random ports, TCP and QUIC.
+    pub listen: Vec<Multiaddr>,
+    /// Whether to run mDNS.
+    pub mdns: bool,
+    /// mDNS query interval: short for a receiver that may start before the sender.
+    pub mdns_query_interval: Duration,
+}
+
+/// How a peer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// mDNS on the local network.
+    Mdns,
+    /// A `--peer` address we dialled.
+    Direct,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Mdns => "mDNS",
+            Via::Direct => "direct address",
+        })
+    }
+}
+
+/// What the node reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A peer that might be the one we want.
+    Discovered {
+        /// The peer.
+        peer: PeerId,
+        /// How it was found.
+        via: Via,
+    },
+    /// A direct dial failed.
+    DialFailed {
+        /// The address dialled.
+        addr: Multiaddr,
+        /// Why.
+        error: String,
+    },
+    /// We listen on a new address.
+    Listening(Multiaddr),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    stream: libp2p_stream::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+enum Command {
+    Dial { addr: Multiaddr },
+    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+}
+
+/// A handle on the running node.
+#[derive(Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Builds the swarm, starts listening and spawns the event loop on the current
+    /// tokio runtime.
+    ///
+    /// # Errors
+    /// Transport set-up failures and refused listen addresses.
+    pub fn start(config: Config) -> Result<(Node, mpsc::Receiver<Event>), NodeError> {
+        let keypair = Keypair::generate_ed25519();
+        let mdns_cfg = mdns::Config {
+            query_interval: config.mdns_query_interval,
+            ..mdns::Config::default()
+        };
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .map_err(|e| NodeError::Transport(e.to_string()))?
+            .with_quic()
+            .with_behaviour(|key| {
+                let id = key.public().to_peer_id();
+                let mdns = if config.mdns {
+                    Some(mdns::tokio::Behaviour::new(mdns_cfg, id)?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    stream: libp2p_stream::Behaviour::new(),
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/pcp/1".into(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    mdns: mdns.into(),
+                })
+            })
+            .map_err(|e| NodeError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+            .build();
+
+        let listen = if config.listen.is_empty() {
+            [
+                "/ip4/0.0.0.0/tcp/0",
+                "/ip4/0.0.0.0/udp/0/quic-v1",
+                "/ip6/::/tcp/0",
+                "/ip6/::/udp/0/quic-v1",
+            ]
+            .iter()
+            .map(|a| a.parse().expect("static multiaddr"))
+            .collect()
+        } else {
+            config.listen.clone()
+        };
+        let explicit = !config.listen.is_empty();
+        for addr in listen {
+            if let Err(e) = swarm.listen_on(addr.clone()) {
+                // The defaults include IPv6, which a host may lack; only an address
+                // the user asked for is worth failing over.
+                if explicit {
+                    return Err(NodeError::Listen { addr, reason: e.to_string() });
+                }
+                tracing::debug!(%addr, error = %e, "default listen address unavailable");
+            }
+        }
+
+        let peer_id = *swarm.local_peer_id();
+        let control = swarm.behaviour().stream.new_control();
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
+        let event_loop =
+            EventLoop { swarm, commands: cmd_rx, events: ev_tx, dials: HashMap::new() };
+        tokio::spawn(event_loop.run());
+        Ok((Node { peer_id, control, commands: cmd_tx }, ev_rx))
+    }
+
+    /// Our peer id.
+    #[must_use]
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// A stream control, for opening or accepting session streams.
+    #[must_use]
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// Dials an address; success shows up as [`Event::Discovered`] with [`Via::Direct`],
+    /// failure as [`Event::DialFailed`].
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`] when the event loop is gone.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.commands.send(Command::Dial { addr }).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The addresses we listen on, with our `/p2p/` id appended.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`] when the event loop is gone.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::ListenAddrs { reply }).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+}
+
+/// Owns the swarm; see the module invariants.
+struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    /// Outstanding `--peer` dials, by connection.
+    dials: HashMap<ConnectionId, Multiaddr>,
+}
+
+impl EventLoop {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break,
+                },
+            }
+        }
+        tracing::debug!("network task done");
+    }
+
+    fn emit(&self, ev: Event) {
+        if let Err(e) = self.events.try_send(ev) {
+            tracing::warn!(error = %e, "dropping a network event");
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial { addr } => {
+                let peer = addr.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                    _ => None,
+                });
+                let opts = match peer {
+                    Some(p) => DialOpts::peer_id(p).addresses(vec![addr.clone()]).build(),
+                    None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+                };
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, addr);
+                    }
+                    Err(e) => self.emit(Event::DialFailed { addr, error: e.to_string() }),
+                }
+            }
+            Command::ListenAddrs { reply } => {
+                let me = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
+                let mut seen = Vec::new();
+                for (peer, addr) in list {
+                    tracing::debug!(%peer, %addr, "mDNS discovered");
+                    if !seen.contains(&peer) {
+                        seen.push(peer);
+                        self.emit(Event::Discovered { peer, via: Via::Mdns });
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                if self.dials.remove(&connection_id).is_some() {
+                    self.emit(Event::Discovered { peer: peer_id, via: Via::Direct });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                if let Some(addr) = self.dials.remove(&connection_id) {
+                    self.emit(Event::DialFailed { addr, error: error.to_string() });
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
+                self.emit(Event::Listening(address));
+            }
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+}

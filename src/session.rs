@@ -1,0 +1,516 @@
+//! One authenticated session over one libp2p stream: hello, SPAKE2, key confirmation,
+//! then encrypted frames.
+//!
+//! The stream runs inside libp2p's own noise channel, so both peer ids are authenticated
+//! before the first byte here; what this layer proves is that both sides know the code.
+//!
+//! # Wire format (plaintext, inside noise)
+//!
+//! | step | direction | bytes |
+//! |------|-----------|-------|
+//! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 1) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
+//! | reply   | S → R | status `u8`; if 0 (OK): SPAKE2 message A (33) ‖ sender confirmation (32) |
+//! | confirm | R → S | receiver confirmation (32) |
+//!
+//! Integers are big-endian. Status: 0 OK, 1 not this channel or slot, 2 busy with another
+//! receiver, 3 unsupported version. After the confirmation both directions carry
+//! [`crate::framing`] frames.
+//!
+//! # Security
+//! - SPAKE2 (Ed25519 group) with the sender as side A and the receiver as side B; the
+//!   identities are `"pcp/1 sender " ‖ sender peer id` and `"pcp/1 receiver " ‖ receiver
+//!   peer id`, so a relay or a man in the middle cannot splice two sessions.
+//! - HKDF-SHA256, salt = the whole handshake transcript (hello and both SPAKE2 messages),
+//!   gives one frame key per direction and one confirmation value per side.
+//! - `spake2::finish` succeeds with a wrong password (it just yields another key), so each
+//!   side MUST check the peer's confirmation, in constant time, before it decrypts or
+//!   writes anything. A hello that does not match costs the sender no attempt; a failed
+//!   confirmation does.
+//! - Each side sends its confirmation without waiting for the other's: SPAKE2 allows
+//!   one online guess per handshake whatever the order.
+
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hkdf::Hkdf;
+use libp2p::{PeerId, StreamProtocol};
+use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::code::Code;
+use crate::framing::{self, FrameError, FrameKey, Opener, Sealer};
+use crate::message::{Control, MessageError};
+
+/// The libp2p protocol the session runs on.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/pcp/transfer/1");
+
+/// Protocol version carried in the hello.
+pub const VERSION: u8 = 1;
+
+const MAGIC: &[u8; 3] = b"pcp";
+const SPAKE_MSG_LEN: usize = 33;
+const CONFIRM_LEN: usize = 32;
+const HELLO_LEN: usize = 3 + 1 + 2 + 8 + SPAKE_MSG_LEN;
+
+/// How long one handshake may take before the peer is dropped, so that a stalled
+/// stranger cannot hold the sender.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+mod status {
+    pub(super) const OK: u8 = 0;
+    pub(super) const NOT_SERVING: u8 = 1;
+    pub(super) const BUSY: u8 = 2;
+    pub(super) const VERSION: u8 = 3;
+}
+
+/// Why a session could not be set up or continued.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The receiver's check of the sender's confirmation failed.
+    #[error("wrong code: the sender could not be authenticated")]
+    WrongCode,
+    /// The sender's check of the receiver's confirmation failed.
+    #[error("a receiver ({peer}) tried a wrong code")]
+    PeerWrongCode {
+        /// Who tried.
+        peer: PeerId,
+    },
+    /// The peer is a pcp node, but not serving this code's channel and time slot.
+    #[error("peer does not serve this code")]
+    NotServing,
+    /// The peer is serving another receiver.
+    #[error("the sender is busy with another receiver")]
+    Busy,
+    /// The peer speaks another protocol version.
+    #[error("the peer runs an incompatible pcp version")]
+    Version,
+    /// The peer broke the handshake.
+    #[error("the peer broke the handshake: {0}")]
+    Protocol(&'static str),
+    /// The handshake took too long.
+    #[error("the handshake timed out")]
+    Timeout,
+    /// The stream failed.
+    #[error("connection failed")]
+    Io(#[from] std::io::Error),
+    /// A frame failed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// A message failed to decode.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// The peer reported an error.
+    #[error("the peer failed: {0}")]
+    Remote(String),
+}
+
+/// What the hello names: the code's channel and the time slot the receiver is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// Index of the code's first word.
+    pub channel: u16,
+    /// Unix seconds at the start of the slot.
+    pub slot: u64,
+}
+
+/// The keys one handshake produced.
+struct Keys {
+    send: FrameKey,
+    recv: FrameKey,
+    confirm_mine: Zeroizing<[u8; CONFIRM_LEN]>,
+    confirm_theirs: Zeroizing<[u8; CONFIRM_LEN]>,
+}
+
+fn identities(sender: &PeerId, receiver: &PeerId) -> (Identity, Identity) {
+    let mut a = b"pcp/1 sender ".to_vec();
+    a.extend_from_slice(&sender.to_bytes());
+    let mut b = b"pcp/1 receiver ".to_vec();
+    b.extend_from_slice(&receiver.to_bytes());
+    (Identity::new(&a), Identity::new(&b))
+}
+
+/// Derives the session keys from the SPAKE2 key and the transcript.
+fn derive(shared: &[u8], transcript: &[u8], i_am_sender: bool) -> Keys {
+    let hk = Hkdf::<Sha256>::new(Some(transcript), shared);
+    let expand = |label: &[u8]| {
+        let mut out = Zeroizing::new([0u8; 32]);
+        hk.expand(label, out.as_mut()).expect("32 bytes is a valid HKDF-SHA256 length");
+        out
+    };
+    let s2r = expand(b"pcp/1 key sender->receiver");
+    let r2s = expand(b"pcp/1 key receiver->sender");
+    let c_s = expand(b"pcp/1 confirm sender");
+    let c_r = expand(b"pcp/1 confirm receiver");
+    if i_am_sender {
+        Keys { send: FrameKey::new(*s2r), recv: FrameKey::new(*r2s), confirm_mine: c_s, confirm_theirs: c_r }
+    } else {
+        Keys { send: FrameKey::new(*r2s), recv: FrameKey::new(*s2r), confirm_mine: c_r, confirm_theirs: c_s }
+    }
+}
+
+/// An authenticated, encrypted session over a stream.
+pub struct Session<S> {
+    stream: S,
+    peer: PeerId,
+    send_key: FrameKey,
+    recv_key: FrameKey,
+    sealer: Sealer,
+    opener: Opener,
+}
+
+impl<S> std::fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("peer", &self.peer).finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Receiver side: says hello, runs SPAKE2 and checks the sender's confirmation.
+    ///
+    /// # Errors
+    /// [`SessionError::WrongCode`] when the sender's confirmation does not match, the hello
+    /// refusals, and stream failures. Nothing is decrypted before the check.
+    pub async fn connect(
+        mut stream: S,
+        code: &Code,
+        at: Rendezvous,
+        me: PeerId,
+        sender: PeerId,
+    ) -> Result<Session<S>, SessionError> {
+        let (id_a, id_b) = identities(&sender, &me);
+        let (spake, msg_b) =
+            Spake2::<Ed25519Group>::start_b(&Password::new(code.password().as_bytes()), &id_a, &id_b);
+        let mut hello = Vec::with_capacity(HELLO_LEN);
+        hello.extend_from_slice(MAGIC);
+        hello.push(VERSION);
+        hello.extend_from_slice(&at.channel.to_be_bytes());
+        hello.extend_from_slice(&at.slot.to_be_bytes());
+        hello.extend_from_slice(&msg_b);
+        stream.write_all(&hello).await?;
+        stream.flush().await?;
+
+        let mut st = [0u8; 1];
+        stream.read_exact(&mut st).await?;
+        match st[0] {
+            status::OK => {}
+            status::NOT_SERVING => return Err(SessionError::NotServing),
+            status::BUSY => return Err(SessionError::Busy),
+            status::VERSION => return Err(SessionError::Version),
+            _ => return Err(SessionError::Protocol("unknown hello status")),
+        }
+        let mut reply = [0u8; SPAKE_MSG_LEN + CONFIRM_LEN];
+        stream.read_exact(&mut reply).await?;
+        let (msg_a, their_confirm) = reply.split_at(SPAKE_MSG_LEN);
+        let shared = Zeroizing::new(
+            spake.finish(msg_a).map_err(|_| SessionError::Protocol("bad SPAKE2 message"))?,
+        );
+        let transcript = [&hello[..], msg_a].concat();
+        let keys = derive(&shared, &transcript, false);
+        // Send ours first, whatever theirs says, so that a sender facing a wrong code
+        // counts the attempt instead of waiting for a timeout.
+        stream.write_all(keys.confirm_mine.as_ref()).await?;
+        stream.flush().await?;
+        if !bool::from(keys.confirm_theirs.as_ref().ct_eq(their_confirm)) {
+            return Err(SessionError::WrongCode);
+        }
+        Ok(Session::new(stream, sender, keys))
+    }
+
+    /// Sender side: reads the hello, answers it, runs SPAKE2 and checks the receiver's
+    /// confirmation. `serving` decides whether a hello's channel and slot are ours;
+    /// `busy` refuses every hello politely.
+    ///
+    /// # Errors
+    /// [`SessionError::NotServing`] (no attempt spent), [`SessionError::PeerWrongCode`]
+    /// (an attempt spent), stream failures.
+    pub async fn accept(
+        mut stream: S,
+        code: &Code,
+        serving: impl Fn(Rendezvous) -> bool,
+        me: PeerId,
+        receiver: PeerId,
+    ) -> Result<Session<S>, SessionError> {
+        let mut hello = [0u8; HELLO_LEN];
+        stream.read_exact(&mut hello).await?;
+        if &hello[..3] != MAGIC {
+            return Err(SessionError::Protocol("bad hello"));
+        }
+        if hello[3] != VERSION {
+            refuse(&mut stream, status::VERSION).await;
+            return Err(SessionError::Version);
+        }
+        let channel = u16::from_be_bytes([hello[4], hello[5]]);
+        let mut slot = [0u8; 8];
+        slot.copy_from_slice(&hello[6..14]);
+        let at = Rendezvous { channel, slot: u64::from_be_bytes(slot) };
+        if at.channel != code.channel() || !serving(at) {
+            refuse(&mut stream, status::NOT_SERVING).await;
+            return Err(SessionError::NotServing);
+        }
+        let msg_b = &hello[14..];
+        let (id_a, id_b) = identities(&me, &receiver);
+        let (spake, msg_a) =
+            Spake2::<Ed25519Group>::start_a(&Password::new(code.password().as_bytes()), &id_a, &id_b);
+        let shared = Zeroizing::new(
+            spake.finish(msg_b).map_err(|_| SessionError::Protocol("bad SPAKE2 message"))?,
+        );
+        let transcript = [&hello[..], &msg_a[..]].concat();
+        let keys = derive(&shared, &transcript, true);
+        let mut reply = Vec::with_capacity(1 + SPAKE_MSG_LEN + CONFIRM_LEN);
+        reply.push(status::OK);
+        reply.extend_from_slice(&msg_a);
+        reply.extend_from_slice(keys.confirm_mine.as_ref());
+        stream.write_all(&reply).await?;
+        stream.flush().await?;
+        let mut theirs = [0u8; CONFIRM_LEN];
+        stream.read_exact(&mut theirs).await?;
+        if !bool::from(keys.confirm_theirs.as_ref().ct_eq(&theirs)) {
+            let _ = stream.close().await;
+            return Err(SessionError::PeerWrongCode { peer: receiver });
+        }
+        Ok(Session::new(stream, receiver, keys))
+    }
+
+    /// Tells a peer that this sender is busy, and closes the stream.
+    pub async fn refuse_busy(mut stream: S) {
+        refuse(&mut stream, status::BUSY).await;
+    }
+
+    fn new(stream: S, peer: PeerId, keys: Keys) -> Session<S> {
+        Session {
+            stream,
+            peer,
+            sealer: Sealer::new(keys.send.clone()),
+            opener: Opener::new(keys.recv.clone()),
+            send_key: keys.send,
+            recv_key: keys.recv,
+        }
+    }
+
+    /// The authenticated peer.
+    #[must_use]
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// Seals and writes one control message; messages that end a direction go in a
+    /// LAST frame.
+    ///
+    /// # Errors
+    /// Stream failures.
+    pub async fn send(&mut self, msg: &Control) -> Result<(), SessionError> {
+        let mut buf = msg.encode();
+        let header = self.sealer.seal_next(&mut buf, msg.is_last())?;
+        framing::write_frame(&mut self.stream, header, &buf).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Reads, opens and decodes one control message.
+    ///
+    /// # Errors
+    /// EOF ([`FrameError::Truncated`]), authentication failures, malformed messages,
+    /// and an `Error` message from the peer as [`SessionError::Remote`].
+    pub async fn recv(&mut self) -> Result<Control, SessionError> {
+        let (header, mut buf) =
+            framing::read_frame(&mut self.stream).await?.ok_or(FrameError::Truncated)?;
+        self.opener.open_next(header, &mut buf)?;
+        match Control::decode(&buf)? {
+            Control::Error(m) => Err(SessionError::Remote(crate::term::sanitize(&m))),
+            other => Ok(other),
+        }
+    }
+
+    /// Splits the session for the data phase: the stream and the sequential state of
+    /// both directions, so frames can be sealed and opened on worker threads.
+    pub fn into_parts(self) -> Parts<S> {
+        Parts {
+            stream: self.stream,
+            peer: self.peer,
+            send_key: self.send_key,
+            recv_key: self.recv_key,
+            sealer: self.sealer,
+            opener: self.opener,
+        }
+    }
+}
+
+/// A session taken apart for the data phase.
+pub struct Parts<S> {
+    /// The stream.
+    pub stream: S,
+    /// The authenticated peer.
+    pub peer: PeerId,
+    /// Key for frames we send.
+    pub send_key: FrameKey,
+    /// Key for frames we receive.
+    pub recv_key: FrameKey,
+    /// Counter state for frames we send.
+    pub sealer: Sealer,
+    /// Counter state for frames we receive.
+    pub opener: Opener,
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: u8) {
+    // Best effort: the peer may already be gone, and this refusal is a courtesy.
+    let _ = stream.write_all(&[code]).await;
+    let _ = stream.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+
+    /// An in-memory duplex pipe, both ends futures-io.
+    fn duplex() -> (impl AsyncRead + AsyncWrite + Unpin, impl AsyncRead + AsyncWrite + Unpin) {
+        use tokio_util_compat::*;
+        let (a, b) = tokio::io::duplex(1 << 16);
+        (a.compat(), b.compat())
+    }
+
+    mod tokio_util_compat {
+        //! Minimal tokio → futures-io adapter for tests, so tests need no extra crate.
+        use std::pin::Pin;
+        use std::task::{Context, Poll};
+
+        pub(super) struct Compat<T>(pub(super) T);
+        pub(super) trait CompatExt: Sized {
+            fn compat(self) -> Compat<Self> {
+                Compat(self)
+            }
+        }
+        impl<T> CompatExt for T {}
+
+        impl<T: tokio::io::AsyncRead + Unpin> futures::AsyncRead for Compat<T> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<std::io::Result<usize>> {
+                let mut rb = tokio::io::ReadBuf::new(buf);
+                match Pin::new(&mut self.0).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+        impl<T: tokio::io::AsyncWrite + Unpin> futures::AsyncWrite for Compat<T> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.0).poll_write(cx, buf)
+            }
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_flush(cx)
+            }
+            fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.0).poll_shutdown(cx)
+            }
+        }
+    }
+
+    fn code(s: &str) -> Code {
+        s.parse().expect("valid code")
+    }
+
+    async fn pair(
+        sender_code: &str,
+        receiver_code: &str,
+    ) -> (Result<Session<impl AsyncRead + AsyncWrite + Unpin>, SessionError>, Result<Session<impl AsyncRead + AsyncWrite + Unpin>, SessionError>) {
+        let (a, b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let sc = code(sender_code);
+        let rc = code(receiver_code);
+        let at = Rendezvous { channel: rc.channel(), slot: 300 };
+        tokio::join!(
+            Session::accept(a, &sc, |r| r.slot == 300, s_id, r_id),
+            Session::connect(b, &rc, at, r_id, s_id)
+        )
+    }
+
+    #[tokio::test]
+    async fn right_code_talks() {
+        let (s, r) = pair("bubble-enemy-result-increase", "bubble-enemy-result-increase").await;
+        let (mut s, mut r) = (s.expect("sender ok"), r.expect("receiver ok"));
+        s.send(&Control::Accept).await.expect("send");
+        assert_eq!(r.recv().await.expect("recv"), Control::Accept);
+        r.send(&Control::Done).await.expect("send");
+        assert_eq!(s.recv().await.expect("recv"), Control::Done);
+    }
+
+    #[tokio::test]
+    async fn wrong_code_fails_on_both_sides() {
+        let (s, r) = pair("bubble-enemy-result-increase", "bubble-enemy-result-abandon").await;
+        assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })));
+        assert!(matches!(r, Err(SessionError::WrongCode)));
+    }
+
+    #[tokio::test]
+    async fn other_channel_is_refused_before_the_pake() {
+        let (s, r) = pair("bubble-enemy-result-increase", "abandon-enemy-result-increase").await;
+        assert!(matches!(s, Err(SessionError::NotServing)));
+        assert!(matches!(r, Err(SessionError::NotServing)));
+    }
+
+    #[tokio::test]
+    async fn garbage_hello_is_refused() {
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let junk = Cursor::new(vec![0x42u8; HELLO_LEN + 100]);
+        struct Rw(Cursor<Vec<u8>>, Vec<u8>);
+        impl AsyncRead for Rw {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+            }
+        }
+        impl AsyncWrite for Rw {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.1.extend_from_slice(buf);
+                std::task::Poll::Ready(Ok(buf.len()))
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let c = code("bubble-enemy-result-increase");
+        let r = Session::accept(Rw(junk, Vec::new()), &c, |_| true, s_id, r_id).await;
+        assert!(matches!(r, Err(SessionError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn tampered_frame_is_refused() {
+        let (s, r) = pair("bubble-enemy-result-increase", "bubble-enemy-result-increase").await;
+        let (mut s, r) = (s.expect("sender ok"), r.expect("receiver ok"));
+        // A frame sealed under the wrong direction's key must not open.
+        let mut parts = r.into_parts();
+        let mut buf = Control::Accept.encode();
+        let h = parts.sealer.seal_next(&mut buf, false).expect("seal");
+        framing::write_frame(&mut parts.stream, h, &buf).await.expect("write");
+        buf[0] ^= 1;
+        framing::write_frame(&mut parts.stream, h, &buf).await.expect("write");
+        assert_eq!(s.recv().await.expect("first frame is fine"), Control::Accept);
+        assert!(matches!(s.recv().await, Err(SessionError::Frame(FrameError::Decrypt))));
+    }
+}
