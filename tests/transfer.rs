@@ -36,8 +36,25 @@ mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
-fn tempdir() -> TempDir {
-    tempfile::tempdir().expect("create a temporary directory")
+/// A test's scratch directory, removed when it drops.
+struct Scratch(TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().expect("create a temporary directory"))
+    }
+
+    /// A path in it (not created).
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    /// A new, empty directory in it.
+    fn mkdir(&self, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        dir
+    }
 }
 
 /// A path as a command-line argument (temporary paths are UTF-8).
@@ -86,6 +103,22 @@ fn start_receiver(host: &Host, args: &[&str], stdout: Stdio) -> Proc {
     Proc::spawn("receiver", &mut cmd)
 }
 
+/// Runs `pcp send --code CODE SEND…` on host 0 and, once it is ready, `pcp receive
+/// RECEIVE…` on host 1; both must succeed.
+fn transfer(lan: &Lan, send: &[&str], stdin: Stdio, receive: &[&str], stdout: Stdio) {
+    let mut sender = start_sender(lan.host(0), send, stdin);
+    let mut receiver = start_receiver(lan.host(1), receive, stdout);
+    receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+}
+
+/// Neither `out` nor its `.pcp-part` exists.
+fn assert_not_written(out: &Path) {
+    for path in [out.to_owned(), part_path(out)] {
+        assert!(!path.exists(), "{} was written", path.display());
+    }
+}
+
 fn assert_empty_file(what: &str, path: &Path) {
     let data = read(path);
     assert!(data.is_empty(), "{what}: expected nothing, got {} bytes", data.len());
@@ -96,14 +129,11 @@ fn assert_empty_file(what: &str, path: &Path) {
 /// `pcp send [SENDER_ARGS] < in` → `pcp receive -y CODE > out`; `out` equals `in`.
 fn stream(len: usize, sender_args: &[&str]) {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    let tmp = Scratch::new();
+    let (input, output) = (tmp.path("in"), tmp.path("out"));
     let data = write_random_file(&input, len);
 
-    let mut sender = start_sender(lan.host(0), sender_args, stdin_from(&input));
-    let mut receiver = start_receiver(lan.host(1), &["-y", CODE], stdout_to(&output));
-    receiver.expect_exit(exit::OK);
-    sender.expect_exit(exit::OK);
+    transfer(&lan, sender_args, stdin_from(&input), &["-y", CODE], stdout_to(&output));
     assert_bytes_eq("received stream", &data, &read(&output));
 }
 
@@ -142,17 +172,11 @@ fn stream_of_64_mib() {
 #[test]
 fn file_to_output_path() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src, out, stdout) =
-        (dir.path().join("payload.bin"), dir.path().join("got.bin"), dir.path().join("stdout"));
+    let tmp = Scratch::new();
+    let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
     let data = write_random_file(&src, 3 * MIB + 17);
 
-    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
-    let mut receiver =
-        start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], stdout_to(&stdout));
-    receiver.expect_exit(exit::OK);
-    sender.expect_exit(exit::OK);
-
+    transfer(&lan, &[arg(&src)], Stdio::null(), &["-y", "-o", arg(&out), CODE], stdout_to(&stdout));
     assert_bytes_eq(arg(&out), &data, &read(&out));
     assert!(!part_path(&out).exists(), "{} left behind", part_path(&out).display());
     assert_empty_file("receiver's stdout", &stdout);
@@ -163,20 +187,12 @@ fn file_to_output_path() {
 #[test]
 fn file_saved_under_its_name_in_directory() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src_dir, dst, stdout) =
-        (dir.path().join("src"), dir.path().join("dst"), dir.path().join("stdout"));
-    fs::create_dir(&src_dir).expect("mkdir src");
-    fs::create_dir(&dst).expect("mkdir dst");
-    let src = src_dir.join("report.bin");
+    let tmp = Scratch::new();
+    let (src, dst, stdout) =
+        (tmp.mkdir("src").join("report.bin"), tmp.mkdir("dst"), tmp.path("stdout"));
     let data = write_random_file(&src, 2 * MIB + 3);
 
-    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
-    let mut receiver =
-        start_receiver(lan.host(1), &["-y", "-C", arg(&dst), CODE], stdout_to(&stdout));
-    receiver.expect_exit(exit::OK);
-    sender.expect_exit(exit::OK);
-
+    transfer(&lan, &[arg(&src)], Stdio::null(), &["-y", "-C", arg(&dst), CODE], stdout_to(&stdout));
     assert_eq!(list_dir(&dst), ["report.bin"]);
     assert_bytes_eq("dst/report.bin", &data, &read(&dst.join("report.bin")));
     assert_empty_file("receiver's stdout", &stdout);
@@ -187,19 +203,17 @@ fn file_saved_under_its_name_in_directory() {
 #[test]
 fn directory_extracted_in_directory() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src_dir, dst, stdout) =
-        (dir.path().join("src"), dir.path().join("dst"), dir.path().join("stdout"));
-    fs::create_dir(&src_dir).expect("mkdir src");
-    fs::create_dir(&dst).expect("mkdir dst");
-    let tree = make_sample_tree(&src_dir, "tree");
+    let tmp = Scratch::new();
+    let (tree, dst, stdout) =
+        (make_sample_tree(&tmp.mkdir("src"), "tree"), tmp.mkdir("dst"), tmp.path("stdout"));
 
-    let mut sender = start_sender(lan.host(0), &[arg(&tree)], Stdio::null());
-    let mut receiver =
-        start_receiver(lan.host(1), &["-y", "-C", arg(&dst), CODE], stdout_to(&stdout));
-    receiver.expect_exit(exit::OK);
-    sender.expect_exit(exit::OK);
-
+    transfer(
+        &lan,
+        &[arg(&tree)],
+        Stdio::null(),
+        &["-y", "-C", arg(&dst), CODE],
+        stdout_to(&stdout),
+    );
     assert_eq!(list_dir(&dst), ["tree"]);
     assert_trees_eq(&tree, &dst.join("tree"));
     assert_empty_file("receiver's stdout", &stdout);
@@ -210,18 +224,11 @@ fn directory_extracted_in_directory() {
 #[test]
 fn directory_to_stdout_is_a_tar_stream() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src_dir, tar, unpacked) =
-        (dir.path().join("src"), dir.path().join("out.tar"), dir.path().join("unpacked"));
-    fs::create_dir(&src_dir).expect("mkdir src");
-    fs::create_dir(&unpacked).expect("mkdir unpacked");
-    let tree = make_sample_tree(&src_dir, "tree");
+    let tmp = Scratch::new();
+    let (tree, tar, unpacked) =
+        (make_sample_tree(&tmp.mkdir("src"), "tree"), tmp.path("out.tar"), tmp.mkdir("unpacked"));
 
-    let mut sender = start_sender(lan.host(0), &[arg(&tree)], Stdio::null());
-    let mut receiver = start_receiver(lan.host(1), &["-y", CODE], stdout_to(&tar));
-    receiver.expect_exit(exit::OK);
-    sender.expect_exit(exit::OK);
-
+    transfer(&lan, &[arg(&tree)], Stdio::null(), &["-y", CODE], stdout_to(&tar));
     // GNU tar, not the tar crate pcp itself uses, so a shared bug cannot hide.
     let mut cmd = Command::new("tar");
     cmd.args(["-x", "-p", "-f", arg(&tar), "-C", arg(&unpacked)]).stdin(Stdio::null());
@@ -237,9 +244,8 @@ fn directory_to_stdout_is_a_tar_stream() {
 #[test]
 fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src, out, stdout) =
-        (dir.path().join("payload.bin"), dir.path().join("got.bin"), dir.path().join("stdout"));
+    let tmp = Scratch::new();
+    let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
     let data = write_random_file(&src, 2 * MIB);
 
     let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
@@ -248,12 +254,7 @@ fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
         start_receiver(lan.host(1), &["-y", "-o", arg(&out), WRONG_CODE], stdout_to(&stdout));
     let stderr = wrong.expect_exit(exit::AUTH);
     assert!(stderr.contains("pcp: error:"), "no error line on stderr:\n{stderr}");
-    assert!(!out.exists(), "{} written despite the wrong code", out.display());
-    assert!(
-        !part_path(&out).exists(),
-        "{} written despite the wrong code",
-        part_path(&out).display()
-    );
+    assert_not_written(&out);
     assert_empty_file("receiver's stdout", &stdout);
     sender.assert_running();
 
@@ -269,9 +270,8 @@ fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
 #[test]
 fn no_terminal_without_yes_declines() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src, out, stdout) =
-        (dir.path().join("payload.bin"), dir.path().join("got.bin"), dir.path().join("stdout"));
+    let tmp = Scratch::new();
+    let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
     write_random_file(&src, MIB / 2);
 
     let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
@@ -280,7 +280,7 @@ fn no_terminal_without_yes_declines() {
     assert!(!status.success(), "the receiver accepted without -y or a terminal; stderr:\n{stderr}");
     assert!(stderr.contains("-y"), "the refusal does not mention -y:\n{stderr}");
     sender.expect_exit(exit::DECLINED);
-    assert!(!out.exists() && !part_path(&out).exists(), "a declined offer wrote {}", out.display());
+    assert_not_written(&out);
     assert_empty_file("receiver's stdout", &stdout);
 }
 
@@ -290,10 +290,8 @@ fn no_terminal_without_yes_declines() {
 #[test]
 fn declined_on_the_terminal_exits_4_on_both_sides() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src, cwd, tty_log) =
-        (dir.path().join("offer.bin"), dir.path().join("cwd"), dir.path().join("tty.log"));
-    fs::create_dir(&cwd).expect("mkdir cwd");
+    let tmp = Scratch::new();
+    let (src, cwd, tty_log) = (tmp.path("offer.bin"), tmp.mkdir("cwd"), tmp.path("tty.log"));
     write_random_file(&src, MIB / 2);
 
     let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
@@ -328,22 +326,15 @@ fn declined_on_the_terminal_exits_4_on_both_sides() {
 #[test]
 fn direct_peer_address_without_mdns() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (src, out, stdout) =
-        (dir.path().join("payload.bin"), dir.path().join("got.bin"), dir.path().join("stdout"));
+    let tmp = Scratch::new();
+    let (src, out) = (tmp.path("payload.bin"), tmp.path("got.bin"));
     let data = write_random_file(&src, MIB + MIB / 3);
     let listen = format!("/ip4/0.0.0.0/tcp/{PORT}");
     let peer = lan.host(0).tcp_multiaddr(PORT);
 
-    let mut sender =
-        start_sender(lan.host(0), &["--no-mdns", "--listen", &listen, arg(&src)], Stdio::null());
-    let mut receiver = start_receiver(
-        lan.host(1),
-        &["--no-mdns", "--peer", &peer, "-y", "-o", arg(&out), CODE],
-        stdout_to(&stdout),
-    );
-    receiver.expect_exit(exit::OK);
-    sender.expect_exit(exit::OK);
+    let send = ["--no-mdns", "--listen", &listen, arg(&src)];
+    let receive = ["--no-mdns", "--peer", &peer, "-y", "-o", arg(&out), CODE];
+    transfer(&lan, &send, Stdio::null(), &receive, Stdio::null());
     assert_bytes_eq(arg(&out), &data, &read(&out));
 }
 
@@ -355,8 +346,8 @@ fn direct_peer_address_without_mdns() {
 #[test]
 fn interrupted_receiver_exits_130_without_output() {
     let lan = Lan::pair();
-    let dir = tempdir();
-    let (out, stdout) = (dir.path().join("got.bin"), dir.path().join("stdout"));
+    let tmp = Scratch::new();
+    let out = tmp.path("got.bin");
     let part = part_path(&out);
 
     let mut sender = spawn_sender(lan.host(0), &[], Stdio::piped());
@@ -364,8 +355,7 @@ fn interrupted_receiver_exits_130_without_output() {
     let writer = spawn_endless_writer(sender.child.stdin.take().expect("stdin is piped"));
     wait_until_ready(&mut sender);
 
-    let mut receiver =
-        start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], stdout_to(&stdout));
+    let mut receiver = start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], Stdio::null());
     wait_until("the receiver to write its .pcp-part file", TIMEOUT, || {
         receiver.assert_running();
         fs::metadata(&part).is_ok_and(|m| m.len() > 0)

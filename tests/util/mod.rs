@@ -21,7 +21,7 @@ use std::net::Ipv4Addr;
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
@@ -99,7 +99,7 @@ fn effective_uid() -> Option<u32> {
 }
 
 /// Runs a set-up command to completion and panics with its stderr if it fails.
-fn run_checked(cmd: &mut Command) -> Output {
+fn run_checked(cmd: &mut Command) {
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
@@ -107,7 +107,6 @@ fn run_checked(cmd: &mut Command) -> Output {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    out
 }
 
 /// Removes what could change pcp's behaviour from a command's environment: every
