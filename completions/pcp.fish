@@ -1,0 +1,53 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pcp_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_pcp_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pcp_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pcp_using_subcommand
+    set -l cmd (__fish_pcp_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pcp -n "__fish_pcp_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pcp -n "__fish_pcp_needs_command" -s V -l version -d 'Print version'
+complete -c pcp -n "__fish_pcp_needs_command" -f -a "send" -d 'Send a stream, a file or a directory'
+complete -c pcp -n "__fish_pcp_needs_command" -f -a "receive" -d 'Receive what a sender offers, given its code'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code instead of making one up (word-word-word-word)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd compression level (1 fastest … 19 smallest)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l chunk-size -d 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-compress -d 'Do not compress: for data known not to compress, or a very fast link'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -s q -l quiet -d 'Print nothing on standard error but errors (and the code, when pcp made it up)'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for the network stack too'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-mdns -d 'Do not look for peers on the local network (mDNS)'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -s V -l version -d 'Print version'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l code -d 'The code, from a flag or the environment instead of the command line' -r
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l peer -d 'Dial the sender at this address instead of (or as well as) searching for it' -r
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s o -l output -d 'Write what is received to FILE (a directory\'s tar stream, too), through FILE.pcp-part, renamed into place only once everything verified' -r -F
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s C -l directory -d 'Save or extract into DIR instead of the current directory' -r -f -a "(__fish_complete_directories)"
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s y -l yes -d 'Accept the offer without asking'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l force -d 'Overwrite existing files'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s q -l quiet -d 'Print nothing on standard error but errors (and the code, when pcp made it up)'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for the network stack too'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l no-mdns -d 'Do not look for peers on the local network (mDNS)'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s V -l version -d 'Print version'

@@ -1,0 +1,109 @@
+//! The man pages and shell completions are generated from the one clap definition,
+//! `pcp::cli::command()`, and committed. This test renders each of them and compares it
+//! with the committed file, so a flag changed without regenerating them fails here
+//! (rust-analyzer's `ensure_file_contents`).
+//!
+//! `PCP_BLESS=1 cargo test --test generated` rewrites the stale files instead; it never
+//! writes when `CI` is set, so CI checks and `git diff --exit-code` backs it up.
+
+use std::fs;
+use std::path::Path;
+
+use clap_complete::{Generator, Shell};
+use clap_mangen::Man;
+
+const BLESS_HINT: &str = "run `PCP_BLESS=1 cargo test --test generated`";
+
+/// The command as the generators see it: built (global flags propagated to the
+/// subcommands), without clap's `help` subcommand, which gets no page of its own.
+fn built_command() -> clap::Command {
+    let mut cmd = pcp::cli::command().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+fn render_man(cmd: clap::Command) -> String {
+    let mut out = Vec::new();
+    Man::new(cmd).render(&mut out).expect("rendering to a Vec cannot fail");
+    String::from_utf8(out).expect("clap_mangen writes UTF-8")
+}
+
+fn render_completion(shell: Shell) -> String {
+    let mut cmd = built_command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "pcp", &mut out);
+    String::from_utf8(out).expect("clap_complete writes UTF-8")
+}
+
+/// Compares `contents` with the committed file at `rel` (relative to the package root).
+/// Returns an error message when it is stale; rewrites it instead when blessing.
+fn ensure_file_contents(rel: &str, contents: &str) -> Result<(), String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let committed = fs::read_to_string(&path).ok();
+    if committed.as_deref() == Some(contents) {
+        return Ok(());
+    }
+    let bless = std::env::var_os("PCP_BLESS").is_some_and(|v| v == "1");
+    let ci = std::env::var_os("CI").is_some();
+    if bless && !ci {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        fs::write(&path, contents).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("blessed {rel}");
+        return Ok(());
+    }
+    let state = if committed.is_some() { "stale" } else { "missing" };
+    Err(format!("{rel} is {state}: {BLESS_HINT}"))
+}
+
+/// Checks every artefact before failing, so one run names all the stale files.
+fn ensure_all(artefacts: &[(String, String)]) {
+    let errors: Vec<String> = artefacts
+        .iter()
+        .filter_map(|(rel, contents)| ensure_file_contents(rel, contents).err())
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
+/// One page per subcommand, named as `man` finds it (`man pcp-send`). clap's `name` takes
+/// a `&'static str` (no `string` feature), hence the fixed table; the assertion below makes
+/// a new subcommand fail here until it is added.
+const SUBCOMMAND_PAGES: [(&str, &str); 2] = [("send", "pcp-send"), ("receive", "pcp-receive")];
+
+#[test]
+fn man_pages_are_up_to_date() {
+    let cmd = built_command();
+    let visible: Vec<&str> =
+        cmd.get_subcommands().filter(|s| !s.is_hide_set()).map(clap::Command::get_name).collect();
+    let listed: Vec<&str> = SUBCOMMAND_PAGES.iter().map(|(sub, _)| *sub).collect();
+    assert_eq!(visible, listed, "add a man page for each subcommand to SUBCOMMAND_PAGES");
+
+    let mut pages = vec![("man/pcp.1".to_owned(), render_man(cmd.clone()))];
+    for (sub, page_name) in SUBCOMMAND_PAGES {
+        let sub = cmd.find_subcommand(sub).expect("listed subcommands exist").clone();
+        pages.push((format!("man/{page_name}.1"), render_man(sub.name(page_name))));
+    }
+    ensure_all(&pages);
+}
+
+#[test]
+fn completions_are_up_to_date() {
+    let shells = [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell];
+    let files: Vec<(String, String)> = shells
+        .into_iter()
+        .map(|shell| (format!("completions/{}", shell.file_name("pcp")), render_completion(shell)))
+        .collect();
+    let names: Vec<&str> = files.iter().map(|(rel, _)| rel.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "completions/pcp.bash",
+            "completions/_pcp",
+            "completions/pcp.fish",
+            "completions/pcp.elv",
+            "completions/_pcp.ps1"
+        ]
+    );
+    ensure_all(&files);
+}

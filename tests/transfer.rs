@@ -1,0 +1,369 @@
+//! Two-host transfers through the real binary.
+//!
+//! Each test builds its own two-host LAN (`util::Lan`: two network namespaces joined by
+//! a veth pair, 198.18.0.1 and 198.18.0.2), runs `pcp send --code CODE …` on host 0 and
+//! `pcp receive -y CODE` on host 1, and lets them find each other with real mDNS (no
+//! `--peer`, except in the test for it). Every wait has a deadline (`util::TIMEOUT`);
+//! every process is killed when its test ends, passed or not.
+//!
+//! Needs root; run under `tests/isolated` (see README.md, "Network isolation for tests").
+
+mod util;
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tempfile::TempDir;
+use util::{
+    Host, Lan, MIB, Proc, TIMEOUT, assert_bytes_eq, assert_trees_eq, list_dir, make_sample_tree,
+    pcp_bin, read, spawn_endless_writer, wait_until, write_random_file,
+};
+
+/// The code every sender is given (four valid BIP39 words).
+const CODE: &str = "bubble-enemy-result-increase";
+/// The same channel word with a wrong password: the last word differs (still BIP39).
+const WRONG_CODE: &str = "bubble-enemy-result-inch";
+/// The sender's TCP port in the `--peer` test.
+const PORT: u16 = 47_123;
+
+/// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
+mod exit {
+    pub const OK: i32 = 0;
+    pub const AUTH: i32 = 3;
+    pub const DECLINED: i32 = 4;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// A test's scratch directory, removed when it drops.
+struct Scratch(TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().expect("create a temporary directory"))
+    }
+
+    /// A path in it (not created).
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    /// A new, empty directory in it.
+    fn mkdir(&self, name: &str) -> PathBuf {
+        let dir = self.path(name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        dir
+    }
+}
+
+/// A path as a command-line argument (temporary paths are UTF-8).
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// Where `-o FILE` keeps the data until it has verified.
+fn part_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".pcp-part");
+    PathBuf::from(name)
+}
+
+fn stdin_from(path: &Path) -> Stdio {
+    File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
+}
+
+fn stdout_to(path: &Path) -> Stdio {
+    File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
+}
+
+/// Starts `pcp send --code CODE ARGS…` on `host`, without waiting for it.
+fn spawn_sender(host: &Host, args: &[&str], stdin: Stdio) -> Proc {
+    let mut cmd = host.cmd(["send", "--code", CODE]);
+    cmd.args(args).stdin(stdin);
+    Proc::spawn("sender", &mut cmd)
+}
+
+/// Waits until the sender prints `Code is: CODE`, i.e. is ready for a receiver.
+fn wait_until_ready(sender: &mut Proc) {
+    assert_eq!(sender.wait_for_code(), CODE, "the sender announced another code");
+}
+
+/// Starts `pcp send --code CODE ARGS…` on `host` and waits until it is ready.
+fn start_sender(host: &Host, args: &[&str], stdin: Stdio) -> Proc {
+    let mut sender = spawn_sender(host, args, stdin);
+    wait_until_ready(&mut sender);
+    sender
+}
+
+/// Starts `pcp receive ARGS…` on `host` with its stdout going to `stdout`.
+fn start_receiver(host: &Host, args: &[&str], stdout: Stdio) -> Proc {
+    let mut cmd = host.cmd(["receive"]);
+    cmd.args(args).stdout(stdout);
+    Proc::spawn("receiver", &mut cmd)
+}
+
+/// Runs `pcp send --code CODE SEND…` on host 0 and, once it is ready, `pcp receive
+/// RECEIVE…` on host 1; both must succeed.
+fn transfer(lan: &Lan, send: &[&str], stdin: Stdio, receive: &[&str], stdout: Stdio) {
+    let mut sender = start_sender(lan.host(0), send, stdin);
+    let mut receiver = start_receiver(lan.host(1), receive, stdout);
+    receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+}
+
+/// Neither `out` nor its `.pcp-part` exists.
+fn assert_not_written(out: &Path) {
+    for path in [out.to_owned(), part_path(out)] {
+        assert!(!path.exists(), "{} was written", path.display());
+    }
+}
+
+fn assert_empty_file(what: &str, path: &Path) {
+    let data = read(path);
+    assert!(data.is_empty(), "{what}: expected nothing, got {} bytes", data.len());
+}
+
+// --- stdin → stdout ------------------------------------------------------------------
+
+/// `pcp send [SENDER_ARGS] < in` → `pcp receive -y CODE > out`; `out` equals `in`.
+fn stream(len: usize, sender_args: &[&str]) {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (input, output) = (tmp.path("in"), tmp.path("out"));
+    let data = write_random_file(&input, len);
+
+    transfer(&lan, sender_args, stdin_from(&input), &["-y", CODE], stdout_to(&output));
+    assert_bytes_eq("received stream", &data, &read(&output));
+}
+
+#[test]
+fn stream_of_0_bytes() {
+    stream(0, &[]);
+}
+
+#[test]
+fn stream_of_1_byte() {
+    stream(1, &[]);
+}
+
+#[test]
+fn stream_of_1_mib_minus_1() {
+    stream(MIB - 1, &["-"]);
+}
+
+#[test]
+fn stream_of_1_mib() {
+    stream(MIB, &["-"]);
+}
+
+#[test]
+fn stream_of_1_mib_plus_1() {
+    stream(MIB + 1, &["-"]);
+}
+
+#[test]
+fn stream_of_64_mib() {
+    stream(64 * MIB, &[]);
+}
+
+// --- files -----------------------------------------------------------------------------
+
+#[test]
+fn file_to_output_path() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
+    let data = write_random_file(&src, 3 * MIB + 17);
+
+    transfer(&lan, &[arg(&src)], Stdio::null(), &["-y", "-o", arg(&out), CODE], stdout_to(&stdout));
+    assert_bytes_eq(arg(&out), &data, &read(&out));
+    assert!(!part_path(&out).exists(), "{} left behind", part_path(&out).display());
+    assert_empty_file("receiver's stdout", &stdout);
+}
+
+/// With `-C DIR` the file is saved as `DIR/<announced name>`, even though stdout is not a
+/// terminal (without `-o` or `-C` it would go to stdout).
+#[test]
+fn file_saved_under_its_name_in_directory() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, dst, stdout) =
+        (tmp.mkdir("src").join("report.bin"), tmp.mkdir("dst"), tmp.path("stdout"));
+    let data = write_random_file(&src, 2 * MIB + 3);
+
+    transfer(&lan, &[arg(&src)], Stdio::null(), &["-y", "-C", arg(&dst), CODE], stdout_to(&stdout));
+    assert_eq!(list_dir(&dst), ["report.bin"]);
+    assert_bytes_eq("dst/report.bin", &data, &read(&dst.join("report.bin")));
+    assert_empty_file("receiver's stdout", &stdout);
+}
+
+// --- directories -------------------------------------------------------------------------
+
+#[test]
+fn directory_extracted_in_directory() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (tree, dst, stdout) =
+        (make_sample_tree(&tmp.mkdir("src"), "tree"), tmp.mkdir("dst"), tmp.path("stdout"));
+
+    transfer(
+        &lan,
+        &[arg(&tree)],
+        Stdio::null(),
+        &["-y", "-C", arg(&dst), CODE],
+        stdout_to(&stdout),
+    );
+    assert_eq!(list_dir(&dst), ["tree"]);
+    assert_trees_eq(&tree, &dst.join("tree"));
+    assert_empty_file("receiver's stdout", &stdout);
+}
+
+/// A directory received with stdout redirected is a tar stream that `tar x` unpacks into
+/// the same tree.
+#[test]
+fn directory_to_stdout_is_a_tar_stream() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (tree, tar, unpacked) =
+        (make_sample_tree(&tmp.mkdir("src"), "tree"), tmp.path("out.tar"), tmp.mkdir("unpacked"));
+
+    transfer(&lan, &[arg(&tree)], Stdio::null(), &["-y", CODE], stdout_to(&tar));
+    // GNU tar, not the tar crate pcp itself uses, so a shared bug cannot hide.
+    let mut cmd = Command::new("tar");
+    cmd.args(["-x", "-p", "-f", arg(&tar), "-C", arg(&unpacked)]).stdin(Stdio::null());
+    Proc::spawn("tar -x", &mut cmd).expect_exit(0);
+    assert_eq!(list_dir(&unpacked), ["tree"]);
+    assert_trees_eq(&tree, &unpacked.join("tree"));
+}
+
+// --- authentication and consent --------------------------------------------------------
+
+/// A wrong last word fails the PAKE: the receiver exits 3 and writes nothing, and the
+/// sender, which allows a few failed attempts, still serves the right code.
+#[test]
+fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
+    let data = write_random_file(&src, 2 * MIB);
+
+    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
+
+    let mut wrong =
+        start_receiver(lan.host(1), &["-y", "-o", arg(&out), WRONG_CODE], stdout_to(&stdout));
+    let stderr = wrong.expect_exit(exit::AUTH);
+    assert!(stderr.contains("pcp: error:"), "no error line on stderr:\n{stderr}");
+    assert_not_written(&out);
+    assert_empty_file("receiver's stdout", &stdout);
+    sender.assert_running();
+
+    let mut right = start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], stdout_to(&stdout));
+    right.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    assert_bytes_eq(arg(&out), &data, &read(&out));
+}
+
+/// Without `-y` and without a terminal to ask on (every test process runs in a session
+/// of its own, so `/dev/tty` cannot be opened), the receiver declines the offer with a
+/// message naming `-y`; the sender exits 4.
+#[test]
+fn no_terminal_without_yes_declines() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
+    write_random_file(&src, MIB / 2);
+
+    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
+    let mut receiver = start_receiver(lan.host(1), &["-o", arg(&out), CODE], stdout_to(&stdout));
+    let (status, stderr) = receiver.finish(TIMEOUT);
+    assert!(!status.success(), "the receiver accepted without -y or a terminal; stderr:\n{stderr}");
+    assert!(stderr.contains("-y"), "the refusal does not mention -y:\n{stderr}");
+    sender.expect_exit(exit::DECLINED);
+    assert_not_written(&out);
+    assert_empty_file("receiver's stdout", &stdout);
+}
+
+/// The receiver runs on a real terminal (a pty from script(1)) and the user answers
+/// "n": both sides exit 4 and nothing is written. The answer is typed ahead, before the
+/// prompt appears, as a user may.
+#[test]
+fn declined_on_the_terminal_exits_4_on_both_sides() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, cwd, tty_log) = (tmp.path("offer.bin"), tmp.mkdir("cwd"), tmp.path("tty.log"));
+    write_random_file(&src, MIB / 2);
+
+    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
+
+    // stdout is the pty too, so an accepted file would land in `cwd` under its name.
+    let shell = format!("exec '{}' receive {CODE}", pcp_bin());
+    let mut cmd = lan.host(1).command("script");
+    cmd.args(["-q", "-e", "-c", &shell, "/dev/null"])
+        .current_dir(&cwd)
+        .stdin(Stdio::piped())
+        .stdout(stdout_to(&tty_log));
+    let mut receiver = Proc::spawn("receiver on a terminal", &mut cmd);
+    // Kept open until the end: script(1) would pass an EOF on to the terminal.
+    let mut keys = receiver.child.stdin.take().expect("stdin is piped");
+    keys.write_all(b"n\n").expect("type the answer");
+
+    let (status, stderr) = receiver.finish(TIMEOUT);
+    let terminal = String::from_utf8_lossy(&read(&tty_log)).into_owned();
+    assert_eq!(
+        status.code(),
+        Some(exit::DECLINED),
+        "receiver exited with {status}; terminal:\n{terminal}\nstderr:\n{stderr}"
+    );
+    sender.expect_exit(exit::DECLINED);
+    assert!(list_dir(&cwd).is_empty(), "a declined offer wrote {:?}", list_dir(&cwd));
+    drop(keys);
+}
+
+// --- addressing ------------------------------------------------------------------------
+
+/// `--peer` with mDNS off on both sides: the receiver dials the sender's known address.
+#[test]
+fn direct_peer_address_without_mdns() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, out) = (tmp.path("payload.bin"), tmp.path("got.bin"));
+    let data = write_random_file(&src, MIB + MIB / 3);
+    let listen = format!("/ip4/0.0.0.0/tcp/{PORT}");
+    let peer = lan.host(0).tcp_multiaddr(PORT);
+
+    let send = ["--no-mdns", "--listen", &listen, arg(&src)];
+    let receive = ["--no-mdns", "--peer", &peer, "-y", "-o", arg(&out), CODE];
+    transfer(&lan, &send, Stdio::null(), &receive, Stdio::null());
+    assert_bytes_eq(arg(&out), &data, &read(&out));
+}
+
+// --- interruption ----------------------------------------------------------------------
+
+/// SIGINT to the receiver while data is flowing: exit 130, and nothing under the final
+/// `-o` name (the partial file may stay, for a later resume). The sender's stdin never
+/// ends, so the transfer cannot finish first.
+#[test]
+fn interrupted_receiver_exits_130_without_output() {
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let out = tmp.path("got.bin");
+    let part = part_path(&out);
+
+    let mut sender = spawn_sender(lan.host(0), &[], Stdio::piped());
+    // Feed stdin before waiting: a sender may read some input before it prints the code.
+    let writer = spawn_endless_writer(sender.child.stdin.take().expect("stdin is piped"));
+    wait_until_ready(&mut sender);
+
+    let mut receiver = start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], Stdio::null());
+    wait_until("the receiver to write its .pcp-part file", TIMEOUT, || {
+        receiver.assert_running();
+        fs::metadata(&part).is_ok_and(|m| m.len() > 0)
+    });
+    receiver.child.signal("INT");
+    receiver.expect_exit(exit::INTERRUPTED);
+    assert!(!out.exists(), "{} exists after an interrupted transfer", out.display());
+
+    drop(sender); // kills it; the writer then fails with EPIPE and returns
+    writer.join().expect("the stdin writer does not panic");
+}
