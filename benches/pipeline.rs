@@ -61,7 +61,9 @@ fn hashing(c: &mut Criterion) {
     for size in SIZES {
         let data = random(size);
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, d| b.iter(|| blake3::hash(d)));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &data, |b, d| {
+            b.iter(|| blake3::hash(d))
+        });
     }
     g.finish();
 }
@@ -89,7 +91,8 @@ fn whole_chunk(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(format!("seal/{name}"), size), &data, |b, d| {
                 b.iter(|| pipeline::seal_chunk(0, d, Compression::Zstd(3), &key, 0).expect("seal"));
             });
-            let sealed = pipeline::seal_chunk(0, &data, Compression::Zstd(3), &key, 0).expect("seal");
+            let sealed =
+                pipeline::seal_chunk(0, &data, Compression::Zstd(3), &key, 0).expect("seal");
             g.bench_with_input(BenchmarkId::new(format!("open/{name}"), size), &sealed, |b, s| {
                 b.iter(|| {
                     pipeline::open_chunk(&key, 0, s.header, s.frame.clone(), 0, 8 << 20)

@@ -656,7 +656,10 @@ mod tests {
         for len in [0, 1, 64 * 1024, 1 << 20] {
             let chunks = vec![data(len), data(len / 2 + 1), data(len)];
             let wire = seal_stream(key(), &chunks, true);
-            assert_eq!(wire.len(), chunks.iter().map(|c| HEADER_LEN + c.len() + TAG_LEN).sum::<usize>());
+            assert_eq!(
+                wire.len(),
+                chunks.iter().map(|c| HEADER_LEN + c.len() + TAG_LEN).sum::<usize>()
+            );
             assert_eq!(open_stream(key(), &wire).expect("open"), chunks, "len {len}");
         }
     }

@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PCP_LOG").unwrap_or_else(|_| filter.into()),
+            tracing_subscriber::EnvFilter::try_from_env("PCP_LOG")
+                .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -187,7 +187,9 @@ impl Control {
             tag::END => Ok(Control::End(body_of(body, "End")?)),
             tag::ERROR => Ok(Control::Error(body_of(body, "Error")?)),
             tag::DONE => empty(body, "Done", Control::Done),
-            tag::CHUNK => Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" }),
+            tag::CHUNK => {
+                Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" })
+            }
             other => Err(MessageError::UnknownTag(other)),
         }
     }

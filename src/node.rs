@@ -133,10 +133,8 @@ impl Node {
     /// Transport set-up failures and refused listen addresses.
     pub fn start(config: Config) -> Result<(Node, mpsc::Receiver<Event>), NodeError> {
         let keypair = Keypair::generate_ed25519();
-        let mdns_cfg = mdns::Config {
-            query_interval: config.mdns_query_interval,
-            ..mdns::Config::default()
-        };
+        let mdns_cfg =
+            mdns::Config { query_interval: config.mdns_query_interval, ..mdns::Config::default() };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)

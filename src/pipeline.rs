@@ -161,10 +161,8 @@ pub fn seal_chunk(
     let header = ChunkHeader {
         index,
         flags: if packed.is_some() { FLAG_ZSTD } else { 0 },
-        raw_len: u32::try_from(raw.len()).map_err(|_| FrameError::TooLong {
-            len: raw.len() as u64,
-            max: MAX_CHUNK_SIZE,
-        })?,
+        raw_len: u32::try_from(raw.len())
+            .map_err(|_| FrameError::TooLong { len: raw.len() as u64, max: MAX_CHUNK_SIZE })?,
         hash,
     };
     let mut buf = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len() + 16);
@@ -212,7 +210,11 @@ pub fn open_chunk(
         return Err(PipelineError::OutOfOrder { got: head.index, expected: expected_index });
     }
     if head.raw_len > chunk_size {
-        return Err(PipelineError::TooLarge { index: head.index, len: head.raw_len, max: chunk_size });
+        return Err(PipelineError::TooLarge {
+            index: head.index,
+            len: head.raw_len,
+            max: chunk_size,
+        });
     }
     let raw_len = head.raw_len as usize;
     let data = if head.flags & FLAG_ZSTD != 0 {

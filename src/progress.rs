@@ -120,8 +120,7 @@ impl Reporter {
         let b = bar.get_or_insert_with(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{spinner} {msg}")
-                    .expect("static template is valid"),
+                ProgressStyle::with_template("{spinner} {msg}").expect("static template is valid"),
             );
             b.enable_steady_tick(Duration::from_millis(120));
             b

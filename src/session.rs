@@ -144,9 +144,19 @@ fn derive(shared: &[u8], transcript: &[u8], i_am_sender: bool) -> Keys {
     let c_s = expand(b"pcp/1 confirm sender");
     let c_r = expand(b"pcp/1 confirm receiver");
     if i_am_sender {
-        Keys { send: FrameKey::new(*s2r), recv: FrameKey::new(*r2s), confirm_mine: c_s, confirm_theirs: c_r }
+        Keys {
+            send: FrameKey::new(*s2r),
+            recv: FrameKey::new(*r2s),
+            confirm_mine: c_s,
+            confirm_theirs: c_r,
+        }
     } else {
-        Keys { send: FrameKey::new(*r2s), recv: FrameKey::new(*s2r), confirm_mine: c_r, confirm_theirs: c_s }
+        Keys {
+            send: FrameKey::new(*r2s),
+            recv: FrameKey::new(*s2r),
+            confirm_mine: c_r,
+            confirm_theirs: c_s,
+        }
     }
 }
 
@@ -180,8 +190,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         sender: PeerId,
     ) -> Result<Session<S>, SessionError> {
         let (id_a, id_b) = identities(&sender, &me);
-        let (spake, msg_b) =
-            Spake2::<Ed25519Group>::start_b(&Password::new(code.password().as_bytes()), &id_a, &id_b);
+        let (spake, msg_b) = Spake2::<Ed25519Group>::start_b(
+            &Password::new(code.password().as_bytes()),
+            &id_a,
+            &id_b,
+        );
         let mut hello = Vec::with_capacity(HELLO_LEN);
         hello.extend_from_slice(MAGIC);
         hello.push(VERSION);
@@ -251,8 +264,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let msg_b = &hello[14..];
         let (id_a, id_b) = identities(&me, &receiver);
-        let (spake, msg_a) =
-            Spake2::<Ed25519Group>::start_a(&Password::new(code.password().as_bytes()), &id_a, &id_b);
+        let (spake, msg_a) = Spake2::<Ed25519Group>::start_a(
+            &Password::new(code.password().as_bytes()),
+            &id_a,
+            &id_b,
+        );
         let shared = Zeroizing::new(
             spake.finish(msg_b).map_err(|_| SessionError::Protocol("bad SPAKE2 message"))?,
         );
@@ -406,10 +422,16 @@ mod tests {
             ) -> Poll<std::io::Result<usize>> {
                 Pin::new(&mut self.0).poll_write(cx, buf)
             }
-            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            fn poll_flush(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
                 Pin::new(&mut self.0).poll_flush(cx)
             }
-            fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            fn poll_close(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
                 Pin::new(&mut self.0).poll_shutdown(cx)
             }
         }
@@ -422,7 +444,10 @@ mod tests {
     async fn pair(
         sender_code: &str,
         receiver_code: &str,
-    ) -> (Result<Session<impl AsyncRead + AsyncWrite + Unpin>, SessionError>, Result<Session<impl AsyncRead + AsyncWrite + Unpin>, SessionError>) {
+    ) -> (
+        Result<Session<impl AsyncRead + AsyncWrite + Unpin>, SessionError>,
+        Result<Session<impl AsyncRead + AsyncWrite + Unpin>, SessionError>,
+    ) {
         let (a, b) = duplex();
         let (s_id, r_id) = (PeerId::random(), PeerId::random());
         let sc = code(sender_code);

@@ -88,7 +88,11 @@ impl Target {
         match self {
             Target::Stdout => Vec::new(),
             Target::File { path, .. } => {
-                if path.symlink_metadata().is_ok() { vec![path.clone()] } else { Vec::new() }
+                if path.symlink_metadata().is_ok() {
+                    vec![path.clone()]
+                } else {
+                    Vec::new()
+                }
             }
             Target::Extract { dir, entries } => Unpacker::conflicts(dir, entries),
         }
@@ -269,7 +273,9 @@ impl Read for ChannelReader {
                     self.pos = 0;
                 }
                 Some(Msg::Commit) => self.committed = true,
-                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "transfer aborted")),
+                None => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "transfer aborted"));
+                }
             }
         }
         let n = buf.len().min(self.current.len() - self.pos);
@@ -279,7 +285,11 @@ impl Read for ChannelReader {
     }
 }
 
-fn extract(rx: mpsc::Receiver<Msg>, mut unpacker: Unpacker, force: bool) -> Result<Written, SinkError> {
+fn extract(
+    rx: mpsc::Receiver<Msg>,
+    mut unpacker: Unpacker,
+    force: bool,
+) -> Result<Written, SinkError> {
     let mut reader = ChannelReader { rx, current: Vec::new(), pos: 0, committed: false };
     unpacker.unpack(&mut reader)?;
     // The archive may end before the stream does (tar padding): wait for the commit so

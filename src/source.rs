@@ -44,7 +44,8 @@ impl Source {
             return Err(Error::Usage("`-` (stdin) cannot be sent together with paths".into()));
         }
         for p in paths {
-            std::fs::symlink_metadata(p).map_err(|source| Error::Path { path: p.clone(), source })?;
+            std::fs::symlink_metadata(p)
+                .map_err(|source| Error::Path { path: p.clone(), source })?;
         }
         if paths.len() == 1 {
             let meta = std::fs::metadata(&paths[0])
@@ -70,8 +71,8 @@ impl Source {
                 chunk_size,
             },
             Source::File(p) => {
-                let meta =
-                    std::fs::metadata(p).map_err(|source| Error::Path { path: p.clone(), source })?;
+                let meta = std::fs::metadata(p)
+                    .map_err(|source| Error::Path { path: p.clone(), source })?;
                 Offer {
                     kind: Kind::File,
                     name: file_name(p)?,
@@ -123,10 +124,9 @@ impl Source {
 }
 
 fn file_name(p: &Path) -> Result<String, Error> {
-    p.file_name()
-        .and_then(|n| n.to_str())
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Usage(format!("{}: cannot send a file without a UTF-8 name", p.display())))
+    p.file_name().and_then(|n| n.to_str()).map(str::to_owned).ok_or_else(|| {
+        Error::Usage(format!("{}: cannot send a file without a UTF-8 name", p.display()))
+    })
 }
 
 fn read_chunks(mut r: impl Read, chunk_size: usize, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
@@ -226,7 +226,10 @@ mod tests {
         assert!(matches!(Source::from_paths(&[dir.path().into()]), Ok(Source::Archive(_))));
         assert!(matches!(Source::from_paths(&[f.clone(), f.clone()]), Ok(Source::Archive(_))));
         assert!(matches!(Source::from_paths(&[f.clone(), "-".into()]), Err(Error::Usage(_))));
-        assert!(matches!(Source::from_paths(&[dir.path().join("missing")]), Err(Error::Path { .. })));
+        assert!(matches!(
+            Source::from_paths(&[dir.path().join("missing")]),
+            Err(Error::Path { .. })
+        ));
         let offer = Source::File(f).offer(1 << 20).expect("offer");
         assert_eq!((offer.kind, offer.name.as_str(), offer.size), (Kind::File, "a.txt", Some(1)));
     }

@@ -62,7 +62,11 @@ fn slot_ok(at: Rendezvous) -> bool {
 }
 
 fn node_config(common: &crate::cli::CommonArgs, query: Duration) -> node::Config {
-    node::Config { listen: common.listen.clone(), mdns: !common.no_mdns, mdns_query_interval: query }
+    node::Config {
+        listen: common.listen.clone(),
+        mdns: !common.no_mdns,
+        mdns_query_interval: query,
+    }
 }
 
 /// `pcp send`.
@@ -84,8 +88,10 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
     };
 
     let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(60)))?;
-    let mut incoming =
-        node.control().accept(session::PROTOCOL).map_err(|_| Error::Usage("protocol registered twice".into()))?;
+    let mut incoming = node
+        .control()
+        .accept(session::PROTOCOL)
+        .map_err(|_| Error::Usage("protocol registered twice".into()))?;
     tokio::spawn(log_events(events));
     for addr in node.listen_addrs().await.unwrap_or_default() {
         tracing::info!(%addr, "listening");
@@ -132,12 +138,15 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         other => return Err(unexpected(&other, "Accept")),
     }
 
-    let compression = if args.no_compress { Compression::Off } else { Compression::Zstd(args.level) };
+    let compression =
+        if args.no_compress { Compression::Off } else { Compression::Zstd(args.level) };
     let chunks = source.spawn(chunk_size as usize)?;
     let parts = session.into_parts();
     let mut stream = parts.stream;
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Result<SealedChunk, PipelineError>>>(pipeline::depth());
-    let producer = tokio::spawn(produce(chunks, tx, parts.sealer, parts.send_key.clone(), compression));
+    let (tx, mut rx) =
+        mpsc::channel::<JoinHandle<Result<SealedChunk, PipelineError>>>(pipeline::depth());
+    let producer =
+        tokio::spawn(produce(chunks, tx, parts.sealer, parts.send_key.clone(), compression));
 
     rep.emit(Event::Started { total: offer.size });
     let started = Instant::now();
@@ -217,12 +226,11 @@ async fn produce(
 /// A write failed: the receiver may have said why before it closed.
 async fn peer_gone(stream: &mut Stream, opener: &mut framing::Opener, e: FrameError) -> Error {
     let said = tokio::time::timeout(Duration::from_millis(500), framing::read_frame(stream)).await;
-    if let Ok(Ok(Some((h, mut buf)))) = said {
-        if opener.open_next(h, &mut buf).is_ok() {
-            if let Ok(Control::Error(m)) = Control::decode(&buf) {
-                return Error::Remote(term::sanitize(&m));
-            }
-        }
+    if let Ok(Ok(Some((h, mut buf)))) = said
+        && opener.open_next(h, &mut buf).is_ok()
+        && let Ok(Control::Error(m)) = Control::decode(&buf)
+    {
+        return Error::Remote(term::sanitize(&m));
     }
     Error::Frame(e)
 }
@@ -246,15 +254,16 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
         Some(c) => c.parse::<Code>()?,
         None => Code::from_words(&args.words)?,
     };
-    if let Some(o) = &args.output {
-        if !args.force && o.symlink_metadata().is_ok() {
-            return Err(Error::Exists(o.clone()));
-        }
+    if let Some(o) = &args.output
+        && !args.force
+        && o.symlink_metadata().is_ok()
+    {
+        return Err(Error::Exists(o.clone()));
     }
-    if let Some(d) = &args.directory {
-        if !d.is_dir() {
-            return Err(Error::Usage(format!("{} is not a directory", d.display())));
-        }
+    if let Some(d) = &args.directory
+        && !d.is_dir()
+    {
+        return Err(Error::Usage(format!("{} is not a directory", d.display())));
     }
     if !args.yes && !term::has_tty() {
         return Err(Error::NoTerminal);
@@ -356,7 +365,8 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
         return Err(Error::Message(MessageError::Malformed { what: "Offer" }));
     }
-    let mut reading = tokio::spawn(read_frames(reader, parts.opener, recv_key.clone(), chunk_size, tx));
+    let mut reading =
+        tokio::spawn(read_frames(reader, parts.opener, recv_key.clone(), chunk_size, tx));
 
     rep.emit(Event::Started { total: offer.size });
     let started = Instant::now();
@@ -517,7 +527,10 @@ fn choose_target(args: &ReceiveArgs, offer: &Offer, stdout_tty: bool) -> Result<
         )),
         Kind::File => {
             let name = plain_name(&offer.name).ok_or_else(|| {
-                Error::Unsafe(format!("the sender announced an unsafe file name {:?}", term::sanitize(&offer.name)))
+                Error::Unsafe(format!(
+                    "the sender announced an unsafe file name {:?}",
+                    term::sanitize(&offer.name)
+                ))
             })?;
             Ok(Target::File { path: dir.join(name), keep_part: false })
         }

@@ -31,6 +31,7 @@ const PORT: u16 = 47_123;
 /// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
 mod exit {
     pub const OK: i32 = 0;
+    pub const USAGE: i32 = 2;
     pub const AUTH: i32 = 3;
     pub const DECLINED: i32 = 4;
     pub const INTERRUPTED: i32 = 130;
@@ -265,23 +266,29 @@ fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
 }
 
 /// Without `-y` and without a terminal to ask on (every test process runs in a session
-/// of its own, so `/dev/tty` cannot be opened), the receiver declines the offer with a
-/// message naming `-y`; the sender exits 4.
+/// of its own, so `/dev/tty` cannot be opened), the receiver refuses before it contacts
+/// anyone: usage error (2) with a hint naming `-y`, nothing written. The sender's code
+/// is not spent, so a receiver with `-y` then succeeds.
 #[test]
-fn no_terminal_without_yes_declines() {
+fn no_terminal_without_yes_refuses_before_connecting() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
     let (src, out, stdout) = (tmp.path("payload.bin"), tmp.path("got.bin"), tmp.path("stdout"));
-    write_random_file(&src, MIB / 2);
+    let data = write_random_file(&src, MIB / 2);
 
     let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
     let mut receiver = start_receiver(lan.host(1), &["-o", arg(&out), CODE], stdout_to(&stdout));
-    let (status, stderr) = receiver.finish(TIMEOUT);
-    assert!(!status.success(), "the receiver accepted without -y or a terminal; stderr:\n{stderr}");
+    let stderr = receiver.expect_exit(exit::USAGE);
     assert!(stderr.contains("-y"), "the refusal does not mention -y:\n{stderr}");
-    sender.expect_exit(exit::DECLINED);
     assert_not_written(&out);
     assert_empty_file("receiver's stdout", &stdout);
+    sender.assert_running();
+
+    let mut receiver =
+        start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], stdout_to(&stdout));
+    receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    assert_bytes_eq(arg(&out), &data, &read(&out));
 }
 
 /// The receiver runs on a real terminal (a pty from script(1)) and the user answers
