@@ -20,7 +20,7 @@ fi
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-1024}
 cargo build --release --quiet
-PCP=$PWD/target/release/pcp
+PCP=${CARGO_TARGET_DIR:-$PWD/target}/release/pcp
 WORK=$(mktemp -d)
 A=pcpe2e-$$-a
 B=pcpe2e-$$-b

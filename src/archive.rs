@@ -150,7 +150,7 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// Writing an entry into the staging directory failed.
-    #[error("cannot extract {path}")]
+    #[error("cannot extract {path:?}")]
     Extract {
         /// The path in staging.
         path: PathBuf,

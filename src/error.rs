@@ -84,8 +84,11 @@ pub enum Error {
     /// The peer reported a failure.
     #[error("the peer failed: {0}")]
     Remote(String),
+    /// The peer closed the connection while we waited for it.
+    #[error("the peer went away {0}")]
+    PeerGone(&'static str),
     /// A target already exists and `--force` was not given.
-    #[error("{} already exists", .0.display())]
+    #[error("{} already exists", crate::term::sanitize(&.0.display().to_string()))]
     Exists(PathBuf),
     /// The peer announced something unsafe to write.
     #[error("{0}")]

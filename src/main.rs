@@ -35,9 +35,18 @@ fn main() -> ExitCode {
     };
     let reporter = Reporter::new(quiet);
     let result = runtime.block_on(async {
-        tokio::select! {
-            r = pcp::run(cli, &reporter) => r,
-            _ = tokio::signal::ctrl_c() => Err(pcp::Error::Interrupted),
+        let run = pcp::run(cli, &reporter);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                r = &mut run => break r,
+                _ = tokio::signal::ctrl_c() => {
+                    // Mid-commit, stopping would leave a half-moved extraction: finish.
+                    if !pcp::sink::committing() {
+                        break Err(pcp::Error::Interrupted);
+                    }
+                }
+            }
         }
     });
     reporter.clear();

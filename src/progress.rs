@@ -20,7 +20,8 @@ use crate::term;
 /// Something worth telling the user.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The code to give the receiver. `made_up`: pcp generated it, so it must be shown.
+    /// The sender is ready. `made_up`: pcp generated the code, so it must be shown; a
+    /// code from `--code` / `PCP_CODE` is not repeated.
     Code {
         /// The code.
         code: String,
@@ -132,10 +133,13 @@ impl Reporter {
     pub fn emit(&self, ev: Event) {
         match ev {
             Event::Code { code, made_up } => {
-                if made_up || !self.quiet {
+                if made_up {
                     self.line(&format!(
                         "Code is: {code}\nOn the other computer run:\n    pcp receive {code}"
                     ));
+                } else if !self.quiet {
+                    // A code the user chose is never echoed: stderr may be a log.
+                    self.line("Ready: waiting for a receiver with the given code");
                 }
             }
             Event::Searching => self.status("looking for the peer on the local network…"),

@@ -77,6 +77,9 @@ pub enum SessionError {
         /// Who tried.
         peer: PeerId,
     },
+    /// The peer does not speak pcp at all.
+    #[error("peer does not speak pcp")]
+    Unsupported,
     /// The peer is a pcp node, but not serving this code's channel and time slot.
     #[error("peer does not serve this code")]
     NotServing,
@@ -232,12 +235,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Sender side: reads the hello, answers it, runs SPAKE2 and checks the receiver's
-    /// confirmation. `serving` decides whether a hello's channel and slot are ours;
-    /// `busy` refuses every hello politely.
+    /// confirmation. `serving` decides whether a hello's slot is ours. Each read has its
+    /// own [`HANDSHAKE_TIMEOUT`].
     ///
     /// # Errors
-    /// [`SessionError::NotServing`] (no attempt spent), [`SessionError::PeerWrongCode`]
-    /// (an attempt spent), stream failures.
+    /// [`SessionError::NotServing`] and failures before the reply (no attempt spent);
+    /// [`SessionError::PeerWrongCode`] for any failure after it (an attempt spent).
     pub async fn accept(
         mut stream: S,
         code: &Code,
@@ -246,7 +249,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         receiver: PeerId,
     ) -> Result<Session<S>, SessionError> {
         let mut hello = [0u8; HELLO_LEN];
-        stream.read_exact(&mut hello).await?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut hello)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionError::Timeout),
+        }
         if &hello[..3] != MAGIC {
             return Err(SessionError::Protocol("bad hello"));
         }
@@ -280,9 +286,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         reply.extend_from_slice(keys.confirm_mine.as_ref());
         stream.write_all(&reply).await?;
         stream.flush().await?;
+        // From here on the peer holds our SPAKE2 message and confirmation: it has had
+        // its one guess. Anything but a matching confirmation (a wrong one, a closed
+        // stream, silence) MUST count as a failed attempt, or a guesser could hang up
+        // after each try and never burn the code.
         let mut theirs = [0u8; CONFIRM_LEN];
-        stream.read_exact(&mut theirs).await?;
-        if !bool::from(keys.confirm_theirs.as_ref().ct_eq(&theirs)) {
+        let confirmed =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut theirs)).await;
+        if !matches!(confirmed, Ok(Ok(())))
+            || !bool::from(keys.confirm_theirs.as_ref().ct_eq(&theirs))
+        {
             let _ = stream.close().await;
             return Err(SessionError::PeerWrongCode { peer: receiver });
         }
@@ -337,6 +350,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Control::Error(m) => Err(SessionError::Remote(crate::term::sanitize(&m))),
             other => Ok(other),
         }
+    }
+
+    /// After our last frame: closes our side and waits, at most `limit`, for the peer
+    /// to close its own, so that the frame is not lost when the process exits.
+    pub async fn linger(&mut self, limit: std::time::Duration) {
+        let _ = self.stream.close().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(limit, async {
+            while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     /// Splits the session for the data phase: the stream and the sequential state of
@@ -474,6 +498,34 @@ mod tests {
         let (s, r) = pair("bubble-enemy-result-increase", "bubble-enemy-result-abandon").await;
         assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })));
         assert!(matches!(r, Err(SessionError::WrongCode)));
+    }
+
+    #[tokio::test]
+    async fn hanging_up_after_the_reply_spends_an_attempt() {
+        // A guesser reads the sender's reply (its one guess) and closes instead of
+        // confirming: the sender must still count the attempt.
+        let (a, mut b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let guesser = async move {
+            let (_, msg_b) = Spake2::<Ed25519Group>::start_b(
+                &Password::new(b"guess-guess-guess"),
+                &identities(&s_id, &r_id).0,
+                &identities(&s_id, &r_id).1,
+            );
+            let mut hello = MAGIC.to_vec();
+            hello.push(VERSION);
+            hello.extend_from_slice(&c.channel().to_be_bytes());
+            hello.extend_from_slice(&300u64.to_be_bytes());
+            hello.extend_from_slice(&msg_b);
+            b.write_all(&hello).await.expect("hello");
+            let mut reply = [0u8; 1 + SPAKE_MSG_LEN + CONFIRM_LEN];
+            b.read_exact(&mut reply).await.expect("reply");
+            b.close().await.expect("close");
+        };
+        let c2 = code("bubble-enemy-result-increase");
+        let (r, ()) = tokio::join!(Session::accept(a, &c2, |r| r.slot == 300, s_id, r_id), guesser);
+        assert!(matches!(r, Err(SessionError::PeerWrongCode { .. })));
     }
 
     #[tokio::test]

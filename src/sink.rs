@@ -42,7 +42,7 @@ pub enum SinkError {
         source: io::Error,
     },
     /// The target exists and `--force` was not given.
-    #[error("{0} already exists")]
+    #[error("{} already exists", crate::term::sanitize(&.0.display().to_string()))]
     Exists(PathBuf),
     /// Extraction failed or was refused.
     #[error(transparent)]
@@ -87,13 +87,11 @@ impl Target {
     pub fn conflicts(&self) -> Vec<PathBuf> {
         match self {
             Target::Stdout => Vec::new(),
-            Target::File { path, .. } => {
-                if path.symlink_metadata().is_ok() {
-                    vec![path.clone()]
-                } else {
-                    Vec::new()
-                }
-            }
+            // The part file counts too: it may be an earlier run's kept data.
+            Target::File { path, .. } => [path.clone(), part_path(path)]
+                .into_iter()
+                .filter(|p| p.symlink_metadata().is_ok())
+                .collect(),
             Target::Extract { dir, entries } => Unpacker::conflicts(dir, entries),
         }
     }
@@ -129,8 +127,18 @@ impl Sink {
             Target::Stdout => std::thread::spawn(move || write_stdout(rx)),
             Target::File { path, keep_part } => {
                 let part = part_path(&path);
-                let file = File::create(&part)
-                    .map_err(|source| SinkError::File { path: part.clone(), source })?;
+                // create_new: never follow a symlink planted at the part name, never
+                // truncate a part file that is someone's (or an earlier run's) data.
+                if force {
+                    let _ = std::fs::remove_file(&part);
+                }
+                let file =
+                    std::fs::OpenOptions::new().write(true).create_new(true).open(&part).map_err(
+                        |source| match source.kind() {
+                            io::ErrorKind::AlreadyExists => SinkError::Exists(part.clone()),
+                            _ => SinkError::File { path: part.clone(), source },
+                        },
+                    )?;
                 std::thread::spawn(move || write_file(rx, file, &part, &path, keep_part, force))
             }
             Target::Extract { dir, entries } => {
@@ -154,10 +162,13 @@ impl Sink {
     }
 
     /// Commits: flushes, renames the part file or moves the extraction into place.
+    /// From here until the process exits, [`committing`] is true: an interrupt then
+    /// waits for the commit rather than leave a half-moved extraction.
     ///
     /// # Errors
     /// Whatever the writer met.
     pub async fn finish(mut self) -> Result<Written, SinkError> {
+        COMMITTING.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(tx) = self.tx.take() {
             // A closed channel means the writer already ended with an error, which
             // joining reports.
@@ -190,6 +201,14 @@ impl Drop for Sink {
             let _ = t.join();
         }
     }
+}
+
+static COMMITTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True once a sink has started to commit its output.
+#[must_use]
+pub fn committing() -> bool {
+    COMMITTING.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// `path` with [`PART_SUFFIX`] appended.
@@ -343,6 +362,11 @@ mod tests {
         std::fs::write(&path, b"precious").expect("write");
         let t = Target::File { path: path.clone(), keep_part: false };
         assert_eq!(t.conflicts(), vec![path.clone()]);
+        std::fs::write(part_path(&path), b"an earlier run's part").expect("write");
+        assert_eq!(t.conflicts(), vec![path.clone(), part_path(&path)]);
+        assert!(matches!(Sink::start(t.clone(), false), Err(SinkError::Exists(_))));
+        assert_eq!(std::fs::read(part_path(&path)).expect("kept"), b"an earlier run's part");
+        std::fs::remove_file(part_path(&path)).expect("rm");
         let mut sink = Sink::start(t.clone(), false).expect("start");
         sink.write(b"new".to_vec()).await.expect("write");
         assert!(matches!(sink.finish().await, Err(SinkError::Exists(_))));

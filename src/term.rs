@@ -9,12 +9,21 @@ use std::io::{BufRead, BufReader, Write};
 /// The longest peer-supplied string shown, in characters.
 const MAX_SHOWN: usize = 200;
 
-/// Replaces control characters (including escape sequences' ESC) with `?` and cuts the
-/// string to a sane length.
+/// Unicode format characters that reorder or hide text (bidi overrides and isolates,
+/// zero-width characters): a name like `gpj.exe` shown as `exe.jpg`.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Replaces control characters (including escape sequences' ESC) and invisible
+/// format characters with `?`, and cuts the string to a sane length.
 #[must_use]
 pub fn sanitize(s: &str) -> String {
-    let mut out: String =
-        s.chars().take(MAX_SHOWN).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let mut out: String = s
+        .chars()
+        .take(MAX_SHOWN)
+        .map(|c| if c.is_control() || is_invisible(c) { '?' } else { c })
+        .collect();
     if s.chars().count() > MAX_SHOWN {
         out.push('…');
     }
@@ -63,6 +72,8 @@ mod tests {
     fn escapes_are_neutralised() {
         assert_eq!(sanitize("a\x1b[2Jb\nc"), "a?[2Jb?c");
         assert_eq!(sanitize("plain name.txt"), "plain name.txt");
+        assert_eq!(sanitize("a\u{202E}gpj.exe"), "a?gpj.exe");
+        assert_eq!(sanitize("\u{9b}31m"), "?31m", "C1 CSI");
         let long = "x".repeat(500);
         assert_eq!(sanitize(&long).chars().count(), MAX_SHOWN + 1);
     }

@@ -42,12 +42,21 @@ use crate::term;
 /// Wrong codes a sender tolerates before it stops.
 pub const MAX_FAILED_ATTEMPTS: u32 = 3;
 
+/// Handshakes a sender runs at once.
+const MAX_CONCURRENT_HANDSHAKES: usize = 8;
+
 /// How long a receiver waits for the sender to close after `Done`, so that its last
 /// frame is not cut off by the process exiting.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Pause before redialling a `--peer` address that failed.
 const REDIAL: Duration = Duration::from_secs(1);
+
+/// Pause before trying again a peer that was busy, in another slot, or unreachable.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// How long a receiver keeps looking after a peer rejected its code.
+const WRONG_CODE_GRACE: Duration = Duration::from_secs(2);
 
 fn now_slot() -> u64 {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -57,8 +66,11 @@ fn now_slot() -> u64 {
 /// A hello's slot is ours if it is the current one or a neighbour (clock skew and a
 /// rollover during the wait).
 fn slot_ok(at: Rendezvous) -> bool {
+    // `at.slot` comes from the peer: checked arithmetic, never a panic.
     let now = now_slot();
-    at.slot == now || at.slot + code::SLOT_SECS == now || at.slot == now + code::SLOT_SECS
+    at.slot == now
+        || at.slot.checked_add(code::SLOT_SECS) == Some(now)
+        || now.checked_add(code::SLOT_SECS) == Some(at.slot)
 }
 
 fn node_config(common: &crate::cli::CommonArgs, query: Duration) -> node::Config {
@@ -101,25 +113,39 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
 
     let me = node.peer_id();
     let mut failures = 0;
+    // Handshakes run side by side, so a stalled or slow peer cannot hold up the real
+    // receiver; past the cap, newcomers are told we are busy.
+    let mut pending = FuturesUnordered::new();
     let session = loop {
-        let Some((peer, stream)) = incoming.next().await else {
-            return Err(Error::Node(node::NodeError::Stopped));
-        };
-        rep.emit(Event::Authenticating { peer });
-        let attempt = Session::accept(stream, &code, slot_ok, me, peer);
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
-            Ok(Ok(s)) => break s,
-            Ok(Err(SessionError::PeerWrongCode { peer })) => {
-                failures += 1;
-                rep.emit(Event::WrongCode { peer, left: MAX_FAILED_ATTEMPTS - failures });
-                if failures >= MAX_FAILED_ATTEMPTS {
-                    return Err(Error::CodeBurnt);
+        tokio::select! {
+            next = incoming.next() => {
+                let Some((peer, stream)) = next else {
+                    return Err(Error::Node(node::NodeError::Stopped));
+                };
+                if pending.len() >= MAX_CONCURRENT_HANDSHAKES {
+                    tokio::spawn(Session::refuse_busy(stream));
+                    continue;
                 }
+                rep.emit(Event::Authenticating { peer });
+                let code = &code;
+                pending.push(async move {
+                    (peer, Session::accept(stream, code, slot_ok, me, peer).await)
+                });
             }
-            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake refused"),
-            Err(_) => tracing::debug!(%peer, "handshake timed out"),
+            Some((peer, result)) = pending.next(), if !pending.is_empty() => match result {
+                Ok(s) => break s,
+                Err(SessionError::PeerWrongCode { peer }) => {
+                    failures += 1;
+                    rep.emit(Event::WrongCode { peer, left: MAX_FAILED_ATTEMPTS - failures });
+                    if failures >= MAX_FAILED_ATTEMPTS {
+                        return Err(Error::CodeBurnt);
+                    }
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "handshake refused"),
+            },
         }
     };
+    drop(pending);
     // Later arrivals are told we are busy, promptly, so their users see why.
     tokio::spawn(async move {
         while let Some((_, s)) = incoming.next().await {
@@ -132,7 +158,7 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
     tracing::info!(%peer, "authenticated");
     session.send(&Control::Offer(offer.clone())).await?;
     rep.emit(Event::AwaitingAccept);
-    match session.recv().await? {
+    match session.recv().await.map_err(|e| gone(e, "before accepting"))? {
         Control::Accept => {}
         Control::Decline(reason) => return Err(Error::Declined(term::sanitize(&reason))),
         other => return Err(unexpected(&other, "Accept")),
@@ -174,10 +200,18 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
     let header = sealer.seal_next(&mut buf, true)?;
     framing::write_frame(&mut stream, header, &buf).await?;
     stream.flush().await.map_err(FrameError::Io)?;
-    produced?;
+    if let Err(e) = produced {
+        let _ = stream.close().await;
+        let _ = tokio::time::timeout(LINGER, framing::read_frame(&mut stream)).await;
+        return Err(e);
+    }
 
-    let (h, mut buf) = framing::read_frame(&mut stream).await?.ok_or(FrameError::Truncated)?;
-    opener.open_next(h, &mut buf)?;
+    let confirmed = async {
+        let (h, mut buf) = framing::read_frame(&mut stream).await?.ok_or(FrameError::Truncated)?;
+        opener.open_next(h, &mut buf)?;
+        Ok::<_, FrameError>(buf)
+    };
+    let buf = confirmed.await.map_err(|e| gone(e.into(), "before confirming the transfer"))?;
     match Control::decode(&buf)? {
         Control::Done => {}
         Control::Error(m) => return Err(Error::Remote(term::sanitize(&m))),
@@ -235,6 +269,17 @@ async fn peer_gone(stream: &mut Stream, opener: &mut framing::Opener, e: FrameEr
     Error::Frame(e)
 }
 
+/// A stream that ended (or broke) while we waited for the peer's answer means the peer
+/// went away; say so instead of reporting truncated data.
+fn gone(e: SessionError, when: &'static str) -> Error {
+    match e {
+        SessionError::Frame(FrameError::Truncated | FrameError::Io(_)) | SessionError::Io(_) => {
+            Error::PeerGone(when)
+        }
+        other => other.into(),
+    }
+}
+
 fn unexpected(got: &Control, expected: &'static str) -> Error {
     Error::Message(MessageError::Unexpected { got: got.name(), expected })
 }
@@ -270,24 +315,210 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     }
     let stdout_tty = std::io::stdout().is_terminal();
 
-    let (node, mut events) = Node::start(node_config(&args.common, Duration::from_secs(3)))?;
+    let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(3)))?;
     for addr in &args.peer {
         node.dial(addr.clone()).await?;
     }
     rep.emit(Event::Searching);
-    let me = node.peer_id();
-    let at = Rendezvous { channel: code.channel(), slot: now_slot() };
+    let mut session = find_sender(&node, events, &code, rep).await?;
+    let peer = session.peer();
+    tracing::info!(%peer, "authenticated");
 
+    let offer = match session.recv().await {
+        Ok(Control::Offer(o)) => o,
+        Ok(other) => return Err(unexpected(&other, "Offer")),
+        Err(e) => return Err(e.into()),
+    };
+    // Everything the receiver can refuse, it refuses before asking the user, and tells
+    // the sender why in words meant for the sender's user.
+    let prepared = (|| {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
+            return Err((
+                Error::Message(MessageError::Malformed { what: "Offer" }),
+                "the offer was malformed",
+            ));
+        }
+        let target = choose_target(args, &offer, stdout_tty)
+            .map_err(|e| (e, "the receiver cannot write this kind of offer where it is"))?;
+        let conflicts = if args.force { Vec::new() } else { target.conflicts() };
+        if let Some(first) = conflicts.into_iter().next() {
+            return Err((Error::Exists(first), "the receiver already has something by that name"));
+        }
+        Ok(target)
+    })();
+    let target = match prepared {
+        Ok(t) => t,
+        Err((e, reason)) => {
+            decline(&mut session, reason).await;
+            return Err(e);
+        }
+    };
+    if args.yes {
+        rep.emit(Event::Notice(format!("receiving {}", describe_short(&offer))));
+    } else {
+        let question = describe(&offer, peer);
+        rep.clear();
+        let answer = tokio::task::spawn_blocking(move || term::confirm(&question))
+            .await
+            .map_err(|_| PipelineError::Worker)?;
+        match answer {
+            Ok(true) => {}
+            Ok(false) => {
+                decline(&mut session, "the receiver declined").await;
+                return Err(Error::Declined("you declined".into()));
+            }
+            Err(source) => {
+                decline(&mut session, "the receiver could not be asked").await;
+                return Err(Error::Io { context: "cannot ask on the terminal", source });
+            }
+        }
+    }
+    let sink = match Sink::start(target, args.force) {
+        Ok(sink) => sink,
+        Err(e) => {
+            decline(&mut session, "the receiver cannot write its output").await;
+            return Err(e.into());
+        }
+    };
+    session.send(&Control::Accept).await?;
+
+    let parts = session.into_parts();
+    let (reader, mut writer) = parts.stream.split();
+    let (tx, rx) = mpsc::channel(pipeline::depth());
+    let recv_key = parts.recv_key.clone();
+    let reading =
+        tokio::spawn(read_frames(reader, parts.opener, recv_key.clone(), offer.chunk_size, tx));
+    let mut mailer = parts.sealer;
+
+    let started = Instant::now();
+    let outcome = receive_data(&offer, rx, &recv_key, sink, rep).await;
+    let closing = match &outcome {
+        Ok(_) => Control::Done,
+        Err(e) => Control::Error(e.to_string()),
+    };
+    let mut buf = closing.encode();
+    if let Ok(h) = mailer.seal_next(&mut buf, true) {
+        let _ = framing::write_frame(&mut writer, h, &buf).await;
+        let _ = writer.flush().await;
+    }
+    let _ = writer.close().await;
+    // A flushed frame may still sit in the connection's buffers, and exiting now could
+    // drop it. The sender closes once it has read our last frame: wait for that.
+    if let Ok(mut reader) = reading.await {
+        linger(&mut reader).await;
+    }
+    let (bytes, wire, chunks, written) = outcome?;
+    rep.emit(Event::Finished { bytes, wire, chunks, elapsed: started.elapsed() });
+    for p in written.paths {
+        rep.emit(Event::Notice(format!("wrote {}", term::sanitize(&p.display().to_string()))));
+    }
+    Ok(())
+}
+
+/// Declines an offer and waits (bounded) for the sender to read it.
+async fn decline(session: &mut Session<Stream>, reason: &str) {
+    if session.send(&Control::Decline(reason.to_owned())).await.is_ok() {
+        session.linger(LINGER).await;
+    }
+}
+
+/// Reads what the sender says after our last frame until it closes, for at most
+/// [`LINGER`].
+async fn linger(reader: &mut futures::io::ReadHalf<Stream>) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// The data phase on the receiver: verified chunks into the sink, then the totals.
+/// Returns raw bytes, wire bytes, chunks and what was written.
+async fn receive_data(
+    offer: &Offer,
+    mut rx: mpsc::Receiver<Inbound>,
+    recv_key: &FrameKey,
+    mut sink: Sink,
+    rep: &Reporter,
+) -> Result<(u64, u64, u64, crate::sink::Written), Error> {
+    rep.emit(Event::Started { total: offer.size });
+    let (mut bytes, mut wire, mut count) = (0u64, 0u64, 0u64);
+    let mut root = RootHash::default();
+    // A file's announced size is what the user agreed to: more is refused.
+    let limit = if offer.kind == Kind::File { offer.size } else { None };
+    let end = loop {
+        let Some(item) = rx.recv().await else {
+            return Err(Error::Pipeline(PipelineError::Truncated));
+        };
+        match item {
+            Inbound::Chunk(job) => {
+                let chunk: OpenedChunk = job.await.map_err(|_| PipelineError::Worker)??;
+                root.push(&chunk.hash);
+                bytes += chunk.data.len() as u64;
+                wire += chunk.wire_len as u64 + 4;
+                count += 1;
+                if limit.is_some_and(|n| bytes > n) {
+                    return Err(Error::Pipeline(PipelineError::EndMismatch {
+                        what: "more bytes than offered",
+                    }));
+                }
+                sink.write(chunk.data).await?;
+                rep.emit(Event::Progress { bytes });
+            }
+            Inbound::Last(header, mut buf, counter) => {
+                recv_key.open(counter, header, &mut buf)?;
+                match Control::decode(&buf)? {
+                    Control::End(end) => break end,
+                    Control::Error(m) => return Err(Error::Remote(term::sanitize(&m))),
+                    other => return Err(unexpected(&other, "End")),
+                }
+            }
+            Inbound::Failed(e) => return Err(e),
+        }
+    };
+    let checks = [
+        (end.chunks == count, "chunk count"),
+        (end.bytes == bytes, "byte count"),
+        (limit.is_none_or(|n| n == bytes), "size in the offer"),
+        (end.root == root.finish(), "root hash"),
+    ];
+    if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
+        return Err(Error::Pipeline(PipelineError::EndMismatch { what }));
+    }
+    let written = sink.finish().await?;
+    Ok((bytes, wire, count, written))
+}
+
+/// Races every candidate peer until one passes the PAKE.
+///
+/// A peer that refused for a passing reason (busy, another slot, unreachable) is tried
+/// again after [`RETRY`]; one that failed the PAKE is not. After a wrong code the search
+/// goes on for [`WRONG_CODE_GRACE`] in case another peer is the real sender, then the
+/// receiver gives up with exit 3.
+async fn find_sender(
+    node: &Node,
+    mut events: mpsc::Receiver<NodeEvent>,
+    code: &Code,
+    rep: &Reporter,
+) -> Result<Session<Stream>, Error> {
+    let me = node.peer_id();
     let mut tried = HashSet::new();
     let mut attempts = FuturesUnordered::new();
-    let mut wrong_code = false;
-    let mut session = loop {
+    let mut retries = FuturesUnordered::new();
+    let mut wrong_code_by: Option<tokio::time::Instant> = None;
+    loop {
+        let give_up = async {
+            match wrong_code_by {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(NodeEvent::Discovered { peer, via }) => {
                     if tried.insert(peer) {
                         rep.emit(Event::Found { peer, via });
-                        attempts.push(attempt(node.control(), peer, code.clone(), at, me));
+                        attempts.push(attempt(node.control(), peer, code.clone(), me));
                     }
                 }
                 Some(NodeEvent::DialFailed { addr, error }) => {
@@ -302,178 +533,73 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
                 None => return Err(Error::Node(node::NodeError::Stopped)),
             },
             Some((peer, result)) = attempts.next(), if !attempts.is_empty() => match result {
-                Ok(s) => break s,
+                Ok(s) => return Ok(s),
                 Err(SessionError::WrongCode) => {
                     tracing::debug!(%peer, "wrong code");
-                    wrong_code = true;
+                    wrong_code_by.get_or_insert(tokio::time::Instant::now() + WRONG_CODE_GRACE);
                 }
+                Err(SessionError::Unsupported) => tracing::trace!(%peer, "not a pcp peer"),
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "not our sender");
-                    // A peer that was busy or unreachable may be tried again if it
-                    // shows up again; one that failed the PAKE is not.
-                    if matches!(e, SessionError::Io(_) | SessionError::Timeout | SessionError::Busy) {
-                        tried.remove(&peer);
+                    tracing::debug!(%peer, error = %e, "not ready; will retry");
+                    if matches!(e, SessionError::Busy) {
+                        rep.emit(Event::Notice("the sender is busy with another receiver; retrying".into()));
                     }
+                    retries.push(async move {
+                        tokio::time::sleep(RETRY).await;
+                        peer
+                    });
                 }
             },
-        }
-        if wrong_code && attempts.is_empty() {
-            return Err(Error::Session(SessionError::WrongCode));
-        }
-    };
-    let peer = session.peer();
-    tracing::info!(%peer, "authenticated");
-
-    let offer = match session.recv().await? {
-        Control::Offer(o) => o,
-        other => return Err(unexpected(&other, "Offer")),
-    };
-    let target = match choose_target(args, &offer, stdout_tty) {
-        Ok(t) => t,
-        Err(e) => {
-            let _ = session.send(&Control::Decline(e.to_string())).await;
-            return Err(e);
-        }
-    };
-    let conflicts = if args.force { Vec::new() } else { target.conflicts() };
-    if let Some(first) = conflicts.into_iter().next() {
-        let _ = session.send(&Control::Decline("the receiver already has it".into())).await;
-        return Err(Error::Exists(first));
-    }
-    if !args.yes {
-        let question = describe(&offer, peer);
-        rep.clear();
-        let yes = tokio::task::spawn_blocking(move || term::confirm(&question))
-            .await
-            .map_err(|_| PipelineError::Worker)?
-            .map_err(|source| Error::Io { context: "cannot ask on the terminal", source })?;
-        if !yes {
-            let _ = session.send(&Control::Decline("the receiver declined".into())).await;
-            return Err(Error::Declined("you declined".into()));
-        }
-    } else {
-        rep.emit(Event::Notice(format!("receiving {}", describe_short(&offer))));
-    }
-    let mut sink = Sink::start(target, args.force)?;
-    session.send(&Control::Accept).await?;
-
-    let parts = session.into_parts();
-    let (reader, mut writer) = parts.stream.split();
-    let (tx, mut rx) = mpsc::channel(pipeline::depth());
-    let recv_key = parts.recv_key.clone();
-    let chunk_size = offer.chunk_size;
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-        return Err(Error::Message(MessageError::Malformed { what: "Offer" }));
-    }
-    let mut reading =
-        tokio::spawn(read_frames(reader, parts.opener, recv_key.clone(), chunk_size, tx));
-
-    rep.emit(Event::Started { total: offer.size });
-    let started = Instant::now();
-    let (mut bytes, mut wire, mut count) = (0u64, 0u64, 0u64);
-    let mut root = RootHash::default();
-    let mut mailer = parts.sealer;
-    let outcome: Result<End, Error> = async {
-        while let Some(item) = rx.recv().await {
-            match item {
-                Inbound::Chunk(job) => {
-                    let chunk: OpenedChunk = job.await.map_err(|_| PipelineError::Worker)??;
-                    root.push(&chunk.hash);
-                    bytes += chunk.data.len() as u64;
-                    wire += chunk.wire_len as u64 + 4;
-                    count += 1;
-                    sink.write(chunk.data).await?;
-                    rep.emit(Event::Progress { bytes });
-                }
-                Inbound::Last(header, mut buf, counter) => {
-                    recv_key.open(counter, header, &mut buf)?;
-                    return match Control::decode(&buf)? {
-                        Control::End(end) => Ok(end),
-                        Control::Error(m) => Err(Error::Remote(term::sanitize(&m))),
-                        other => Err(unexpected(&other, "End")),
-                    };
-                }
+            Some(peer) = retries.next(), if !retries.is_empty() => {
+                attempts.push(attempt(node.control(), peer, code.clone(), me));
             }
-        }
-        // The reader stopped without a LAST frame: its error says why.
-        match (&mut reading).await {
-            Ok(Err(e)) => Err(e),
-            _ => Err(Error::Pipeline(PipelineError::Truncated)),
+            () = give_up => return Err(Error::Session(SessionError::WrongCode)),
         }
     }
-    .await;
-
-    let end = match outcome {
-        Ok(end) => end,
-        Err(e) => {
-            let mut buf = Control::Error(e.to_string()).encode();
-            if let Ok(h) = mailer.seal_next(&mut buf, true) {
-                let _ = framing::write_frame(&mut writer, h, &buf).await;
-                let _ = writer.flush().await;
-            }
-            return Err(e);
-        }
-    };
-    let checks = [
-        (end.chunks == count, "chunk count"),
-        (end.bytes == bytes, "byte count"),
-        (end.root == root.finish(), "root hash"),
-    ];
-    if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
-        return Err(Error::Pipeline(PipelineError::EndMismatch { what }));
-    }
-    let written = sink.finish().await?;
-    let mut buf = Control::Done.encode();
-    let h = mailer.seal_next(&mut buf, true)?;
-    framing::write_frame(&mut writer, h, &buf).await?;
-    writer.flush().await.map_err(FrameError::Io)?;
-    let _ = writer.close().await;
-    // A flushed frame may still sit in the connection's buffers: exiting now could
-    // drop it and leave the sender unsure. The sender closes once it has read Done.
-    let _ = tokio::time::timeout(LINGER, reading).await;
-    rep.emit(Event::Finished { bytes, wire, chunks: count, elapsed: started.elapsed() });
-    for p in written.paths {
-        rep.emit(Event::Notice(format!("wrote {}", p.display())));
-    }
-    Ok(())
 }
 
 /// One step of the receiver's data phase, in wire order.
 enum Inbound {
     Chunk(JoinHandle<Result<OpenedChunk, PipelineError>>),
     Last(framing::Header, Vec<u8>, u64),
+    Failed(Error),
 }
 
 /// Reads frames, assigns counters and starts an open job per chunk, until the LAST
-/// frame, which goes to the caller unopened. Cancel-safe by construction: it owns the
-/// read half and is the only reader.
+/// frame, which goes to the caller unopened. It owns the read half (the only reader)
+/// and hands it back at the end, for [`linger`].
 async fn read_frames(
     mut reader: futures::io::ReadHalf<Stream>,
     mut opener: framing::Opener,
     key: FrameKey,
     chunk_size: u32,
     tx: mpsc::Sender<Inbound>,
-) -> Result<(), Error> {
+) -> futures::io::ReadHalf<Stream> {
     let mut index = 0u64;
     loop {
-        let (header, buf) = framing::read_frame(&mut reader).await?.ok_or(FrameError::Truncated)?;
-        let counter = opener.reserve(header)?;
-        if header.last {
-            let _ = tx.send(Inbound::Last(header, buf, counter)).await;
-            // Wait for the sender to close its side: that is how the receiver knows its
-            // Done went out before the process exits (see `receive`).
-            let mut rest = [0u8; 1];
-            let _ = reader.read(&mut rest).await;
-            return Ok(());
-        }
-        let key = key.clone();
-        let i = index;
+        let frame = match framing::read_frame(&mut reader).await {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(Error::Frame(FrameError::Truncated)),
+            Err(e) => Err(Error::Frame(e)),
+        };
+        let (header, buf) = match frame.and_then(|(h, b)| Ok((opener.reserve(h)?, h, b))) {
+            Ok((counter, header, buf)) if header.last => {
+                let _ = tx.send(Inbound::Last(header, buf, counter)).await;
+                return reader;
+            }
+            Ok((counter, header, buf)) => ((header, counter), buf),
+            Err(e) => {
+                let _ = tx.send(Inbound::Failed(e)).await;
+                return reader;
+            }
+        };
+        let ((header, counter), key, i) = (header, key.clone(), index);
         index += 1;
         let job = tokio::task::spawn_blocking(move || {
             pipeline::open_chunk(&key, counter, header, buf, i, chunk_size)
         });
         if tx.send(Inbound::Chunk(job)).await.is_err() {
-            return Ok(());
+            return reader;
         }
     }
 }
@@ -484,12 +610,14 @@ async fn attempt(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     code: Code,
-    at: Rendezvous,
     me: PeerId,
 ) -> Attempt {
+    // The slot is taken now, not when the receiver started: the sender may show up in
+    // a later one.
+    let at = Rendezvous { channel: code.channel(), slot: now_slot() };
     let run = async {
         let stream = control.open_stream(peer, session::PROTOCOL).await.map_err(|e| match e {
-            libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => SessionError::NotServing,
+            libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => SessionError::Unsupported,
             libp2p_stream::OpenStreamError::Io(e) => SessionError::Io(e),
             other => SessionError::Io(std::io::Error::other(other.to_string())),
         })?;
@@ -549,7 +677,14 @@ fn describe_short(offer: &Offer) -> String {
     match offer.kind {
         Kind::Stream => "a stream".to_owned(),
         Kind::File => format!("file '{name}'{size}"),
-        Kind::Archive => format!("directory '{name}'{size}"),
+        Kind::Archive => {
+            // Show what will be written, not the sender's summary of it.
+            let shown: Vec<String> =
+                offer.entries.iter().take(3).map(|e| format!("'{}'", term::sanitize(e))).collect();
+            let more = offer.entries.len().saturating_sub(3);
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            format!("{}{more} (tar stream)", shown.join(", "))
+        }
     }
 }
 
@@ -575,5 +710,6 @@ mod tests {
         assert!(slot_ok(Rendezvous { channel: 0, slot: now }));
         assert!(slot_ok(Rendezvous { channel: 0, slot: now - code::SLOT_SECS }));
         assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * code::SLOT_SECS }));
+        assert!(!slot_ok(Rendezvous { channel: 0, slot: u64::MAX }), "no overflow on peer input");
     }
 }
