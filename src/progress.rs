@@ -9,7 +9,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::PeerId;
@@ -82,7 +82,6 @@ pub struct Reporter {
     quiet: bool,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
-    started: Mutex<Option<Instant>>,
 }
 
 impl Reporter {
@@ -95,7 +94,7 @@ impl Reporter {
     /// A reporter that believes stderr is (or is not) a terminal.
     #[must_use]
     pub fn with_terminal(quiet: bool, tty: bool) -> Reporter {
-        Reporter { quiet, tty, bar: Mutex::new(None), started: Mutex::new(None) }
+        Reporter { quiet, tty, bar: Mutex::new(None) }
     }
 
     fn live(&self) -> bool {
@@ -154,8 +153,6 @@ impl Reporter {
             }
             Event::AwaitingAccept => self.status("waiting for the receiver to accept…"),
             Event::Started { total } => {
-                *self.started.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(Instant::now());
                 if !self.live() {
                     return;
                 }

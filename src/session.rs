@@ -354,13 +354,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// After our last frame: closes our side and waits, at most `limit`, for the peer
     /// to close its own, so that the frame is not lost when the process exits.
-    pub async fn linger(&mut self, limit: std::time::Duration) {
+    pub async fn linger(&mut self, limit: Duration) {
         let _ = self.stream.close().await;
-        let mut sink = [0u8; 4096];
-        let _ = tokio::time::timeout(limit, async {
-            while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {}
-        })
-        .await;
+        wait_for_close(&mut self.stream, limit).await;
     }
 
     /// Splits the session for the data phase: the stream and the sequential state of
@@ -391,6 +387,17 @@ pub struct Parts<S> {
     pub sealer: Sealer,
     /// Counter state for frames we receive.
     pub opener: Opener,
+}
+
+/// Reads and discards whatever the peer still sends until it closes (or fails), for at
+/// most `limit`. Used after a side's LAST frame: the peer closing is the sign that the
+/// frame arrived, so the process may exit without dropping it.
+pub async fn wait_for_close<R: AsyncRead + Unpin>(r: &mut R, limit: Duration) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(limit, async {
+        while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: u8) {

@@ -202,7 +202,7 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
     stream.flush().await.map_err(FrameError::Io)?;
     if let Err(e) = produced {
         let _ = stream.close().await;
-        let _ = tokio::time::timeout(LINGER, framing::read_frame(&mut stream)).await;
+        session::wait_for_close(&mut stream, LINGER).await;
         return Err(e);
     }
 
@@ -405,7 +405,7 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     // A flushed frame may still sit in the connection's buffers, and exiting now could
     // drop it. The sender closes once it has read our last frame: wait for that.
     if let Ok(mut reader) = reading.await {
-        linger(&mut reader).await;
+        session::wait_for_close(&mut reader, LINGER).await;
     }
     let (bytes, wire, chunks, written) = outcome?;
     rep.emit(Event::Finished { bytes, wire, chunks, elapsed: started.elapsed() });
@@ -420,16 +420,6 @@ async fn decline(session: &mut Session<Stream>, reason: &str) {
     if session.send(&Control::Decline(reason.to_owned())).await.is_ok() {
         session.linger(LINGER).await;
     }
-}
-
-/// Reads what the sender says after our last frame until it closes, for at most
-/// [`LINGER`].
-async fn linger(reader: &mut futures::io::ReadHalf<Stream>) {
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
-        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
 }
 
 /// The data phase on the receiver: verified chunks into the sink, then the totals.
@@ -567,7 +557,7 @@ enum Inbound {
 
 /// Reads frames, assigns counters and starts an open job per chunk, until the LAST
 /// frame, which goes to the caller unopened. It owns the read half (the only reader)
-/// and hands it back at the end, for [`linger`].
+/// and hands it back at the end, for [`session::wait_for_close`].
 async fn read_frames(
     mut reader: futures::io::ReadHalf<Stream>,
     mut opener: framing::Opener,
