@@ -14,6 +14,7 @@
 //! | 0x05 | End     | S → R | postcard [`End`] (LAST frame) |
 //! | 0x06 | Error   | both  | postcard `String` (LAST frame) |
 //! | 0x07 | Done    | R → S | empty: everything verified and written (LAST frame) |
+//! | 0x08 | Ack     | R → S | postcard `u64`: how many chunks the receiver has verified and handed to its output |
 //!
 //! Chunk body, big-endian:
 //!
@@ -104,6 +105,9 @@ pub enum Control {
     Error(String),
     /// The receiver verified and wrote everything.
     Done,
+    /// The receiver verified and handed to its output this many chunks; the sender
+    /// keeps at most a window of chunks beyond it in flight.
+    Ack(u64),
 }
 
 /// Tag bytes.
@@ -122,6 +126,8 @@ pub mod tag {
     pub const ERROR: u8 = 0x06;
     /// [`super::Control::Done`]
     pub const DONE: u8 = 0x07;
+    /// [`super::Control::Ack`]
+    pub const ACK: u8 = 0x08;
 }
 
 impl Control {
@@ -135,6 +141,7 @@ impl Control {
             Control::End(_) => "End",
             Control::Error(_) => "Error",
             Control::Done => "Done",
+            Control::Ack(_) => "Ack",
         }
     }
 
@@ -154,6 +161,7 @@ impl Control {
             Control::End(e) => (tag::END, postcard::to_stdvec(e)),
             Control::Error(m) => (tag::ERROR, postcard::to_stdvec(m)),
             Control::Done => (tag::DONE, Ok(Vec::new())),
+            Control::Ack(n) => (tag::ACK, postcard::to_stdvec(n)),
         };
         let body = body.expect("serializing plain structs to a Vec cannot fail");
         let mut out = Vec::with_capacity(1 + body.len());
@@ -187,6 +195,7 @@ impl Control {
             tag::END => Ok(Control::End(body_of(body, "End")?)),
             tag::ERROR => Ok(Control::Error(body_of(body, "Error")?)),
             tag::DONE => empty(body, "Done", Control::Done),
+            tag::ACK => Ok(Control::Ack(body_of(body, "Ack")?)),
             tag::CHUNK => {
                 Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" })
             }
@@ -280,6 +289,8 @@ mod tests {
             Control::End(End { chunks: 3, bytes: 3 << 20, root: [7; 32] }),
             Control::Error("disk full".into()),
             Control::Done,
+            Control::Ack(0),
+            Control::Ack(u64::MAX),
         ];
         for m in msgs {
             assert_eq!(Control::decode(&m.encode()).expect("decodes"), m);

@@ -262,6 +262,26 @@ impl RootHash {
     }
 }
 
+/// Bytes the sender may have sent beyond the receiver's last acknowledgement. This,
+/// not the transport's auto-tuned window, bounds what can pile up at a receiver whose
+/// output is slower than the link; it also covers the bandwidth-delay product of a
+/// 100 ms, 1 Gbit/s path.
+pub const WINDOW_BYTES: u64 = 16 << 20;
+
+/// The send window in chunks for a chunk size (at least 4).
+#[must_use]
+pub fn window_chunks(chunk_size: u32) -> u64 {
+    (WINDOW_BYTES / u64::from(chunk_size.max(1))).max(4)
+}
+
+/// How often the receiver acknowledges, in chunks: a quarter of the window, so the
+/// sender never runs dry while an ack is on its way, and the reverse direction stays
+/// small (see rust-libp2p#5410).
+#[must_use]
+pub fn ack_every(chunk_size: u32) -> u64 {
+    (window_chunks(chunk_size) / 4).max(1)
+}
+
 /// How many chunks may be in flight on one side: as many as the machine has cores, plus
 /// one so they stay busy. The pipeline's bounded channels are this deep.
 #[must_use]
@@ -325,6 +345,14 @@ mod tests {
         let s = seal_chunk(0, &big, Compression::Off, &k, 0).expect("seal");
         let e = open_chunk(&k, 0, s.header, s.frame, 0, MIN_CHUNK_SIZE).expect_err("size");
         assert!(matches!(e, PipelineError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn acks_come_well_within_the_window() {
+        for size in [MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE] {
+            let (w, a) = (window_chunks(size), ack_every(size));
+            assert!(w >= 4 && a >= 1 && a * 2 <= w, "size {size}: window {w}, ack every {a}");
+        }
     }
 
     #[test]

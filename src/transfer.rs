@@ -2,15 +2,19 @@
 //! consent, and the data phase through the [`crate::pipeline`].
 //!
 //! Data phase (sender → receiver): `Chunk`… then `End` in the LAST frame; the receiver
-//! answers `Done` (or `Error`) in its LAST frame. The sender's only other inbound
-//! messages are `Accept` / `Decline`, so the reverse direction stays small, which keeps
-//! clear of yamux's both-sides-writing stall (rust-libp2p#5410).
+//! sends an `Ack` every [`pipeline::ack_every`] chunks it has verified and handed to its
+//! output, and `Done` (or `Error`) in its LAST frame. The sender keeps at most
+//! [`pipeline::window_chunks`] chunks beyond the last `Ack` in flight, so a receiver
+//! whose output is slower than the link never buffers more than that window. Both
+//! sides read while they write and the reverse direction carries only small acks,
+//! which keeps clear of yamux's both-sides-writing stall (rust-libp2p#5410).
 //!
 //! Invariants:
 //! - The sender reads no source byte before the receiver accepted.
 //! - The receiver writes a chunk only after it opened and verified it, and commits a
 //!   file or an extraction only after `End`'s totals and root hash matched.
 //! - The sender gives up after [`MAX_FAILED_ATTEMPTS`] wrong codes: the code is burnt.
+//! - Acks only ever move forward; the sender ignores one that goes back.
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::cli::{ReceiveArgs, SendArgs};
@@ -168,21 +172,30 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         if args.no_compress { Compression::Off } else { Compression::Zstd(args.level) };
     let chunks = source.spawn(chunk_size as usize)?;
     let parts = session.into_parts();
-    let mut stream = parts.stream;
+    let (reader, mut writer) = parts.stream.split();
     let (tx, mut rx) =
         mpsc::channel::<JoinHandle<Result<SealedChunk, PipelineError>>>(pipeline::depth());
     let producer =
         tokio::spawn(produce(chunks, tx, parts.sealer, parts.send_key.clone(), compression));
+    let (acked_tx, mut acked) = watch::channel(0u64);
+    let mut replies = tokio::spawn(read_replies(reader, parts.opener, acked_tx));
+    let window = pipeline::window_chunks(chunk_size);
 
     rep.emit(Event::Started { total: offer.size });
     let started = Instant::now();
     let (mut bytes, mut wire, mut count) = (0u64, 0u64, 0u64);
     let mut root = RootHash::default();
-    let mut opener = parts.opener;
     while let Some(job) = rx.recv().await {
         let sealed = job.await.map_err(|_| PipelineError::Worker)??;
-        if let Err(e) = framing::write_frame(&mut stream, sealed.header, &sealed.frame).await {
-            return Err(peer_gone(&mut stream, &mut opener, e).await);
+        // Flow control: at most `window` chunks beyond the receiver's last Ack.
+        while count >= *acked.borrow() + window {
+            if acked.changed().await.is_err() {
+                // The reply reader stopped: the receiver failed or went away.
+                return Err(reply_error(&mut replies).await);
+            }
+        }
+        if framing::write_frame(&mut writer, sealed.header, &sealed.frame).await.is_err() {
+            return Err(reply_error(&mut replies).await);
         }
         root.push(&sealed.hash);
         bytes += sealed.raw_len as u64;
@@ -198,28 +211,65 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
     };
     let mut buf = closing.encode();
     let header = sealer.seal_next(&mut buf, true)?;
-    framing::write_frame(&mut stream, header, &buf).await?;
-    stream.flush().await.map_err(FrameError::Io)?;
+    framing::write_frame(&mut writer, header, &buf).await?;
+    writer.flush().await.map_err(FrameError::Io)?;
     if let Err(e) = produced {
-        let _ = stream.close().await;
-        session::wait_for_close(&mut stream, LINGER).await;
+        let _ = writer.close().await;
+        let _ = tokio::time::timeout(LINGER, &mut replies).await;
         return Err(e);
     }
-
-    let confirmed = async {
-        let (h, mut buf) = framing::read_frame(&mut stream).await?.ok_or(FrameError::Truncated)?;
-        opener.open_next(h, &mut buf)?;
-        Ok::<_, FrameError>(buf)
-    };
-    let buf = confirmed.await.map_err(|e| gone(e.into(), "before confirming the transfer"))?;
-    match Control::decode(&buf)? {
+    let last = (&mut replies).await.map_err(|_| PipelineError::Worker)?;
+    let _ = writer.close().await;
+    match last.map_err(|e| gone(e, "before confirming the transfer"))? {
         Control::Done => {}
         Control::Error(m) => return Err(Error::Remote(term::sanitize(&m))),
         other => return Err(unexpected(&other, "Done")),
     }
-    let _ = stream.close().await;
     rep.emit(Event::Finished { bytes, wire, chunks: count, elapsed: started.elapsed() });
     Ok(())
+}
+
+/// Reads the receiver's side of the data phase: `Ack`s, published on `acked`, until
+/// its LAST frame (`Done` or `Error`), which is returned.
+async fn read_replies<R: futures::AsyncRead + Unpin>(
+    mut reader: R,
+    mut opener: framing::Opener,
+    acked: watch::Sender<u64>,
+) -> Result<Control, SessionError> {
+    loop {
+        let (h, mut buf) = framing::read_frame(&mut reader).await?.ok_or(FrameError::Truncated)?;
+        opener.open_next(h, &mut buf)?;
+        match Control::decode(&buf)? {
+            Control::Ack(n) if !h.last => {
+                // Only forward: an ack that goes back is ignored, not trusted.
+                acked.send_if_modified(|a| {
+                    let newer = n > *a;
+                    if newer {
+                        *a = n;
+                    }
+                    newer
+                });
+            }
+            last if h.last => return Ok(last),
+            other => {
+                return Err(SessionError::Message(MessageError::Unexpected {
+                    got: other.name(),
+                    expected: "Ack, Done or Error",
+                }));
+            }
+        }
+    }
+}
+
+/// Why the data phase broke, as the reply reader saw it: the receiver's own error
+/// message when it sent one, else that it went away.
+async fn reply_error(replies: &mut JoinHandle<Result<Control, SessionError>>) -> Error {
+    match tokio::time::timeout(LINGER, replies).await {
+        Ok(Ok(Ok(Control::Error(m)))) => Error::Remote(term::sanitize(&m)),
+        Ok(Ok(Ok(other))) => unexpected(&other, "Ack"),
+        Ok(Ok(Err(e))) => gone(e, "during the transfer"),
+        _ => Error::PeerGone("during the transfer"),
+    }
 }
 
 /// Reads source chunks, assigns frame counters in order and starts a seal job for each.
@@ -255,18 +305,6 @@ async fn produce(
         }
     }
     (sealer, Ok(()))
-}
-
-/// A write failed: the receiver may have said why before it closed.
-async fn peer_gone(stream: &mut Stream, opener: &mut framing::Opener, e: FrameError) -> Error {
-    let said = tokio::time::timeout(Duration::from_millis(500), framing::read_frame(stream)).await;
-    if let Ok(Ok(Some((h, mut buf)))) = said
-        && opener.open_next(h, &mut buf).is_ok()
-        && let Ok(Control::Error(m)) = Control::decode(&buf)
-    {
-        return Error::Remote(term::sanitize(&m));
-    }
-    Error::Frame(e)
 }
 
 /// A stream that ended (or broke) while we waited for the peer's answer means the peer
@@ -391,7 +429,7 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     let mut mailer = parts.sealer;
 
     let started = Instant::now();
-    let outcome = receive_data(&offer, rx, &recv_key, sink, rep).await;
+    let outcome = receive_data(&offer, rx, &recv_key, sink, (&mut writer, &mut mailer), rep).await;
     let closing = match &outcome {
         Ok(_) => Control::Done,
         Err(e) => Control::Error(e.to_string()),
@@ -429,8 +467,10 @@ async fn receive_data(
     mut rx: mpsc::Receiver<Inbound>,
     recv_key: &FrameKey,
     mut sink: Sink,
+    (writer, mailer): (&mut futures::io::WriteHalf<Stream>, &mut framing::Sealer),
     rep: &Reporter,
 ) -> Result<(u64, u64, u64, crate::sink::Written), Error> {
+    let ack_every = pipeline::ack_every(offer.chunk_size);
     rep.emit(Event::Started { total: offer.size });
     let (mut bytes, mut wire, mut count) = (0u64, 0u64, 0u64);
     let mut root = RootHash::default();
@@ -454,6 +494,13 @@ async fn receive_data(
                 }
                 sink.write(chunk.data).await?;
                 rep.emit(Event::Progress { bytes });
+                if count % ack_every == 0 {
+                    // The chunk is in the sink's bounded queue: the sender may send more.
+                    let mut buf = Control::Ack(count).encode();
+                    let h = mailer.seal_next(&mut buf, false)?;
+                    framing::write_frame(writer, h, &buf).await?;
+                    writer.flush().await.map_err(FrameError::Io)?;
+                }
             }
             Inbound::Last(header, mut buf, counter) => {
                 recv_key.open(counter, header, &mut buf)?;
@@ -692,6 +739,43 @@ mod tests {
         for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "x\0y"] {
             assert_eq!(plain_name(bad), None, "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn acks_only_move_forward_and_the_last_frame_ends_the_replies() {
+        let key = FrameKey::new([3; 32]);
+        let mut sealer = framing::Sealer::new(key.clone());
+        let mut wire = Vec::new();
+        for (msg, last) in [
+            (Control::Ack(4), false),
+            (Control::Ack(2), false),
+            (Control::Ack(8), false),
+            (Control::Done, true),
+        ] {
+            let mut buf = msg.encode();
+            let h = sealer.seal_next(&mut buf, last).expect("seal");
+            wire.extend_from_slice(&h.to_bytes());
+            wire.extend_from_slice(&buf);
+        }
+        let (tx, rx) = watch::channel(0);
+        let last = read_replies(futures::io::Cursor::new(wire), framing::Opener::new(key), tx)
+            .await
+            .expect("replies");
+        assert_eq!(last, Control::Done);
+        assert_eq!(*rx.borrow(), 8, "the ack that went back was ignored");
+    }
+
+    #[tokio::test]
+    async fn replies_that_are_not_acks_are_refused() {
+        let key = FrameKey::new([3; 32]);
+        let mut sealer = framing::Sealer::new(key.clone());
+        let mut buf = Control::Accept.encode();
+        let h = sealer.seal_next(&mut buf, false).expect("seal");
+        let mut wire = h.to_bytes().to_vec();
+        wire.extend_from_slice(&buf);
+        let (tx, _rx) = watch::channel(0);
+        let r = read_replies(futures::io::Cursor::new(wire), framing::Opener::new(key), tx).await;
+        assert!(matches!(r, Err(SessionError::Message(MessageError::Unexpected { .. }))));
     }
 
     #[test]
