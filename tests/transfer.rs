@@ -375,3 +375,25 @@ fn interrupted_receiver_exits_130_without_output() {
     drop(sender); // kills it; the writer then fails with EPIPE and returns
     writer.join().expect("the stdin writer does not panic");
 }
+
+/// The receiver's reader goes away (`pcp receive … | head -c …`): the receiver ends
+/// quietly with status 0 (no error line), and the sender is told and fails (1) instead
+/// of hanging.
+#[test]
+fn broken_pipe_on_stdout_ends_the_receiver_quietly() {
+    use std::io::Read;
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let src = tmp.path("big.bin");
+    write_random_file(&src, 16 * MIB);
+
+    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
+    let mut receiver = start_receiver(lan.host(1), &["-y", CODE], Stdio::piped());
+    let mut out = receiver.child.stdout.take().expect("piped stdout");
+    let mut first = vec![0u8; 1000];
+    out.read_exact(&mut first).expect("the first bytes arrive");
+    drop(out);
+    let stderr = receiver.expect_exit(exit::OK);
+    assert!(!stderr.contains("error"), "a closed stdout is not an error:\n{stderr}");
+    sender.expect_exit(1);
+}
