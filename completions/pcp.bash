@@ -43,7 +43,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__receive)
-            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --verbose --no-mdns --listen --help --version"
+            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --verbose --no-mdns --reconnect-timeout --listen --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +101,10 @@ _pcp() {
                     fi
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -113,7 +117,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --code --words --level --no-compress --chunk-size --quiet --verbose --no-mdns --listen --help --version"
+            opts="-q -v -h -V --code --words --level --no-compress --chunk-size --quiet --verbose --no-mdns --reconnect-timeout --listen --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -132,6 +136,10 @@ _pcp() {
                     return 0
                     ;;
                 --chunk-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

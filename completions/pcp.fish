@@ -32,6 +32,7 @@ complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code 
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd compression level (1 fastest … 19 smallest)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l chunk-size -d 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-compress -d 'Do not compress: for data known not to compress, or a very fast link'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -s q -l quiet -d 'Print nothing on standard error but errors (and the code, when pcp made it up)'
@@ -43,6 +44,7 @@ complete -c pcp -n "__fish_pcp_using_subcommand receive" -l code -d 'The code, f
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l peer -d 'Dial the sender at this address instead of (or as well as) searching for it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s o -l output -d 'Write what is received to FILE (a directory\'s tar stream, too), through FILE.pcp-part, renamed into place only once everything verified' -r -F
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s C -l directory -d 'Save or extract into DIR instead of the current directory' -r -f -a "(__fish_complete_directories)"
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s y -l yes -d 'Accept the offer without asking'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l force -d 'Overwrite existing files'

@@ -98,6 +98,11 @@ pub struct CommonArgs {
     #[arg(long, env = "PCP_NO_MDNS", global = true)]
     pub no_mdns: bool,
 
+    /// After a lost connection, how long to look for the peer again before giving up
+    /// (seconds). With -o the part file is kept, and a later run resumes from it.
+    #[arg(long, value_name = "SECS", default_value_t = 600, global = true)]
+    pub reconnect_timeout: u64,
+
     /// Listen on this address instead of all interfaces on a random port (repeatable).
     ///
     /// For example /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1.

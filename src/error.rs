@@ -84,6 +84,15 @@ pub enum Error {
     /// The peer reported a failure.
     #[error("the peer failed: {0}")]
     Remote(String),
+    /// The sender's source is not what the receiver holds part of.
+    #[error("the source changed: {0}")]
+    SourceChanged(&'static str),
+    /// No peer came back within `--reconnect-timeout`.
+    #[error("the connection was lost and did not come back within {0} s")]
+    ReconnectTimeout(u64),
+    /// Resume state could not be read or written.
+    #[error(transparent)]
+    Resume(#[from] crate::resume::ResumeError),
     /// The peer closed the connection while we waited for it.
     #[error("the peer went away {0}")]
     PeerGone(&'static str),
@@ -127,6 +136,15 @@ impl Error {
             Error::CodeBurnt => Some("run pcp send again for a new code".into()),
             Error::Exists(_) => Some("use --force to overwrite, or choose another -o / -C".into()),
             Error::NoTerminal => Some("pass -y to accept without asking".into()),
+            Error::SourceChanged(_) => Some(
+                "send the same data as before, or remove the receiver's .pcp-part file (or use --force there) to start over".into(),
+            ),
+            Error::ReconnectTimeout(_) => Some(
+                "with -o, run pcp receive -o again (any code) with a new pcp send to resume".into(),
+            ),
+            Error::Resume(crate::resume::ResumeError::OtherTransfer(_)) => {
+                Some("use --force to start over, or choose another -o".into())
+            }
             Error::Archive(e) => e.hint().map(str::to_owned),
             Error::Sink(crate::sink::SinkError::Exists(_)) => {
                 Some("use --force to overwrite, or choose another -o / -C".into())

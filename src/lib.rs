@@ -27,6 +27,7 @@ pub mod message;
 pub mod node;
 pub mod pipeline;
 pub mod progress;
+pub mod resume;
 pub mod session;
 pub mod sink;
 pub mod source;

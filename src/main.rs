@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let reporter = Reporter::new(quiet);
+    let reporter = Reporter::new(quiet).verbose(verbose > 0);
     let result = runtime.block_on(async {
         let run = pcp::run(cli, &reporter);
         tokio::pin!(run);

@@ -15,6 +15,8 @@
 //! | 0x06 | Error   | both  | postcard `String` (LAST frame) |
 //! | 0x07 | Done    | R → S | empty: everything verified and written (LAST frame) |
 //! | 0x08 | Ack     | R → S | postcard `u64`: how many chunks the receiver has verified and handed to its output |
+//! | 0x09 | Resume  | R → S | postcard [`Resume`]: instead of Accept, continue after the chunks the receiver holds |
+//! | 0x0a | Keepalive | both | empty: sent by a side that has been silent for a while, so silence means a dead link |
 //!
 //! Chunk body, big-endian:
 //!
@@ -90,6 +92,16 @@ pub struct End {
     pub root: [u8; 32],
 }
 
+/// The receiver's answer to an offer it has partly received already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Chunks the receiver holds, verified: chunks `0..chunks`.
+    pub chunks: u64,
+    /// blake3 over their 32-byte hashes, in order (the root hash of that prefix): the
+    /// sender checks its source against it before sending anything.
+    pub root: [u8; 32],
+}
+
 /// A control message (everything but a chunk).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
@@ -108,6 +120,10 @@ pub enum Control {
     /// The receiver verified and handed to its output this many chunks; the sender
     /// keeps at most a window of chunks beyond it in flight.
     Ack(u64),
+    /// See [`Resume`].
+    Resume(Resume),
+    /// Nothing to say; proof of life.
+    Keepalive,
 }
 
 /// Tag bytes.
@@ -128,6 +144,10 @@ pub mod tag {
     pub const DONE: u8 = 0x07;
     /// [`super::Control::Ack`]
     pub const ACK: u8 = 0x08;
+    /// [`super::Control::Resume`]
+    pub const RESUME: u8 = 0x09;
+    /// [`super::Control::Keepalive`]
+    pub const KEEPALIVE: u8 = 0x0a;
 }
 
 impl Control {
@@ -142,6 +162,8 @@ impl Control {
             Control::Error(_) => "Error",
             Control::Done => "Done",
             Control::Ack(_) => "Ack",
+            Control::Resume(_) => "Resume",
+            Control::Keepalive => "Keepalive",
         }
     }
 
@@ -162,6 +184,8 @@ impl Control {
             Control::Error(m) => (tag::ERROR, postcard::to_stdvec(m)),
             Control::Done => (tag::DONE, Ok(Vec::new())),
             Control::Ack(n) => (tag::ACK, postcard::to_stdvec(n)),
+            Control::Resume(r) => (tag::RESUME, postcard::to_stdvec(r)),
+            Control::Keepalive => (tag::KEEPALIVE, Ok(Vec::new())),
         };
         let body = body.expect("serializing plain structs to a Vec cannot fail");
         let mut out = Vec::with_capacity(1 + body.len());
@@ -196,6 +220,8 @@ impl Control {
             tag::ERROR => Ok(Control::Error(body_of(body, "Error")?)),
             tag::DONE => empty(body, "Done", Control::Done),
             tag::ACK => Ok(Control::Ack(body_of(body, "Ack")?)),
+            tag::RESUME => Ok(Control::Resume(body_of(body, "Resume")?)),
+            tag::KEEPALIVE => empty(body, "Keepalive", Control::Keepalive),
             tag::CHUNK => {
                 Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" })
             }
@@ -206,6 +232,10 @@ impl Control {
 
 /// Length of a chunk frame's plaintext before the payload: tag + fixed header.
 pub const CHUNK_HEADER_LEN: usize = 1 + 8 + 1 + 4 + 32;
+
+/// A frame shorter than this (ciphertext and tag) cannot hold a chunk, so a reader may
+/// open it inline as a control message without handing it to a chunk worker.
+pub const MIN_CHUNK_FRAME_LEN: usize = CHUNK_HEADER_LEN + 16;
 
 /// Flag bit: the payload is zstd-compressed.
 pub const FLAG_ZSTD: u8 = 0x01;
@@ -291,6 +321,8 @@ mod tests {
             Control::Done,
             Control::Ack(0),
             Control::Ack(u64::MAX),
+            Control::Resume(Resume { chunks: 7, root: [1; 32] }),
+            Control::Keepalive,
         ];
         for m in msgs {
             assert_eq!(Control::decode(&m.encode()).expect("decodes"), m);

@@ -252,8 +252,13 @@ impl EventLoop {
     }
 
     fn emit(&self, ev: Event) {
-        if let Err(e) = self.events.try_send(ev) {
-            tracing::warn!(error = %e, "dropping a network event");
+        match self.events.try_send(ev) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(ev)) => {
+                tracing::warn!(?ev, "event queue full: dropping a network event");
+            }
+            // Nobody listens any more (discovery is over): nothing to tell.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

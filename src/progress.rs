@@ -74,12 +74,15 @@ pub enum Event {
     },
     /// A line the user should see unless `--quiet`.
     Notice(String),
+    /// Transfer statistics (`key=value …`), shown with `--verbose`.
+    Stats(String),
 }
 
 /// Draws events on stderr.
 #[derive(Debug)]
 pub struct Reporter {
     quiet: bool,
+    verbose: bool,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
@@ -94,7 +97,14 @@ impl Reporter {
     /// A reporter that believes stderr is (or is not) a terminal.
     #[must_use]
     pub fn with_terminal(quiet: bool, tty: bool) -> Reporter {
-        Reporter { quiet, tty, bar: Mutex::new(None) }
+        Reporter { quiet, verbose: false, tty, bar: Mutex::new(None) }
+    }
+
+    /// Also shows [`Event::Stats`].
+    #[must_use]
+    pub fn verbose(mut self, verbose: bool) -> Reporter {
+        self.verbose = verbose;
+        self
     }
 
     fn live(&self) -> bool {
@@ -201,6 +211,11 @@ impl Reporter {
             Event::Notice(s) => {
                 if !self.quiet {
                     self.line(&s);
+                }
+            }
+            Event::Stats(s) => {
+                if self.verbose {
+                    self.line(&format!("pcp: stats: {s}"));
                 }
             }
         }

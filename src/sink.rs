@@ -18,7 +18,11 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
+use std::io::Seek;
+
 use crate::archive::{ArchiveError, Unpacker};
+use crate::message::Offer;
+use crate::resume::{Journal, Prefix, ResumeError};
 
 /// Chunks that may wait for the writer thread.
 const QUEUE: usize = 4;
@@ -47,6 +51,9 @@ pub enum SinkError {
     /// Extraction failed or was refused.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// The resume manifest could not be written.
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     /// The writer thread is gone (it failed earlier; its error comes from `finish`).
     #[error("the output writer stopped")]
     Stopped,
@@ -98,7 +105,7 @@ impl Target {
 }
 
 enum Msg {
-    Data(Vec<u8>),
+    Data(Vec<u8>, [u8; 32]),
     Commit,
 }
 
@@ -121,25 +128,55 @@ impl Sink {
     ///
     /// # Errors
     /// The part file or staging directory cannot be created.
-    pub fn start(target: Target, force: bool) -> Result<Sink, SinkError> {
+    ///
+    /// With `journal`, a file target keeps a resume manifest beside its part file (see
+    /// [`crate::resume`]) and continues after the given verified prefix.
+    pub fn start(
+        target: Target,
+        force: bool,
+        journal: Option<(&Offer, &Prefix)>,
+    ) -> Result<Sink, SinkError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = match target {
             Target::Stdout => std::thread::spawn(move || write_stdout(rx)),
             Target::File { path, keep_part } => {
                 let part = part_path(&path);
-                // create_new: never follow a symlink planted at the part name, never
-                // truncate a part file that is someone's (or an earlier run's) data.
-                if force {
-                    let _ = std::fs::remove_file(&part);
-                }
-                let file =
-                    std::fs::OpenOptions::new().write(true).create_new(true).open(&part).map_err(
-                        |source| match source.kind() {
-                            io::ErrorKind::AlreadyExists => SinkError::Exists(part.clone()),
-                            _ => SinkError::File { path: part.clone(), source },
-                        },
-                    )?;
-                std::thread::spawn(move || write_file(rx, file, &part, &path, keep_part, force))
+                let file = match &journal {
+                    // Resuming: the part file holds `prefix.bytes` verified bytes; cut
+                    // anything after them and append.
+                    Some((_, prefix)) if prefix.chunks() > 0 => {
+                        let file = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&part)
+                            .map_err(|source| SinkError::File { path: part.clone(), source })?;
+                        file.set_len(prefix.bytes)
+                            .and_then(|()| (&file).seek(io::SeekFrom::End(0)))
+                            .map_err(|source| SinkError::File { path: part.clone(), source })?;
+                        file
+                    }
+                    _ => {
+                        // create_new: never follow a symlink planted at the part name,
+                        // never truncate a part file that is someone's data.
+                        if force {
+                            let _ = std::fs::remove_file(&part);
+                        }
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&part)
+                            .map_err(|source| match source.kind() {
+                                io::ErrorKind::AlreadyExists => SinkError::Exists(part.clone()),
+                                _ => SinkError::File { path: part.clone(), source },
+                            })?
+                    }
+                };
+                let journal = match journal {
+                    Some((offer, prefix)) => Some(Journal::create(&part, offer, prefix)?),
+                    None => None,
+                };
+                std::thread::spawn(move || {
+                    write_file(rx, file, journal, &part, &path, keep_part, force)
+                })
             }
             Target::Extract { dir, entries } => {
                 let unpacker = Unpacker::new(&dir, entries)?;
@@ -149,13 +186,13 @@ impl Sink {
         Ok(Sink { tx: Some(tx), thread: Some(thread) })
     }
 
-    /// Hands a verified chunk to the writer.
+    /// Hands a verified chunk, with its hash, to the writer.
     ///
     /// # Errors
     /// The writer failed; [`Sink::finish`] tells why.
-    pub async fn write(&mut self, data: Vec<u8>) -> Result<(), SinkError> {
+    pub async fn write(&mut self, data: Vec<u8>, hash: [u8; 32]) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or(SinkError::Stopped)?;
-        if tx.send(Msg::Data(data)).await.is_err() {
+        if tx.send(Msg::Data(data, hash)).await.is_err() {
             return Err(self.join_error().await);
         }
         Ok(())
@@ -224,7 +261,7 @@ fn write_stdout(mut rx: mpsc::Receiver<Msg>) -> Result<Written, SinkError> {
     let mut out = stdout.lock();
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(d) => out.write_all(&d).map_err(SinkError::Stdout)?,
+            Msg::Data(d, _) => out.write_all(&d).map_err(SinkError::Stdout)?,
             Msg::Commit => {
                 out.flush().map_err(SinkError::Stdout)?;
                 return Ok(Written::default());
@@ -237,31 +274,39 @@ fn write_stdout(mut rx: mpsc::Receiver<Msg>) -> Result<Written, SinkError> {
 
 fn write_file(
     mut rx: mpsc::Receiver<Msg>,
-    file: File,
+    mut file: File,
+    mut journal: Option<Journal>,
     part: &Path,
     path: &Path,
     keep_part: bool,
     force: bool,
 ) -> Result<Written, SinkError> {
     let file_err = |source| SinkError::File { path: part.to_owned(), source };
-    let mut w = io::BufWriter::with_capacity(1 << 20, file);
     let result = (|| {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                Msg::Data(d) => w.write_all(&d).map_err(file_err)?,
+                Msg::Data(d, hash) => {
+                    // Unbuffered on purpose: the chunk's bytes reach the file before its
+                    // manifest record, so a record never claims missing data.
+                    file.write_all(&d).map_err(file_err)?;
+                    if let Some(j) = journal.as_mut() {
+                        j.append(&hash)?;
+                    }
+                }
                 Msg::Commit => {
-                    w.flush().map_err(file_err)?;
-                    w.get_ref().sync_all().map_err(file_err)?;
+                    file.sync_all().map_err(file_err)?;
                     if !force && path.symlink_metadata().is_ok() {
                         return Err(SinkError::Exists(path.to_owned()));
                     }
                     std::fs::rename(part, path)
                         .map_err(|source| SinkError::File { path: path.to_owned(), source })?;
+                    if let Some(j) = journal.take() {
+                        j.remove();
+                    }
                     return Ok(Written { paths: vec![path.to_owned()] });
                 }
             }
         }
-        let _ = w.flush();
         Err(SinkError::Stopped)
     })();
     if result.is_err() && !keep_part {
@@ -287,7 +332,7 @@ impl Read for ChannelReader {
                 return Ok(0);
             }
             match self.rx.blocking_recv() {
-                Some(Msg::Data(d)) => {
+                Some(Msg::Data(d, _)) => {
                     self.current = d;
                     self.pos = 0;
                 }
@@ -327,10 +372,11 @@ mod tests {
     async fn file_appears_only_on_finish() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out.bin");
-        let mut sink = Sink::start(Target::File { path: path.clone(), keep_part: false }, false)
-            .expect("start");
-        sink.write(b"hello ".to_vec()).await.expect("write");
-        sink.write(b"world".to_vec()).await.expect("write");
+        let mut sink =
+            Sink::start(Target::File { path: path.clone(), keep_part: false }, false, None)
+                .expect("start");
+        sink.write(b"hello ".to_vec(), [0; 32]).await.expect("write");
+        sink.write(b"world".to_vec(), [0; 32]).await.expect("write");
         assert!(!path.exists(), "no file under the final name before finish");
         sink.finish().await.expect("finish");
         assert_eq!(std::fs::read(&path).expect("read"), b"hello world");
@@ -341,15 +387,17 @@ mod tests {
     async fn dropped_sink_cleans_up_or_keeps_the_part() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a");
-        let mut sink = Sink::start(Target::File { path: path.clone(), keep_part: false }, false)
-            .expect("start");
-        sink.write(vec![1; 10]).await.expect("write");
+        let mut sink =
+            Sink::start(Target::File { path: path.clone(), keep_part: false }, false, None)
+                .expect("start");
+        sink.write(vec![1; 10], [0; 32]).await.expect("write");
         drop(sink);
         assert!(!path.exists() && !part_path(&path).exists());
 
-        let mut sink = Sink::start(Target::File { path: path.clone(), keep_part: true }, false)
-            .expect("start");
-        sink.write(vec![1; 10]).await.expect("write");
+        let mut sink =
+            Sink::start(Target::File { path: path.clone(), keep_part: true }, false, None)
+                .expect("start");
+        sink.write(vec![1; 10], [0; 32]).await.expect("write");
         drop(sink);
         assert!(!path.exists());
         assert_eq!(std::fs::read(part_path(&path)).expect("part kept").len(), 10);
@@ -364,16 +412,16 @@ mod tests {
         assert_eq!(t.conflicts(), vec![path.clone()]);
         std::fs::write(part_path(&path), b"an earlier run's part").expect("write");
         assert_eq!(t.conflicts(), vec![path.clone(), part_path(&path)]);
-        assert!(matches!(Sink::start(t.clone(), false), Err(SinkError::Exists(_))));
+        assert!(matches!(Sink::start(t.clone(), false, None), Err(SinkError::Exists(_))));
         assert_eq!(std::fs::read(part_path(&path)).expect("kept"), b"an earlier run's part");
         std::fs::remove_file(part_path(&path)).expect("rm");
-        let mut sink = Sink::start(t.clone(), false).expect("start");
-        sink.write(b"new".to_vec()).await.expect("write");
+        let mut sink = Sink::start(t.clone(), false, None).expect("start");
+        sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
         assert!(matches!(sink.finish().await, Err(SinkError::Exists(_))));
         assert_eq!(std::fs::read(&path).expect("read"), b"precious");
 
-        let mut sink = Sink::start(t, true).expect("start");
-        sink.write(b"new".to_vec()).await.expect("write");
+        let mut sink = Sink::start(t, true, None).expect("start");
+        sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
         sink.finish().await.expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
     }

@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -31,7 +31,7 @@ use crate::cli::{ReceiveArgs, SendArgs};
 use crate::code::{self, Code};
 use crate::error::Error;
 use crate::framing::{self, FrameError, FrameKey};
-use crate::message::{Control, End, Kind, MessageError, Offer};
+use crate::message::{Control, End, Kind, MIN_CHUNK_FRAME_LEN, MessageError, Offer};
 use crate::node::{self, Event as NodeEvent, Node};
 use crate::pipeline::{
     self, Compression, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, OpenedChunk, PipelineError, RootHash,
@@ -43,6 +43,12 @@ use crate::sink::{Sink, Target};
 use crate::source::Source;
 use crate::term;
 
+mod receive;
+mod send;
+
+pub use receive::receive;
+pub use send::send;
+
 /// Wrong codes a sender tolerates before it stops.
 pub const MAX_FAILED_ATTEMPTS: u32 = 3;
 
@@ -52,6 +58,15 @@ const MAX_CONCURRENT_HANDSHAKES: usize = 8;
 /// How long a receiver waits for the sender to close after `Done`, so that its last
 /// frame is not cut off by the process exiting.
 const LINGER: Duration = Duration::from_secs(2);
+
+/// A side that has sent nothing for this long sends a `Keepalive` (the sender) or a
+/// repeated `Ack` (the receiver), so that silence means a dead link.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// Silence (or a write that cannot finish) for this long means the connection is dead:
+/// both sides go back to discovery and resume. Well above [`KEEPALIVE`], well within
+/// the 15 s the user should wait to hear about it.
+const DEAD_AFTER: Duration = Duration::from_secs(10);
 
 /// Pause before redialling a `--peer` address that failed.
 const REDIAL: Duration = Duration::from_secs(1);
@@ -85,228 +100,6 @@ fn node_config(common: &crate::cli::CommonArgs, query: Duration) -> node::Config
     }
 }
 
-/// `pcp send`.
-///
-/// # Errors
-/// Usage errors, authentication failures, a declined offer, and transfer failures.
-pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
-    let chunk_size = args.chunk_size;
-    if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-        return Err(Error::Usage(format!(
-            "chunk size must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
-        )));
-    }
-    let source = Source::from_paths(&args.paths)?;
-    let offer = source.offer(chunk_size)?;
-    let code = match &args.code {
-        Some(c) => c.parse::<Code>()?,
-        None => Code::generate(usize::from(args.words)),
-    };
-
-    let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(60)))?;
-    let mut incoming = node
-        .control()
-        .accept(session::PROTOCOL)
-        .map_err(|_| Error::Usage("protocol registered twice".into()))?;
-    tokio::spawn(log_events(events));
-    for addr in node.listen_addrs().await.unwrap_or_default() {
-        tracing::info!(%addr, "listening");
-    }
-    rep.emit(Event::Code { code: code.to_string(), made_up: args.code.is_none() });
-    rep.emit(Event::Searching);
-
-    let me = node.peer_id();
-    let mut failures = 0;
-    // Handshakes run side by side, so a stalled or slow peer cannot hold up the real
-    // receiver; past the cap, newcomers are told we are busy.
-    let mut pending = FuturesUnordered::new();
-    let session = loop {
-        tokio::select! {
-            next = incoming.next() => {
-                let Some((peer, stream)) = next else {
-                    return Err(Error::Node(node::NodeError::Stopped));
-                };
-                if pending.len() >= MAX_CONCURRENT_HANDSHAKES {
-                    tokio::spawn(Session::refuse_busy(stream));
-                    continue;
-                }
-                rep.emit(Event::Authenticating { peer });
-                let code = &code;
-                pending.push(async move {
-                    (peer, Session::accept(stream, code, slot_ok, me, peer).await)
-                });
-            }
-            Some((peer, result)) = pending.next(), if !pending.is_empty() => match result {
-                Ok(s) => break s,
-                Err(SessionError::PeerWrongCode { peer }) => {
-                    failures += 1;
-                    rep.emit(Event::WrongCode { peer, left: MAX_FAILED_ATTEMPTS - failures });
-                    if failures >= MAX_FAILED_ATTEMPTS {
-                        return Err(Error::CodeBurnt);
-                    }
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake refused"),
-            },
-        }
-    };
-    drop(pending);
-    // Later arrivals are told we are busy, promptly, so their users see why.
-    tokio::spawn(async move {
-        while let Some((_, s)) = incoming.next().await {
-            tokio::spawn(Session::refuse_busy(s));
-        }
-    });
-
-    let mut session = session;
-    let peer = session.peer();
-    tracing::info!(%peer, "authenticated");
-    session.send(&Control::Offer(offer.clone())).await?;
-    rep.emit(Event::AwaitingAccept);
-    match session.recv().await.map_err(|e| gone(e, "before accepting"))? {
-        Control::Accept => {}
-        Control::Decline(reason) => return Err(Error::Declined(term::sanitize(&reason))),
-        other => return Err(unexpected(&other, "Accept")),
-    }
-
-    let compression =
-        if args.no_compress { Compression::Off } else { Compression::Zstd(args.level) };
-    let chunks = source.spawn(chunk_size as usize)?;
-    let parts = session.into_parts();
-    let (reader, mut writer) = parts.stream.split();
-    let (tx, mut rx) =
-        mpsc::channel::<JoinHandle<Result<SealedChunk, PipelineError>>>(pipeline::depth());
-    let producer =
-        tokio::spawn(produce(chunks, tx, parts.sealer, parts.send_key.clone(), compression));
-    let (acked_tx, mut acked) = watch::channel(0u64);
-    let mut replies = tokio::spawn(read_replies(reader, parts.opener, acked_tx));
-    let window = pipeline::window_chunks(chunk_size);
-
-    rep.emit(Event::Started { total: offer.size });
-    let started = Instant::now();
-    let (mut bytes, mut wire, mut count) = (0u64, 0u64, 0u64);
-    let mut root = RootHash::default();
-    while let Some(job) = rx.recv().await {
-        let sealed = job.await.map_err(|_| PipelineError::Worker)??;
-        // Flow control: at most `window` chunks beyond the receiver's last Ack.
-        while count >= *acked.borrow() + window {
-            if acked.changed().await.is_err() {
-                // The reply reader stopped: the receiver failed or went away.
-                return Err(reply_error(&mut replies).await);
-            }
-        }
-        if framing::write_frame(&mut writer, sealed.header, &sealed.frame).await.is_err() {
-            return Err(reply_error(&mut replies).await);
-        }
-        root.push(&sealed.hash);
-        bytes += sealed.raw_len as u64;
-        wire += sealed.frame.len() as u64 + 4;
-        count += 1;
-        rep.emit(Event::Progress { bytes });
-    }
-    let (mut sealer, produced) = producer.await.map_err(|_| PipelineError::Worker)?;
-    let closing = match &produced {
-        Ok(()) => Control::End(End { chunks: count, bytes, root: root.finish() }),
-        // Tell the receiver why, so it does not wait for more.
-        Err(e) => Control::Error(e.to_string()),
-    };
-    let mut buf = closing.encode();
-    let header = sealer.seal_next(&mut buf, true)?;
-    framing::write_frame(&mut writer, header, &buf).await?;
-    writer.flush().await.map_err(FrameError::Io)?;
-    if let Err(e) = produced {
-        let _ = writer.close().await;
-        let _ = tokio::time::timeout(LINGER, &mut replies).await;
-        return Err(e);
-    }
-    let last = (&mut replies).await.map_err(|_| PipelineError::Worker)?;
-    let _ = writer.close().await;
-    match last.map_err(|e| gone(e, "before confirming the transfer"))? {
-        Control::Done => {}
-        Control::Error(m) => return Err(Error::Remote(term::sanitize(&m))),
-        other => return Err(unexpected(&other, "Done")),
-    }
-    rep.emit(Event::Finished { bytes, wire, chunks: count, elapsed: started.elapsed() });
-    Ok(())
-}
-
-/// Reads the receiver's side of the data phase: `Ack`s, published on `acked`, until
-/// its LAST frame (`Done` or `Error`), which is returned.
-async fn read_replies<R: futures::AsyncRead + Unpin>(
-    mut reader: R,
-    mut opener: framing::Opener,
-    acked: watch::Sender<u64>,
-) -> Result<Control, SessionError> {
-    loop {
-        let (h, mut buf) = framing::read_frame(&mut reader).await?.ok_or(FrameError::Truncated)?;
-        opener.open_next(h, &mut buf)?;
-        match Control::decode(&buf)? {
-            Control::Ack(n) if !h.last => {
-                // Only forward: an ack that goes back is ignored, not trusted.
-                acked.send_if_modified(|a| {
-                    let newer = n > *a;
-                    if newer {
-                        *a = n;
-                    }
-                    newer
-                });
-            }
-            last if h.last => return Ok(last),
-            other => {
-                return Err(SessionError::Message(MessageError::Unexpected {
-                    got: other.name(),
-                    expected: "Ack, Done or Error",
-                }));
-            }
-        }
-    }
-}
-
-/// Why the data phase broke, as the reply reader saw it: the receiver's own error
-/// message when it sent one, else that it went away.
-async fn reply_error(replies: &mut JoinHandle<Result<Control, SessionError>>) -> Error {
-    match tokio::time::timeout(LINGER, replies).await {
-        Ok(Ok(Ok(Control::Error(m)))) => Error::Remote(term::sanitize(&m)),
-        Ok(Ok(Ok(other))) => unexpected(&other, "Ack"),
-        Ok(Ok(Err(e))) => gone(e, "during the transfer"),
-        _ => Error::PeerGone("during the transfer"),
-    }
-}
-
-/// Reads source chunks, assigns frame counters in order and starts a seal job for each.
-/// Hands back the sealer, whose next counter belongs to the closing frame (`End`, or
-/// `Error` when reading failed): a counter MUST never be used twice under one key.
-async fn produce(
-    mut chunks: mpsc::Receiver<std::io::Result<Vec<u8>>>,
-    jobs: mpsc::Sender<JoinHandle<Result<SealedChunk, PipelineError>>>,
-    mut sealer: framing::Sealer,
-    key: FrameKey,
-    compression: Compression,
-) -> (framing::Sealer, Result<(), Error>) {
-    let mut index = 0u64;
-    while let Some(chunk) = chunks.recv().await {
-        let raw = match chunk {
-            Ok(raw) => raw,
-            Err(source) => {
-                return (sealer, Err(Error::Io { context: "cannot read the source", source }));
-            }
-        };
-        let counter = match sealer.reserve(false) {
-            Ok(c) => c,
-            Err(e) => return (sealer, Err(e.into())),
-        };
-        let key = key.clone();
-        let i = index;
-        index += 1;
-        let job = tokio::task::spawn_blocking(move || {
-            pipeline::seal_chunk(i, &raw, compression, &key, counter)
-        });
-        if jobs.send(job).await.is_err() {
-            break;
-        }
-    }
-    (sealer, Ok(()))
-}
-
 /// A stream that ended (or broke) while we waited for the peer's answer means the peer
 /// went away; say so instead of reporting truncated data.
 fn gone(e: SessionError, when: &'static str) -> Error {
@@ -318,6 +111,26 @@ fn gone(e: SessionError, when: &'static str) -> Error {
     }
 }
 
+/// Whether a session failure is a lost connection (resume) rather than a refusal,
+/// tampering or a bug (stop).
+fn is_lost(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::Io(_)
+            | SessionError::Timeout
+            | SessionError::Frame(FrameError::Truncated | FrameError::Io(_))
+    )
+}
+
+/// [`is_lost`] for the crate's error.
+fn error_is_lost(e: &Error) -> bool {
+    match e {
+        Error::Session(s) => is_lost(s),
+        Error::Frame(FrameError::Truncated | FrameError::Io(_)) | Error::PeerGone(_) => true,
+        _ => false,
+    }
+}
+
 fn unexpected(got: &Control, expected: &'static str) -> Error {
     Error::Message(MessageError::Unexpected { got: got.name(), expected })
 }
@@ -326,204 +139,6 @@ async fn log_events(mut events: mpsc::Receiver<NodeEvent>) {
     while let Some(ev) = events.recv().await {
         tracing::debug!(?ev, "network event");
     }
-}
-
-/// `pcp receive`.
-///
-/// # Errors
-/// Usage errors, a wrong code, a refused offer, and transfer failures.
-pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
-    let code = match &args.code {
-        Some(c) => c.parse::<Code>()?,
-        None => Code::from_words(&args.words)?,
-    };
-    if let Some(o) = &args.output
-        && !args.force
-        && o.symlink_metadata().is_ok()
-    {
-        return Err(Error::Exists(o.clone()));
-    }
-    if let Some(d) = &args.directory
-        && !d.is_dir()
-    {
-        return Err(Error::Usage(format!("{} is not a directory", d.display())));
-    }
-    if !args.yes && !term::has_tty() {
-        return Err(Error::NoTerminal);
-    }
-    let stdout_tty = std::io::stdout().is_terminal();
-
-    let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(3)))?;
-    for addr in &args.peer {
-        node.dial(addr.clone()).await?;
-    }
-    rep.emit(Event::Searching);
-    let mut session = find_sender(&node, events, &code, rep).await?;
-    let peer = session.peer();
-    tracing::info!(%peer, "authenticated");
-
-    let offer = match session.recv().await {
-        Ok(Control::Offer(o)) => o,
-        Ok(other) => return Err(unexpected(&other, "Offer")),
-        Err(e) => return Err(e.into()),
-    };
-    // Everything the receiver can refuse, it refuses before asking the user, and tells
-    // the sender why in words meant for the sender's user.
-    let prepared = (|| {
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
-            return Err((
-                Error::Message(MessageError::Malformed { what: "Offer" }),
-                "the offer was malformed",
-            ));
-        }
-        let target = choose_target(args, &offer, stdout_tty)
-            .map_err(|e| (e, "the receiver cannot write this kind of offer where it is"))?;
-        let conflicts = if args.force { Vec::new() } else { target.conflicts() };
-        if let Some(first) = conflicts.into_iter().next() {
-            return Err((Error::Exists(first), "the receiver already has something by that name"));
-        }
-        Ok(target)
-    })();
-    let target = match prepared {
-        Ok(t) => t,
-        Err((e, reason)) => {
-            decline(&mut session, reason).await;
-            return Err(e);
-        }
-    };
-    if args.yes {
-        rep.emit(Event::Notice(format!("receiving {}", describe_short(&offer))));
-    } else {
-        let question = describe(&offer, peer);
-        rep.clear();
-        let answer = tokio::task::spawn_blocking(move || term::confirm(&question))
-            .await
-            .map_err(|_| PipelineError::Worker)?;
-        match answer {
-            Ok(true) => {}
-            Ok(false) => {
-                decline(&mut session, "the receiver declined").await;
-                return Err(Error::Declined("you declined".into()));
-            }
-            Err(source) => {
-                decline(&mut session, "the receiver could not be asked").await;
-                return Err(Error::Io { context: "cannot ask on the terminal", source });
-            }
-        }
-    }
-    let sink = match Sink::start(target, args.force) {
-        Ok(sink) => sink,
-        Err(e) => {
-            decline(&mut session, "the receiver cannot write its output").await;
-            return Err(e.into());
-        }
-    };
-    session.send(&Control::Accept).await?;
-
-    let parts = session.into_parts();
-    let (reader, mut writer) = parts.stream.split();
-    let (tx, rx) = mpsc::channel(pipeline::depth());
-    let recv_key = parts.recv_key.clone();
-    let reading =
-        tokio::spawn(read_frames(reader, parts.opener, recv_key.clone(), offer.chunk_size, tx));
-    let mut mailer = parts.sealer;
-
-    let started = Instant::now();
-    let outcome = receive_data(&offer, rx, &recv_key, sink, (&mut writer, &mut mailer), rep).await;
-    let closing = match &outcome {
-        Ok(_) => Control::Done,
-        Err(e) => Control::Error(e.to_string()),
-    };
-    let mut buf = closing.encode();
-    if let Ok(h) = mailer.seal_next(&mut buf, true) {
-        let _ = framing::write_frame(&mut writer, h, &buf).await;
-        let _ = writer.flush().await;
-    }
-    let _ = writer.close().await;
-    // A flushed frame may still sit in the connection's buffers, and exiting now could
-    // drop it. The sender closes once it has read our last frame: wait for that.
-    if let Ok(mut reader) = reading.await {
-        session::wait_for_close(&mut reader, LINGER).await;
-    }
-    let (bytes, wire, chunks, written) = outcome?;
-    rep.emit(Event::Finished { bytes, wire, chunks, elapsed: started.elapsed() });
-    for p in written.paths {
-        rep.emit(Event::Notice(format!("wrote {}", term::sanitize(&p.display().to_string()))));
-    }
-    Ok(())
-}
-
-/// Declines an offer and waits (bounded) for the sender to read it.
-async fn decline(session: &mut Session<Stream>, reason: &str) {
-    if session.send(&Control::Decline(reason.to_owned())).await.is_ok() {
-        session.linger(LINGER).await;
-    }
-}
-
-/// The data phase on the receiver: verified chunks into the sink, then the totals.
-/// Returns raw bytes, wire bytes, chunks and what was written.
-async fn receive_data(
-    offer: &Offer,
-    mut rx: mpsc::Receiver<Inbound>,
-    recv_key: &FrameKey,
-    mut sink: Sink,
-    (writer, mailer): (&mut futures::io::WriteHalf<Stream>, &mut framing::Sealer),
-    rep: &Reporter,
-) -> Result<(u64, u64, u64, crate::sink::Written), Error> {
-    let ack_every = pipeline::ack_every(offer.chunk_size);
-    rep.emit(Event::Started { total: offer.size });
-    let (mut bytes, mut wire, mut count) = (0u64, 0u64, 0u64);
-    let mut root = RootHash::default();
-    // A file's announced size is what the user agreed to: more is refused.
-    let limit = if offer.kind == Kind::File { offer.size } else { None };
-    let end = loop {
-        let Some(item) = rx.recv().await else {
-            return Err(Error::Pipeline(PipelineError::Truncated));
-        };
-        match item {
-            Inbound::Chunk(job) => {
-                let chunk: OpenedChunk = job.await.map_err(|_| PipelineError::Worker)??;
-                root.push(&chunk.hash);
-                bytes += chunk.data.len() as u64;
-                wire += chunk.wire_len as u64 + 4;
-                count += 1;
-                if limit.is_some_and(|n| bytes > n) {
-                    return Err(Error::Pipeline(PipelineError::EndMismatch {
-                        what: "more bytes than offered",
-                    }));
-                }
-                sink.write(chunk.data).await?;
-                rep.emit(Event::Progress { bytes });
-                if count % ack_every == 0 {
-                    // The chunk is in the sink's bounded queue: the sender may send more.
-                    let mut buf = Control::Ack(count).encode();
-                    let h = mailer.seal_next(&mut buf, false)?;
-                    framing::write_frame(writer, h, &buf).await?;
-                    writer.flush().await.map_err(FrameError::Io)?;
-                }
-            }
-            Inbound::Last(header, mut buf, counter) => {
-                recv_key.open(counter, header, &mut buf)?;
-                match Control::decode(&buf)? {
-                    Control::End(end) => break end,
-                    Control::Error(m) => return Err(Error::Remote(term::sanitize(&m))),
-                    other => return Err(unexpected(&other, "End")),
-                }
-            }
-            Inbound::Failed(e) => return Err(e),
-        }
-    };
-    let checks = [
-        (end.chunks == count, "chunk count"),
-        (end.bytes == bytes, "byte count"),
-        (limit.is_none_or(|n| n == bytes), "size in the offer"),
-        (end.root == root.finish(), "root hash"),
-    ];
-    if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
-        return Err(Error::Pipeline(PipelineError::EndMismatch { what }));
-    }
-    let written = sink.finish().await?;
-    Ok((bytes, wire, count, written))
 }
 
 /// Races every candidate peer until one passes the PAKE.
@@ -591,52 +206,6 @@ async fn find_sender(
                 attempts.push(attempt(node.control(), peer, code.clone(), me));
             }
             () = give_up => return Err(Error::Session(SessionError::WrongCode)),
-        }
-    }
-}
-
-/// One step of the receiver's data phase, in wire order.
-enum Inbound {
-    Chunk(JoinHandle<Result<OpenedChunk, PipelineError>>),
-    Last(framing::Header, Vec<u8>, u64),
-    Failed(Error),
-}
-
-/// Reads frames, assigns counters and starts an open job per chunk, until the LAST
-/// frame, which goes to the caller unopened. It owns the read half (the only reader)
-/// and hands it back at the end, for [`session::wait_for_close`].
-async fn read_frames(
-    mut reader: futures::io::ReadHalf<Stream>,
-    mut opener: framing::Opener,
-    key: FrameKey,
-    chunk_size: u32,
-    tx: mpsc::Sender<Inbound>,
-) -> futures::io::ReadHalf<Stream> {
-    let mut index = 0u64;
-    loop {
-        let frame = match framing::read_frame(&mut reader).await {
-            Ok(Some(f)) => Ok(f),
-            Ok(None) => Err(Error::Frame(FrameError::Truncated)),
-            Err(e) => Err(Error::Frame(e)),
-        };
-        let (header, buf) = match frame.and_then(|(h, b)| Ok((opener.reserve(h)?, h, b))) {
-            Ok((counter, header, buf)) if header.last => {
-                let _ = tx.send(Inbound::Last(header, buf, counter)).await;
-                return reader;
-            }
-            Ok((counter, header, buf)) => ((header, counter), buf),
-            Err(e) => {
-                let _ = tx.send(Inbound::Failed(e)).await;
-                return reader;
-            }
-        };
-        let ((header, counter), key, i) = (header, key.clone(), index);
-        index += 1;
-        let job = tokio::task::spawn_blocking(move || {
-            pipeline::open_chunk(&key, counter, header, buf, i, chunk_size)
-        });
-        if tx.send(Inbound::Chunk(job)).await.is_err() {
-            return reader;
         }
     }
 }
@@ -758,9 +327,10 @@ mod tests {
             wire.extend_from_slice(&buf);
         }
         let (tx, rx) = watch::channel(0);
-        let last = read_replies(futures::io::Cursor::new(wire), framing::Opener::new(key), tx)
-            .await
-            .expect("replies");
+        let last =
+            send::read_replies(futures::io::Cursor::new(wire), framing::Opener::new(key), tx)
+                .await
+                .expect("replies");
         assert_eq!(last, Control::Done);
         assert_eq!(*rx.borrow(), 8, "the ack that went back was ignored");
     }
@@ -774,7 +344,8 @@ mod tests {
         let mut wire = h.to_bytes().to_vec();
         wire.extend_from_slice(&buf);
         let (tx, _rx) = watch::channel(0);
-        let r = read_replies(futures::io::Cursor::new(wire), framing::Opener::new(key), tx).await;
+        let r =
+            send::read_replies(futures::io::Cursor::new(wire), framing::Opener::new(key), tx).await;
         assert!(matches!(r, Err(SessionError::Message(MessageError::Unexpected { .. }))));
     }
 

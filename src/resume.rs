@@ -1,0 +1,384 @@
+//! What a receiver keeps so that a later run can resume: `FILE.pcp-part` (the verified
+//! bytes so far) and `FILE.pcp-part.manifest` beside it.
+//!
+//! # Manifest format
+//!
+//! | bytes | field |
+//! |-------|-------|
+//! | 8     | magic `b"PCPMAN1\n"` |
+//! | 4     | header length `n`, big-endian |
+//! | n     | postcard [`Offer`]: what this part file is a part of (kind, size, chunk size, entries) |
+//! | 4     | check: the first 4 bytes of blake3(`"pcp manifest header"` ‖ the `n` bytes) |
+//! | 36 × k | records: chunk `i`'s blake3 hash (32) ‖ the first 4 bytes of blake3(`"pcp manifest record"` ‖ `i` as u64 big-endian ‖ hash) |
+//!
+//! # Invariants
+//! - A record is appended only after its chunk's bytes were written to the part file, so
+//!   a record never claims data the part file lacks.
+//! - Nothing in the manifest is trusted on its own: on load the part file is re-hashed
+//!   chunk by chunk, and only the longest prefix whose hashes match the records (or, when
+//!   the records are damaged, whatever the part file holds in whole chunks) is kept. The
+//!   sender then checks that prefix's root hash against its own source before it skips
+//!   anything, so a changed source is reported, never mixed in.
+//! - A valid header that names another offer means the part file belongs to another
+//!   transfer: [`ResumeError::OtherTransfer`], never a silent restart.
+//! - The manifest is written whole to a temporary name and renamed into place when a run
+//!   (re)starts, then only appended to.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::message::{Kind, Offer};
+use crate::pipeline::RootHash;
+
+const MAGIC: &[u8; 8] = b"PCPMAN1\n";
+const RECORD_LEN: usize = 36;
+
+/// Errors reading or writing resume state.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The part file is from another transfer (another kind, size or chunk size).
+    #[error("{} holds part of another transfer", crate::term::sanitize(&.0.display().to_string()))]
+    OtherTransfer(PathBuf),
+    /// Reading or writing the files failed.
+    #[error("{}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The manifest's path for a part file.
+#[must_use]
+pub fn manifest_path(part: &Path) -> PathBuf {
+    let mut s = part.as_os_str().to_owned();
+    s.push(".manifest");
+    PathBuf::from(s)
+}
+
+/// The verified prefix a receiver holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prefix {
+    /// Hashes of chunks `0..hashes.len()`.
+    pub hashes: Vec<[u8; 32]>,
+    /// Their total length in bytes.
+    pub bytes: u64,
+}
+
+impl Prefix {
+    /// Chunks held.
+    #[must_use]
+    pub fn chunks(&self) -> u64 {
+        self.hashes.len() as u64
+    }
+
+    /// The root hash over the held chunks, as the sender computes it over its source.
+    #[must_use]
+    pub fn root(&self) -> RootHash {
+        let mut root = RootHash::default();
+        for h in &self.hashes {
+            root.push(h);
+        }
+        root
+    }
+}
+
+fn check4(domain: &[u8], parts: &[&[u8]]) -> [u8; 4] {
+    let mut h = blake3::Hasher::new();
+    h.update(domain);
+    for p in parts {
+        h.update(p);
+    }
+    let mut out = [0u8; 4];
+    out.copy_from_slice(&h.finalize().as_bytes()[..4]);
+    out
+}
+
+fn record(index: u64, hash: &[u8; 32]) -> [u8; RECORD_LEN] {
+    let mut r = [0u8; RECORD_LEN];
+    r[..32].copy_from_slice(hash);
+    r[32..].copy_from_slice(&check4(b"pcp manifest record", &[&index.to_be_bytes(), hash]));
+    r
+}
+
+/// Whether two offers can be the same transfer: same kind, size, chunk size and
+/// archive entries. The name is left out on purpose (a renamed file is still the same
+/// data); whether the bytes are the same is for the prefix root hash to say.
+#[must_use]
+pub fn same_transfer(a: &Offer, b: &Offer) -> bool {
+    a.kind == b.kind && a.size == b.size && a.chunk_size == b.chunk_size && a.entries == b.entries
+}
+
+/// What a manifest says, as far as it can be trusted.
+struct Parsed {
+    offer: Option<Offer>,
+    /// Records up to the first damaged one; `damaged` tells whether one was.
+    hashes: Vec<[u8; 32]>,
+    damaged: bool,
+}
+
+fn parse(bytes: &[u8]) -> Parsed {
+    let bad = Parsed { offer: None, hashes: Vec::new(), damaged: true };
+    let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else { return bad };
+    let Some((len, rest)) = rest.split_first_chunk::<4>() else { return bad };
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len + 4 {
+        return bad;
+    }
+    let (header, rest) = rest.split_at(len);
+    let (check, mut records) = rest.split_at(4);
+    if check != check4(b"pcp manifest header", &[header]) {
+        return bad;
+    }
+    let Ok((offer, [])) = postcard::take_from_bytes::<Offer>(header) else { return bad };
+    let mut hashes = Vec::new();
+    let mut damaged = false;
+    while records.len() >= RECORD_LEN {
+        let (r, more) = records.split_at(RECORD_LEN);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&r[..32]);
+        if r != record(hashes.len() as u64, &hash) {
+            damaged = true;
+            break;
+        }
+        hashes.push(hash);
+        records = more;
+    }
+    // A torn last record (the process died mid-append) is not damage.
+    Parsed { offer: Some(offer), hashes, damaged }
+}
+
+/// Works out what of `part` can be resumed for `offer`.
+///
+/// Re-hashes the part file in chunks of the offer's chunk size; keeps the longest
+/// prefix that agrees with the manifest's records, or every whole chunk when the
+/// manifest is missing or damaged. A short last piece counts only when it completes
+/// a file of the offered size.
+///
+/// # Errors
+/// [`ResumeError::OtherTransfer`] when a valid manifest names another offer; I/O errors.
+pub fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ResumeError::Io { path, source }
+    };
+    let manifest = manifest_path(part);
+    let parsed = match std::fs::read(&manifest) {
+        Ok(bytes) => parse(&bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Parsed { offer: None, hashes: Vec::new(), damaged: true }
+        }
+        Err(e) => return Err(io_err(&manifest)(e)),
+    };
+    if let Some(theirs) = &parsed.offer
+        && !same_transfer(theirs, offer)
+    {
+        return Err(ResumeError::OtherTransfer(part.to_owned()));
+    }
+    if parsed.offer.is_some() && !parsed.damaged {
+        tracing::debug!(records = parsed.hashes.len(), "manifest is intact");
+    } else {
+        tracing::info!("manifest missing or damaged: re-hashing the part file");
+    }
+
+    let mut file = File::open(part).map_err(io_err(part))?;
+    let chunk = offer.chunk_size as usize;
+    let mut prefix = Prefix::default();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let mut filled = 0;
+        while filled < chunk {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(part)(e)),
+            }
+        }
+        let whole = filled == chunk
+            || (filled > 0
+                && offer.kind == Kind::File
+                && offer.size == Some(prefix.bytes + filled as u64));
+        if !whole {
+            break;
+        }
+        let hash = *blake3::hash(&buf[..filled]).as_bytes();
+        let i = prefix.hashes.len();
+        let trusted = parsed.offer.is_some() && !parsed.damaged;
+        if trusted && parsed.hashes.get(i) != Some(&hash) {
+            // Past the records (data written, record not yet) or disagreeing: stop at
+            // what the manifest vouches for.
+            break;
+        }
+        prefix.hashes.push(hash);
+        prefix.bytes += filled as u64;
+        if filled < chunk {
+            break;
+        }
+    }
+    Ok(prefix)
+}
+
+/// Appends chunk records to a manifest.
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    next: u64,
+}
+
+impl Journal {
+    /// Writes a fresh manifest for `offer` holding `prefix`, atomically, and opens it
+    /// for appending.
+    ///
+    /// # Errors
+    /// I/O errors, naming the manifest.
+    pub fn create(part: &Path, offer: &Offer, prefix: &Prefix) -> Result<Journal, ResumeError> {
+        let path = manifest_path(part);
+        let err = |source| ResumeError::Io { path: path.clone(), source };
+        let header = postcard::to_stdvec(offer).expect("serializing an offer cannot fail");
+        let len = u32::try_from(header.len()).expect("an offer is far smaller than 4 GiB");
+        let mut bytes = Vec::with_capacity(16 + header.len() + RECORD_LEN * prefix.hashes.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&check4(b"pcp manifest header", &[&header]));
+        for (i, h) in prefix.hashes.iter().enumerate() {
+            bytes.extend_from_slice(&record(i as u64, h));
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        std::fs::write(&tmp, &bytes).map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(err)?;
+        Ok(Journal { file, path, next: prefix.chunks() })
+    }
+
+    /// Records the next chunk's hash. Call only after its bytes are in the part file.
+    ///
+    /// # Errors
+    /// I/O errors, naming the manifest.
+    pub fn append(&mut self, hash: &[u8; 32]) -> Result<(), ResumeError> {
+        self.file
+            .write_all(&record(self.next, hash))
+            .map_err(|source| ResumeError::Io { path: self.path.clone(), source })?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Removes the manifest: the transfer completed.
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(size: u64) -> Offer {
+        Offer {
+            kind: Kind::File,
+            name: "f".into(),
+            size: Some(size),
+            entries: vec![],
+            chunk_size: 1 << 16,
+        }
+    }
+
+    fn write_part(part: &Path, data: &[u8], offer: &Offer, records: usize) {
+        std::fs::write(part, data).expect("part");
+        let mut j = Journal::create(part, offer, &Prefix::default()).expect("journal");
+        for c in data.chunks(offer.chunk_size as usize).take(records) {
+            j.append(blake3::hash(c).as_bytes()).expect("append");
+        }
+    }
+
+    fn random(n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        rand::Rng::fill(&mut rand::thread_rng(), v.as_mut_slice());
+        v
+    }
+
+    #[test]
+    fn intact_manifest_gives_the_recorded_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        let data = random(5 << 16);
+        write_part(&part, &data, &o, 4);
+        let p = load(&part, &o).expect("load");
+        assert_eq!(p.chunks(), 4, "data past the last record is not trusted");
+        assert_eq!(p.bytes, 4 << 16);
+        assert_eq!(p.hashes[3], *blake3::hash(&data[3 << 16..4 << 16]).as_bytes());
+    }
+
+    #[test]
+    fn damaged_manifest_means_rehashing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        let data = random((5 << 16) + 100);
+        write_part(&part, &data, &o, 5);
+        let m = manifest_path(&part);
+        let mut bytes = std::fs::read(&m).expect("read");
+        let mid = bytes.len() - 2 * RECORD_LEN + 5;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&m, &bytes).expect("write");
+        let p = load(&part, &o).expect("load");
+        assert_eq!(p.chunks(), 5, "every whole chunk of the part file, re-hashed");
+        assert_eq!(p.hashes[4], *blake3::hash(&data[4 << 16..5 << 16]).as_bytes());
+
+        std::fs::write(&m, b"garbage").expect("write");
+        assert_eq!(load(&part, &o).expect("load").chunks(), 5);
+        std::fs::remove_file(&m).expect("rm");
+        assert_eq!(load(&part, &o).expect("load").chunks(), 5);
+    }
+
+    #[test]
+    fn a_changed_part_file_stops_the_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        let mut data = random(6 << 16);
+        write_part(&part, &data, &o, 6);
+        data[(2 << 16) + 7] ^= 1;
+        std::fs::write(&part, &data).expect("rewrite");
+        assert_eq!(load(&part, &o).expect("load").chunks(), 2);
+    }
+
+    #[test]
+    fn another_transfer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        write_part(&part, &random(1 << 16), &offer(10 << 16), 1);
+        let r = load(&part, &offer(11 << 16));
+        assert!(matches!(r, Err(ResumeError::OtherTransfer(_))));
+    }
+
+    #[test]
+    fn a_short_last_chunk_counts_only_when_it_completes_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let data = random((2 << 16) + 10);
+        let o = offer(data.len() as u64);
+        write_part(&part, &data, &o, 3);
+        assert_eq!(load(&part, &o).expect("load").chunks(), 3);
+        let bigger = offer(data.len() as u64 + 5);
+        write_part(&part, &data, &bigger, 3);
+        assert_eq!(load(&part, &bigger).expect("load").chunks(), 2);
+    }
+
+    #[test]
+    fn prefix_root_matches_a_fresh_root() {
+        let hashes = vec![[1u8; 32], [2u8; 32]];
+        let mut r = RootHash::default();
+        r.push(&hashes[0]);
+        r.push(&hashes[1]);
+        assert_eq!(Prefix { hashes, bytes: 0 }.root().finish(), r.finish());
+    }
+}
