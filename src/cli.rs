@@ -79,6 +79,16 @@ pub enum Command {
     /// written outside the target, no entry may escape it, and nothing is overwritten
     /// without `--force`. The receiver is shown the offer and asked to confirm on the
     /// terminal unless `-y` is given.
+    ///
+    /// A lost connection is a pause: both sides look for each other again with the same
+    /// code, authenticate afresh and continue where the receiver stands
+    /// (`--reconnect-timeout`). A file is written through NAME.pcp-part, with a manifest
+    /// of verified chunks beside it (NAME.pcp-part.manifest); a directory's tar stream is
+    /// first staged whole in DIR/.pcp-ID.tar.pcp-part, then extracted once verified. Both
+    /// stay when a run fails or is killed, and a later `pcp receive` of the same offer,
+    /// with any code, resumes from them: the sender, rerun on the same data, reads and
+    /// checks what the receiver holds and sends only the rest. A sender whose data changed
+    /// is refused.
     #[command(after_long_help = RECEIVE_AFTER)]
     Receive(ReceiveArgs),
 }

@@ -5,14 +5,17 @@
 //! - Only verified chunks reach a sink (the pipeline checks them).
 //! - A file appears under its final name only after [`Sink::finish`], i.e. after the
 //!   whole stream verified; until then it is `NAME.pcp-part`.
-//! - An archive is extracted into a staging directory inside the target and moved into
-//!   place only by [`Sink::finish`].
-//! - A sink dropped or aborted without `finish` removes what it wrote, except a `-o`
-//!   part file, which is kept for a later resume.
+//! - An archive's tar stream is first staged whole in `DIR/.pcp-<id>.tar.pcp-part`
+//!   (resumable like a file), and only once it verified is it extracted, through
+//!   [`Unpacker`]'s checks, into a staging directory and moved into place by
+//!   [`Sink::finish`]. This costs a second write of the data, and buys resume across
+//!   runs for directories with the same machinery as files.
+//! - A sink dropped or aborted without `finish` keeps its part file (and manifest) for
+//!   a later resume, unless told not to (`keep_part: false`).
 //! - Nothing is overwritten without `force`.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
@@ -89,6 +92,21 @@ pub enum Target {
 }
 
 impl Target {
+    /// The part file this target writes through, if any: `NAME.pcp-part` for a file,
+    /// and for an archive its staged tar stream, `DIR/.pcp-<id>.tar.pcp-part`, where
+    /// `<id>` comes from the entry names, so that a rerun finds it again.
+    #[must_use]
+    pub fn resume_part(&self) -> Option<PathBuf> {
+        match self {
+            Target::Stdout => None,
+            Target::File { path, .. } => Some(part_path(path)),
+            Target::Extract { dir, entries } => {
+                let id = blake3::hash(entries.join("\0").as_bytes()).to_hex();
+                Some(dir.join(format!(".pcp-{}.tar{PART_SUFFIX}", &id[..16])))
+            }
+        }
+    }
+
     /// What already exists where this target would write.
     #[must_use]
     pub fn conflicts(&self) -> Vec<PathBuf> {
@@ -137,50 +155,39 @@ impl Sink {
         journal: Option<(&Offer, &Prefix)>,
     ) -> Result<Sink, SinkError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let thread = match target {
-            Target::Stdout => std::thread::spawn(move || write_stdout(rx)),
-            Target::File { path, keep_part } => {
-                let part = part_path(&path);
-                let file = match &journal {
-                    // Resuming: the part file holds `prefix.bytes` verified bytes; cut
-                    // anything after them and append.
-                    Some((_, prefix)) if prefix.chunks() > 0 => {
-                        let file = std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(&part)
-                            .map_err(|source| SinkError::File { path: part.clone(), source })?;
-                        file.set_len(prefix.bytes)
-                            .and_then(|()| (&file).seek(io::SeekFrom::End(0)))
-                            .map_err(|source| SinkError::File { path: part.clone(), source })?;
-                        file
-                    }
-                    _ => {
-                        // create_new: never follow a symlink planted at the part name,
-                        // never truncate a part file that is someone's data.
-                        if force {
-                            let _ = std::fs::remove_file(&part);
-                        }
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&part)
-                            .map_err(|source| match source.kind() {
-                                io::ErrorKind::AlreadyExists => SinkError::Exists(part.clone()),
-                                _ => SinkError::File { path: part.clone(), source },
-                            })?
-                    }
-                };
-                let journal = match journal {
-                    Some((offer, prefix)) => Some(Journal::create(&part, offer, prefix)?),
-                    None => None,
-                };
+        let part = target.resume_part();
+        let thread = match (target, part) {
+            (Target::Stdout, _) | (_, None) => std::thread::spawn(move || write_stdout(rx)),
+            (Target::File { path, keep_part }, Some(part)) => {
+                let (file, journal) = open_part(&part, journal, force)?;
                 std::thread::spawn(move || {
-                    write_file(rx, file, journal, &part, &path, keep_part, force)
+                    let commit = |part: &Path| -> Result<Written, SinkError> {
+                        if !force && path.symlink_metadata().is_ok() {
+                            return Err(SinkError::Exists(path.clone()));
+                        }
+                        std::fs::rename(part, &path)
+                            .map_err(|source| SinkError::File { path: path.clone(), source })?;
+                        Ok(Written { paths: vec![path.clone()] })
+                    };
+                    write_part(rx, file, journal, &part, keep_part, commit)
                 })
             }
-            Target::Extract { dir, entries } => {
-                let unpacker = Unpacker::new(&dir, entries)?;
-                std::thread::spawn(move || extract(rx, unpacker, force))
+            (Target::Extract { dir, entries }, Some(part)) => {
+                let (file, journal) = open_part(&part, journal, force)?;
+                std::thread::spawn(move || {
+                    // The whole tar stream verified: extract it (refusing anything
+                    // unsafe), move it into place, then drop the staged stream.
+                    let commit = |part: &Path| -> Result<Written, SinkError> {
+                        let mut unpacker = Unpacker::new(&dir, entries)?;
+                        let tar = File::open(part)
+                            .map_err(|source| SinkError::File { path: part.to_owned(), source })?;
+                        unpacker.unpack(io::BufReader::with_capacity(1 << 20, tar))?;
+                        let paths = unpacker.commit(force)?;
+                        let _ = std::fs::remove_file(part);
+                        Ok(Written { paths })
+                    };
+                    write_part(rx, file, journal, &part, true, commit)
+                })
             }
         };
         Ok(Sink { tx: Some(tx), thread: Some(thread) })
@@ -272,14 +279,51 @@ fn write_stdout(mut rx: mpsc::Receiver<Msg>) -> Result<Written, SinkError> {
     Err(SinkError::Stopped)
 }
 
-fn write_file(
+/// Opens a part file: continues after a resumed prefix (cutting anything after it), or
+/// creates it anew; and opens its manifest when resume state is kept.
+fn open_part(
+    part: &Path,
+    journal: Option<(&Offer, &Prefix)>,
+    force: bool,
+) -> Result<(File, Option<Journal>), SinkError> {
+    let err = |source| SinkError::File { path: part.to_owned(), source };
+    let file = match &journal {
+        Some((_, prefix)) if prefix.chunks() > 0 => {
+            let file = std::fs::OpenOptions::new().write(true).open(part).map_err(err)?;
+            file.set_len(prefix.bytes).map_err(err)?;
+            (&file).seek(io::SeekFrom::End(0)).map_err(err)?;
+            file
+        }
+        _ => {
+            // create_new: never follow a symlink planted at the part name, never
+            // truncate a part file that is someone's data.
+            if force {
+                let _ = std::fs::remove_file(part);
+            }
+            std::fs::OpenOptions::new().write(true).create_new(true).open(part).map_err(
+                |source| match source.kind() {
+                    io::ErrorKind::AlreadyExists => SinkError::Exists(part.to_owned()),
+                    _ => SinkError::File { path: part.to_owned(), source },
+                },
+            )?
+        }
+    };
+    let journal = match journal {
+        Some((offer, prefix)) => Some(Journal::create(part, offer, prefix)?),
+        None => None,
+    };
+    Ok((file, journal))
+}
+
+/// Writes verified chunks to a part file (and their records to its manifest), then on
+/// `Commit` syncs it and hands it to `commit`, which moves the result into place.
+fn write_part(
     mut rx: mpsc::Receiver<Msg>,
     mut file: File,
     mut journal: Option<Journal>,
     part: &Path,
-    path: &Path,
     keep_part: bool,
-    force: bool,
+    commit: impl FnOnce(&Path) -> Result<Written, SinkError>,
 ) -> Result<Written, SinkError> {
     let file_err = |source| SinkError::File { path: part.to_owned(), source };
     let result = (|| {
@@ -295,15 +339,11 @@ fn write_file(
                 }
                 Msg::Commit => {
                     file.sync_all().map_err(file_err)?;
-                    if !force && path.symlink_metadata().is_ok() {
-                        return Err(SinkError::Exists(path.to_owned()));
-                    }
-                    std::fs::rename(part, path)
-                        .map_err(|source| SinkError::File { path: path.to_owned(), source })?;
+                    let written = commit(part)?;
                     if let Some(j) = journal.take() {
                         j.remove();
                     }
-                    return Ok(Written { paths: vec![path.to_owned()] });
+                    return Ok(written);
                 }
             }
         }
@@ -311,57 +351,11 @@ fn write_file(
     })();
     if result.is_err() && !keep_part {
         let _ = std::fs::remove_file(part);
+        if let Some(j) = journal {
+            j.remove();
+        }
     }
     result
-}
-
-/// Feeds the channel's chunks to tar as one byte stream. EOF comes with `Commit`; a
-/// channel closed without it is an error, so an aborted transfer never extracts a
-/// truncated archive as if it were whole.
-struct ChannelReader {
-    rx: mpsc::Receiver<Msg>,
-    current: Vec<u8>,
-    pos: usize,
-    committed: bool,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            if self.committed {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Msg::Data(d, _)) => {
-                    self.current = d;
-                    self.pos = 0;
-                }
-                Some(Msg::Commit) => self.committed = true,
-                None => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "transfer aborted"));
-                }
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-fn extract(
-    rx: mpsc::Receiver<Msg>,
-    mut unpacker: Unpacker,
-    force: bool,
-) -> Result<Written, SinkError> {
-    let mut reader = ChannelReader { rx, current: Vec::new(), pos: 0, committed: false };
-    unpacker.unpack(&mut reader)?;
-    // The archive may end before the stream does (tar padding): wait for the commit so
-    // that nothing is moved into place before the whole stream verified.
-    io::copy(&mut reader, &mut io::sink())
-        .map_err(|source| SinkError::File { path: unpacker.staging().to_owned(), source })?;
-    let paths = unpacker.commit(force)?;
-    Ok(Written { paths })
 }
 
 #[cfg(test)]

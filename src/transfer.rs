@@ -266,7 +266,8 @@ fn choose_target(args: &ReceiveArgs, offer: &Offer, stdout_tty: bool) -> Result<
                     term::sanitize(&offer.name)
                 ))
             })?;
-            Ok(Target::File { path: dir.join(name), keep_part: false })
+            // The part file and manifest stay on failure, so a rerun resumes.
+            Ok(Target::File { path: dir.join(name), keep_part: true })
         }
         Kind::Archive => {
             if offer.entries.is_empty() || offer.entries.iter().any(|e| plain_name(e).is_none()) {

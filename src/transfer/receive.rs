@@ -19,7 +19,7 @@ use std::time::Instant;
 use super::*;
 use crate::message::Resume;
 use crate::resume::{self, Prefix};
-use crate::sink::{PART_SUFFIX, Written};
+use crate::sink::Written;
 
 /// Everything the receiver keeps across sessions.
 struct Incoming {
@@ -160,9 +160,8 @@ async fn first_contact(
         }
         let target = choose_target(args, &offer, stdout_tty)
             .map_err(|e| (e, "the receiver cannot write this kind of offer where it is"))?;
-        // With -o, an existing part file is what we resume from, not a conflict.
-        let resuming =
-            args.output.as_ref().map(|o| crate::sink::part_path(o)).filter(|p| p.exists());
+        // An existing part file is what we resume from, not a conflict.
+        let resuming = target.resume_part().filter(|p| p.exists());
         let conflicts = if args.force { Vec::new() } else { target.conflicts() };
         let first = conflicts.into_iter().find(|c| Some(c) != resuming.as_ref());
         if let Some(first) = first {
@@ -184,11 +183,8 @@ async fn first_contact(
     };
     if prefix.chunks() > 0 {
         rep.emit(Event::Notice(format!(
-            "resuming: {} already here in {}{PART_SUFFIX}",
-            term::bytes(prefix.bytes),
-            args.output
-                .as_ref()
-                .map_or(String::new(), |o| term::sanitize(&o.display().to_string()))
+            "resuming: {} already received",
+            term::bytes(prefix.bytes)
         )));
     }
     if args.yes {
@@ -211,7 +207,7 @@ async fn first_contact(
             }
         }
     }
-    let journal = args.output.is_some().then_some((&offer, &prefix));
+    let journal = target.resume_part().is_some().then_some((&offer, &prefix));
     let sink = match Sink::start(target, args.force, journal) {
         Ok(sink) => sink,
         Err(e) => {
