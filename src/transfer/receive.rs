@@ -91,7 +91,11 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
         };
         let peer = session.peer();
         tracing::info!(%peer, "authenticated");
-        let offer = match session.recv().await {
+        // The sender offers right after the PAKE; silence means it died meanwhile.
+        let offer = tokio::time::timeout(DEAD_AFTER, session.recv())
+            .await
+            .unwrap_or(Err(SessionError::Timeout));
+        let offer = match offer {
             Ok(Control::Offer(o)) => o,
             Ok(other) => return Err(unexpected(&other, "Offer")),
             Err(e) if state.is_some() && is_lost(&e) => continue,

@@ -142,13 +142,21 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         if started.is_none() {
             rep.emit(Event::AwaitingAccept);
         }
-        let reply = session.recv().await;
+        // A first answer may wait for a person; after a reconnection the receiver
+        // answers at once, and silence means it died meanwhile.
+        let reply = if started.is_none() {
+            session.recv().await
+        } else {
+            tokio::time::timeout(DEAD_AFTER, session.recv())
+                .await
+                .unwrap_or(Err(SessionError::Timeout))
+        };
         let from = match reply.map_err(|e| gone(e, "before accepting")) {
             Ok(Control::Accept) => Resume { chunks: 0, root: RootHash::default().finish() },
             Ok(Control::Resume(r)) => r,
             Ok(Control::Decline(reason)) => return Err(Error::Declined(term::sanitize(&reason))),
             Ok(other) => return Err(unexpected(&other, "Accept")),
-            Err(Error::PeerGone(_)) if started.is_some() => continue,
+            Err(e) if started.is_some() && error_is_lost(&e) => continue,
             Err(e) => return Err(e),
         };
         if out.chunks.is_none() {
