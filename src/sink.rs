@@ -419,4 +419,46 @@ mod tests {
         sink.finish().await.expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
     }
+
+    #[tokio::test]
+    async fn an_archive_is_staged_then_extracted_and_kept_for_resume_on_abort() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let tree = src.path().join("tree");
+        std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
+        std::fs::write(tree.join("sub/a"), vec![5u8; 300_000]).expect("write");
+        let tar = crate::archive::pack(&[tree], Vec::new()).expect("pack");
+        let dest = tempfile::tempdir().expect("tempdir");
+        let target = Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let part = target.resume_part().expect("an archive has a part file");
+        let offer = Offer {
+            kind: crate::message::Kind::Archive,
+            name: "tree".into(),
+            size: None,
+            entries: vec!["tree".into()],
+            chunk_size: 1 << 16,
+        };
+
+        // Aborted: nothing under the final name, the staged stream and manifest stay.
+        let mut sink =
+            Sink::start(target.clone(), false, Some((&offer, &Prefix::default()))).expect("start");
+        sink.write(tar[..1000].to_vec(), [0; 32]).await.expect("write");
+        drop(sink);
+        assert!(!dest.path().join("tree").exists());
+        assert_eq!(std::fs::metadata(&part).expect("kept").len(), 1000);
+        assert!(crate::resume::manifest_path(&part).exists());
+        std::fs::remove_file(&part).expect("rm");
+
+        let mut sink =
+            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        for c in tar.chunks(1 << 16) {
+            sink.write(c.to_vec(), *blake3::hash(c).as_bytes()).await.expect("write");
+        }
+        sink.finish().await.expect("finish");
+        assert_eq!(std::fs::read(dest.path().join("tree/sub/a")).expect("read").len(), 300_000);
+        let left: Vec<_> = std::fs::read_dir(dest.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["tree"], "the staged stream and its manifest are gone");
+    }
 }
