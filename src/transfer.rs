@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -62,19 +62,18 @@ const RETRY: Duration = Duration::from_secs(2);
 /// How long a receiver keeps looking after a peer rejected its code.
 const WRONG_CODE_GRACE: Duration = Duration::from_secs(2);
 
+/// The same slot source as the DHT rendezvous ([`code::slot_secs`]), so a shortened
+/// test slot applies to the hello too.
 fn now_slot() -> u64 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    code::slot(secs, code::SLOT_SECS)
+    code::current_slot()
 }
 
 /// A hello's slot is ours if it is the current one or a neighbour (clock skew and a
 /// rollover during the wait).
 fn slot_ok(at: Rendezvous) -> bool {
     // `at.slot` comes from the peer: checked arithmetic, never a panic.
-    let now = now_slot();
-    at.slot == now
-        || at.slot.checked_add(code::SLOT_SECS) == Some(now)
-        || now.checked_add(code::SLOT_SECS) == Some(at.slot)
+    let (now, len) = (now_slot(), code::slot_secs());
+    at.slot == now || at.slot.checked_add(len) == Some(now) || now.checked_add(len) == Some(at.slot)
 }
 
 fn node_config(common: &crate::cli::CommonArgs, query: Duration) -> node::Config {
@@ -782,8 +781,8 @@ mod tests {
     fn slots_tolerate_skew() {
         let now = now_slot();
         assert!(slot_ok(Rendezvous { channel: 0, slot: now }));
-        assert!(slot_ok(Rendezvous { channel: 0, slot: now - code::SLOT_SECS }));
-        assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * code::SLOT_SECS }));
+        assert!(slot_ok(Rendezvous { channel: 0, slot: now - code::slot_secs() }));
+        assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * code::slot_secs() }));
         assert!(!slot_ok(Rendezvous { channel: 0, slot: u64::MAX }), "no overflow on peer input");
     }
 }
