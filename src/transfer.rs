@@ -76,11 +76,31 @@ fn slot_ok(at: Rendezvous) -> bool {
     at.slot == now || at.slot.checked_add(len) == Some(now) || now.checked_add(len) == Some(at.slot)
 }
 
-fn node_config(common: &crate::cli::CommonArgs, query: Duration) -> node::Config {
+/// The node for one side: `provide` for the sender, which advertises the code's
+/// channel on the DHT; the receiver looks it up.
+fn node_config(
+    common: &crate::cli::CommonArgs,
+    query: Duration,
+    code: &Code,
+    provide: bool,
+) -> node::Config {
+    let bootstrap = if common.bootstrap.is_empty() {
+        node::dht::PUBLIC_BOOTSTRAP.iter().map(|a| a.parse().expect("static multiaddr")).collect()
+    } else {
+        common.bootstrap.clone()
+    };
     node::Config {
         listen: common.listen.clone(),
         mdns: !common.no_mdns,
         mdns_query_interval: query,
+        dht: (!common.no_dht).then(|| node::dht::Config {
+            bootstrap,
+            channel: Some(code.channel()),
+            provide,
+            lookup: !provide,
+        }),
+        serve: false,
+        keypair: None,
     }
 }
 
@@ -102,12 +122,12 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         None => Code::generate(usize::from(args.words)),
     };
 
-    let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(60)))?;
+    let (node, mut events) =
+        Node::start(node_config(&args.common, Duration::from_secs(60), &code, true))?;
     let mut incoming = node
         .control()
         .accept(session::PROTOCOL)
         .map_err(|_| Error::Usage("protocol registered twice".into()))?;
-    tokio::spawn(log_events(events));
     for addr in node.listen_addrs().await.unwrap_or_default() {
         tracing::info!(%addr, "listening");
     }
@@ -135,6 +155,13 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
                     (peer, Session::accept(stream, code, slot_ok, me, peer).await)
                 });
             }
+            Some(ev) = events.recv() => {
+                if let NodeEvent::Dht(s) = ev {
+                    rep.emit(Event::Dht(s));
+                } else {
+                    tracing::debug!(?ev, "network event");
+                }
+            }
             Some((peer, result)) = pending.next(), if !pending.is_empty() => match result {
                 Ok(s) => break s,
                 Err(SessionError::PeerWrongCode { peer }) => {
@@ -149,6 +176,7 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         }
     };
     drop(pending);
+    tokio::spawn(log_events(events));
     // Later arrivals are told we are busy, promptly, so their users see why.
     tokio::spawn(async move {
         while let Some((_, s)) = incoming.next().await {
@@ -352,7 +380,8 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     }
     let stdout_tty = std::io::stdout().is_terminal();
 
-    let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(3)))?;
+    let (node, events) =
+        Node::start(node_config(&args.common, Duration::from_secs(3), &code, false))?;
     for addr in &args.peer {
         node.dial(addr.clone()).await?;
     }
@@ -366,6 +395,7 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
         Ok(other) => return Err(unexpected(&other, "Offer")),
         Err(e) => return Err(e.into()),
     };
+    rep.emit(Event::Offer { peer, what: describe_short(&offer), size: offer.size });
     // Everything the receiver can refuse, it refuses before asking the user, and tells
     // the sender why in words meant for the sender's user.
     let prepared = (|| {
@@ -566,6 +596,7 @@ async fn find_sender(
                     });
                 }
                 Some(NodeEvent::Listening(_)) => {}
+                Some(NodeEvent::Dht(s)) => rep.emit(Event::Dht(s)),
                 None => return Err(Error::Node(node::NodeError::Stopped)),
             },
             Some((peer, result)) = attempts.next(), if !attempts.is_empty() => match result {
