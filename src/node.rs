@@ -78,6 +78,8 @@ pub struct Config {
     pub serve: bool,
     /// A stable identity; a fresh one when `None`.
     pub keypair: Option<Keypair>,
+    /// Let session data go over a relayed connection (`--allow-relay`).
+    pub allow_relay: bool,
 }
 
 /// How a peer was found.
@@ -122,6 +124,12 @@ pub enum Event {
     Listening(Multiaddr),
     /// Progress of the DHT rendezvous.
     Dht(DhtStatus),
+    /// The peer is reachable only through a relay, hole punching failed, and
+    /// `--allow-relay` was not given.
+    RelayOnly {
+        /// The peer.
+        peer: PeerId,
+    },
 }
 
 #[derive(NetworkBehaviour)]
@@ -140,7 +148,24 @@ struct Behaviour {
 enum Command {
     Dial { addr: Multiaddr },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Link { peer: PeerId, reply: oneshot::Sender<Link> },
 }
+
+/// What connects us to a peer, once [`Node::link`] has settled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A direct connection (any relayed one to the peer was closed).
+    Direct,
+    /// Only a relayed connection, and `--allow-relay` lets us use it.
+    Relayed,
+    /// Only a relayed connection, and hole punching failed: the data cannot go there.
+    RelayOnly,
+    /// The peer could not be reached at all.
+    Unreachable,
+}
+
+/// How long to wait for DCUtR to turn a relayed connection into a direct one.
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
 
 /// A handle on the running node.
 #[derive(Clone)]
@@ -259,8 +284,17 @@ impl Node {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
         let dht = config.dht.clone().map(dht::Dht::new);
-        let mut event_loop =
-            EventLoop { swarm, commands: cmd_rx, events: ev_tx, dials: HashMap::new(), dht, serve };
+        let mut event_loop = EventLoop {
+            swarm,
+            commands: cmd_rx,
+            events: ev_tx,
+            dials: HashMap::new(),
+            dht,
+            serve,
+            allow_relay: config.allow_relay,
+            conns: HashMap::new(),
+            links: HashMap::new(),
+        };
         if let Some(mut d) = event_loop.dht.take() {
             let events = event_loop.events.clone();
             d.start(&mut event_loop.swarm, &mut |ev| emit_to(&events, ev));
@@ -291,6 +325,19 @@ impl Node {
         self.commands.send(Command::Dial { addr }).await.map_err(|_| NodeError::Stopped)
     }
 
+    /// Connects to `peer` (dialling it if need be) and settles how: a direct connection
+    /// when there is one or DCUtR makes one (relayed connections to the peer are then
+    /// closed, because libp2p-stream picks a connection at random and a relay carries
+    /// only 128 KiB), else see [`Link`].
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`] when the event loop is gone.
+    pub async fn link(&self, peer: PeerId) -> Result<Link, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Link { peer, reply }).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// The addresses we listen on, with our `/p2p/` id appended.
     ///
     /// # Errors
@@ -313,6 +360,12 @@ struct EventLoop {
     dht: Option<dht::Dht>,
     /// Whether we serve others (`pcp node`).
     serve: bool,
+    /// Whether data may go over a relay.
+    allow_relay: bool,
+    /// Open connections per peer: id and whether it is relayed.
+    conns: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
+    /// [`Node::link`] callers waiting for a peer's connection to settle, and since when.
+    links: HashMap<PeerId, (tokio::time::Instant, Vec<oneshot::Sender<Link>>)>,
 }
 
 fn emit_to(events: &mpsc::Sender<Event>, ev: Event) {
@@ -335,8 +388,9 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                _ = tick.tick(), if self.dht.is_some() => {
+                _ = tick.tick() => {
                     self.with_dht(|d, swarm, emit| d.tick(swarm, emit));
+                    self.expire_links();
                 }
             }
         }
@@ -377,6 +431,25 @@ impl EventLoop {
                     Err(e) => self.emit(Event::DialFailed { addr, error: e.to_string() }),
                 }
             }
+            Command::Link { peer, reply } => {
+                let since = tokio::time::Instant::now();
+                self.links.entry(peer).or_insert_with(|| (since, Vec::new())).1.push(reply);
+                if !self.swarm.is_connected(&peer) {
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(
+                            libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
+                        )
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "cannot dial");
+                        if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                            self.settle(peer, Some(Link::Unreachable));
+                        }
+                    }
+                } else {
+                    self.settle(peer, None);
+                }
+            }
             Command::ListenAddrs { reply } => {
                 let me = *self.swarm.local_peer_id();
                 let addrs = self
@@ -389,8 +462,70 @@ impl EventLoop {
         }
     }
 
+    /// Answers the [`Node::link`] callers waiting on `peer`, if the state allows: with
+    /// `verdict` when given, else from the peer's connections.
+    fn settle(&mut self, peer: PeerId, verdict: Option<Link>) {
+        let Some((since, _)) = self.links.get(&peer) else { return };
+        let conns = self.conns.get(&peer).cloned().unwrap_or_default();
+        let direct = conns.iter().any(|(_, relayed)| !relayed);
+        let link = match verdict {
+            Some(v) => v,
+            None if direct => Link::Direct,
+            None if conns.is_empty() => return,
+            None if self.allow_relay => Link::Relayed,
+            // Relayed only: DCUtR is at work; wait for it (bounded).
+            None if since.elapsed() < HOLE_PUNCH_WAIT => return,
+            None => Link::RelayOnly,
+        };
+        if link == Link::Direct {
+            for (id, relayed) in conns {
+                if relayed {
+                    tracing::debug!(%peer, "closing the relayed connection: a direct one exists");
+                    self.swarm.close_connection(id);
+                }
+            }
+        }
+        if link == Link::RelayOnly {
+            self.emit(Event::RelayOnly { peer });
+        }
+        if let Some((_, waiters)) = self.links.remove(&peer) {
+            for w in waiters {
+                let _ = w.send(link);
+            }
+        }
+    }
+
+    fn expire_links(&mut self) {
+        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in peers {
+            self.settle(peer, None);
+        }
+    }
+
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                if let Some(list) = self.conns.get_mut(&peer_id) {
+                    list.retain(|(id, _)| *id != connection_id);
+                    if list.is_empty() {
+                        self.conns.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => match ev.result {
+                Ok(_) => tracing::debug!(peer = %ev.remote_peer_id, "hole punching succeeded"),
+                Err(e) => {
+                    tracing::debug!(peer = %ev.remote_peer_id, error = %e, "hole punching failed");
+                    if !self.allow_relay
+                        && !self
+                            .conns
+                            .get(&ev.remote_peer_id)
+                            .is_some_and(|c| c.iter().any(|(_, relayed)| !relayed))
+                    {
+                        self.settle(ev.remote_peer_id, Some(Link::RelayOnly));
+                    }
+                }
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 let mut seen = Vec::new();
                 for (peer, addr) in list {
@@ -406,6 +541,8 @@ impl EventLoop {
                 if self.dials.remove(&connection_id).is_some() {
                     self.emit(Event::Discovered { peer: peer_id, via: Via::Direct });
                 }
+                self.conns.entry(peer_id).or_default().push((connection_id, endpoint.is_relayed()));
+                self.settle(peer_id, None);
                 self.with_dht(|d, swarm, emit| d.on_connected(swarm, peer_id, connection_id, emit));
             }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
@@ -414,6 +551,11 @@ impl EventLoop {
                     self.emit(Event::DialFailed { addr, error: error.to_string() });
                 }
                 self.with_dht(|d, _, emit| d.on_dial_failed(peer_id, connection_id, emit));
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    self.settle(peer, Some(Link::Unreachable));
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");

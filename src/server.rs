@@ -51,6 +51,7 @@ pub async fn run(args: &NodeArgs, rep: &Reporter) -> Result<(), Error> {
         }),
         serve: true,
         keypair: Some(keypair),
+        allow_relay: false,
     };
     let (node, mut events) = Node::start(config)?;
     let me = node.peer_id();

@@ -101,6 +101,7 @@ fn node_config(
         }),
         serve: false,
         keypair: None,
+        allow_relay: common.allow_relay,
     }
 }
 
@@ -584,7 +585,7 @@ async fn find_sender(
                 Some(NodeEvent::Discovered { peer, via }) => {
                     if tried.insert(peer) {
                         rep.emit(Event::Found { peer, via });
-                        attempts.push(attempt(node.control(), peer, code.clone(), me));
+                        attempts.push(attempt(node.clone(), peer, code.clone(), me));
                     }
                 }
                 Some(NodeEvent::DialFailed { addr, error }) => {
@@ -597,6 +598,7 @@ async fn find_sender(
                 }
                 Some(NodeEvent::Listening(_)) => {}
                 Some(NodeEvent::Dht(s)) => rep.emit(Event::Dht(s)),
+                Some(NodeEvent::RelayOnly { peer }) => return Err(Error::RelayOnly(peer)),
                 None => return Err(Error::Node(node::NodeError::Stopped)),
             },
             Some((peer, result)) = attempts.next(), if !attempts.is_empty() => match result {
@@ -618,7 +620,7 @@ async fn find_sender(
                 }
             },
             Some(peer) = retries.next(), if !retries.is_empty() => {
-                attempts.push(attempt(node.control(), peer, code.clone(), me));
+                attempts.push(attempt(node.clone(), peer, code.clone(), me));
             }
             () = give_up => return Err(Error::Session(SessionError::WrongCode)),
         }
@@ -673,16 +675,24 @@ async fn read_frames(
 
 type Attempt = (PeerId, Result<Session<Stream>, SessionError>);
 
-async fn attempt(
-    mut control: libp2p_stream::Control,
-    peer: PeerId,
-    code: Code,
-    me: PeerId,
-) -> Attempt {
+async fn attempt(node: Node, peer: PeerId, code: Code, me: PeerId) -> Attempt {
     // The slot is taken now, not when the receiver started: the sender may show up in
     // a later one.
     let at = Rendezvous { channel: code.channel(), slot: now_slot() };
+    let mut control = node.control();
     let run = async {
+        // The session stream MUST ride a direct connection unless --allow-relay: it
+        // carries the data, and a relay stops after 128 KiB. `link` waits for DCUtR and
+        // closes the relayed connection; libp2p-stream would pick one at random.
+        match node.link(peer).await {
+            Ok(node::Link::Direct | node::Link::Relayed) => {}
+            Ok(node::Link::Unreachable) => {
+                return Err(SessionError::Io(std::io::Error::other("peer unreachable")));
+            }
+            // The node reported it (Event::RelayOnly); this peer is not tried again.
+            Ok(node::Link::RelayOnly) => return Err(SessionError::Unsupported),
+            Err(_) => return Err(SessionError::Io(std::io::Error::other("network task gone"))),
+        }
         let stream = control.open_stream(peer, session::PROTOCOL).await.map_err(|e| match e {
             libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => SessionError::Unsupported,
             libp2p_stream::OpenStreamError::Io(e) => SessionError::Io(e),

@@ -172,7 +172,7 @@ fn a_slot_rollover_during_the_wait() {
     let mut sender = Proc::spawn("sender", &mut cmd);
     let advertising = |l: &str| l.contains(r#""phase":"advertising""#);
     let first = sender.stderr.wait_for_line(advertising, TIMEOUT);
-    let second = sender.stderr.wait_for_line(advertising, TIMEOUT);
+    let second = sender.stderr.wait_for_line(|l| advertising(l) && l != first, TIMEOUT);
     assert_ne!(first, second, "a new slot was advertised");
 
     let mut cmd = dht_cmd(

@@ -163,6 +163,15 @@ fn is_loopback_or_unspecified(addr: &Multiaddr) -> bool {
     }
 }
 
+/// Link-local addresses need a zone to be dialled, which multiaddrs do not carry.
+fn is_link_local(addr: &Multiaddr) -> bool {
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_link_local(),
+        Some(Protocol::Ip6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        _ => false,
+    }
+}
+
 /// Splits a trailing `/p2p/ID` off an address.
 fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     let mut base = addr.clone();
@@ -181,18 +190,26 @@ pub(super) struct Dht {
     config: Config,
     /// Take our own listen addresses as confirmed external ones (private bootstrap).
     trust_listen: bool,
+    /// How many bootstrap nodes were given (distinct peers).
+    total: usize,
     /// Bootstrap peers by id, and whether we are connected to each.
     boot: HashMap<PeerId, bool>,
+    /// Where each bootstrap peer was dialled, for a relay reservation through it.
+    boot_addrs: HashMap<PeerId, Multiaddr>,
+    /// Relays we asked for a reservation.
+    relays: HashSet<PeerId>,
     /// Bootstrap dials without a known peer id.
     boot_dials: HashMap<ConnectionId, Multiaddr>,
-    /// Bootstrap attempts that failed (by index in `config.bootstrap`, roughly).
+    /// Bootstrap nodes whose dial failed.
     failed: usize,
     /// Whether the failure was reported.
     failure_reported: bool,
     /// Whether `kad.bootstrap()` ran.
     bootstrapped: bool,
-    /// The slot whose record we last published.
-    provided: Option<u64>,
+    /// The slot whose record we last published, and with which external addresses (a
+    /// record carries them, so a new one, such as a relay circuit, means publishing
+    /// again).
+    provided: Option<(u64, Vec<Multiaddr>)>,
     /// Lookups in flight.
     lookups: HashSet<QueryId>,
     /// When the next round of lookups may start.
@@ -207,7 +224,10 @@ impl Dht {
         Dht {
             config,
             trust_listen,
+            total: 0,
             boot: HashMap::new(),
+            boot_addrs: HashMap::new(),
+            relays: HashSet::new(),
             boot_dials: HashMap::new(),
             failed: 0,
             failure_reported: false,
@@ -221,33 +241,47 @@ impl Dht {
 
     /// Adds the bootstrap nodes and dials them.
     pub(super) fn start(&mut self, swarm: &mut Swarm<Behaviour>, emit: &mut dyn FnMut(Event)) {
-        let total = self.config.bootstrap.len();
-        if total == 0 {
+        if self.config.bootstrap.is_empty() {
             return;
         }
-        for addr in self.config.bootstrap.clone() {
-            let (base, peer) = split_peer(&addr);
-            let opts = match peer {
-                Some(p) => {
-                    if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
-                        kad.add_address(&p, base.clone());
-                    }
-                    self.boot.insert(p, false);
-                    DialOpts::peer_id(p).addresses(vec![base]).build()
-                }
-                None => DialOpts::unknown_peer_id().address(base).build(),
-            };
-            let id = opts.connection_id();
-            if peer.is_none() {
-                self.boot_dials.insert(id, addr.clone());
+        // One dial per bootstrap node, with all its addresses (TCP and QUIC, say).
+        let mut by_peer: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        let mut anonymous = Vec::new();
+        for addr in &self.config.bootstrap {
+            match split_peer(addr) {
+                (base, Some(p)) => match by_peer.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, addrs)) => addrs.push(base),
+                    None => by_peer.push((p, vec![base])),
+                },
+                (base, None) => anonymous.push(base),
             }
+        }
+        self.total = by_peer.len() + anonymous.len();
+        let mut dials = Vec::new();
+        for (p, addrs) in by_peer {
+            if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                for a in &addrs {
+                    kad.add_address(&p, a.clone());
+                }
+            }
+            self.boot.insert(p, false);
+            self.boot_addrs.insert(p, addrs[0].clone());
+            dials.push(DialOpts::peer_id(p).addresses(addrs).build());
+        }
+        for base in anonymous {
+            let opts = DialOpts::unknown_peer_id().address(base.clone()).build();
+            self.boot_dials.insert(opts.connection_id(), base);
+            dials.push(opts);
+        }
+        for opts in dials {
+            let id = opts.connection_id();
             if let Err(e) = swarm.dial(opts) {
-                tracing::debug!(%addr, error = %e, "bootstrap dial refused");
+                tracing::debug!(error = %e, "bootstrap dial refused");
                 self.boot_dials.remove(&id);
                 self.failed += 1;
             }
         }
-        emit(Event::Dht(Status::Bootstrap { connected: 0, total }));
+        emit(Event::Dht(Status::Bootstrap { connected: 0, total: self.total }));
         self.check_failed(emit);
     }
 
@@ -256,7 +290,7 @@ impl Dht {
     }
 
     fn check_failed(&mut self, emit: &mut dyn FnMut(Event)) {
-        let total = self.config.bootstrap.len();
+        let total = self.total;
         if !self.failure_reported && self.connected() == 0 && self.failed >= total {
             self.failure_reported = true;
             emit(Event::Dht(Status::BootstrapFailed { total }));
@@ -273,18 +307,16 @@ impl Dht {
     ) {
         if let Some(addr) = self.boot_dials.remove(&id) {
             if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
-                kad.add_address(&peer, addr);
+                kad.add_address(&peer, addr.clone());
             }
             self.boot.insert(peer, false);
+            self.boot_addrs.insert(peer, addr);
         }
         match self.boot.get_mut(&peer) {
             Some(c) if !*c => *c = true,
             _ => return,
         }
-        emit(Event::Dht(Status::Bootstrap {
-            connected: self.connected(),
-            total: self.config.bootstrap.len(),
-        }));
+        emit(Event::Dht(Status::Bootstrap { connected: self.connected(), total: self.total }));
         if !self.bootstrapped {
             self.bootstrapped = true;
             if let Some(kad) = swarm.behaviour_mut().kad.as_mut()
@@ -315,6 +347,7 @@ impl Dht {
     pub(super) fn on_listen_addr(&self, swarm: &mut Swarm<Behaviour>, addr: &Multiaddr) {
         if self.trust_listen
             && !is_loopback_or_unspecified(addr)
+            && !is_link_local(addr)
             && !addr.iter().any(|p| p == Protocol::P2pCircuit)
         {
             tracing::debug!(%addr, "taking a listen address as external (private bootstrap)");
@@ -322,13 +355,26 @@ impl Dht {
         }
     }
 
-    /// Identify told us about a peer: a DHT server goes into the routing table.
+    /// Identify told us about a peer: a DHT server goes into the routing table, and a
+    /// sender reserves a slot on a bootstrap node that is a relay, so that a receiver
+    /// behind another NAT can reach it (and DCUtR can punch a hole from there).
     pub(super) fn on_identify(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         peer: PeerId,
         info: &libp2p::identify::Info,
     ) {
+        if self.config.provide
+            && info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME)
+            && let Some(addr) = self.boot_addrs.get(&peer)
+            && self.relays.insert(peer)
+        {
+            let circuit = addr.clone().with(Protocol::P2p(peer)).with(Protocol::P2pCircuit);
+            match swarm.listen_on(circuit.clone()) {
+                Ok(_) => tracing::debug!(%circuit, "asking the relay for a reservation"),
+                Err(e) => tracing::debug!(%circuit, error = %e, "relay reservation refused"),
+            }
+        }
         if !info.protocols.contains(&kad::PROTOCOL_NAME) {
             return;
         }
@@ -348,10 +394,13 @@ impl Dht {
             return;
         }
         let current = crate::code::current_slot();
-        let has_external = swarm.external_addresses().next().is_some();
+        let external: Vec<Multiaddr> = swarm.external_addresses().cloned().collect();
         let Some(kad) = swarm.behaviour_mut().kad.as_mut() else { return };
-        if self.config.provide && has_external && self.provided != Some(current) {
-            if let Some(old) = self.provided.replace(current) {
+        let stale = self.provided.as_ref().is_none_or(|(s, a)| *s != current || *a != external);
+        if self.config.provide && !external.is_empty() && stale {
+            if let Some((old, _)) = self.provided.replace((current, external))
+                && old != current
+            {
                 kad.stop_providing(&rendezvous_key(old, channel));
             }
             match kad.start_providing(rendezvous_key(current, channel)) {
@@ -403,7 +452,7 @@ impl Dht {
             }
             QueryResult::GetProviders(r) => tracing::trace!(?r, "get_providers"),
             QueryResult::StartProviding(r) => {
-                let slot = self.provided.unwrap_or_default();
+                let slot = self.provided.as_ref().map_or(0, |(s, _)| *s);
                 match r {
                     Ok(_) => emit(Event::Dht(Status::Advertised { slot, ok: true })),
                     Err(e) => {
