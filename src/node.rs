@@ -7,6 +7,11 @@
 //! `pcp node` ([`Config::serve`]) a relay v2 server. Data streams are opened with a
 //! [`libp2p_stream::Control`], which needs no round trip through the event loop.
 //!
+//! [`Node::link`] settles how a peer is connected before a session stream opens: a
+//! direct connection, waiting for DCUtR to punch one (bounded) and closing the relayed
+//! one, because libp2p-stream opens a stream on a random connection to the peer and a
+//! relay carries 128 KiB per circuit.
+//!
 //! Invariants:
 //! - The swarm is polled only by [`EventLoop::run`]; nothing else touches it.
 //! - The event loop never blocks on the caller: events go out with `try_send` on a

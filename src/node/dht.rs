@@ -25,6 +25,11 @@
 //!   caller stops it, and reports each provider at once: the provider's addresses live
 //!   only inside the running query, so the node dials it on the spot.
 //! - Both run Kademlia in client mode; `pcp node` runs it in server mode.
+//! - The sender also asks every bootstrap node that speaks the relay hop protocol (every
+//!   `pcp node`) for a reservation; the relay client then confirms a `/p2p-circuit`
+//!   address, and the record is published again, since it carries the addresses known
+//!   when it was published. A receiver behind another NAT reaches the sender there,
+//!   and DCUtR takes over (see `Node::link`).
 //!
 //! # External addresses
 //!
