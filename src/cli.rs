@@ -114,7 +114,7 @@ pub struct CommonArgs {
     pub verbose: u8,
 
     /// Do not look for peers on the local network (mDNS).
-    #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub no_mdns: bool,
 
     /// Listen on this address instead of all interfaces on a random port (repeatable).
@@ -145,7 +145,7 @@ pub struct CommonArgs {
     pub bootstrap: Vec<Multiaddr>,
 
     /// Do not use the DHT: find the peer on the local network or at --peer only.
-    #[arg(long, env = "PCP_NO_DHT", global = true, value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, env = "PCP_NO_DHT", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub no_dht: bool,
 
     /// Let the data go through a relay when no direct connection can be made.

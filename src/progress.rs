@@ -276,6 +276,7 @@ impl Reporter {
                     "joining the DHT: {connected} of {total} bootstrap node(s) connected…"
                 )),
                 DhtStatus::BootstrapFailed { total } => {
+                    self.status("looking for the peer on the local network…");
                     if !self.quiet {
                         self.line(&format!(
                             "could not reach any of the {total} DHT bootstrap node(s); \
