@@ -16,6 +16,9 @@ _pcp() {
             ",$1")
                 cmd="pcp"
                 ;;
+            pcp,node)
+                cmd="pcp__subcmd__node"
+                ;;
             pcp,receive)
                 cmd="pcp__subcmd__receive"
                 ;;
@@ -29,7 +32,7 @@ _pcp() {
 
     case "${cmd}" in
         pcp)
-            opts="-h -V --help --version send receive"
+            opts="-h -V --help --version send receive node"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,8 +45,45 @@ _pcp() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pcp__subcmd__node)
+            opts="-q -v -h -V --listen --bootstrap --key --quiet --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bootstrap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pcp__subcmd__receive)
-            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --verbose --no-mdns --reconnect-timeout --listen --help --version"
+            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --verbose --no-mdns --reconnect-timeout --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,6 +149,10 @@ _pcp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --bootstrap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -117,7 +161,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --code --words --level --no-compress --chunk-size --quiet --verbose --no-mdns --reconnect-timeout --listen --help --version"
+            opts="-q -v -h -V --code --words --level --no-compress --chunk-size --quiet --verbose --no-mdns --reconnect-timeout --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,6 +188,10 @@ _pcp() {
                     return 0
                     ;;
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bootstrap)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

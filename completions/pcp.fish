@@ -28,16 +28,21 @@ complete -c pcp -n "__fish_pcp_needs_command" -s h -l help -d 'Print help (see m
 complete -c pcp -n "__fish_pcp_needs_command" -s V -l version -d 'Print version'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "send" -d 'Send a stream, a file or a directory'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "receive" -d 'Receive what a sender offers, given its code'
+complete -c pcp -n "__fish_pcp_needs_command" -f -a "node" -d 'Run a long-lived DHT, relay and AutoNAT node for a group\'s own infrastructure'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code instead of making one up (word-word-word-word)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd compression level (1 fastest … 19 smallest)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l chunk-size -d 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l bootstrap -d 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-compress -d 'Do not compress: for data known not to compress, or a very fast link'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -s q -l quiet -d 'Print nothing on standard error but errors (and the code, when pcp made it up)'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for the network stack too'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-mdns -d 'Do not look for peers on the local network (mDNS)'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-dht -d 'Do not use the DHT: find the peer on the local network or at --peer only'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l allow-relay -d 'Let the data go through a relay when no direct connection can be made'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l json -d 'Print one JSON object per event on standard error (phases, peers found, the offer, progress every second, the totals), terminal or not'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -s V -l version -d 'Print version'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l code -d 'The code, from a flag or the environment instead of the command line' -r
@@ -46,10 +51,21 @@ complete -c pcp -n "__fish_pcp_using_subcommand receive" -s o -l output -d 'Writ
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s C -l directory -d 'Save or extract into DIR instead of the current directory' -r -f -a "(__fish_complete_directories)"
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l bootstrap -d 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s y -l yes -d 'Accept the offer without asking'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l force -d 'Overwrite existing files'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s q -l quiet -d 'Print nothing on standard error but errors (and the code, when pcp made it up)'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for the network stack too'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l no-mdns -d 'Do not look for peers on the local network (mDNS)'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l no-dht -d 'Do not use the DHT: find the peer on the local network or at --peer only'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l allow-relay -d 'Let the data go through a relay when no direct connection can be made'
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -l json -d 'Print one JSON object per event on standard error (phases, peers found, the offer, progress every second, the totals), terminal or not'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s V -l version -d 'Print version'
+complete -c pcp -n "__fish_pcp_using_subcommand node" -l listen -d 'Listen on this address (repeatable); the default is TCP and QUIC port 4001 on all IPv4 interfaces' -r
+complete -c pcp -n "__fish_pcp_using_subcommand node" -l bootstrap -d 'Join other nodes into one DHT (repeatable; PCP_BOOTSTRAP takes a comma-separated list). Without it the node stands alone: others join it' -r
+complete -c pcp -n "__fish_pcp_using_subcommand node" -l key -d 'Keep the node\'s identity (an ed25519 key) in FILE, so its /p2p/ id stays the same across restarts; created, with mode 0600, when missing' -r -F
+complete -c pcp -n "__fish_pcp_using_subcommand node" -s q -l quiet -d 'Print nothing on standard error but errors'
+complete -c pcp -n "__fish_pcp_using_subcommand node" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for the network stack too'
+complete -c pcp -n "__fish_pcp_using_subcommand node" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pcp -n "__fish_pcp_using_subcommand node" -s V -l version -d 'Print version'

@@ -33,6 +33,16 @@ EXAMPLES:
     exit_status!()
 );
 
+const NODE_AFTER: &str = "\
+EXAMPLES:
+    pcp node --listen /ip4/0.0.0.0/tcp/4001 --key ~/.config/pcp/node.key
+    pcp node --listen /ip4/198.18.0.2/tcp/4001 --bootstrap /ip4/198.18.0.1/tcp/4001/p2p/12D3KooW…
+
+EXIT STATUS:
+    1    could not listen, or the key file could not be read or written
+    2    usage error
+    130  stopped by SIGINT (the normal way to stop a node)";
+
 const RECEIVE_AFTER: &str = concat!(
     "\
 EXAMPLES:
@@ -91,6 +101,15 @@ pub enum Command {
     /// is refused.
     #[command(after_long_help = RECEIVE_AFTER)]
     Receive(ReceiveArgs),
+    /// Run a long-lived DHT, relay and AutoNAT node for a group's own infrastructure.
+    ///
+    /// A Kademlia server (protocol /ipfs/kad/1.0.0), a circuit relay v2 server and an
+    /// AutoNAT server. Give its addresses to senders and receivers with --bootstrap (or
+    /// PCP_BOOTSTRAP), and to other nodes to join them into one DHT. On start it prints
+    /// each address it listens on, with its /p2p/ id, on standard output, one per line,
+    /// then serves until interrupted.
+    #[command(after_long_help = NODE_AFTER)]
+    Node(NodeArgs),
 }
 
 /// Flags both sides share.
@@ -105,7 +124,7 @@ pub struct CommonArgs {
     pub verbose: u8,
 
     /// Do not look for peers on the local network (mDNS).
-    #[arg(long, env = "PCP_NO_MDNS", global = true)]
+    #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub no_mdns: bool,
 
     /// After a lost connection, how long to look for the peer again before giving up
@@ -118,6 +137,71 @@ pub struct CommonArgs {
     /// For example /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1.
     #[arg(long, value_name = "MULTIADDR", global = true)]
     pub listen: Vec<Multiaddr>,
+
+    /// Join the DHT through this node instead of the public IPFS bootstrap nodes
+    /// (repeatable; PCP_BOOTSTRAP takes a comma-separated list).
+    ///
+    /// For example a group's own `pcp node`: /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW…
+    /// Without it, pcp uses the public IPFS list (/dnsaddr/bootstrap.libp2p.io/p2p/…).
+    ///
+    /// The peers meet on the Kademlia DHT under a provider record whose key is the
+    /// sha2-256 multihash (0x12 0x20 + digest) of the string /pcp/{slot}/{channel}:
+    /// slot is the unix time in seconds rounded down to a multiple of 300, channel the
+    /// index of the code's first word in the BIP39 English list. The sender publishes
+    /// the current slot's key, again at each new slot; the receiver looks up the current
+    /// and the previous slot.
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "PCP_BOOTSTRAP",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Do not use the DHT: find the peer on the local network or at --peer only.
+    #[arg(long, env = "PCP_NO_DHT", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_dht: bool,
+
+    /// Let the data go through a relay when no direct connection can be made.
+    ///
+    /// Public relays and `pcp node` allow 128 KiB per circuit, which is enough to
+    /// authenticate but rarely for the data: without this flag pcp says so and stops
+    /// rather than stall.
+    #[arg(long, global = true)]
+    pub allow_relay: bool,
+
+    /// Print one JSON object per event on standard error (phases, peers found, the
+    /// offer, progress every second, the totals), terminal or not.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `pcp node`.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Listen on this address (repeatable); the default is TCP and QUIC port 4001 on
+    /// all IPv4 interfaces.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+
+    /// Join other nodes into one DHT (repeatable; PCP_BOOTSTRAP takes a comma-separated
+    /// list). Without it the node stands alone: others join it.
+    #[arg(long, value_name = "MULTIADDR", env = "PCP_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+
+    /// Keep the node's identity (an ed25519 key) in FILE, so its /p2p/ id stays the same
+    /// across restarts; created, with mode 0600, when missing.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub key: Option<PathBuf>,
+
+    /// Print nothing on standard error but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// `pcp send`.
@@ -212,6 +296,20 @@ mod tests {
         let cli = Cli::try_parse_from(["pcp", "receive", "a", "b", "c"]).expect("parses");
         let Command::Receive(args) = cli.command else { panic!("not receive") };
         assert_eq!(args.words, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn no_dht_reads_the_environment_as_a_boolean() {
+        // The environment is process-wide, so the env binding is checked, not set
+        // (PCP_NO_DHT=1 itself is exercised by every process test: see clean_env).
+        let cli = Cli::try_parse_from(["pcp", "send", "--no-dht"]).expect("parses");
+        let Command::Send(args) = cli.command else { panic!("not send") };
+        assert!(args.common.no_dht);
+        let arg = command()
+            .find_subcommand("send")
+            .and_then(|s| s.get_arguments().find(|a| a.get_id() == "no_dht").cloned())
+            .expect("--no-dht exists");
+        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("PCP_NO_DHT")));
     }
 
     #[test]

@@ -52,6 +52,31 @@ pub const DEFAULT_WORDS: usize = 4;
 /// Length in seconds of a discovery time slot.
 pub const SLOT_SECS: u64 = 300;
 
+/// The slot length in use: [`SLOT_SECS`], unless the hidden, test-only environment
+/// variable `PCP_SLOT_SECS` holds a positive number of seconds. Tests set it to a few
+/// seconds to make a slot rollover happen during a wait; users have no reason to, and
+/// both peers must agree on it. Read once per process.
+#[must_use]
+pub fn slot_secs() -> u64 {
+    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SECS.get_or_init(|| {
+        std::env::var("PCP_SLOT_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(SLOT_SECS)
+    })
+}
+
+/// The slot (unix seconds at its start) we are in now, with [`slot_secs`].
+#[must_use]
+pub fn current_slot() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    slot(secs, slot_secs())
+}
+
 /// The most suggestions a [`ParseCodeError::UnknownWord`] carries.
 const MAX_SUGGESTIONS: usize = 3;
 

@@ -102,6 +102,12 @@ pub enum Error {
     /// The peer announced something unsafe to write.
     #[error("{0}")]
     Unsafe(String),
+    /// The peer could be reached only through a relay and hole punching failed.
+    #[error(
+        "peer {0} is reachable only through a relay, and hole punching failed: a relay \
+         carries too little for the data"
+    )]
+    RelayOnly(libp2p::PeerId),
     /// Confirmation is needed but there is no terminal to ask on.
     #[error("no terminal to confirm the offer on")]
     NoTerminal,
@@ -145,6 +151,12 @@ impl Error {
             Error::Resume(crate::resume::ResumeError::OtherTransfer(_)) => {
                 Some("use --force to start over, or choose another -o".into())
             }
+            Error::RelayOnly(_) => Some(
+                "both sides are behind NATs that could not be punched through; use \
+                 --allow-relay with a relay that allows it, or put one side on a reachable \
+                 address (--listen on a forwarded port, --peer)"
+                    .into(),
+            ),
             Error::Archive(e) => e.hint().map(str::to_owned),
             Error::Sink(crate::sink::SinkError::Exists(_)) => {
                 Some("use --force to overwrite, or choose another -o / -C".into())

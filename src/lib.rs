@@ -5,6 +5,8 @@
 //!  │
 //!  ├─ code        BIP39 code words: generate, parse, channel, password
 //!  ├─ node        owns the libp2p Swarm in one task; a cloneable handle sends it commands
+//!  │   └─ dht     Kademlia rendezvous: provider records per code channel and time slot
+//!  ├─ server      `pcp node`: DHT server, relay v2 server, AutoNAT server
 //!  ├─ session     over one libp2p stream: hello, SPAKE2 + key confirmation, then frames
 //!  ├─ framing     ChaCha20-Poly1305 frames: counter nonces, last-frame flag
 //!  ├─ message     what the frames carry: offer, chunk, end, …
@@ -28,6 +30,7 @@ pub mod node;
 pub mod pipeline;
 pub mod progress;
 pub mod resume;
+pub mod server;
 pub mod session;
 pub mod sink;
 pub mod source;
@@ -44,5 +47,6 @@ pub async fn run(cli: cli::Cli, reporter: &progress::Reporter) -> Result<()> {
     match cli.command {
         cli::Command::Send(args) => transfer::send(&args, reporter).await,
         cli::Command::Receive(args) => transfer::receive(&args, reporter).await,
+        cli::Command::Node(args) => server::run(&args, reporter).await,
     }
 }

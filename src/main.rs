@@ -9,9 +9,10 @@ use pcp::{cli::Cli, error::exit, progress::Reporter};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (quiet, verbose) = match &cli.command {
-        pcp::cli::Command::Send(a) => (a.common.quiet, a.common.verbose),
-        pcp::cli::Command::Receive(a) => (a.common.quiet, a.common.verbose),
+    let (quiet, verbose, json) = match &cli.command {
+        pcp::cli::Command::Send(a) => (a.common.quiet, a.common.verbose, a.common.json),
+        pcp::cli::Command::Receive(a) => (a.common.quiet, a.common.verbose, a.common.json),
+        pcp::cli::Command::Node(a) => (a.quiet, a.verbose, false),
     };
     let filter = match verbose {
         0 => "warn",
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let reporter = Reporter::new(quiet).verbose(verbose > 0);
+    let reporter = Reporter::new(quiet).verbose(verbose > 0).json(json);
     let result = runtime.block_on(async {
         let run = pcp::run(cli, &reporter);
         tokio::pin!(run);

@@ -1,9 +1,16 @@
 //! The libp2p node: one task owns the [`Swarm`]; a cloneable [`Node`] handle talks to it
 //! over bounded channels, and discovery reaches the caller as [`Event`]s.
 //!
-//! Transports: TCP (noise, yamux) and QUIC v1. Behaviours: libp2p-stream for the
-//! session streams, identify, ping, and mDNS (optional). Data streams are opened with a
+//! Transports: TCP (noise, yamux), QUIC v1, DNS, and circuit relay v2 (client).
+//! Behaviours: libp2p-stream for the session streams, identify, ping, mDNS (optional),
+//! Kademlia with the rendezvous of [`dht`] (optional), AutoNAT v1, DCUtR, and for
+//! `pcp node` ([`Config::serve`]) a relay v2 server. Data streams are opened with a
 //! [`libp2p_stream::Control`], which needs no round trip through the event loop.
+//!
+//! [`Node::link`] settles how a peer is connected before a session stream opens: a
+//! direct connection, waiting for DCUtR to punch one (bounded) and closing the relayed
+//! one, because libp2p-stream opens a stream on a random connection to the peer and a
+//! relay carries 128 KiB per circuit.
 //!
 //! Invariants:
 //! - The swarm is polled only by [`EventLoop::run`]; nothing else touches it.
@@ -12,6 +19,8 @@
 //!   repeats itself, so a lost event costs a delay, not a transfer).
 //! - Closing every [`Node`] handle ends the loop.
 
+pub mod dht;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -19,8 +28,18 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, noise, ping, relay, tcp, yamux,
+};
 use tokio::sync::{mpsc, oneshot};
+
+pub use dht::Status as DhtStatus;
+
+/// How long a Kademlia query of `pcp send`/`receive` may run; lookups repeat anyway.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the DHT side checks for a new slot or a finished lookup round.
+const DHT_TICK: Duration = Duration::from_millis(250);
 
 /// How long an idle connection stays open. The receiver's y/n prompt runs with the
 /// session stream open, so this only bounds connections nobody uses.
@@ -57,6 +76,15 @@ pub struct Config {
     pub mdns: bool,
     /// mDNS query interval: short for a receiver that may start before the sender.
     pub mdns_query_interval: Duration,
+    /// The DHT, if any (`--no-dht` leaves it out).
+    pub dht: Option<dht::Config>,
+    /// Serve others, as `pcp node` does: Kademlia server mode, relay v2 server, AutoNAT
+    /// server, and our listen addresses taken as external ones.
+    pub serve: bool,
+    /// A stable identity; a fresh one when `None`.
+    pub keypair: Option<Keypair>,
+    /// Let session data go over a relayed connection (`--allow-relay`).
+    pub allow_relay: bool,
 }
 
 /// How a peer was found.
@@ -66,6 +94,8 @@ pub enum Via {
     Mdns,
     /// A `--peer` address we dialled.
     Direct,
+    /// A provider record on the Kademlia DHT.
+    Dht,
 }
 
 impl std::fmt::Display for Via {
@@ -73,6 +103,7 @@ impl std::fmt::Display for Via {
         f.write_str(match self {
             Via::Mdns => "mDNS",
             Via::Direct => "direct address",
+            Via::Dht => "DHT",
         })
     }
 }
@@ -96,6 +127,14 @@ pub enum Event {
     },
     /// We listen on a new address.
     Listening(Multiaddr),
+    /// Progress of the DHT rendezvous.
+    Dht(DhtStatus),
+    /// The peer is reachable only through a relay, hole punching failed, and
+    /// `--allow-relay` was not given.
+    RelayOnly {
+        /// The peer.
+        peer: PeerId,
+    },
 }
 
 #[derive(NetworkBehaviour)]
@@ -104,12 +143,34 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    autonat: Toggle<autonat::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    dcutr: dcutr::Behaviour,
 }
 
 enum Command {
     Dial { addr: Multiaddr },
     ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
+    Link { peer: PeerId, reply: oneshot::Sender<Link> },
 }
+
+/// What connects us to a peer, once [`Node::link`] has settled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// A direct connection (any relayed one to the peer was closed).
+    Direct,
+    /// Only a relayed connection, and `--allow-relay` lets us use it.
+    Relayed,
+    /// Only a relayed connection, and hole punching failed: the data cannot go there.
+    RelayOnly,
+    /// The peer could not be reached at all.
+    Unreachable,
+}
+
+/// How long to wait for DCUtR to turn a relayed connection into a direct one.
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
 
 /// A handle on the running node.
 #[derive(Clone)]
@@ -132,21 +193,53 @@ impl Node {
     /// # Errors
     /// Transport set-up failures and refused listen addresses.
     pub fn start(config: Config) -> Result<(Node, mpsc::Receiver<Event>), NodeError> {
-        let keypair = Keypair::generate_ed25519();
+        let keypair = config.keypair.clone().unwrap_or_else(Keypair::generate_ed25519);
         let mdns_cfg =
             mdns::Config { query_interval: config.mdns_query_interval, ..mdns::Config::default() };
+        let serve = config.serve;
+        let with_kad = serve || config.dht.is_some();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
             .map_err(|e| NodeError::Transport(e.to_string()))?
             .with_quic()
-            .with_behaviour(|key| {
+            .with_dns()
+            .map_err(|e| NodeError::Transport(format!("DNS resolver: {e}")))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| NodeError::Transport(e.to_string()))?
+            .with_behaviour(|key, relay_client| {
                 let id = key.public().to_peer_id();
                 let mdns = if config.mdns {
                     Some(mdns::tokio::Behaviour::new(mdns_cfg, id)?)
                 } else {
                     None
                 };
+                let kad = with_kad.then(|| {
+                    let mut kcfg = kad::Config::new(kad::PROTOCOL_NAME);
+                    if !serve {
+                        kcfg.set_query_timeout(QUERY_TIMEOUT);
+                    }
+                    // Records live for a slot or two; pcp re-provides per slot itself.
+                    kcfg.set_provider_record_ttl(Some(Duration::from_secs(15 * 60)));
+                    kcfg.set_provider_publication_interval(None);
+                    let mut kad =
+                        kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), kcfg);
+                    kad.set_mode(Some(if serve { kad::Mode::Server } else { kad::Mode::Client }));
+                    kad
+                });
+                let autonat = with_kad.then(|| {
+                    autonat::Behaviour::new(
+                        id,
+                        autonat::Config {
+                            boot_delay: Duration::from_secs(1),
+                            // A group's own nodes on a private network serve it too.
+                            only_global_ips: !serve,
+                            ..autonat::Config::default()
+                        },
+                    )
+                });
+                let relay_server =
+                    serve.then(|| relay::Behaviour::new(id, relay::Config::default()));
                 Ok(Behaviour {
                     stream: libp2p_stream::Behaviour::new(),
                     identify: identify::Behaviour::new(identify::Config::new(
@@ -155,6 +248,11 @@ impl Node {
                     )),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: mdns.into(),
+                    kad: kad.into(),
+                    autonat: autonat.into(),
+                    relay_client,
+                    relay_server: relay_server.into(),
+                    dcutr: dcutr::Behaviour::new(id),
                 })
             })
             .map_err(|e| NodeError::Transport(e.to_string()))?
@@ -190,8 +288,23 @@ impl Node {
         let control = swarm.behaviour().stream.new_control();
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CAPACITY);
-        let event_loop =
-            EventLoop { swarm, commands: cmd_rx, events: ev_tx, dials: HashMap::new() };
+        let dht = config.dht.clone().map(dht::Dht::new);
+        let mut event_loop = EventLoop {
+            swarm,
+            commands: cmd_rx,
+            events: ev_tx,
+            dials: HashMap::new(),
+            dht,
+            serve,
+            allow_relay: config.allow_relay,
+            conns: HashMap::new(),
+            links: HashMap::new(),
+        };
+        if let Some(mut d) = event_loop.dht.take() {
+            let events = event_loop.events.clone();
+            d.start(&mut event_loop.swarm, &mut |ev| emit_to(&events, ev));
+            event_loop.dht = Some(d);
+        }
         tokio::spawn(event_loop.run());
         Ok((Node { peer_id, control, commands: cmd_tx }, ev_rx))
     }
@@ -217,6 +330,19 @@ impl Node {
         self.commands.send(Command::Dial { addr }).await.map_err(|_| NodeError::Stopped)
     }
 
+    /// Connects to `peer` (dialling it if need be) and settles how: a direct connection
+    /// when there is one or DCUtR makes one (relayed connections to the peer are then
+    /// closed, because libp2p-stream picks a connection at random and a relay carries
+    /// only 128 KiB), else see [`Link`].
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`] when the event loop is gone.
+    pub async fn link(&self, peer: PeerId) -> Result<Link, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Link { peer, reply }).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// The addresses we listen on, with our `/p2p/` id appended.
     ///
     /// # Errors
@@ -235,10 +361,31 @@ struct EventLoop {
     events: mpsc::Sender<Event>,
     /// Outstanding `--peer` dials, by connection.
     dials: HashMap<ConnectionId, Multiaddr>,
+    /// The DHT rendezvous, if any.
+    dht: Option<dht::Dht>,
+    /// Whether we serve others (`pcp node`).
+    serve: bool,
+    /// Whether data may go over a relay.
+    allow_relay: bool,
+    /// Open connections per peer: id and whether it is relayed.
+    conns: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
+    /// [`Node::link`] callers waiting for a peer's connection to settle, and since when.
+    links: HashMap<PeerId, (tokio::time::Instant, Vec<oneshot::Sender<Link>>)>,
+}
+
+fn emit_to(events: &mpsc::Sender<Event>, ev: Event) {
+    match events.try_send(ev) {
+        Ok(()) => {}
+        // Nobody listens any more (the transfer is under way): nothing to report.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "dropping a network event"),
+    }
 }
 
 impl EventLoop {
     async fn run(mut self) {
+        let mut tick = tokio::time::interval(DHT_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
@@ -246,19 +393,27 @@ impl EventLoop {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
+                _ = tick.tick() => {
+                    self.with_dht(|d, swarm, emit| d.tick(swarm, emit));
+                    self.expire_links();
+                }
             }
         }
         tracing::debug!("network task done");
     }
 
     fn emit(&self, ev: Event) {
-        match self.events.try_send(ev) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(ev)) => {
-                tracing::warn!(?ev, "event queue full: dropping a network event");
-            }
-            // Nobody listens any more (discovery is over): nothing to tell.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        emit_to(&self.events, ev);
+    }
+
+    /// Runs `f` on the DHT state, if there is one, with the swarm and an emitter.
+    fn with_dht(
+        &mut self,
+        f: impl FnOnce(&mut dht::Dht, &mut Swarm<Behaviour>, &mut dyn FnMut(Event)),
+    ) {
+        if let Some(d) = self.dht.as_mut() {
+            let events = &self.events;
+            f(d, &mut self.swarm, &mut |ev| emit_to(events, ev));
         }
     }
 
@@ -281,6 +436,25 @@ impl EventLoop {
                     Err(e) => self.emit(Event::DialFailed { addr, error: e.to_string() }),
                 }
             }
+            Command::Link { peer, reply } => {
+                let since = tokio::time::Instant::now();
+                self.links.entry(peer).or_insert_with(|| (since, Vec::new())).1.push(reply);
+                if !self.swarm.is_connected(&peer) {
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(
+                            libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
+                        )
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!(%peer, error = %e, "cannot dial");
+                        if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
+                            self.settle(peer, Some(Link::Unreachable));
+                        }
+                    }
+                } else {
+                    self.settle(peer, None);
+                }
+            }
             Command::ListenAddrs { reply } => {
                 let me = *self.swarm.local_peer_id();
                 let addrs = self
@@ -293,8 +467,70 @@ impl EventLoop {
         }
     }
 
+    /// Answers the [`Node::link`] callers waiting on `peer`, if the state allows: with
+    /// `verdict` when given, else from the peer's connections.
+    fn settle(&mut self, peer: PeerId, verdict: Option<Link>) {
+        let Some((since, _)) = self.links.get(&peer) else { return };
+        let conns = self.conns.get(&peer).cloned().unwrap_or_default();
+        let direct = conns.iter().any(|(_, relayed)| !relayed);
+        let link = match verdict {
+            Some(v) => v,
+            None if direct => Link::Direct,
+            None if conns.is_empty() => return,
+            None if self.allow_relay => Link::Relayed,
+            // Relayed only: DCUtR is at work; wait for it (bounded).
+            None if since.elapsed() < HOLE_PUNCH_WAIT => return,
+            None => Link::RelayOnly,
+        };
+        if link == Link::Direct {
+            for (id, relayed) in conns {
+                if relayed {
+                    tracing::debug!(%peer, "closing the relayed connection: a direct one exists");
+                    self.swarm.close_connection(id);
+                }
+            }
+        }
+        if link == Link::RelayOnly {
+            self.emit(Event::RelayOnly { peer });
+        }
+        if let Some((_, waiters)) = self.links.remove(&peer) {
+            for w in waiters {
+                let _ = w.send(link);
+            }
+        }
+    }
+
+    fn expire_links(&mut self) {
+        let peers: Vec<PeerId> = self.links.keys().copied().collect();
+        for peer in peers {
+            self.settle(peer, None);
+        }
+    }
+
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                if let Some(list) = self.conns.get_mut(&peer_id) {
+                    list.retain(|(id, _)| *id != connection_id);
+                    if list.is_empty() {
+                        self.conns.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => match ev.result {
+                Ok(_) => tracing::debug!(peer = %ev.remote_peer_id, "hole punching succeeded"),
+                Err(e) => {
+                    tracing::debug!(peer = %ev.remote_peer_id, error = %e, "hole punching failed");
+                    if !self.allow_relay
+                        && !self
+                            .conns
+                            .get(&ev.remote_peer_id)
+                            .is_some_and(|c| c.iter().any(|(_, relayed)| !relayed))
+                    {
+                        self.settle(ev.remote_peer_id, Some(Link::RelayOnly));
+                    }
+                }
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 let mut seen = Vec::new();
                 for (peer, addr) in list {
@@ -310,15 +546,50 @@ impl EventLoop {
                 if self.dials.remove(&connection_id).is_some() {
                     self.emit(Event::Discovered { peer: peer_id, via: Via::Direct });
                 }
+                self.conns.entry(peer_id).or_default().push((connection_id, endpoint.is_relayed()));
+                self.settle(peer_id, None);
+                self.with_dht(|d, swarm, emit| d.on_connected(swarm, peer_id, connection_id, emit));
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+                tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 if let Some(addr) = self.dials.remove(&connection_id) {
                     self.emit(Event::DialFailed { addr, error: error.to_string() });
+                }
+                self.with_dht(|d, _, emit| d.on_dial_failed(peer_id, connection_id, emit));
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                {
+                    self.settle(peer, Some(Link::Unreachable));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");
+                if self.serve
+                    && !address.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
+                {
+                    // `pcp node` is meant to be reachable where it listens.
+                    self.swarm.add_external_address(address.clone());
+                }
+                if let Some(d) = self.dht.as_ref() {
+                    d.on_listen_addr(&mut self.swarm, &address);
+                }
                 self.emit(Event::Listening(address));
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if let Some(d) = self.dht.as_mut() {
+                    d.on_identify(&mut self.swarm, peer_id, &info);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => {
+                self.with_dht(|d, swarm, emit| d.on_kad(swarm, ev, emit));
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::debug!(%address, "external address confirmed");
+                self.with_dht(|d, swarm, emit| d.tick(swarm, emit));
             }
             other => tracing::trace!(?other, "swarm event"),
         }

@@ -6,15 +6,23 @@
 //! happen), status and progress only when stderr is a terminal and `--quiet` is off,
 //! and notices (warnings the user must see) unless `--quiet`. Nothing here writes to
 //! stdout, which carries data.
+//!
+//! With `--json` ([`Reporter::json`]) every event is instead one JSON object on its own
+//! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
+//! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
+//! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
+//! `peer_found`, `wrong_code`, `offer`, `progress` (at most once a second), `done` with
+//! the totals, `code` and `notice`.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::PeerId;
+use serde_json::json;
 
-use crate::node::Via;
+use crate::node::{DhtStatus, Via};
 use crate::term;
 
 /// Something worth telling the user.
@@ -51,6 +59,17 @@ pub enum Event {
     },
     /// Waiting for the receiver to accept.
     AwaitingAccept,
+    /// The receiver got an offer.
+    Offer {
+        /// From whom.
+        peer: PeerId,
+        /// What, in words (`file 'x', 1.0 MiB`).
+        what: String,
+        /// Its size, when known.
+        size: Option<u64>,
+    },
+    /// Progress of the DHT rendezvous.
+    Dht(DhtStatus),
     /// Data starts flowing.
     Started {
         /// Total bytes, when known.
@@ -71,11 +90,12 @@ pub enum Event {
         chunks: u64,
         /// Time from the first to the last byte.
         elapsed: Duration,
+        /// Resume accounting (`sent`, `resent`, `skipped`, `received`, `reconnects`):
+        /// a `pcp: stats:` line with `--verbose`, fields of the `done` JSON event.
+        stats: Vec<(&'static str, u64)>,
     },
     /// A line the user should see unless `--quiet`.
     Notice(String),
-    /// Transfer statistics (`key=value …`), shown with `--verbose`.
-    Stats(String),
 }
 
 /// Draws events on stderr.
@@ -84,7 +104,11 @@ pub struct Reporter {
     quiet: bool,
     verbose: bool,
     tty: bool,
+    json: bool,
     bar: Mutex<Option<ProgressBar>>,
+    /// JSON: when progress was last printed, and the last DHT search shown (both sides
+    /// repeat these often; they are shown when they change).
+    last: Mutex<(Option<Instant>, Option<u64>, Option<u64>)>,
 }
 
 impl Reporter {
@@ -97,14 +121,101 @@ impl Reporter {
     /// A reporter that believes stderr is (or is not) a terminal.
     #[must_use]
     pub fn with_terminal(quiet: bool, tty: bool) -> Reporter {
-        Reporter { quiet, verbose: false, tty, bar: Mutex::new(None) }
+        Reporter {
+            quiet,
+            verbose: false,
+            tty,
+            json: false,
+            bar: Mutex::new(None),
+            last: Mutex::new((None, None, None)),
+        }
     }
 
-    /// Also shows [`Event::Stats`].
+    /// Also shows the `pcp: stats:` line of [`Event::Finished`].
     #[must_use]
     pub fn verbose(mut self, verbose: bool) -> Reporter {
         self.verbose = verbose;
         self
+    }
+
+    /// Reports as JSON lines instead (`--json`).
+    #[must_use]
+    pub fn json(mut self, on: bool) -> Reporter {
+        self.json = on;
+        self
+    }
+
+    /// The JSON form of an event, or `None` when it is not printed now.
+    fn to_json(&self, ev: &Event) -> Option<serde_json::Value> {
+        let phase = |p: &str| json!({"event": "phase", "phase": p});
+        Some(match ev {
+            Event::Code { code, made_up } => {
+                if *made_up {
+                    json!({"event": "code", "code": code})
+                } else {
+                    json!({"event": "ready"})
+                }
+            }
+            Event::Searching => phase("searching"),
+            Event::Found { peer, via } => {
+                json!({"event": "peer_found", "peer": peer.to_string(), "via": via.to_string()})
+            }
+            Event::Authenticating { peer } => {
+                json!({"event": "phase", "phase": "authenticating", "peer": peer.to_string()})
+            }
+            Event::WrongCode { peer, left } => {
+                json!({"event": "wrong_code", "peer": peer.to_string(), "left": left})
+            }
+            Event::AwaitingAccept => phase("awaiting_accept"),
+            Event::Offer { peer, what, size } => {
+                json!({"event": "offer", "peer": peer.to_string(), "what": what, "size": size})
+            }
+            Event::Dht(s) => match s {
+                DhtStatus::Bootstrap { connected, total } => {
+                    json!({"event": "bootstrap", "connected": connected, "total": total})
+                }
+                DhtStatus::BootstrapFailed { total } => {
+                    json!({"event": "bootstrap_failed", "total": total})
+                }
+                DhtStatus::Advertising { slot } => {
+                    json!({"event": "phase", "phase": "advertising", "slot": slot})
+                }
+                DhtStatus::Advertised { slot, ok } => {
+                    json!({"event": "advertised", "slot": slot, "ok": ok})
+                }
+                DhtStatus::Searching { current, previous } => {
+                    let mut last =
+                        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if last.1 == Some(*current) {
+                        return None;
+                    }
+                    last.1 = Some(*current);
+                    json!({"event": "phase", "phase": "searching_dht", "current": current, "previous": previous})
+                }
+            },
+            Event::Started { total } => {
+                json!({"event": "phase", "phase": "transferring", "total": total})
+            }
+            Event::Progress { bytes } => {
+                let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                    return None;
+                }
+                last.0 = Some(Instant::now());
+                json!({"event": "progress", "bytes": bytes})
+            }
+            Event::Finished { bytes, wire, chunks, elapsed, stats } => {
+                let mut done = json!({
+                    "event": "done", "bytes": bytes, "wire": wire, "chunks": chunks,
+                    "seconds": elapsed.as_secs_f64(),
+                });
+                for (k, v) in stats {
+                    done[*k] = json!(v);
+                }
+                done
+            }
+            Event::Notice(m) => json!({"event": "notice", "message": m}),
+        })
     }
 
     fn live(&self) -> bool {
@@ -140,6 +251,21 @@ impl Reporter {
 
     /// Reports one event.
     pub fn emit(&self, ev: Event) {
+        if self.json {
+            if let Some(v) = self.to_json(&ev) {
+                let _ = writeln!(std::io::stderr().lock(), "{v}");
+            }
+            if let Event::Finished { bytes, wire, chunks, elapsed, .. } = ev {
+                tracing::info!(
+                    bytes,
+                    wire,
+                    chunks,
+                    secs = elapsed.as_secs_f64(),
+                    "transfer finished"
+                );
+            }
+            return;
+        }
         match ev {
             Event::Code { code, made_up } => {
                 if made_up {
@@ -151,7 +277,7 @@ impl Reporter {
                     self.line("Ready: waiting for a receiver with the given code");
                 }
             }
-            Event::Searching => self.status("looking for the peer on the local network…"),
+            Event::Searching => self.status("looking for the peer…"),
             Event::Found { peer, via } => self.status(&format!("found {peer} via {via}")),
             Event::Authenticating { peer } => self.status(&format!("authenticating {peer}…")),
             Event::WrongCode { peer, left } => {
@@ -162,6 +288,41 @@ impl Reporter {
                 }
             }
             Event::AwaitingAccept => self.status("waiting for the receiver to accept…"),
+            Event::Offer { .. } => {}
+            Event::Dht(s) => match s {
+                DhtStatus::Bootstrap { connected, total } => self.status(&format!(
+                    "joining the DHT: {connected} of {total} bootstrap node(s) connected…"
+                )),
+                DhtStatus::BootstrapFailed { total } => {
+                    self.status("looking for the peer on the local network…");
+                    if !self.quiet {
+                        self.line(&format!(
+                            "could not reach any of the {total} DHT bootstrap node(s); \
+                             looking on the local network only"
+                        ));
+                    }
+                }
+                DhtStatus::Advertising { slot } => {
+                    self.status(&format!("advertising on the DHT (slot {slot})…"));
+                }
+                DhtStatus::Advertised { ok: false, .. } => {
+                    self.status("advertising on the DHT failed; waiting on the local network…");
+                }
+                DhtStatus::Advertised { ok: true, .. } => {
+                    self.status("advertised on the DHT; waiting for the receiver…");
+                }
+                DhtStatus::Searching { current, previous } => {
+                    let mut last =
+                        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if last.2 != Some(current) {
+                        last.2 = Some(current);
+                        drop(last);
+                        self.status(&format!(
+                            "searching the DHT (slots {current} and {previous}) and the local network…"
+                        ));
+                    }
+                }
+            },
             Event::Started { total } => {
                 if !self.live() {
                     return;
@@ -190,7 +351,12 @@ impl Reporter {
                     b.set_position(bytes);
                 }
             }
-            Event::Finished { bytes, wire, chunks, elapsed } => {
+            Event::Finished { bytes, wire, chunks, elapsed, stats } => {
+                if self.verbose {
+                    let fields: Vec<String> =
+                        stats.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    self.line(&format!("pcp: stats: {}", fields.join(" ")));
+                }
                 if let Some(b) =
                     self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
                 {
@@ -211,11 +377,6 @@ impl Reporter {
             Event::Notice(s) => {
                 if !self.quiet {
                     self.line(&s);
-                }
-            }
-            Event::Stats(s) => {
-                if self.verbose {
-                    self.line(&format!("pcp: stats: {s}"));
                 }
             }
         }

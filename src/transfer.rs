@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -77,26 +77,46 @@ const RETRY: Duration = Duration::from_secs(2);
 /// How long a receiver keeps looking after a peer rejected its code.
 const WRONG_CODE_GRACE: Duration = Duration::from_secs(2);
 
+/// The same slot source as the DHT rendezvous ([`code::slot_secs`]), so a shortened
+/// test slot applies to the hello too.
 fn now_slot() -> u64 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    code::slot(secs, code::SLOT_SECS)
+    code::current_slot()
 }
 
 /// A hello's slot is ours if it is the current one or a neighbour (clock skew and a
 /// rollover during the wait).
 fn slot_ok(at: Rendezvous) -> bool {
     // `at.slot` comes from the peer: checked arithmetic, never a panic.
-    let now = now_slot();
-    at.slot == now
-        || at.slot.checked_add(code::SLOT_SECS) == Some(now)
-        || now.checked_add(code::SLOT_SECS) == Some(at.slot)
+    let (now, len) = (now_slot(), code::slot_secs());
+    at.slot == now || at.slot.checked_add(len) == Some(now) || now.checked_add(len) == Some(at.slot)
 }
 
-fn node_config(common: &crate::cli::CommonArgs, query: Duration) -> node::Config {
+/// The node for one side: `provide` for the sender, which advertises the code's
+/// channel on the DHT; the receiver looks it up.
+fn node_config(
+    common: &crate::cli::CommonArgs,
+    query: Duration,
+    code: &Code,
+    provide: bool,
+) -> node::Config {
+    let bootstrap = if common.bootstrap.is_empty() {
+        node::dht::PUBLIC_BOOTSTRAP.iter().map(|a| a.parse().expect("static multiaddr")).collect()
+    } else {
+        common.bootstrap.clone()
+    };
     node::Config {
         listen: common.listen.clone(),
         mdns: !common.no_mdns,
         mdns_query_interval: query,
+        dht: (!common.no_dht).then(|| node::dht::Config {
+            bootstrap,
+            channel: Some(code.channel()),
+            provide,
+            lookup: !provide,
+        }),
+        serve: false,
+        keypair: None,
+        allow_relay: common.allow_relay,
     }
 }
 
@@ -135,12 +155,6 @@ fn unexpected(got: &Control, expected: &'static str) -> Error {
     Error::Message(MessageError::Unexpected { got: got.name(), expected })
 }
 
-async fn log_events(mut events: mpsc::Receiver<NodeEvent>) {
-    while let Some(ev) = events.recv().await {
-        tracing::debug!(?ev, "network event");
-    }
-}
-
 /// Races every candidate peer until one passes the PAKE.
 ///
 /// A peer that refused for a passing reason (busy, another slot, unreachable) is tried
@@ -170,7 +184,7 @@ async fn find_sender(
                 Some(NodeEvent::Discovered { peer, via }) => {
                     if tried.insert(peer) {
                         rep.emit(Event::Found { peer, via });
-                        attempts.push(attempt(node.control(), peer, code.clone(), me));
+                        attempts.push(attempt(node.clone(), peer, code.clone(), me));
                     }
                 }
                 Some(NodeEvent::DialFailed { addr, error }) => {
@@ -182,6 +196,8 @@ async fn find_sender(
                     });
                 }
                 Some(NodeEvent::Listening(_)) => {}
+                Some(NodeEvent::Dht(s)) => rep.emit(Event::Dht(s)),
+                Some(NodeEvent::RelayOnly { peer }) => return Err(Error::RelayOnly(peer)),
                 None => return Err(Error::Node(node::NodeError::Stopped)),
             },
             Some((peer, result)) = attempts.next(), if !attempts.is_empty() => match result {
@@ -203,7 +219,7 @@ async fn find_sender(
                 }
             },
             Some(peer) = retries.next(), if !retries.is_empty() => {
-                attempts.push(attempt(node.control(), peer, code.clone(), me));
+                attempts.push(attempt(node.clone(), peer, code.clone(), me));
             }
             () = give_up => return Err(Error::Session(SessionError::WrongCode)),
         }
@@ -212,16 +228,24 @@ async fn find_sender(
 
 type Attempt = (PeerId, Result<Session<Stream>, SessionError>);
 
-async fn attempt(
-    mut control: libp2p_stream::Control,
-    peer: PeerId,
-    code: Code,
-    me: PeerId,
-) -> Attempt {
+async fn attempt(node: Node, peer: PeerId, code: Code, me: PeerId) -> Attempt {
     // The slot is taken now, not when the receiver started: the sender may show up in
     // a later one.
     let at = Rendezvous { channel: code.channel(), slot: now_slot() };
+    let mut control = node.control();
     let run = async {
+        // The session stream MUST ride a direct connection unless --allow-relay: it
+        // carries the data, and a relay stops after 128 KiB. `link` waits for DCUtR and
+        // closes the relayed connection; libp2p-stream would pick one at random.
+        match node.link(peer).await {
+            Ok(node::Link::Direct | node::Link::Relayed) => {}
+            Ok(node::Link::Unreachable) => {
+                return Err(SessionError::Io(std::io::Error::other("peer unreachable")));
+            }
+            // The node reported it (Event::RelayOnly); this peer is not tried again.
+            Ok(node::Link::RelayOnly) => return Err(SessionError::Unsupported),
+            Err(_) => return Err(SessionError::Io(std::io::Error::other("network task gone"))),
+        }
         let stream = control.open_stream(peer, session::PROTOCOL).await.map_err(|e| match e {
             libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => SessionError::Unsupported,
             libp2p_stream::OpenStreamError::Io(e) => SessionError::Io(e),
@@ -354,8 +378,8 @@ mod tests {
     fn slots_tolerate_skew() {
         let now = now_slot();
         assert!(slot_ok(Rendezvous { channel: 0, slot: now }));
-        assert!(slot_ok(Rendezvous { channel: 0, slot: now - code::SLOT_SECS }));
-        assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * code::SLOT_SECS }));
+        assert!(slot_ok(Rendezvous { channel: 0, slot: now - code::slot_secs() }));
+        assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * code::slot_secs() }));
         assert!(!slot_ok(Rendezvous { channel: 0, slot: u64::MAX }), "no overflow on peer input");
     }
 }

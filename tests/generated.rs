@@ -69,7 +69,8 @@ fn ensure_all(artefacts: &[(String, String)]) {
 /// One page per subcommand, named as `man` finds it (`man pcp-send`). clap's `name` takes
 /// a `&'static str` (no `string` feature), hence the fixed table; the assertion below makes
 /// a new subcommand fail here until it is added.
-const SUBCOMMAND_PAGES: [(&str, &str); 2] = [("send", "pcp-send"), ("receive", "pcp-receive")];
+const SUBCOMMAND_PAGES: [(&str, &str); 3] =
+    [("send", "pcp-send"), ("receive", "pcp-receive"), ("node", "pcp-node")];
 
 #[test]
 fn man_pages_are_up_to_date() {

@@ -77,7 +77,8 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     let mut state: Option<Incoming> = None;
     let mut started = Instant::now();
     let end = loop {
-        let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(3)))?;
+        let (node, events) =
+            Node::start(node_config(&args.common, Duration::from_secs(3), &code, false))?;
         for addr in &args.peer {
             node.dial(addr.clone()).await?;
         }
@@ -111,6 +112,7 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
             let at = Resume { chunks: inc.count, root: inc.root.finish() };
             session.send(&Control::Resume(at)).await?;
         } else {
+            rep.emit(Event::Offer { peer, what: describe_short(&offer), size: offer.size });
             let (inc, answer) = first_contact(args, &mut session, offer, stdout_tty, rep).await?;
             session.send(&answer).await?;
             started = Instant::now();
@@ -129,13 +131,11 @@ pub async fn receive(args: &ReceiveArgs, rep: &Reporter) -> Result<(), Error> {
     };
     let inc = state.expect("a transfer ended, so it started");
     tracing::debug!(?end, "verified");
-    rep.emit(Event::Stats(format!(
-        "received={} skipped={} reconnects={}",
-        inc.received, inc.skipped, inc.reconnects
-    )));
+    let stats =
+        vec![("received", inc.received), ("skipped", inc.skipped), ("reconnects", inc.reconnects)];
     let (bytes, wire, chunks) = (inc.bytes, inc.wire, inc.count);
     let written = inc.written.unwrap_or_default();
-    rep.emit(Event::Finished { bytes, wire, chunks, elapsed: started.elapsed() });
+    rep.emit(Event::Finished { bytes, wire, chunks, elapsed: started.elapsed(), stats });
     for p in written.paths {
         rep.emit(Event::Notice(format!("wrote {}", term::sanitize(&p.display().to_string()))));
     }

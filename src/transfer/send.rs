@@ -92,12 +92,12 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         None => Code::generate(usize::from(args.words)),
     };
 
-    let (node, events) = Node::start(node_config(&args.common, Duration::from_secs(60)))?;
+    let (node, mut events) =
+        Node::start(node_config(&args.common, Duration::from_secs(60), &code, true))?;
     let mut incoming = node
         .control()
         .accept(session::PROTOCOL)
         .map_err(|_| Error::Usage("protocol registered twice".into()))?;
-    tokio::spawn(log_events(events));
     for addr in node.listen_addrs().await.unwrap_or_default() {
         tracing::info!(%addr, "listening");
     }
@@ -129,7 +129,7 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
     let reconnect_timeout = Duration::from_secs(args.common.reconnect_timeout);
     let mut started: Option<Instant> = None;
     loop {
-        let waiting = authenticate(&mut incoming, &code, me, &mut failures, rep);
+        let waiting = authenticate(&mut incoming, &mut events, &code, me, &mut failures, rep);
         let mut session = if started.is_none() {
             waiting.await?
         } else {
@@ -172,7 +172,7 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
             started = Some(Instant::now());
             rep.emit(Event::Started { total: out.offer.size });
         }
-        match out.run(session, &mut incoming, rep).await? {
+        match out.run(session, &mut incoming, &mut events, rep).await? {
             Ending::Done => break,
             Ending::Lost(why) => {
                 tracing::debug!(why, "session lost");
@@ -182,15 +182,17 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
         }
     }
     let s = out.stats;
-    rep.emit(Event::Stats(format!(
-        "sent={} resent={} skipped={} reconnects={}",
-        s.sent, s.resent, s.skipped, s.reconnects
-    )));
     rep.emit(Event::Finished {
         bytes: out.bytes_read,
         wire: s.sent,
         chunks: out.read,
         elapsed: started.map_or(Duration::ZERO, |t| t.elapsed()),
+        stats: vec![
+            ("sent", s.sent),
+            ("resent", s.resent),
+            ("skipped", s.skipped),
+            ("reconnects", s.reconnects),
+        ],
     });
     Ok(())
 }
@@ -200,6 +202,7 @@ pub async fn send(args: &SendArgs, rep: &Reporter) -> Result<(), Error> {
 /// told we are busy.
 async fn authenticate(
     incoming: &mut libp2p_stream::IncomingStreams,
+    events: &mut mpsc::Receiver<NodeEvent>,
     code: &Code,
     me: PeerId,
     failures: &mut u32,
@@ -221,6 +224,7 @@ async fn authenticate(
                     (peer, Session::accept(stream, code, slot_ok, me, peer).await)
                 });
             }
+            Some(ev) = events.recv() => report_network(ev, rep),
             Some((peer, result)) = pending.next(), if !pending.is_empty() => match result {
                 Ok(s) => return Ok(s),
                 Err(SessionError::PeerWrongCode { peer }) => {
@@ -302,6 +306,7 @@ impl Outgoing {
         &mut self,
         session: Session<Stream>,
         incoming: &mut libp2p_stream::IncomingStreams,
+        events: &mut mpsc::Receiver<NodeEvent>,
         rep: &Reporter,
     ) -> Result<Ending, Error> {
         let parts = session.into_parts();
@@ -406,6 +411,7 @@ impl Outgoing {
                         tokio::spawn(Session::refuse_busy(stream));
                     }
                 }
+                Some(ev) = events.recv() => report_network(ev, rep),
             }
         };
         if let Some(ending) = ending {
@@ -484,6 +490,15 @@ impl Outgoing {
                 Ok(Ending::Lost("the connection died"))
             }
         }
+    }
+}
+
+/// Passes the node's DHT status to the user; the rest is for `-v`.
+fn report_network(ev: NodeEvent, rep: &Reporter) {
+    if let NodeEvent::Dht(s) = ev {
+        rep.emit(Event::Dht(s));
+    } else {
+        tracing::debug!(?ev, "network event");
     }
 }
 
