@@ -13,7 +13,7 @@
 //! relay carries 128 KiB per circuit.
 //!
 //! Invariants:
-//! - The swarm is polled only by [`EventLoop::run`]; nothing else touches it.
+//! - The swarm is polled only by `EventLoop::run`; nothing else touches it.
 //! - The event loop never blocks on the caller: events go out with `try_send` on a
 //!   bounded channel, and a full channel drops the event with a warning (discovery
 //!   repeats itself, so a lost event costs a delay, not a transfer).
