@@ -765,7 +765,9 @@ pub fn finish_all(procs: &mut [&mut Proc], timeout: Duration) -> Vec<(ExitStatus
                 .iter()
                 .zip(&statuses)
                 .filter(|(_, s)| s.is_none())
-                .map(|(p, _)| format!("{} still running; stderr so far:\n{}", p.name, p.stderr.seen()))
+                .map(|(p, _)| {
+                    format!("{} still running; stderr so far:\n{}", p.name, p.stderr.seen())
+                })
                 .collect();
             panic!("after {timeout:?}: {}", running.join("\n"));
         }
@@ -774,9 +776,7 @@ pub fn finish_all(procs: &mut [&mut Proc], timeout: Duration) -> Vec<(ExitStatus
     procs
         .iter_mut()
         .zip(statuses)
-        .map(|(proc, status)| {
-            (status.expect("all exited"), proc.stderr.read_to_end(timeout))
-        })
+        .map(|(proc, status)| (status.expect("all exited"), proc.stderr.read_to_end(timeout)))
         .collect()
 }
 
