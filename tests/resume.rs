@@ -156,7 +156,12 @@ impl Rig {
 
     /// `pcp receive -v -y ARGS… -o OUT CODE`, its stdout discarded.
     fn receive(&self, code: &str, args: &[&str], out: &Path) -> Proc {
-        let mut cmd = self.receiver_host().cmd(["receive", "-v", "-y"]);
+        self.receive_without_v(code, &[&["-v"], args].concat(), out)
+    }
+
+    /// `pcp receive -y ARGS… -o OUT CODE`, its stdout discarded.
+    fn receive_without_v(&self, code: &str, args: &[&str], out: &Path) -> Proc {
+        let mut cmd = self.receiver_host().cmd(["receive", "-y"]);
         cmd.args(args).args(["-o", arg(out), code]).stdout(Stdio::null());
         Proc::spawn("receiver", &mut cmd)
     }
@@ -523,8 +528,11 @@ fn changed_source_fails_clearly_without_mixing() {
     let changed = write_random_file(&rig.src, SIZE);
     assert_ne!(changed, rig.data);
 
-    let mut sender = rig.send(CODE2, &[]);
-    let mut receiver = rig.receive(CODE2, &[], &out);
+    // Whichever side detects the change, the other must not wait the default 10 min
+    // for a reconnection: bound both.
+    let bounded = ["--reconnect-timeout", "10"];
+    let mut sender = rig.send(CODE2, &bounded);
+    let mut receiver = rig.receive(CODE2, &bounded, &out);
     let results = finish_all(&mut [&mut sender, &mut receiver], FINISH_TIMEOUT);
     let all = everything(&["sender", "receiver"], &results);
     for (name, (status, _)) in ["sender", "receiver"].iter().zip(&results) {
@@ -536,15 +544,14 @@ fn changed_source_fails_clearly_without_mixing() {
 
 // --- giving up -----------------------------------------------------------------------
 
-/// `--reconnect-timeout 3` on the receiver, the sender SIGKILLed at ~30 %: the receiver
-/// reports the lost connection, waits about 3 s, then exits 1 and keeps the part file.
-#[test]
-fn receiver_gives_up_after_reconnect_timeout_and_keeps_the_part() {
-    let _serial = serial();
+/// `pcp receive --reconnect-timeout 3 FLAGS…`, the sender SIGKILLed at ~30 %: the
+/// receiver waits about 3 s, then exits 1 and keeps the part file. Returns its stderr.
+fn receiver_gives_up(flags: &[&str]) -> String {
     let rig = Rig::new(SIZE, RATE);
     let out = rig.path("out.bin");
     let mut sender = rig.send(CODE, &[]);
-    let mut receiver = rig.receive(CODE, &["--reconnect-timeout", "3"], &out);
+    let args = [&["--reconnect-timeout", "3"], flags].concat();
+    let mut receiver = rig.receive_without_v(CODE, &args, &out);
     rig.wait_for_percent(&part_path(&out), 30, &mut [&mut sender, &mut receiver]);
 
     kill(&mut sender);
@@ -553,11 +560,28 @@ fn receiver_gives_up_after_reconnect_timeout_and_keeps_the_part() {
     let (status, stderr) = receiver.finish(Duration::from_secs(40));
     let took = killed.elapsed();
     assert_eq!(status.code(), Some(exit::FAILURE), "receiver exited with {status}:\n{stderr}");
-    assert!(stderr.contains(LOST), "no `{LOST}` line:\n{stderr}");
     assert!(took >= Duration::from_secs(2), "gave up after {took:?}, before its timeout");
     assert!(!out.exists(), "{} exists after a failed transfer", out.display());
     let part = part_path(&out);
     assert!(fs::metadata(&part).is_ok_and(|m| m.len() > 0), "{} not kept", part.display());
+    stderr
+}
+
+/// The receiver tells the user the connection was lost before it gives up.
+#[test]
+fn receiver_gives_up_after_reconnect_timeout_and_keeps_the_part() {
+    let _serial = serial();
+    let stderr = receiver_gives_up(&["-v"]);
+    assert!(stderr.contains(LOST), "no `{LOST}` line:\n{stderr}");
+}
+
+/// With `-q` the `connection lost` line is not printed; the final error still is.
+#[test]
+fn quiet_receiver_gives_up_without_the_reconnecting_line() {
+    let _serial = serial();
+    let stderr = receiver_gives_up(&["-q"]);
+    assert!(!stderr.contains(LOST), "`{LOST}` printed despite -q:\n{stderr}");
+    assert!(stderr.contains("pcp: error:"), "no error line:\n{stderr}");
 }
 
 /// The same on the other side: `--reconnect-timeout 3` on the sender, the receiver
