@@ -1,12 +1,15 @@
 //! Checks of the test network itself (`util::Lan`), without pcp: hosts reach each other,
-//! commands run without a terminal, and everything is gone after drop.
+//! commands run without a terminal, everything is gone after drop, and the faults the
+//! resume tests inject (`tests/resume.rs`) take effect and can be undone.
 //!
-//! Needs root, `ip` and `ping`; run under `tests/isolated` like every network test.
+//! Needs root, `ip`, `tc` and `ping`; run under `tests/isolated` like every network test.
 
 mod util;
 
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+
+use std::time::Duration;
 
 use util::{Host, Lan, Proc};
 
@@ -16,6 +19,22 @@ fn ping(from: &Host, to: Ipv4Addr) {
     cmd.args(["-n", "-c1", "-W2", &to.to_string()]).stdout(Stdio::null());
     let mut ping = Proc::spawn("ping", &mut cmd);
     ping.expect_exit(0);
+}
+
+/// One ping from `from` to `to` gets no reply (or cannot even be sent) within 1 s.
+fn no_ping(from: &Host, to: Ipv4Addr) {
+    let mut cmd = from.command("ping");
+    cmd.args(["-n", "-c1", "-W1", &to.to_string()]).stdout(Stdio::null());
+    let mut ping = Proc::spawn("ping", &mut cmd);
+    let (status, stderr) = ping.finish(util::TIMEOUT);
+    assert!(!status.success(), "{to} answered a ping from {}; stderr:\n{stderr}", from.addr());
+}
+
+/// What `tc qdisc show dev eth0` prints on `host`.
+fn qdisc(host: &Host) -> String {
+    let out = host.command("tc").args(["qdisc", "show", "dev", "eth0"]).output().expect("tc");
+    assert!(out.status.success(), "tc qdisc show: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The names `ip netns list` shows (each line is "NAME" or "NAME (id: N)").
@@ -79,4 +98,82 @@ fn namespaces_are_deleted_on_drop() {
     for name in &names {
         assert!(!after.contains(name), "{name} still in `ip netns list` after drop: {after:?}");
     }
+}
+
+/// A pulled cable stops traffic both ways, whichever end is taken down, and plugging it
+/// back restores it.
+#[test]
+fn link_down_cuts_both_ways_and_link_up_restores() {
+    let lan = Lan::pair();
+    let (a, b) = (lan.host(0), lan.host(1));
+    for (down, other) in [(b, a), (a, b)] {
+        down.link_down();
+        no_ping(a, b.addr());
+        no_ping(b, a.addr());
+        down.link_up();
+        // The carrier and the routes come back asynchronously: allow a few seconds.
+        util::wait_until("the link to come back", util::TIMEOUT, || {
+            other
+                .command("ping")
+                .args(["-n", "-c1", "-W1", &down.addr().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        ping(down, other.addr());
+    }
+}
+
+/// `pull_cable` holds the link down for the time given, then brings it back.
+#[test]
+fn pull_cable_holds_the_link_down() {
+    let lan = Lan::pair();
+    let (a, b) = (lan.host(0), lan.host(1));
+    let start = std::time::Instant::now();
+    b.pull_cable(Duration::from_millis(300));
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    util::wait_until("the link to come back", util::TIMEOUT, || {
+        a.command("ping")
+            .args(["-n", "-c1", "-W1", &b.addr().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+}
+
+/// After `change_addr` the host answers on its new address only, and `addr()` says so.
+#[test]
+fn change_addr_moves_the_host() {
+    let lan = Lan::pair();
+    let (a, b) = (lan.host(0), lan.host(1));
+    let (old, new) = (b.addr(), Ipv4Addr::new(198, 18, 0, 12));
+    b.change_addr(new);
+    assert_eq!(b.addr(), new);
+    ping(a, new);
+    ping(b, a.addr());
+    no_ping(a, old);
+}
+
+/// `rate_limit` installs a token bucket that survives the link going down and up, and
+/// `clear_rate_limit` removes it. (That it really slows a transfer is checked with pcp
+/// itself in `tests/resume.rs`, `rate_limit_slows_a_plain_transfer`.)
+#[test]
+fn rate_limit_installs_a_token_bucket() {
+    let lan = Lan::pair();
+    let a = lan.host(0);
+    a.rate_limit("50mbit");
+    let shown = qdisc(a);
+    assert!(shown.contains("tbf") && shown.contains("50Mbit"), "{shown}");
+    a.rate_limit("400mbit");
+    let shown = qdisc(a);
+    assert!(shown.contains("400Mbit"), "replace did not replace: {shown}");
+    a.pull_cable(Duration::from_millis(100));
+    let shown = qdisc(a);
+    assert!(shown.contains("tbf"), "the limit did not survive link down/up: {shown}");
+    a.clear_rate_limit();
+    let shown = qdisc(a);
+    assert!(!shown.contains("tbf"), "still limited: {shown}");
+    ping(a, lan.host(1).addr());
 }

@@ -8,18 +8,23 @@
 //! - [`ChildGuard`] kills and reaps its child on drop; [`StderrLines`] reads a child's
 //!   stderr on a thread; [`wait_with_timeout`] and friends put a deadline on every wait.
 //! - [`random_bytes`], [`make_sample_tree`] and [`assert_trees_eq`] make and check data.
+//! - Faults on a host's `eth0`: [`Host::rate_limit`] (a token bucket on its egress, so a
+//!   transfer lasts long enough to be interrupted), [`Host::link_down`] /
+//!   [`Host::link_up`] / [`Host::pull_cable`], and [`Host::change_addr`]. To act at some
+//!   point of a transfer, [`wait_for_len`] polls the size of what the receiver has written.
 //!
 //! The namespace helpers need root and `ip` (iproute2), and refuse to run in a network
 //! namespace with a default route: run the tests under `tests/isolated`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::ops::{Deref, DerefMut};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -182,14 +187,16 @@ impl Drop for Netns {
 #[derive(Debug)]
 pub struct Host {
     ns: Netns,
-    addr: Ipv4Addr,
+    /// A `Cell`, so that [`Host::change_addr`] works through the `&Host` a [`Lan`] lends.
+    addr: Cell<Ipv4Addr>,
 }
 
 impl Host {
-    /// The host's address on `eth0` (198.18.0.1 for the first host, …).
+    /// The host's address on `eth0` (198.18.0.1 for the first host, …, unless
+    /// [`Host::change_addr`] changed it).
     #[must_use]
     pub fn addr(&self) -> Ipv4Addr {
-        self.addr
+        self.addr.get()
     }
 
     /// The host's namespace.
@@ -219,7 +226,58 @@ impl Host {
     /// `/ip4/<addr>/tcp/<port>`, for `--peer`.
     #[must_use]
     pub fn tcp_multiaddr(&self, port: u16) -> String {
-        format!("/ip4/{}/tcp/{port}", self.addr)
+        format!("/ip4/{}/tcp/{port}", self.addr())
+    }
+
+    /// Runs `program ARGS…` on this host to completion.
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be started or fails, with its stderr.
+    pub fn run(&self, program: &str, args: &[&str]) {
+        run_checked(self.command(program).args(args));
+    }
+
+    /// Limits `eth0`'s egress to `rate` (tc syntax: "50mbit", "400mbit") with a token
+    /// bucket: `tc qdisc replace dev eth0 root tbf rate RATE burst 256kb latency 50ms`.
+    /// Replaces any earlier limit; it survives [`Host::link_down`] and `link_up`.
+    pub fn rate_limit(&self, rate: &str) {
+        let tbf = ["qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate];
+        self.run("tc", &[&tbf[..], &["burst", "256kb", "latency", "50ms"]].concat());
+    }
+
+    /// Removes a limit set by [`Host::rate_limit`].
+    pub fn clear_rate_limit(&self) {
+        self.run("tc", &["qdisc", "del", "dev", "eth0", "root"]);
+    }
+
+    /// Takes `eth0` down. On a veth pair the peer's end loses its carrier too, so no
+    /// packet crosses in either direction until [`Host::link_up`]. The address stays.
+    pub fn link_down(&self) {
+        self.ns.ip(&["link", "set", "eth0", "down"]);
+    }
+
+    /// Brings `eth0` back up after [`Host::link_down`].
+    pub fn link_up(&self) {
+        self.ns.ip(&["link", "set", "eth0", "up"]);
+    }
+
+    /// Pulls the cable: `eth0` down for `down_for` (the sleep *is* the fault, not a
+    /// wait), then up again.
+    pub fn pull_cable(&self, down_for: Duration) {
+        self.link_down();
+        thread::sleep(down_for);
+        self.link_up();
+    }
+
+    /// Moves `eth0` from its address to `new` (same /24): the old address is deleted
+    /// first, so connections bound to it are dead for good (TCP; a QUIC connection may
+    /// migrate to the new address instead).
+    pub fn change_addr(&self, new: Ipv4Addr) {
+        let (old, new_cidr) = (format!("{}/24", self.addr()), format!("{new}/24"));
+        self.ns.ip(&["addr", "del", &old, "dev", "eth0"]);
+        self.ns.ip(&["addr", "add", &new_cidr, "dev", "eth0"]);
+        self.addr.set(new);
     }
 }
 
@@ -264,7 +322,7 @@ impl Lan {
             let last_octet = u8::try_from(i + 1).expect("n ≤ 254");
             lan.hosts.push(Host {
                 ns: Netns::new(id, &role),
-                addr: Ipv4Addr::new(198, 18, 0, last_octet),
+                addr: Cell::new(Ipv4Addr::new(198, 18, 0, last_octet)),
             });
         }
         if n == 2 {
@@ -296,7 +354,7 @@ impl Lan {
             lan.hub = Some(hub);
         }
         for host in &lan.hosts {
-            let cidr = format!("{}/24", host.addr);
+            let cidr = format!("{}/24", host.addr());
             host.ns.ip(&["addr", "add", &cidr, "dev", "eth0"]);
             host.ns.ip(&["link", "set", "eth0", "multicast", "on"]);
             host.ns.ip(&["link", "set", "eth0", "up"]);
@@ -611,15 +669,7 @@ impl Proc {
     ///
     /// On timeout, with the stderr seen so far.
     pub fn finish(&mut self, timeout: Duration) -> (ExitStatus, String) {
-        let Some(status) = try_wait_timeout(&mut self.child, timeout) else {
-            self.stderr.drain_ready();
-            panic!(
-                "{} still running after {timeout:?}; stderr so far:\n{}",
-                self.name,
-                self.stderr.seen()
-            );
-        };
-        (status, self.stderr.read_to_end(timeout))
+        finish_all(&mut [self], timeout).pop().expect("one process")
     }
 
     /// Waits for the process to exit (up to [`TIMEOUT`]) and checks its exit code;
@@ -646,6 +696,88 @@ impl Proc {
             panic!("{} exited early with {status}; stderr:\n{stderr}", self.name);
         }
     }
+}
+
+/// How many bytes of `path` hold data: its length, but no more than the blocks it
+/// occupies, so a file preallocated sparse with `set_len` does not count as written;
+/// 0 while it does not exist.
+#[must_use]
+pub fn data_len(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len().min(m.blocks() * 512))
+}
+
+/// Waits until [`data_len`] of `path` (a receiver's `.pcp-part`, or the file its stdout
+/// goes to) reaches `at_least`, up to `timeout`, and returns it. Meanwhile it drains the
+/// stderr of every process in `procs` (so a verbose one never blocks on a full pipe) and
+/// panics, with that stderr, if one of them exits.
+///
+/// # Panics
+///
+/// On timeout or if a process exits, with the stderr of all of `procs`.
+pub fn wait_for_len(path: &Path, at_least: u64, timeout: Duration, procs: &mut [&mut Proc]) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let len = data_len(path);
+        if len >= at_least {
+            return len;
+        }
+        for proc in procs.iter_mut() {
+            proc.stderr.drain_ready();
+            proc.assert_running();
+        }
+        if Instant::now() >= deadline {
+            let stderr: Vec<String> = procs
+                .iter()
+                .map(|p| format!("--- {} stderr:\n{}", p.name, p.stderr.seen()))
+                .collect();
+            panic!(
+                "{} holds {len} bytes after {timeout:?}, not yet {at_least}\n{}",
+                path.display(),
+                stderr.join("\n")
+            );
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Waits up to `timeout` for every process in `procs` to exit, draining all their stderr
+/// meanwhile (so one that logs a lot never blocks on a full pipe while another is being
+/// waited for); returns the status and whole stderr of each, in order.
+///
+/// # Panics
+///
+/// On timeout, with the stderr seen so far of those still running.
+pub fn finish_all(procs: &mut [&mut Proc], timeout: Duration) -> Vec<(ExitStatus, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; procs.len()];
+    loop {
+        for (proc, status) in procs.iter_mut().zip(&mut statuses) {
+            proc.stderr.drain_ready();
+            if status.is_none() {
+                *status = proc.child.try_wait().expect("try_wait on our own child");
+            }
+        }
+        if statuses.iter().all(Option::is_some) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let running: Vec<String> = procs
+                .iter()
+                .zip(&statuses)
+                .filter(|(_, s)| s.is_none())
+                .map(|(p, _)| {
+                    format!("{} still running; stderr so far:\n{}", p.name, p.stderr.seen())
+                })
+                .collect();
+            panic!("after {timeout:?}: {}", running.join("\n"));
+        }
+        thread::sleep(POLL);
+    }
+    procs
+        .iter_mut()
+        .zip(statuses)
+        .map(|(proc, status)| (status.expect("all exited"), proc.stderr.read_to_end(timeout)))
+        .collect()
 }
 
 /// Writes random bytes into `stdin` until writing fails (the process exited or closed
