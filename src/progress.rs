@@ -389,3 +389,37 @@ impl Reporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_done_event_carries_the_resume_accounting() {
+        let rep = Reporter::with_terminal(false, false).json(true);
+        let done = rep
+            .to_json(&Event::Finished {
+                bytes: 100,
+                wire: 120,
+                chunks: 2,
+                elapsed: Duration::from_millis(1500),
+                stats: vec![("sent", 90), ("resent", 10), ("skipped", 20), ("reconnects", 1)],
+            })
+            .expect("done is always printed");
+        assert_eq!(done["event"], "done");
+        assert_eq!(done["bytes"], 100);
+        assert_eq!(done["sent"], 90);
+        assert_eq!(done["resent"], 10);
+        assert_eq!(done["skipped"], 20);
+        assert_eq!(done["reconnects"], 1);
+    }
+
+    #[test]
+    fn a_given_code_is_not_echoed_in_json() {
+        let rep = Reporter::with_terminal(false, false).json(true);
+        let ready = rep
+            .to_json(&Event::Code { code: "bubble-enemy-result-increase".into(), made_up: false })
+            .expect("printed");
+        assert!(!ready.to_string().contains("bubble"), "{ready}");
+    }
+}
