@@ -25,7 +25,7 @@
 //!   (re)starts, then only appended to.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::message::{Kind, Offer};
@@ -189,15 +189,7 @@ pub fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
     let mut prefix = Prefix::default();
     let mut buf = vec![0u8; chunk];
     loop {
-        let mut filled = 0;
-        while filled < chunk {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(part)(e)),
-            }
-        }
+        let filled = crate::source::read_full(&mut file, &mut buf).map_err(io_err(part))?;
         let whole = filled == chunk
             || (filled > 0
                 && offer.kind == Kind::File

@@ -132,18 +132,13 @@ fn file_name(p: &Path) -> Result<String, Error> {
 fn read_chunks(mut r: impl Read, chunk_size: usize, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
     loop {
         let mut buf = vec![0u8; chunk_size];
-        let mut filled = 0;
-        while filled < chunk_size {
-            match r.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+        let filled = match read_full(&mut r, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
             }
-        }
+        };
         if filled == 0 {
             return;
         }
@@ -153,6 +148,25 @@ fn read_chunks(mut r: impl Read, chunk_size: usize, tx: &mpsc::Sender<io::Result
             return;
         }
     }
+}
+
+/// Reads until `buf` is full or the reader is at its end; returns how much was read.
+/// Chunks are cut at fixed offsets only if every read fills them, whatever sizes a pipe
+/// or a file hands out.
+///
+/// # Errors
+/// The reader's errors, except `Interrupted`, which is retried.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Cuts what tar writes into chunks.
