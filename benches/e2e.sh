@@ -9,7 +9,8 @@
 #   SIZE_MIB=256 benches/e2e.sh    # smaller data set
 #
 # Nothing leaves the host: the script re-runs itself in a fresh network namespace, and
-# pcp runs only inside the two namespaces it makes. Not part of `cargo bench`.
+# pcp runs only inside the two namespaces it makes, with mDNS and no DHT (the public
+# bootstrap list is never dialled). Not part of `cargo bench`.
 set -euo pipefail
 
 if [ -z "${PCP_E2E_ISOLATED:-}" ]; then
@@ -60,12 +61,12 @@ run_case() {
   rargs=("$@")
   rm -f "$WORK/out"
   ip netns exec "$A" /usr/bin/time -f "%M" -o "$WORK/s.rss" \
-    "$PCP" send -q --code "$CODE" "${sargs[@]}" <"$input" 2>"$WORK/s.err" &
+    "$PCP" send -q --no-dht --code "$CODE" "${sargs[@]}" <"$input" 2>"$WORK/s.err" &
   local spid=$!
   local t0 t1
   t0=$(date +%s.%N)
   ip netns exec "$B" /usr/bin/time -f "%M" -o "$WORK/r.rss" \
-    "$PCP" receive -q -y "${rargs[@]}" "$CODE" >"$output" 2>"$WORK/r.err"
+    "$PCP" receive -q -y --no-dht "${rargs[@]}" "$CODE" >"$output" 2>"$WORK/r.err"
   t1=$(date +%s.%N)
   wait "$spid"
   awk -v n="$name" -v b=$((SIZE_MIB << 20)) -v t0="$t0" -v t1="$t1" \
