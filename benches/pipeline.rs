@@ -4,9 +4,12 @@
 //!
 //! Run: `cargo bench --bench pipeline`. These call the library, never the binary.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pcp::framing::FrameKey;
-use pcp::pipeline::{self, Compression};
+use pcp::Compression;
+use pcp::bench::{self as pipeline, FrameKey};
 
 fn random(len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];

@@ -204,7 +204,7 @@ impl ArchiveError {
 /// [`ArchiveError::NotFound`] for a missing path, [`ArchiveError::Special`] for a socket,
 /// fifo or device, [`ArchiveError::NoName`] for `/`, [`ArchiveError::NonUtf8`] for a
 /// non-UTF-8 name and [`ArchiveError::DuplicateName`] when two paths share a name.
-pub fn top_level_names(paths: &[PathBuf]) -> Result<Vec<String>, ArchiveError> {
+pub(crate) fn top_level_names(paths: &[PathBuf]) -> Result<Vec<String>, ArchiveError> {
     let mut names: Vec<String> = Vec::with_capacity(paths.len());
     for (i, path) in paths.iter().enumerate() {
         let name = top_level_name(path)?;
@@ -263,7 +263,7 @@ fn read_error(path: &Path, source: io::Error) -> ArchiveError {
 /// [`ArchiveError::Read`] or [`ArchiveError::NonUtf8`] for a file in the tree; and
 /// [`ArchiveError::Write`] when `out` fails. After an error, `out` holds a partial
 /// archive without its end marker.
-pub fn pack<W: Write>(paths: &[PathBuf], out: W) -> Result<W, ArchiveError> {
+pub(crate) fn pack<W: Write>(paths: &[PathBuf], out: W) -> Result<W, ArchiveError> {
     let names = top_level_names(paths)?;
     let mut builder = Builder::new(Tracked { inner: out, failed: false, poisoned: false });
     builder.mode(HeaderMode::Complete);
@@ -422,7 +422,7 @@ impl<W: Write> Write for Tracked<W> {
 /// Dropping an `Unpacker` that was not committed removes its staging directory, so an
 /// interrupt or an error never leaves anything under a final name.
 #[derive(Debug)]
-pub struct Unpacker {
+pub(crate) struct Unpacker {
     dest: PathBuf,
     staging: PathBuf,
     allowed_top: Vec<String>,
@@ -454,7 +454,7 @@ impl Unpacker {
     /// [`ArchiveError::Unsafe`] if an announced name is not a plain file name (empty, `.`,
     /// `..`, or containing `/`), and [`ArchiveError::Staging`] if the directory cannot be
     /// created (for instance, `dest` does not exist).
-    pub fn new(dest: &Path, allowed_top: Vec<String>) -> Result<Unpacker, ArchiveError> {
+    pub(crate) fn new(dest: &Path, allowed_top: Vec<String>) -> Result<Unpacker, ArchiveError> {
         if let Some(bad) = allowed_top.iter().find(|name| !is_plain_name(name)) {
             return Err(ArchiveError::Unsafe {
                 entry: bad.clone(),
@@ -478,7 +478,8 @@ impl Unpacker {
 
     /// The staging directory entries are extracted into.
     #[must_use]
-    pub fn staging(&self) -> &Path {
+    #[cfg(test)]
+    pub(crate) fn staging(&self) -> &Path {
         &self.staging
     }
 
@@ -487,7 +488,7 @@ impl Unpacker {
     /// The receiver asks this before accepting an offer. Names that are not plain file
     /// names are left out: [`Unpacker::new`] refuses them anyway.
     #[must_use]
-    pub fn conflicts(dest: &Path, names: &[String]) -> Vec<PathBuf> {
+    pub(crate) fn conflicts(dest: &Path, names: &[String]) -> Vec<PathBuf> {
         names
             .iter()
             .filter(|name| is_plain_name(name))
@@ -512,7 +513,7 @@ impl Unpacker {
     /// [`ArchiveError::Extract`] for a local write error. After an error `r` is left
     /// partly read; the caller MUST abandon the stream, and staging holds only what came
     /// before the failing entry.
-    pub fn unpack<R: Read>(&mut self, r: R) -> Result<(), ArchiveError> {
+    pub(crate) fn unpack<R: Read>(&mut self, r: R) -> Result<(), ArchiveError> {
         let stream = |source| ArchiveError::Stream { source };
         let mut archive = tar::Archive::new(r);
         for entry in archive.entries().map_err(stream)? {
@@ -722,7 +723,7 @@ impl Unpacker {
     /// [`ArchiveError::Incomplete`] if an announced entry never arrived,
     /// [`ArchiveError::Exists`] if a target exists and `force` is false, and
     /// [`ArchiveError::Commit`] if a move fails.
-    pub fn commit(mut self, force: bool) -> Result<Vec<PathBuf>, ArchiveError> {
+    pub(crate) fn commit(mut self, force: bool) -> Result<Vec<PathBuf>, ArchiveError> {
         let mut names: Vec<&String> = Vec::with_capacity(self.allowed_top.len());
         for name in &self.allowed_top {
             if !names.contains(&name) {
@@ -832,6 +833,13 @@ fn entry_parts(raw: &[u8], allowed_top: &[String]) -> Result<Vec<String>, &'stat
 /// A single normal path component: what a top-level name MUST be.
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+/// `name` if it is one plain path component, safe to create under a target directory
+/// (no separator of either kind, no NUL, not `.` or `..`): the one rule for names a
+/// sender announces.
+pub(crate) fn plain_name(name: &str) -> Option<&str> {
+    (is_plain_name(name) && !name.contains('\\')).then_some(name)
 }
 
 /// Checks a symlink's target against the rules in the module docs; `link` is the link's

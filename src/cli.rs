@@ -1,319 +1,217 @@
-//! The command line: the only module that knows clap.
-//!
-//! `pcp::cli::command()` is the single definition that `main`, the man pages and the
-//! shell completions (see `tests/generated.rs`) are all made from.
+//! The binary's side of the line: maps clap's arguments to the engine's options, renders
+//! its events, asks for consent on the terminal, and turns the result into an exit
+//! status. The engine itself (the `pcp` library) never prints.
 
+pub(crate) mod args;
+mod prompt;
+pub(crate) mod render;
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueHint};
-use libp2p::Multiaddr;
+use pcp::{
+    CancellationToken, Code, Compression, Destination, ErrorKind, NetworkOptions, NodeOptions,
+    ReceiveOptions, SendOptions, Source,
+};
 
-macro_rules! exit_status {
-    () => {
-        "\
-EXIT STATUS:
-    0    the transfer completed and every chunk verified
-    1    the transfer or local I/O failed (nothing unverified was written)
-    2    usage error
-    3    authentication failed: wrong code, or the sender saw too many wrong codes
-    4    the receiver declined the offer
-    130  interrupted (SIGINT)"
+use args::{Command, CommonArgs, NodeArgs, ReceiveArgs, SendArgs};
+use render::Reporter;
+
+/// Process exit statuses, documented in the man pages' EXIT STATUS section.
+pub(crate) mod exit {
+    /// The transfer completed and verified.
+    pub(crate) const SUCCESS: u8 = 0;
+    /// The transfer failed, or local I/O did.
+    pub(crate) const FAILURE: u8 = 1;
+    /// The command line was wrong (clap uses 2 as well).
+    pub(crate) const USAGE: u8 = 2;
+    /// The peer could not be authenticated: wrong code, or too many failed attempts.
+    pub(crate) const AUTH: u8 = 3;
+    /// The receiver declined the offer.
+    pub(crate) const DECLINED: u8 = 4;
+    /// Interrupted by SIGINT or SIGTERM.
+    pub(crate) const INTERRUPTED: u8 = 130;
+}
+
+/// A failure as the user sees it: the message chain, a hint, the exit status.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+    pub(crate) code: u8,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>, hint: Option<String>) -> Failure {
+        Failure { message: message.into(), hint, code: exit::USAGE }
+    }
+}
+
+/// The exit status for a kind of engine failure.
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage => exit::USAGE,
+        ErrorKind::WrongCode | ErrorKind::CodeBurnt => exit::AUTH,
+        ErrorKind::Declined => exit::DECLINED,
+        ErrorKind::Cancelled => exit::INTERRUPTED,
+        _ => exit::FAILURE,
+    }
+}
+
+impl From<pcp::Error> for Failure {
+    fn from(e: pcp::Error) -> Failure {
+        Failure { message: chain(&e), hint: e.hint(), code: exit_code(e.kind()) }
+    }
+}
+
+/// `error: cause: cause…`
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
+
+/// What `main` needs to know before running: logging and reporting settings.
+pub(crate) fn verbosity(cmd: &Command) -> (bool, u8, bool) {
+    match cmd {
+        Command::Send(a) => (a.common.quiet, a.common.verbose, a.common.json),
+        Command::Receive(a) => (a.common.quiet, a.common.verbose, a.common.json),
+        Command::Node(a) => (a.quiet, a.verbose, false),
+    }
+}
+
+/// Runs one subcommand until it ends or `cancel` stops it.
+pub(crate) async fn run(
+    cmd: Command,
+    rep: Arc<Reporter>,
+    cancel: CancellationToken,
+) -> Result<(), Failure> {
+    let events = {
+        let rep = Arc::clone(&rep);
+        move |ev| rep.emit(ev)
     };
-}
-
-const SEND_AFTER: &str = concat!(
-    "\
-EXAMPLES:
-    pcp send report.pdf              send a file; prints the code to give the receiver
-    pcp send photos/                 send a directory as a tar stream
-    tar c dir | pcp send -           stream stdin of unknown length
-    pcp send --code CODE backup.img  use a code agreed beforehand (or PCP_CODE)
-
-",
-    exit_status!()
-);
-
-const NODE_AFTER: &str = "\
-EXAMPLES:
-    pcp node --listen /ip4/0.0.0.0/tcp/4001 --key ~/.config/pcp/node.key
-    pcp node --listen /ip4/198.18.0.2/tcp/4001 --bootstrap /ip4/198.18.0.1/tcp/4001/p2p/12D3KooW…
-
-EXIT STATUS:
-    1    could not listen, or the key file could not be read or written
-    2    usage error
-    130  stopped by SIGINT (the normal way to stop a node)";
-
-const RECEIVE_AFTER: &str = concat!(
-    "\
-EXAMPLES:
-    pcp receive bubble-enemy-result-increase          save under the announced name
-    pcp receive bubble enemy result increase > out    the raw bytes on stdout
-    pcp receive CODE | tar x                          a directory as a tar stream
-    pcp receive -o disk.img CODE                      write to disk.img via disk.img.pcp-part
-    pcp receive -C /tmp CODE                          extract a directory under /tmp
-
-",
-    exit_status!()
-);
-
-/// Peer copy: send a stream, a file or a directory to a peer found by code words.
-///
-/// The sender prints a code of a few words; the receiver types it. The peers find each
-/// other on the local network (mDNS) or at a known address, authenticate each other with
-/// SPAKE2 over the code, and move the data encrypted (ChaCha20-Poly1305), compressed
-/// (zstd) and verified chunk by chunk (blake3). No server is involved.
-#[derive(Debug, Parser)]
-#[command(name = "pcp", version, propagate_version = true, after_long_help = exit_status!())]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Send a stream, a file or a directory.
-    ///
-    /// With no PATH, or with `-`, pcp sends its standard input, of any length, without a
-    /// temporary file. One file is sent as itself; a directory, or several paths, as a tar
-    /// stream (modes, mtimes, symlinks as links, empty directories). The code and the
-    /// matching receive command are printed on standard error.
-    #[command(after_long_help = SEND_AFTER)]
-    Send(SendArgs),
-    /// Receive what a sender offers, given its code.
-    ///
-    /// With standard output redirected, the bytes go there: the stream, the file's bytes,
-    /// or a directory's tar stream. Otherwise a file is saved under its announced name and a
-    /// directory is extracted, in the current directory or under `-C DIR`. Nothing is
-    /// written outside the target, no entry may escape it, and nothing is overwritten
-    /// without `--force`. The receiver is shown the offer and asked to confirm on the
-    /// terminal unless `-y` is given.
-    ///
-    /// A lost connection is a pause: both sides look for each other again with the same
-    /// code, authenticate afresh and continue where the receiver stands
-    /// (`--reconnect-timeout`). A file is written through NAME.pcp-part, with a manifest
-    /// of verified chunks beside it (NAME.pcp-part.manifest); a directory's tar stream is
-    /// first staged whole in DIR/.pcp-ID.tar.pcp-part, then extracted once verified. Both
-    /// stay when a run fails or is killed, and a later `pcp receive` of the same offer,
-    /// with any code, resumes from them: the sender, rerun on the same data, reads and
-    /// checks what the receiver holds and sends only the rest. A sender whose data changed
-    /// is refused.
-    #[command(after_long_help = RECEIVE_AFTER)]
-    Receive(ReceiveArgs),
-    /// Run a long-lived DHT, relay and AutoNAT node for a group's own infrastructure.
-    ///
-    /// A Kademlia server (protocol /ipfs/kad/1.0.0), a circuit relay v2 server and an
-    /// AutoNAT server. Give its addresses to senders and receivers with --bootstrap (or
-    /// PCP_BOOTSTRAP), and to other nodes to join them into one DHT. On start it prints
-    /// each address it listens on, with its /p2p/ id, on standard output, one per line,
-    /// then serves until interrupted.
-    #[command(after_long_help = NODE_AFTER)]
-    Node(NodeArgs),
-}
-
-/// Flags both sides share.
-#[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Print nothing on standard error but errors (and the code, when pcp made it up).
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-
-    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
-    pub verbose: u8,
-
-    /// Do not look for peers on the local network (mDNS).
-    #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
-    pub no_mdns: bool,
-
-    /// After a lost connection, how long to look for the peer again before giving up
-    /// (seconds). With -o the part file is kept, and a later run resumes from it.
-    #[arg(long, value_name = "SECS", default_value_t = 600, global = true)]
-    pub reconnect_timeout: u64,
-
-    /// Listen on this address instead of all interfaces on a random port (repeatable).
-    ///
-    /// For example /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1.
-    #[arg(long, value_name = "MULTIADDR", global = true)]
-    pub listen: Vec<Multiaddr>,
-
-    /// Join the DHT through this node instead of the public IPFS bootstrap nodes
-    /// (repeatable; PCP_BOOTSTRAP takes a comma-separated list).
-    ///
-    /// For example a group's own `pcp node`: /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW…
-    /// Without it, pcp uses the public IPFS list (/dnsaddr/bootstrap.libp2p.io/p2p/…).
-    ///
-    /// The peers meet on the Kademlia DHT under a provider record whose key is the
-    /// sha2-256 multihash (0x12 0x20 + digest) of the string /pcp/{slot}/{channel}:
-    /// slot is the unix time in seconds rounded down to a multiple of 300, channel the
-    /// index of the code's first word in the BIP39 English list. The sender publishes
-    /// the current slot's key, again at each new slot; the receiver looks up the current
-    /// and the previous slot.
-    #[arg(
-        long,
-        value_name = "MULTIADDR",
-        env = "PCP_BOOTSTRAP",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub bootstrap: Vec<Multiaddr>,
-
-    /// Do not use the DHT: find the peer on the local network or at --peer only.
-    #[arg(long, env = "PCP_NO_DHT", global = true, value_parser = clap::builder::FalseyValueParser::new())]
-    pub no_dht: bool,
-
-    /// Let the data go through a relay when no direct connection can be made.
-    ///
-    /// Public relays and `pcp node` allow 128 KiB per circuit, which is enough to
-    /// authenticate but rarely for the data: without this flag pcp says so and stops
-    /// rather than stall.
-    #[arg(long, global = true)]
-    pub allow_relay: bool,
-
-    /// Print one JSON object per event on standard error (phases, peers found, the
-    /// offer, progress every second, the totals), terminal or not.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-/// `pcp node`.
-#[derive(Debug, Clone, Args)]
-pub struct NodeArgs {
-    /// Listen on this address (repeatable); the default is TCP and QUIC port 4001 on
-    /// all IPv4 interfaces.
-    #[arg(long, value_name = "MULTIADDR")]
-    pub listen: Vec<Multiaddr>,
-
-    /// Join other nodes into one DHT (repeatable; PCP_BOOTSTRAP takes a comma-separated
-    /// list). Without it the node stands alone: others join it.
-    #[arg(long, value_name = "MULTIADDR", env = "PCP_BOOTSTRAP", value_delimiter = ',')]
-    pub bootstrap: Vec<Multiaddr>,
-
-    /// Keep the node's identity (an ed25519 key) in FILE, so its /p2p/ id stays the same
-    /// across restarts; created, with mode 0600, when missing.
-    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
-    pub key: Option<PathBuf>,
-
-    /// Print nothing on standard error but errors.
-    #[arg(short, long)]
-    pub quiet: bool,
-
-    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
-    #[arg(short, long, action = ArgAction::Count)]
-    pub verbose: u8,
-}
-
-/// `pcp send`.
-#[derive(Debug, Clone, Args)]
-pub struct SendArgs {
-    /// Files or directories to send; none, or `-`, sends standard input.
-    #[arg(value_name = "PATH", value_hint = ValueHint::AnyPath)]
-    pub paths: Vec<PathBuf>,
-
-    /// Use this code instead of making one up (word-word-word-word).
-    #[arg(long, env = "PCP_CODE", hide_env_values = true)]
-    pub code: Option<String>,
-
-    /// How many words a new code has (at least 3; more words, more security).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=24))]
-    pub words: u8,
-
-    /// zstd compression level (1 fastest … 19 smallest).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub level: i32,
-
-    /// Do not compress: for data known not to compress, or a very fast link.
-    #[arg(long)]
-    pub no_compress: bool,
-
-    /// Chunk size in bytes (a power of two from 64 KiB to 8 MiB).
-    #[arg(long, hide = true, default_value_t = crate::pipeline::DEFAULT_CHUNK_SIZE)]
-    pub chunk_size: u32,
-
-    /// Shared flags.
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
-/// `pcp receive`.
-#[derive(Debug, Clone, Args)]
-pub struct ReceiveArgs {
-    /// The code, as word-word-word-word or as separate words.
-    #[arg(value_name = "CODE", required_unless_present = "code")]
-    pub words: Vec<String>,
-
-    /// The code, from a flag or the environment instead of the command line.
-    #[arg(long, env = "PCP_CODE", hide_env_values = true, conflicts_with = "words")]
-    pub code: Option<String>,
-
-    /// Dial the sender at this address instead of (or as well as) searching for it.
-    ///
-    /// The sender prints its addresses with -v. With /p2p/PEER-ID at the end, only that
-    /// peer is accepted.
-    #[arg(long, value_name = "MULTIADDR")]
-    pub peer: Vec<Multiaddr>,
-
-    /// Write what is received to FILE (a directory's tar stream, too), through
-    /// FILE.pcp-part, renamed into place only once everything verified.
-    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
-    pub output: Option<PathBuf>,
-
-    /// Save or extract into DIR instead of the current directory.
-    #[arg(short = 'C', long = "directory", value_name = "DIR", value_hint = ValueHint::DirPath, conflicts_with = "output")]
-    pub directory: Option<PathBuf>,
-
-    /// Accept the offer without asking.
-    #[arg(short, long)]
-    pub yes: bool,
-
-    /// Overwrite existing files.
-    #[arg(long)]
-    pub force: bool,
-
-    /// Shared flags.
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
-/// The clap command, for `main`, the man pages and the completions.
-#[must_use]
-pub fn command() -> clap::Command {
-    Cli::command()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verify_cli() {
-        command().debug_assert();
+    match cmd {
+        Command::Send(a) => {
+            pcp::send(send_options(a)?, events, cancel).await?;
+        }
+        Command::Receive(a) => {
+            let (options, yes) = receive_options(a)?;
+            let consent = consent(Arc::clone(&rep), yes);
+            match pcp::receive(options, events, consent, cancel).await {
+                // The reader of our stdout went away (`pcp receive … | head`): not a failure.
+                Err(e) if e.is_broken_pipe() => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        Command::Node(a) => {
+            let rep = Arc::new(Reporter::new(a.quiet).node());
+            let options = node_options(a)?;
+            pcp::serve(options, move |ev| rep.emit(ev), cancel.clone())
+                .await
+                .map_err(|e| Failure { message: chain(&e), hint: None, code: exit::FAILURE })?;
+            if cancel.is_cancelled() {
+                return Err(Failure {
+                    message: "interrupted".into(),
+                    hint: None,
+                    code: exit::INTERRUPTED,
+                });
+            }
+        }
     }
+    Ok(())
+}
 
-    #[test]
-    fn receive_takes_separate_words() {
-        let cli = Cli::try_parse_from(["pcp", "receive", "a", "b", "c"]).expect("parses");
-        let Command::Receive(args) = cli.command else { panic!("not receive") };
-        assert_eq!(args.words, ["a", "b", "c"]);
+fn network(c: &CommonArgs) -> NetworkOptions {
+    NetworkOptions {
+        listen: c.listen.clone(),
+        mdns: !c.no_mdns,
+        dht: !c.no_dht,
+        bootstrap: c.bootstrap.clone(),
+        allow_relay: c.allow_relay,
+        reconnect_timeout: Duration::from_secs(c.reconnect_timeout),
     }
+}
 
-    #[test]
-    fn no_dht_reads_the_environment_as_a_boolean() {
-        // The environment is process-wide, so the env binding is checked, not set
-        // (PCP_NO_DHT=1 itself is exercised by every process test: see clean_env).
-        let cli = Cli::try_parse_from(["pcp", "send", "--no-dht"]).expect("parses");
-        let Command::Send(args) = cli.command else { panic!("not send") };
-        assert!(args.common.no_dht);
-        let arg = command()
-            .find_subcommand("send")
-            .and_then(|s| s.get_arguments().find(|a| a.get_id() == "no_dht").cloned())
-            .expect("--no-dht exists");
-        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("PCP_NO_DHT")));
+fn parse_code(s: Result<Code, pcp::ParseCodeError>) -> Result<Code, Failure> {
+    s.map_err(|e| Failure::usage(chain(&e), e.hint()))
+}
+
+fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
+    let stdin = |p: &PathBuf| p.as_os_str() == "-";
+    let source = if a.paths.is_empty() || (a.paths.len() == 1 && stdin(&a.paths[0])) {
+        Source::Reader(Box::new(std::io::stdin()))
+    } else if a.paths.iter().any(stdin) {
+        return Err(Failure::usage("`-` (stdin) cannot be sent together with paths", None));
+    } else {
+        Source::Paths(a.paths)
+    };
+    let mut o = SendOptions::new(source);
+    o.code = a.code.as_deref().map(|c| parse_code(c.parse())).transpose()?;
+    o.words = usize::from(a.words);
+    o.compression = if a.no_compress { Compression::Off } else { Compression::Zstd(a.level) };
+    o.chunk_size = a.chunk_size;
+    o.network = network(&a.common);
+    Ok(o)
+}
+
+/// The receive options, and whether consent is given up front (`-y`).
+fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
+    let code = parse_code(match &a.code {
+        Some(c) => c.parse(),
+        None => Code::from_words(&a.words),
+    })?;
+    if !a.yes && !prompt::has_tty() {
+        return Err(Failure::usage(
+            "no terminal to confirm the offer on",
+            Some("pass -y to accept without asking".into()),
+        ));
     }
+    // -o takes anything; with stdout redirected the bytes go there (pipes first);
+    // otherwise files are saved and folders extracted, here or under -C.
+    let destination = match (a.output, a.directory) {
+        (Some(o), _) => Destination::File(o),
+        (None, Some(d)) => Destination::Directory(d),
+        (None, None) if std::io::stdout().is_terminal() => Destination::Directory(".".into()),
+        (None, None) => Destination::Writer(Box::new(std::io::stdout())),
+    };
+    let mut o = ReceiveOptions::new(code, destination);
+    o.force = a.force;
+    o.peers = a.peer;
+    o.network = network(&a.common);
+    Ok((o, a.yes))
+}
 
-    #[test]
-    fn words_below_three_are_refused() {
-        assert!(Cli::try_parse_from(["pcp", "send", "--words", "2"]).is_err());
+fn node_options(a: NodeArgs) -> Result<NodeOptions, Failure> {
+    let keypair = match &a.key {
+        Some(path) => Some(pcp::load_or_create_key(path).map_err(|e| Failure {
+            message: chain(&e),
+            hint: None,
+            code: exit::FAILURE,
+        })?),
+        None => None,
+    };
+    Ok(NodeOptions { listen: a.listen, bootstrap: a.bootstrap, keypair })
+}
+
+/// Consent: with `-y`, say what is coming and accept; otherwise ask on the terminal.
+fn consent(
+    rep: Arc<Reporter>,
+    yes: bool,
+) -> impl FnOnce(&pcp::OfferInfo) -> std::io::Result<bool> + Send + 'static {
+    move |offer| {
+        if yes {
+            rep.emit_line(&format!("receiving {}", prompt::describe_short(offer)));
+            return Ok(true);
+        }
+        rep.clear();
+        prompt::confirm(&prompt::question(offer))
     }
 }

@@ -1,147 +1,201 @@
-//! The crate's error type and the one place that maps errors to exit codes.
+//! The engine's error: what ended a transfer, with the layer's own error kept as its
+//! cause, and a stable [`ErrorKind`] a caller can act on.
 //!
 //! Each layer has its own error enum (`code::ParseCodeError`, `framing::FrameError`,
-//! `session::SessionError`, `archive::ArchiveError`, …); they roll up into [`Error`]
-//! through `#[from]`. `main.rs` prints `pcp: error: {chain}` and, where one helps, a
-//! `hint: …` line, then exits with [`Error::exit_code`].
+//! `session::SessionError`, `source::SourceError`, `sink::SinkError`, …); none of them
+//! knows this type. They roll up here through `#[from]`. The binary maps [`ErrorKind`]
+//! to its exit status and prints the chain plus [`Error::hint`].
 
 use std::io;
-use std::path::PathBuf;
 
-/// Process exit statuses, documented in the man pages' EXIT STATUS section.
-pub mod exit {
-    /// The transfer completed and verified.
-    pub const SUCCESS: u8 = 0;
-    /// The transfer failed, or local I/O did.
-    pub const FAILURE: u8 = 1;
-    /// The command line was wrong (clap uses 2 as well).
-    pub const USAGE: u8 = 2;
-    /// The peer could not be authenticated: wrong code, or too many failed attempts.
-    pub const AUTH: u8 = 3;
-    /// The receiver declined the offer.
-    pub const DECLINED: u8 = 4;
-    /// Interrupted by SIGINT.
-    pub const INTERRUPTED: u8 = 130;
+use crate::event::Role;
+use crate::framing::FrameError;
+use crate::pipeline::PipelineError;
+use crate::session::SessionError;
+use crate::term;
+
+/// What kind of failure, for a caller that decides what to do next (and for the
+/// binary's exit status and the `kind` of its JSON `error` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The options were wrong (a bad chunk size, `-` mixed with paths, …).
+    Usage,
+    /// The code was wrong.
+    WrongCode,
+    /// The sender saw too many wrong codes and stopped.
+    CodeBurnt,
+    /// The receiver declined.
+    Declined,
+    /// We were cancelled.
+    Cancelled,
+    /// The peer was cancelled by its user.
+    PeerCancelled,
+    /// The target already exists (and force was not given).
+    Exists,
+    /// Something local failed: a file, the disk, standard input or output.
+    Io,
+    /// The network failed, or the peer went away and did not come back.
+    Network,
+    /// The peer sent something wrong, unsafe or inconsistent.
+    Protocol,
+    /// The peer reported a failure of its own.
+    Remote,
 }
 
-/// Everything that can end a pcp run early.
+impl ErrorKind {
+    /// A stable lowercase name (`wrong_code`, `declined`, `io`, …).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "usage",
+            ErrorKind::WrongCode => "wrong_code",
+            ErrorKind::CodeBurnt => "code_burnt",
+            ErrorKind::Declined => "declined",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::PeerCancelled => "peer_cancelled",
+            ErrorKind::Exists => "exists",
+            ErrorKind::Io => "io",
+            ErrorKind::Network => "network",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Remote => "remote",
+        }
+    }
+}
+
+/// Everything that can end a transfer early.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// A usage problem the parser could not catch (conflicting sources, bad code, …).
+    /// The options cannot work.
     #[error("{0}")]
-    Usage(String),
-    /// Local I/O on a named path failed.
-    #[error("{}", path.display())]
-    Path {
-        /// The file or directory involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Other local I/O failed (stdin, stdout, the terminal).
-    #[error("{context}")]
-    Io {
-        /// What pcp was doing.
-        context: &'static str,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
-    /// Ctrl-C.
-    #[error("interrupted")]
-    Interrupted,
-    /// The code did not parse.
+    InvalidOptions(String),
+    /// The source cannot be read.
     #[error(transparent)]
-    Code(#[from] crate::code::ParseCodeError),
+    Source(#[from] crate::source::SourceError),
     /// The network stack failed.
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
-    /// The handshake or the session failed.
+    /// The handshake or a control message failed.
     #[error(transparent)]
-    Session(#[from] crate::session::SessionError),
-    /// A frame failed.
-    #[error(transparent)]
-    Frame(#[from] crate::framing::FrameError),
-    /// A message from the peer failed to decode or came out of turn.
-    #[error(transparent)]
-    Message(#[from] crate::message::MessageError),
+    Session(#[from] SessionError),
     /// The data phase failed.
     #[error(transparent)]
-    Pipeline(#[from] crate::pipeline::PipelineError),
+    Pipeline(#[from] PipelineError),
     /// Writing what was received failed.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
-    /// Packing or extracting an archive failed.
-    #[error(transparent)]
-    Archive(#[from] crate::archive::ArchiveError),
-    /// The sender saw too many wrong codes and stopped.
-    #[error("{} wrong codes were tried: this code is burnt", crate::transfer::MAX_FAILED_ATTEMPTS)]
-    CodeBurnt,
-    /// The receiver declined the offer.
-    #[error("the offer was declined: {0}")]
-    Declined(String),
-    /// The peer reported a failure.
-    #[error("the peer failed: {0}")]
-    Remote(String),
-    /// The sender's source is not what the receiver holds part of.
-    #[error("the source changed: {0}")]
-    SourceChanged(&'static str),
-    /// No peer came back within `--reconnect-timeout`.
-    #[error("the connection was lost and did not come back within {0} s")]
-    ReconnectTimeout(u64),
     /// Resume state could not be read or written.
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
+    /// The sender saw too many wrong codes and stopped.
+    #[error("{} wrong codes were tried: this code is burnt", crate::MAX_FAILED_ATTEMPTS)]
+    CodeBurnt,
+    /// The receiver declined the offer (its reason, as the peer sent it).
+    #[error("the offer was declined: {}", term::sanitize(.0))]
+    Declined(String),
+    /// The caller cancelled.
+    #[error("interrupted")]
+    Cancelled,
+    /// The peer's user stopped it on purpose.
+    #[error("the {} cancelled", match .0 { Role::Sender => "sender", Role::Receiver => "receiver" })]
+    PeerCancelled(Role),
+    /// The caller's consent callback failed.
+    #[error("cannot ask whether to accept")]
+    Consent(#[source] io::Error),
+    /// The sender's source is not what the receiver holds part of.
+    #[error("the source changed: {0}")]
+    SourceChanged(&'static str),
+    /// A resuming receiver holds less than the sender still keeps in memory.
+    #[error(
+        "the receiver holds {held} chunks but only chunks from {oldest} on are still kept: \
+         run pcp send again to start over"
+    )]
+    ResumeTooOld {
+        /// Chunks the receiver holds.
+        held: u64,
+        /// The oldest chunk the sender keeps.
+        oldest: u64,
+    },
+    /// After a reconnection the sender offered something else.
+    #[error("after reconnecting, the sender offered something else")]
+    OfferChanged,
+    /// No peer came back within the reconnect timeout.
+    #[error("the connection was lost and did not come back within {0} s")]
+    ReconnectTimeout(u64),
     /// The peer closed the connection while we waited for it.
     #[error("the peer went away {0}")]
     PeerGone(&'static str),
-    /// A target already exists and `--force` was not given.
-    #[error("{} already exists", crate::term::sanitize(&.0.display().to_string()))]
-    Exists(PathBuf),
-    /// The peer announced something unsafe to write.
-    #[error("{0}")]
-    Unsafe(String),
+    /// A stream has no name to save it under.
+    #[error("a stream has no name to save it under: redirect stdout or use -o FILE")]
+    Unnamed,
+    /// The sender announced a name that is unsafe to write.
+    #[error("the sender announced an unsafe name {:?}", term::sanitize(.0))]
+    UnsafeName(String),
     /// The peer could be reached only through a relay and hole punching failed.
     #[error(
         "peer {0} is reachable only through a relay, and hole punching failed: a relay \
          carries too little for the data"
     )]
     RelayOnly(libp2p::PeerId),
-    /// Confirmation is needed but there is no terminal to ask on.
-    #[error("no terminal to confirm the offer on")]
-    NoTerminal,
 }
 
 impl Error {
-    /// The exit status for this error.
+    /// What kind of failure this is.
     #[must_use]
-    pub fn exit_code(&self) -> u8 {
-        use crate::session::SessionError;
+    pub fn kind(&self) -> ErrorKind {
+        use crate::sink::SinkError;
         match self {
-            Error::Usage(_) | Error::Code(_) | Error::NoTerminal => exit::USAGE,
-            Error::Interrupted => exit::INTERRUPTED,
-            Error::CodeBurnt
-            | Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
-                exit::AUTH
+            Error::InvalidOptions(_)
+            | Error::Unnamed
+            | Error::Source(crate::source::SourceError::Usage(_)) => ErrorKind::Usage,
+            Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
+                ErrorKind::WrongCode
             }
-            Error::Declined(_) => exit::DECLINED,
-            _ => exit::FAILURE,
+            Error::CodeBurnt => ErrorKind::CodeBurnt,
+            Error::Declined(_) => ErrorKind::Declined,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::PeerCancelled(_) | Error::Session(SessionError::Cancelled) => {
+                ErrorKind::PeerCancelled
+            }
+            Error::Sink(SinkError::Exists(_)) => ErrorKind::Exists,
+            Error::Session(SessionError::Remote(_)) => ErrorKind::Remote,
+            Error::Source(_) | Error::Sink(_) | Error::Resume(_) | Error::Consent(_) => {
+                ErrorKind::Io
+            }
+            Error::Node(_)
+            | Error::ReconnectTimeout(_)
+            | Error::PeerGone(_)
+            | Error::RelayOnly(_) => ErrorKind::Network,
+            e if e.is_transient() => ErrorKind::Network,
+            _ => ErrorKind::Protocol,
         }
     }
 
-    /// A recommendation printed under the error, where one helps.
+    /// Whether this is a lost connection, after which the transfer resumes, rather
+    /// than a failure that ends it.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Session(e) => e.is_transient(),
+            Error::Pipeline(PipelineError::Frame(e)) => e.is_transient(),
+            Error::PeerGone(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A recommendation to show under the error, where one helps.
     #[must_use]
     pub fn hint(&self) -> Option<String> {
-        use crate::session::SessionError;
+        use crate::sink::SinkError;
         match self {
-            Error::Code(e) => e.hint(),
             Error::Session(SessionError::WrongCode) => Some(
                 "check the code with the sender; the sender allows a few attempts per code".into(),
             ),
             Error::CodeBurnt => Some("run pcp send again for a new code".into()),
-            Error::Exists(_) => Some("use --force to overwrite, or choose another -o / -C".into()),
-            Error::NoTerminal => Some("pass -y to accept without asking".into()),
+            Error::Sink(SinkError::Exists(_)) => {
+                Some("use --force to overwrite, or choose another -o / -C".into())
+            }
             Error::SourceChanged(_) => Some(
                 "send the same data as before, or remove the receiver's .pcp-part file (or use --force there) to start over".into(),
             ),
@@ -157,50 +211,73 @@ impl Error {
                  address (--listen on a forwarded port, --peer)"
                     .into(),
             ),
-            Error::Archive(e) => e.hint().map(str::to_owned),
-            Error::Sink(crate::sink::SinkError::Exists(_)) => {
-                Some("use --force to overwrite, or choose another -o / -C".into())
+            Error::Sink(SinkError::Archive(e)) | Error::Source(crate::source::SourceError::Archive(e)) => {
+                e.hint().map(str::to_owned)
             }
-            Error::Sink(crate::sink::SinkError::Archive(e)) => e.hint().map(str::to_owned),
             _ => None,
         }
     }
 
-    /// True for a broken pipe on stdout: the reader went away, which is not a failure.
+    /// True for a broken pipe on the receiver's writer: its reader went away, which is
+    /// not a failure of the transfer.
     #[must_use]
     pub fn is_broken_pipe(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
             Error::Sink(e) => e.is_broken_pipe(),
             _ => false,
         }
     }
 }
 
-/// Shorthand for the crate's results.
+/// Shorthand for the engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<FrameError> for Error {
+    fn from(e: FrameError) -> Error {
+        Error::Session(SessionError::Frame(e))
+    }
+}
+
+impl From<crate::message::MessageError> for Error {
+    fn from(e: crate::message::MessageError) -> Error {
+        Error::Session(SessionError::Message(e))
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionError;
 
     #[test]
-    fn exit_codes() {
-        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
-        assert_eq!(Error::NoTerminal.exit_code(), 2);
-        assert_eq!(Error::Session(SessionError::WrongCode).exit_code(), 3);
-        assert_eq!(Error::CodeBurnt.exit_code(), 3);
-        assert_eq!(Error::Declined("no".into()).exit_code(), 4);
-        assert_eq!(Error::Interrupted.exit_code(), 130);
-        assert_eq!(Error::Remote("disk full".into()).exit_code(), 1);
-        assert_eq!(Error::Session(SessionError::NotServing).exit_code(), 1);
+    fn kinds() {
+        assert_eq!(Error::InvalidOptions("x".into()).kind(), ErrorKind::Usage);
+        assert_eq!(Error::Session(SessionError::WrongCode).kind(), ErrorKind::WrongCode);
+        assert_eq!(Error::CodeBurnt.kind(), ErrorKind::CodeBurnt);
+        assert_eq!(Error::Declined("no".into()).kind(), ErrorKind::Declined);
+        assert_eq!(Error::Cancelled.kind(), ErrorKind::Cancelled);
+        assert_eq!(Error::PeerCancelled(Role::Sender).kind(), ErrorKind::PeerCancelled);
+        assert_eq!(
+            Error::Session(SessionError::Remote("disk full".into())).kind(),
+            ErrorKind::Remote
+        );
+        assert_eq!(Error::Session(SessionError::NotServing).kind(), ErrorKind::Protocol);
+        assert_eq!(Error::Session(SessionError::Timeout).kind(), ErrorKind::Network);
+        assert_eq!(Error::Unnamed.kind(), ErrorKind::Usage);
+        assert_eq!(Error::UnsafeName("..".into()).kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn lost_connections_are_transient_and_tampering_is_not() {
+        assert!(Error::from(FrameError::Truncated).is_transient());
+        assert!(Error::Pipeline(PipelineError::Frame(FrameError::Timeout)).is_transient());
+        assert!(!Error::from(FrameError::Decrypt).is_transient());
+        assert!(!Error::Pipeline(PipelineError::HashMismatch { index: 0 }).is_transient());
     }
 
     #[test]
     fn broken_pipe_is_recognised() {
-        let e = Error::Sink(crate::sink::SinkError::Stdout(io::ErrorKind::BrokenPipe.into()));
+        let e = Error::Sink(crate::sink::SinkError::Writer(io::ErrorKind::BrokenPipe.into()));
         assert!(e.is_broken_pipe());
-        assert!(!Error::Interrupted.is_broken_pipe());
+        assert!(!Error::Cancelled.is_broken_pipe());
     }
 }

@@ -3,7 +3,10 @@
 //! This module owns the frame format and its nonces: sealing and opening one frame
 //! ([`FrameKey`]), handing out frame counters in order ([`Sealer`], [`Opener`]), and moving
 //! frames over a `futures::io` stream ([`read_frame`], [`write_frame`]), which is what a
-//! libp2p stream is. It depends on `chacha20poly1305` and `futures` only; the keys come
+//! libp2p stream is. [`FrameWriter`] and [`FrameReader`] put a direction's counter state,
+//! its half of the stream and a deadline together: every frame of a session is written
+//! and read through them, so silence or a stuck write is a dead connection
+//! ([`FrameError::Timeout`]) in one place. It depends on `chacha20poly1305` and `futures` only; the keys come
 //! from the session layer (SPAKE2 then HKDF, one key per direction).
 //!
 //! # Wire format
@@ -47,7 +50,9 @@
 //!   from memory when the last copy of a key is dropped.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
@@ -55,23 +60,23 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use zeroize::Zeroize;
 
 /// Bytes in a frame header.
-pub const HEADER_LEN: usize = 4;
+pub(crate) const HEADER_LEN: usize = 4;
 
 /// Bytes in a Poly1305 tag, the smallest possible frame body (an empty plaintext).
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 /// The largest frame body (ciphertext plus tag) in bytes: 16 MiB of data plus 1 KiB of
 /// room for per-chunk metadata. It bounds what a peer can make us allocate per frame.
-pub const MAX_FRAME_LEN: u32 = 16 * 1024 * 1024 + 1024;
+pub(crate) const MAX_FRAME_LEN: u32 = 16 * 1024 * 1024 + 1024;
 
 /// The largest plaintext that fits in one frame.
-pub const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN as usize - TAG_LEN;
+pub(crate) const MAX_PLAINTEXT_LEN: usize = MAX_FRAME_LEN as usize - TAG_LEN;
 
 /// Bit 31 of the header: this is the final frame.
 const LAST_FLAG: u32 = 1 << 31;
 
 /// Bytes of key.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// What can go wrong with a frame.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,19 @@ pub enum FrameError {
     /// Reading or writing the underlying stream failed.
     #[error("frame i/o failed")]
     Io(#[from] io::Error),
+    /// Nothing arrived, or a write could not finish, within the deadline: the
+    /// connection is taken for dead.
+    #[error("the connection went silent")]
+    Timeout,
+}
+
+impl FrameError {
+    /// Whether this is a lost connection (the transfer may resume after a reconnection)
+    /// rather than tampering, a protocol violation or a bug (the transfer stops).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FrameError::Truncated | FrameError::Io(_) | FrameError::Timeout)
+    }
 }
 
 /// A frame header: the body length and the LAST flag, sent as 4 bytes before the body.
@@ -125,7 +143,7 @@ impl Header {
     /// `len` MUST be at most [`MAX_FRAME_LEN`], as it is in every header from
     /// [`FrameKey::seal`] or [`Header::from_bytes`]; [`write_frame`] checks it.
     #[must_use]
-    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+    pub(crate) fn to_bytes(self) -> [u8; HEADER_LEN] {
         debug_assert!(self.len <= MAX_FRAME_LEN, "header length {} out of range", self.len);
         let flag = if self.last { LAST_FLAG } else { 0 };
         ((self.len & !LAST_FLAG) | flag).to_be_bytes()
@@ -137,7 +155,7 @@ impl Header {
     ///
     /// [`FrameError::TooLong`] if the length exceeds [`MAX_FRAME_LEN`],
     /// [`FrameError::TooShort`] if it is below [`TAG_LEN`].
-    pub fn from_bytes(bytes: [u8; HEADER_LEN]) -> Result<Header, FrameError> {
+    pub(crate) fn from_bytes(bytes: [u8; HEADER_LEN]) -> Result<Header, FrameError> {
         let raw = u32::from_be_bytes(bytes);
         let header = Header { len: raw & !LAST_FLAG, last: raw & LAST_FLAG != 0 };
         header.check()?;
@@ -280,7 +298,7 @@ fn successor(counter: u64) -> u64 {
 /// The sending side of one direction: hands out frame counters in order, never twice, and
 /// none after the LAST frame.
 #[derive(Debug)]
-pub struct Sealer {
+pub(crate) struct Sealer {
     key: FrameKey,
     next: u64,
     finished: bool,
@@ -289,7 +307,7 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer starting at counter 0. `key` MUST be fresh: never used to seal before.
     #[must_use]
-    pub fn new(key: FrameKey) -> Sealer {
+    pub(crate) fn new(key: FrameKey) -> Sealer {
         Sealer { key, next: 0, finished: false }
     }
 
@@ -299,7 +317,11 @@ impl Sealer {
     ///
     /// [`FrameError::AfterLast`] once a LAST frame was sealed or reserved, and
     /// [`FrameError::TooLong`] for an oversized `buf`. Neither uses up a counter.
-    pub fn seal_next(&mut self, buf: &mut Vec<u8>, last: bool) -> Result<Header, FrameError> {
+    pub(crate) fn seal_next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        last: bool,
+    ) -> Result<Header, FrameError> {
         if self.finished {
             return Err(FrameError::AfterLast);
         }
@@ -314,7 +336,7 @@ impl Sealer {
     /// # Errors
     ///
     /// [`FrameError::AfterLast`] once a LAST frame was sealed or reserved.
-    pub fn reserve(&mut self, last: bool) -> Result<u64, FrameError> {
+    pub(crate) fn reserve(&mut self, last: bool) -> Result<u64, FrameError> {
         if self.finished {
             return Err(FrameError::AfterLast);
         }
@@ -326,19 +348,21 @@ impl Sealer {
 
     /// The key, for sealing reserved frames on other threads.
     #[must_use]
-    pub fn key(&self) -> &FrameKey {
+    pub(crate) fn key(&self) -> &FrameKey {
         &self.key
     }
 
     /// The counter the next frame will get.
     #[must_use]
-    pub fn next_counter(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn next_counter(&self) -> u64 {
         self.next
     }
 
     /// Whether the LAST frame has been sealed or reserved.
     #[must_use]
-    pub fn is_finished(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished
     }
 }
@@ -346,7 +370,7 @@ impl Sealer {
 /// The receiving side of one direction: expects frame counters in order, refuses frames
 /// after the LAST one, and tells a complete stream from a truncated one.
 #[derive(Debug)]
-pub struct Opener {
+pub(crate) struct Opener {
     key: FrameKey,
     next: u64,
     finished: bool,
@@ -355,7 +379,7 @@ pub struct Opener {
 impl Opener {
     /// An opener expecting counter 0 first.
     #[must_use]
-    pub fn new(key: FrameKey) -> Opener {
+    pub(crate) fn new(key: FrameKey) -> Opener {
         Opener { key, next: 0, finished: false }
     }
 
@@ -366,7 +390,11 @@ impl Opener {
     ///
     /// [`FrameError::AfterLast`] once the LAST frame has been opened, and the errors of
     /// [`FrameKey::open`]. After [`FrameError::Decrypt`] the stream MUST be abandoned.
-    pub fn open_next(&mut self, header: Header, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+    pub(crate) fn open_next(
+        &mut self,
+        header: Header,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FrameError> {
         if self.finished {
             return Err(FrameError::AfterLast);
         }
@@ -386,7 +414,7 @@ impl Opener {
     /// # Errors
     ///
     /// [`FrameError::AfterLast`] once a LAST frame has been opened or reserved.
-    pub fn reserve(&mut self, header: Header) -> Result<u64, FrameError> {
+    pub(crate) fn reserve(&mut self, header: Header) -> Result<u64, FrameError> {
         if self.finished {
             return Err(FrameError::AfterLast);
         }
@@ -401,25 +429,28 @@ impl Opener {
     /// # Errors
     ///
     /// [`FrameError::Truncated`] if no LAST frame was opened or reserved.
-    pub fn finish(&self) -> Result<(), FrameError> {
+    #[cfg(test)]
+    pub(crate) fn finish(&self) -> Result<(), FrameError> {
         if self.finished { Ok(()) } else { Err(FrameError::Truncated) }
     }
 
     /// The key, for opening reserved frames on other threads.
     #[must_use]
-    pub fn key(&self) -> &FrameKey {
+    pub(crate) fn key(&self) -> &FrameKey {
         &self.key
     }
 
     /// The counter the next frame is expected to have.
     #[must_use]
-    pub fn next_counter(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn next_counter(&self) -> u64 {
         self.next
     }
 
     /// Whether the LAST frame has been opened or reserved.
     #[must_use]
-    pub fn is_finished(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished
     }
 }
@@ -440,7 +471,7 @@ impl Opener {
 ///
 /// Not cancel safe: dropping the future part way loses the bytes read so far, and the
 /// stream can no longer be framed.
-pub async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
     let mut body = Vec::new();
@@ -457,7 +488,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// # Cancel safety
 ///
 /// Not cancel safe, as for [`read_frame`].
-pub async fn read_frame_into<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<Option<Header>, FrameError> {
@@ -512,7 +543,7 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Resul
 /// # Cancel safety
 ///
 /// Not cancel safe: dropping the future part way may leave half a frame written.
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
     header: Header,
     body: &[u8],
@@ -524,6 +555,155 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     w.write_all(&header.to_bytes()).await?;
     w.write_all(body).await?;
     Ok(())
+}
+
+/// Runs `io` with an optional deadline; running out is [`FrameError::Timeout`].
+async fn within<T>(
+    deadline: Option<Duration>,
+    io: impl Future<Output = Result<T, FrameError>>,
+) -> Result<T, FrameError> {
+    match deadline {
+        Some(limit) => tokio::time::timeout(limit, io).await.unwrap_or(Err(FrameError::Timeout)),
+        None => io.await,
+    }
+}
+
+/// The sending half of one direction: the stream's write half, its [`Sealer`] and a
+/// deadline per write. Every frame of a session goes out through here, in counter
+/// order; a write that cannot finish within the deadline means a dead connection.
+#[derive(Debug)]
+pub(crate) struct FrameWriter<W> {
+    w: W,
+    sealer: Sealer,
+    deadline: Option<Duration>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer whose writes must each finish within `deadline` (none: wait forever).
+    pub(crate) fn new(w: W, sealer: Sealer, deadline: Option<Duration>) -> FrameWriter<W> {
+        FrameWriter { w, sealer, deadline }
+    }
+
+    /// Seals `plaintext` in place as the next frame (LAST if `last`), writes and
+    /// flushes it.
+    ///
+    /// # Errors
+    /// [`FrameError::AfterLast`], [`FrameError::TooLong`], I/O failures and
+    /// [`FrameError::Timeout`].
+    pub(crate) async fn send(
+        &mut self,
+        mut plaintext: Vec<u8>,
+        last: bool,
+    ) -> Result<(), FrameError> {
+        let header = self.sealer.seal_next(&mut plaintext, last)?;
+        let FrameWriter { w, deadline, .. } = self;
+        within(*deadline, async {
+            write_frame(w, header, &plaintext).await?;
+            w.flush().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes a frame sealed elsewhere under a counter from [`FrameWriter::reserve`],
+    /// without flushing (the next frames follow at once).
+    ///
+    /// # Errors
+    /// As for [`write_frame`], and [`FrameError::Timeout`].
+    pub(crate) async fn write_sealed(
+        &mut self,
+        header: Header,
+        body: &[u8],
+    ) -> Result<(), FrameError> {
+        let FrameWriter { w, deadline, .. } = self;
+        within(*deadline, write_frame(w, header, body)).await
+    }
+
+    /// Takes the next counter for a frame to be sealed on another thread; see
+    /// [`Sealer::reserve`]. Such frames MUST be written in counter order.
+    ///
+    /// # Errors
+    /// [`FrameError::AfterLast`].
+    pub(crate) fn reserve(&mut self) -> Result<u64, FrameError> {
+        self.sealer.reserve(false)
+    }
+
+    /// The key, for sealing reserved frames on other threads.
+    #[must_use]
+    pub(crate) fn key(&self) -> &FrameKey {
+        self.sealer.key()
+    }
+
+    /// Closes our direction (best effort, within the deadline).
+    pub(crate) async fn close(&mut self) {
+        let FrameWriter { w, deadline, .. } = self;
+        let _ = within(*deadline, async { Ok(w.close().await?) }).await;
+    }
+}
+
+/// The receiving half of one direction: the stream's read half, its [`Opener`] and a
+/// deadline per frame, so that silence means a dead connection.
+#[derive(Debug)]
+pub(crate) struct FrameReader<R> {
+    r: R,
+    opener: Opener,
+    deadline: Option<Duration>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader that waits at most `deadline` for each frame (none: forever).
+    pub(crate) fn new(r: R, opener: Opener, deadline: Option<Duration>) -> FrameReader<R> {
+        FrameReader { r, opener, deadline }
+    }
+
+    /// Changes the deadline for the frames to come.
+    pub(crate) fn set_deadline(&mut self, deadline: Option<Duration>) {
+        self.deadline = deadline;
+    }
+
+    /// Reads the next frame and takes its counter, leaving it sealed for another thread
+    /// to open ([`Opener::reserve`]: the caller MUST abandon the stream if opening it
+    /// fails). An end of stream here is [`FrameError::Truncated`].
+    ///
+    /// # Errors
+    /// Header, I/O and ordering failures, and [`FrameError::Timeout`].
+    pub(crate) async fn next_sealed(&mut self) -> Result<(u64, Header, Vec<u8>), FrameError> {
+        let FrameReader { r, deadline, .. } = self;
+        let (header, body) =
+            within(*deadline, read_frame(r)).await?.ok_or(FrameError::Truncated)?;
+        let counter = self.opener.reserve(header)?;
+        Ok((counter, header, body))
+    }
+
+    /// Reads and opens the next frame; returns its plaintext and whether it was LAST.
+    ///
+    /// # Errors
+    /// As for [`FrameReader::next_sealed`], and [`FrameError::Decrypt`].
+    pub(crate) async fn next_open(&mut self) -> Result<(Vec<u8>, bool), FrameError> {
+        let FrameReader { r, deadline, .. } = self;
+        let (header, mut body) =
+            within(*deadline, read_frame(r)).await?.ok_or(FrameError::Truncated)?;
+        self.opener.open_next(header, &mut body)?;
+        Ok((body, header.last))
+    }
+
+    /// The key, for opening reserved frames on other threads.
+    #[must_use]
+    pub(crate) fn key(&self) -> &FrameKey {
+        self.opener.key()
+    }
+
+    /// Reads and discards whatever the peer still sends until it closes (or fails), for
+    /// at most `limit`. After our LAST frame, the peer closing is the sign that the frame
+    /// arrived, so the process may exit without dropping it.
+    pub(crate) async fn drain(&mut self, limit: Duration) {
+        let mut sink = [0u8; 4096];
+        let r = &mut self.r;
+        let _ = tokio::time::timeout(limit, async {
+            while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]

@@ -1,75 +1,93 @@
-//! The `pcp` binary: parse, set up logging and the runtime, run, map the error to an
-//! exit status. Everything else lives in the library.
+//! The `pcp` binary: parse, set up logging and the runtime, run the engine, map the
+//! result to an exit status. What the user sees is drawn by `cli::render`; the engine
+//! is the `pcp` library.
 
-use std::io::Write;
+mod cli;
+
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use pcp::{cli::Cli, error::exit, progress::Reporter};
+use pcp::CancellationToken;
+
+use cli::args::Cli;
+use cli::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (quiet, verbose, json) = match &cli.command {
-        pcp::cli::Command::Send(a) => (a.common.quiet, a.common.verbose, a.common.json),
-        pcp::cli::Command::Receive(a) => (a.common.quiet, a.common.verbose, a.common.json),
-        pcp::cli::Command::Node(a) => (a.quiet, a.verbose, false),
-    };
-    let filter = match verbose {
-        0 => "warn",
-        1 => "warn,pcp=debug",
-        _ => "info,pcp=trace,libp2p=debug",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PCP_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
+    let (quiet, verbose, json) = cli::verbosity(&cli.command);
+    init_logging(verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pcp: error: cannot start the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "pcp: error: cannot start the runtime: {e}");
             return ExitCode::from(exit::FAILURE);
         }
     };
-    let reporter = Reporter::new(quiet).verbose(verbose > 0).json(json);
+    let rep = Arc::new(cli::render::Reporter::new(quiet).verbose(verbose > 0).json(json));
+    let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
-        let run = pcp::run(cli, &reporter);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                r = &mut run => break r,
-                _ = tokio::signal::ctrl_c() => {
-                    // Mid-commit, stopping would leave a half-moved extraction: finish.
-                    if !pcp::sink::committing() {
-                        break Err(pcp::Error::Interrupted);
-                    }
-                }
-            }
-        }
+        tokio::spawn(on_signals(cancel.clone()));
+        cli::run(cli.command, Arc::clone(&rep), cancel).await
     });
-    reporter.clear();
+    rep.clear();
     let code = match result {
         Ok(()) => exit::SUCCESS,
-        // The reader of our stdout went away (`pcp receive … | head`): not a failure.
-        Err(e) if e.is_broken_pipe() => exit::SUCCESS,
-        Err(e) => {
-            let mut msg = format!("pcp: error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            if let Some(hint) = e.hint() {
+        Err(f) => {
+            let mut msg = format!("pcp: error: {}", f.message);
+            if let Some(hint) = f.hint {
                 msg.push_str(&format!("\nhint: {hint}"));
             }
             let _ = writeln!(std::io::stderr(), "{msg}");
-            e.exit_code()
+            f.code
         }
     };
     // Reader threads may sit in a blocking read of stdin; don't wait for them.
     runtime.shutdown_background();
     ExitCode::from(code)
+}
+
+/// `-v` for pcp's own logs, `-vv` for libp2p's too; `PCP_LOG` overrides. Colour only
+/// on a terminal, and never with `NO_COLOR` set.
+fn init_logging(verbose: u8) {
+    let filter = match verbose {
+        0 => "warn,libp2p=error,libp2p_kad=off",
+        1 => "warn,pcp=debug,libp2p=error,libp2p_kad=off",
+        _ => "info,pcp=trace,libp2p=debug",
+    };
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PCP_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The first Ctrl-C or SIGTERM cancels: the engine tells the peer and stops (a commit
+/// under way finishes first). A second one exits at once.
+async fn on_signals(cancel: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut signalled = 0;
+    loop {
+        let term = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        signalled += 1;
+        if signalled > 1 {
+            std::process::exit(i32::from(exit::INTERRUPTED));
+        }
+        cancel.cancel();
+    }
 }

@@ -17,6 +17,7 @@
 //! | 0x08 | Ack     | R → S | postcard `u64`: how many chunks the receiver has verified and handed to its output |
 //! | 0x09 | Resume  | R → S | postcard [`Resume`]: instead of Accept, continue after the chunks the receiver holds |
 //! | 0x0a | Keepalive | both | empty: sent by a side that has been silent for a while, so silence means a dead link |
+//! | 0x0b | Cancel  | both  | empty: the user stopped this side on purpose (Ctrl-C, SIGTERM); the peer stops too instead of waiting to reconnect (LAST frame) |
 //!
 //! Chunk body, big-endian:
 //!
@@ -57,7 +58,7 @@ pub enum MessageError {
 
 /// What kind of thing is offered; decides how the receiver writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A byte stream of unknown length (the sender's stdin).
     Stream,
     /// One regular file.
@@ -68,7 +69,7 @@ pub enum Kind {
 
 /// The sender's offer, shown to the receiver before any data flows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offer {
+pub(crate) struct Offer {
     /// What is offered.
     pub kind: Kind,
     /// The file's name, or a summary for an archive; never a path.
@@ -83,7 +84,7 @@ pub struct Offer {
 
 /// The sender's closing totals, checked by the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct End {
+pub(crate) struct End {
     /// Number of chunks sent.
     pub chunks: u64,
     /// Total raw bytes.
@@ -94,7 +95,7 @@ pub struct End {
 
 /// The receiver's answer to an offer it has partly received already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resume {
+pub(crate) struct Resume {
     /// Chunks the receiver holds, verified: chunks `0..chunks`.
     pub chunks: u64,
     /// blake3 over their 32-byte hashes, in order (the root hash of that prefix): the
@@ -104,7 +105,7 @@ pub struct Resume {
 
 /// A control message (everything but a chunk).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     /// See [`Offer`].
     Offer(Offer),
     /// The receiver accepts the offer.
@@ -124,36 +125,40 @@ pub enum Control {
     Resume(Resume),
     /// Nothing to say; proof of life.
     Keepalive,
+    /// The peer's user stopped it on purpose: stop, do not wait for a reconnection.
+    Cancel,
 }
 
 /// Tag bytes.
-pub mod tag {
+pub(crate) mod tag {
     /// [`super::Control::Offer`]
-    pub const OFFER: u8 = 0x01;
+    pub(crate) const OFFER: u8 = 0x01;
     /// [`super::Control::Accept`]
-    pub const ACCEPT: u8 = 0x02;
+    pub(crate) const ACCEPT: u8 = 0x02;
     /// [`super::Control::Decline`]
-    pub const DECLINE: u8 = 0x03;
+    pub(crate) const DECLINE: u8 = 0x03;
     /// A chunk.
-    pub const CHUNK: u8 = 0x04;
+    pub(crate) const CHUNK: u8 = 0x04;
     /// [`super::Control::End`]
-    pub const END: u8 = 0x05;
+    pub(crate) const END: u8 = 0x05;
     /// [`super::Control::Error`]
-    pub const ERROR: u8 = 0x06;
+    pub(crate) const ERROR: u8 = 0x06;
     /// [`super::Control::Done`]
-    pub const DONE: u8 = 0x07;
+    pub(crate) const DONE: u8 = 0x07;
     /// [`super::Control::Ack`]
-    pub const ACK: u8 = 0x08;
+    pub(crate) const ACK: u8 = 0x08;
     /// [`super::Control::Resume`]
-    pub const RESUME: u8 = 0x09;
+    pub(crate) const RESUME: u8 = 0x09;
     /// [`super::Control::Keepalive`]
-    pub const KEEPALIVE: u8 = 0x0a;
+    pub(crate) const KEEPALIVE: u8 = 0x0a;
+    /// [`super::Control::Cancel`]
+    pub(crate) const CANCEL: u8 = 0x0b;
 }
 
 impl Control {
     /// The message's name, for errors.
     #[must_use]
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Control::Offer(_) => "Offer",
             Control::Accept => "Accept",
@@ -164,18 +169,26 @@ impl Control {
             Control::Ack(_) => "Ack",
             Control::Resume(_) => "Resume",
             Control::Keepalive => "Keepalive",
+            Control::Cancel => "Cancel",
         }
     }
 
     /// True for messages that MUST travel in the LAST frame of their direction.
     #[must_use]
-    pub fn is_last(&self) -> bool {
-        matches!(self, Control::Decline(_) | Control::End(_) | Control::Error(_) | Control::Done)
+    pub(crate) fn is_last(&self) -> bool {
+        matches!(
+            self,
+            Control::Decline(_)
+                | Control::End(_)
+                | Control::Error(_)
+                | Control::Done
+                | Control::Cancel
+        )
     }
 
     /// Tag byte followed by the body.
     #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let (tag, body) = match self {
             Control::Offer(o) => (tag::OFFER, postcard::to_stdvec(o)),
             Control::Accept => (tag::ACCEPT, Ok(Vec::new())),
@@ -186,6 +199,7 @@ impl Control {
             Control::Ack(n) => (tag::ACK, postcard::to_stdvec(n)),
             Control::Resume(r) => (tag::RESUME, postcard::to_stdvec(r)),
             Control::Keepalive => (tag::KEEPALIVE, Ok(Vec::new())),
+            Control::Cancel => (tag::CANCEL, Ok(Vec::new())),
         };
         let body = body.expect("serializing plain structs to a Vec cannot fail");
         let mut out = Vec::with_capacity(1 + body.len());
@@ -198,7 +212,7 @@ impl Control {
     ///
     /// # Errors
     /// Unknown tags, trailing bytes and malformed bodies.
-    pub fn decode(buf: &[u8]) -> Result<Control, MessageError> {
+    pub(crate) fn decode(buf: &[u8]) -> Result<Control, MessageError> {
         let (&tag, body) = buf.split_first().ok_or(MessageError::UnknownTag(0))?;
         fn body_of<'a, T: Deserialize<'a>>(
             body: &'a [u8],
@@ -222,6 +236,7 @@ impl Control {
             tag::ACK => Ok(Control::Ack(body_of(body, "Ack")?)),
             tag::RESUME => Ok(Control::Resume(body_of(body, "Resume")?)),
             tag::KEEPALIVE => empty(body, "Keepalive", Control::Keepalive),
+            tag::CANCEL => empty(body, "Cancel", Control::Cancel),
             tag::CHUNK => {
                 Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" })
             }
@@ -231,18 +246,18 @@ impl Control {
 }
 
 /// Length of a chunk frame's plaintext before the payload: tag + fixed header.
-pub const CHUNK_HEADER_LEN: usize = 1 + 8 + 1 + 4 + 32;
+pub(crate) const CHUNK_HEADER_LEN: usize = 1 + 8 + 1 + 4 + 32;
 
 /// A frame shorter than this (ciphertext and tag) cannot hold a chunk, so a reader may
 /// open it inline as a control message without handing it to a chunk worker.
-pub const MIN_CHUNK_FRAME_LEN: usize = CHUNK_HEADER_LEN + 16;
+pub(crate) const MIN_CHUNK_FRAME_LEN: usize = CHUNK_HEADER_LEN + 16;
 
 /// Flag bit: the payload is zstd-compressed.
-pub const FLAG_ZSTD: u8 = 0x01;
+pub(crate) const FLAG_ZSTD: u8 = 0x01;
 
 /// The fixed header of a chunk message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkHeader {
+pub(crate) struct ChunkHeader {
     /// Chunk index.
     pub index: u64,
     /// Flags ([`FLAG_ZSTD`]).
@@ -255,7 +270,7 @@ pub struct ChunkHeader {
 
 impl ChunkHeader {
     /// Writes tag and header into the first [`CHUNK_HEADER_LEN`] bytes of `out`.
-    pub fn write(&self, out: &mut [u8; CHUNK_HEADER_LEN]) {
+    pub(crate) fn write(&self, out: &mut [u8; CHUNK_HEADER_LEN]) {
         out[0] = tag::CHUNK;
         out[1..9].copy_from_slice(&self.index.to_be_bytes());
         out[9] = self.flags;
@@ -267,7 +282,7 @@ impl ChunkHeader {
     ///
     /// # Errors
     /// A non-chunk tag, a short frame, or unknown flag bits.
-    pub fn parse(buf: &[u8]) -> Result<(ChunkHeader, &[u8]), MessageError> {
+    pub(crate) fn parse(buf: &[u8]) -> Result<(ChunkHeader, &[u8]), MessageError> {
         if buf.len() < CHUNK_HEADER_LEN {
             return match buf.first() {
                 Some(&tag::CHUNK) | None => Err(MessageError::Malformed { what: "Chunk" }),

@@ -1,7 +1,8 @@
 //! The libp2p node: one task owns the [`Swarm`]; a cloneable [`Node`] handle talks to it
 //! over bounded channels, and discovery reaches the caller as [`Event`]s.
 //!
-//! Transports: TCP (noise, yamux), QUIC v1, DNS, and circuit relay v2 (client).
+//! Transports: TCP (noise, yamux), QUIC v1, libp2p's in-process memory transport
+//! (noise, yamux; `/memory/N`), DNS, and circuit relay v2 (client).
 //! Behaviours: libp2p-stream for the session streams, identify, ping, mDNS (optional),
 //! Kademlia with the rendezvous of [`dht`] (optional), AutoNAT v1, DCUtR, and for
 //! `pcp node` ([`Config::serve`]) a relay v2 server. Data streams are opened with a
@@ -19,7 +20,7 @@
 //!   repeats itself, so a lost event costs a delay, not a transfer).
 //! - Closing every [`Node`] handle ends the loop.
 
-pub mod dht;
+pub(crate) mod dht;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -69,7 +70,7 @@ pub enum NodeError {
 
 /// How the node is set up.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Addresses to listen on; empty means all interfaces, random ports, TCP and QUIC.
     pub listen: Vec<Multiaddr>,
     /// Whether to run mDNS.
@@ -110,7 +111,7 @@ impl std::fmt::Display for Via {
 
 /// What the node reports.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     /// A peer that might be the one we want.
     Discovered {
         /// The peer.
@@ -158,7 +159,7 @@ enum Command {
 
 /// What connects us to a peer, once [`Node::link`] has settled it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Link {
+pub(crate) enum Link {
     /// A direct connection (any relayed one to the peer was closed).
     Direct,
     /// Only a relayed connection, and `--allow-relay` lets us use it.
@@ -174,7 +175,7 @@ const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
 
 /// A handle on the running node.
 #[derive(Clone)]
-pub struct Node {
+pub(crate) struct Node {
     peer_id: PeerId,
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
@@ -192,7 +193,7 @@ impl Node {
     ///
     /// # Errors
     /// Transport set-up failures and refused listen addresses.
-    pub fn start(config: Config) -> Result<(Node, mpsc::Receiver<Event>), NodeError> {
+    pub(crate) fn start(config: Config) -> Result<(Node, mpsc::Receiver<Event>), NodeError> {
         let keypair = config.keypair.clone().unwrap_or_else(Keypair::generate_ed25519);
         let mdns_cfg =
             mdns::Config { query_interval: config.mdns_query_interval, ..mdns::Config::default() };
@@ -203,6 +204,19 @@ impl Node {
             .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
             .map_err(|e| NodeError::Transport(e.to_string()))?
             .with_quic()
+            // libp2p's in-process transport: `/memory/N` addresses, for tests and for
+            // programs that run both sides in one process. Unused otherwise.
+            .with_other_transport(|key| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    libp2p::core::Transport::upgrade(
+                        libp2p::core::transport::MemoryTransport::default(),
+                        libp2p::core::upgrade::Version::V1,
+                    )
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|e| NodeError::Transport(e.to_string()))?
             .with_dns()
             .map_err(|e| NodeError::Transport(format!("DNS resolver: {e}")))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -311,13 +325,13 @@ impl Node {
 
     /// Our peer id.
     #[must_use]
-    pub fn peer_id(&self) -> PeerId {
+    pub(crate) fn peer_id(&self) -> PeerId {
         self.peer_id
     }
 
     /// A stream control, for opening or accepting session streams.
     #[must_use]
-    pub fn control(&self) -> libp2p_stream::Control {
+    pub(crate) fn control(&self) -> libp2p_stream::Control {
         self.control.clone()
     }
 
@@ -326,7 +340,7 @@ impl Node {
     ///
     /// # Errors
     /// [`NodeError::Stopped`] when the event loop is gone.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+    pub(crate) async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.commands.send(Command::Dial { addr }).await.map_err(|_| NodeError::Stopped)
     }
 
@@ -337,7 +351,7 @@ impl Node {
     ///
     /// # Errors
     /// [`NodeError::Stopped`] when the event loop is gone.
-    pub async fn link(&self, peer: PeerId) -> Result<Link, NodeError> {
+    pub(crate) async fn link(&self, peer: PeerId) -> Result<Link, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Link { peer, reply }).await.map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
@@ -347,7 +361,7 @@ impl Node {
     ///
     /// # Errors
     /// [`NodeError::Stopped`] when the event loop is gone.
-    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+    pub(crate) async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::ListenAddrs { reply }).await.map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)

@@ -140,7 +140,8 @@ pub struct SealedChunk {
     pub hash: [u8; 32],
     /// Raw length.
     pub raw_len: usize,
-    /// Whether zstd was used.
+    /// Whether zstd was used (the tests and benches look).
+    #[allow(dead_code)]
     pub compressed: bool,
 }
 
@@ -247,17 +248,17 @@ pub fn open_chunk(
 
 /// Accumulates chunk hashes into the root hash.
 #[derive(Debug, Default, Clone)]
-pub struct RootHash(blake3::Hasher);
+pub(crate) struct RootHash(blake3::Hasher);
 
 impl RootHash {
     /// Adds the next chunk's hash.
-    pub fn push(&mut self, chunk_hash: &[u8; 32]) {
+    pub(crate) fn push(&mut self, chunk_hash: &[u8; 32]) {
         self.0.update(chunk_hash);
     }
 
     /// The root over every chunk pushed so far.
     #[must_use]
-    pub fn finish(&self) -> [u8; 32] {
+    pub(crate) fn finish(&self) -> [u8; 32] {
         *self.0.finalize().as_bytes()
     }
 }
@@ -266,11 +267,11 @@ impl RootHash {
 /// not the transport's auto-tuned window, bounds what can pile up at a receiver whose
 /// output is slower than the link; it also covers the bandwidth-delay product of a
 /// 100 ms, 1 Gbit/s path.
-pub const WINDOW_BYTES: u64 = 16 << 20;
+pub(crate) const WINDOW_BYTES: u64 = 16 << 20;
 
 /// The send window in chunks for a chunk size (at least 4).
 #[must_use]
-pub fn window_chunks(chunk_size: u32) -> u64 {
+pub(crate) fn window_chunks(chunk_size: u32) -> u64 {
     (WINDOW_BYTES / u64::from(chunk_size.max(1))).max(4)
 }
 
@@ -278,14 +279,14 @@ pub fn window_chunks(chunk_size: u32) -> u64 {
 /// sender never runs dry while an ack is on its way, and the reverse direction stays
 /// small (see rust-libp2p#5410).
 #[must_use]
-pub fn ack_every(chunk_size: u32) -> u64 {
+pub(crate) fn ack_every(chunk_size: u32) -> u64 {
     (window_chunks(chunk_size) / 4).max(1)
 }
 
 /// How many chunks may be in flight on one side: as many as the machine has cores, plus
 /// one so they stay busy. The pipeline's bounded channels are this deep.
 #[must_use]
-pub fn depth() -> usize {
+pub(crate) fn depth() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get) + 1
 }
 

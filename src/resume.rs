@@ -53,7 +53,7 @@ pub enum ResumeError {
 
 /// The manifest's path for a part file.
 #[must_use]
-pub fn manifest_path(part: &Path) -> PathBuf {
+pub(crate) fn manifest_path(part: &Path) -> PathBuf {
     let mut s = part.as_os_str().to_owned();
     s.push(".manifest");
     PathBuf::from(s)
@@ -61,7 +61,7 @@ pub fn manifest_path(part: &Path) -> PathBuf {
 
 /// The verified prefix a receiver holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Prefix {
+pub(crate) struct Prefix {
     /// Hashes of chunks `0..hashes.len()`.
     pub hashes: Vec<[u8; 32]>,
     /// Their total length in bytes.
@@ -71,13 +71,13 @@ pub struct Prefix {
 impl Prefix {
     /// Chunks held.
     #[must_use]
-    pub fn chunks(&self) -> u64 {
+    pub(crate) fn chunks(&self) -> u64 {
         self.hashes.len() as u64
     }
 
     /// The root hash over the held chunks, as the sender computes it over its source.
     #[must_use]
-    pub fn root(&self) -> RootHash {
+    pub(crate) fn root(&self) -> RootHash {
         let mut root = RootHash::default();
         for h in &self.hashes {
             root.push(h);
@@ -108,7 +108,7 @@ fn record(index: u64, hash: &[u8; 32]) -> [u8; RECORD_LEN] {
 /// archive entries. The name is left out on purpose (a renamed file is still the same
 /// data); whether the bytes are the same is for the prefix root hash to say.
 #[must_use]
-pub fn same_transfer(a: &Offer, b: &Offer) -> bool {
+pub(crate) fn same_transfer(a: &Offer, b: &Offer) -> bool {
     a.kind == b.kind && a.size == b.size && a.chunk_size == b.chunk_size && a.entries == b.entries
 }
 
@@ -160,7 +160,7 @@ fn parse(bytes: &[u8]) -> Parsed {
 ///
 /// # Errors
 /// [`ResumeError::OtherTransfer`] when a valid manifest names another offer; I/O errors.
-pub fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
+pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ResumeError::Io { path, source }
@@ -216,7 +216,7 @@ pub fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
 
 /// Appends chunk records to a manifest.
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     file: File,
     path: PathBuf,
     next: u64,
@@ -228,7 +228,11 @@ impl Journal {
     ///
     /// # Errors
     /// I/O errors, naming the manifest.
-    pub fn create(part: &Path, offer: &Offer, prefix: &Prefix) -> Result<Journal, ResumeError> {
+    pub(crate) fn create(
+        part: &Path,
+        offer: &Offer,
+        prefix: &Prefix,
+    ) -> Result<Journal, ResumeError> {
         let path = manifest_path(part);
         let err = |source| ResumeError::Io { path: path.clone(), source };
         let header = postcard::to_stdvec(offer).expect("serializing an offer cannot fail");
@@ -254,7 +258,7 @@ impl Journal {
     ///
     /// # Errors
     /// I/O errors, naming the manifest.
-    pub fn append(&mut self, hash: &[u8; 32]) -> Result<(), ResumeError> {
+    pub(crate) fn append(&mut self, hash: &[u8; 32]) -> Result<(), ResumeError> {
         self.file
             .write_all(&record(self.next, hash))
             .map_err(|source| ResumeError::Io { path: self.path.clone(), source })?;
@@ -263,7 +267,7 @@ impl Journal {
     }
 
     /// Removes the manifest: the transfer completed.
-    pub fn remove(self) {
+    pub(crate) fn remove(self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -1,94 +1,106 @@
 //! `pcp node`: a long-lived Kademlia server, circuit relay v2 server and AutoNAT
 //! server, for a group that runs its own rendezvous infrastructure (and for tests).
 //!
-//! It prints each address it listens on, with `/p2p/<id>` appended, on stdout, one per
-//! line and flushed as soon as it is known, so a script can read the first line and
-//! hand it to others as `--bootstrap`. It then serves until interrupted.
+//! [`serve`] reports each address it listens on, with `/p2p/<id>` appended, as an
+//! [`Event::Listening`] as soon as it is known (the binary prints them on stdout, one
+//! per line, so a script can hand the first to others as `--bootstrap`). It then
+//! serves until cancelled.
 //!
-//! Identity: with `--key FILE`, the ed25519 keypair in FILE (libp2p's protobuf key
-//! encoding); a missing FILE is created with mode 0600 and a new key. Without it, a new
-//! identity per run.
+//! Identity: [`load_or_create_key`] keeps the ed25519 keypair in a file (libp2p's
+//! protobuf key encoding); a missing file is created with mode 0600 and a new key.
+//! Without one, a new identity per run.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
+use tokio_util::sync::CancellationToken;
 
-use crate::cli::NodeArgs;
-use crate::error::Error;
-use crate::node::{self, DhtStatus, Event as NodeEvent, Node};
-use crate::progress::{Event, Reporter};
+use crate::event::{DhtStatus, Event, Events};
+use crate::node::{self, Event as NodeEvent, Node, NodeError};
+use crate::options::NodeOptions;
+use crate::term;
 
-/// Where a node listens when no `--listen` is given.
+/// Where a node listens when no address is given.
 const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
 
-/// Runs `pcp node` until the process is interrupted.
+/// A key file that cannot be read, parsed or created.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", term::sanitize(&path.display().to_string()))]
+pub struct KeyError {
+    /// The key file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Runs a node until `cancel` fires.
 ///
 /// # Errors
-/// A key file that cannot be read, parsed or created, and listen failures.
-pub async fn run(args: &NodeArgs, rep: &Reporter) -> Result<(), Error> {
-    let keypair = match &args.key {
-        Some(path) => load_or_create_key(path)?,
-        None => Keypair::generate_ed25519(),
-    };
-    let listen = if args.listen.is_empty() {
+/// Listen failures, and the network task stopping.
+pub async fn serve(
+    options: NodeOptions,
+    on_event: impl Fn(Event) + Send + Sync + 'static,
+    cancel: CancellationToken,
+) -> Result<(), NodeError> {
+    let events = Events::new(on_event);
+    let listen = if options.listen.is_empty() {
         DEFAULT_LISTEN.iter().map(|a| a.parse().expect("static multiaddr")).collect()
     } else {
-        args.listen.clone()
+        options.listen
     };
     let config = node::Config {
         listen,
         mdns: false,
         mdns_query_interval: Duration::from_secs(300),
         dht: Some(node::dht::Config {
-            bootstrap: args.bootstrap.clone(),
+            bootstrap: options.bootstrap,
             channel: None,
             provide: false,
             lookup: false,
         }),
         serve: true,
-        keypair: Some(keypair),
+        keypair: options.keypair,
         allow_relay: false,
     };
-    let (node, mut events) = Node::start(config)?;
+    let (node, mut found) = Node::start(config)?;
     let me = node.peer_id();
     tracing::info!(peer = %me, "node started");
-    while let Some(ev) = events.recv().await {
+    loop {
+        let ev = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            ev = found.recv() => ev.ok_or(NodeError::Stopped)?,
+        };
         match ev {
-            NodeEvent::Listening(addr) => print_addr(&addr.with(Protocol::P2p(me)))?,
-            NodeEvent::Dht(DhtStatus::BootstrapFailed { total }) => rep.emit(Event::Notice(
-                format!("could not reach any of the {total} bootstrap node(s); serving alone"),
-            )),
+            NodeEvent::Listening(addr) => {
+                events.emit(Event::Listening { addr: addr.with(Protocol::P2p(me)) });
+            }
+            NodeEvent::Dht(s @ DhtStatus::BootstrapFailed { .. }) => events.emit(Event::Dht(s)),
             NodeEvent::Dht(DhtStatus::Bootstrap { connected, total }) if connected > 0 => {
                 tracing::info!(connected, total, "joined the DHT");
             }
             other => tracing::debug!(?other, "node event"),
         }
     }
-    Err(Error::Node(node::NodeError::Stopped))
 }
 
-fn print_addr(addr: &Multiaddr) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{addr}")
-        .and_then(|()| out.flush())
-        .map_err(|source| Error::Io { context: "cannot write to standard output", source })
-}
-
-/// Reads the node's key from `path`, or creates it there (mode 0600) when missing.
-fn load_or_create_key(path: &Path) -> Result<Keypair, Error> {
-    let bad = |source| Error::Path { path: path.to_owned(), source };
+/// Reads a node's key from `path`, or creates it there (mode 0600) when missing.
+///
+/// # Errors
+/// A file that cannot be read or created, or that holds no key.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair, KeyError> {
+    let bad = |source| KeyError { path: path.to_owned(), source };
     match std::fs::read(path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-            bad(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a key: {e}")))
+            bad(io::Error::new(io::ErrorKind::InvalidData, format!("not a key: {e}")))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             use std::os::unix::fs::OpenOptionsExt;
             let key = Keypair::generate_ed25519();
-            let bytes = key.to_protobuf_encoding().map_err(|e| bad(std::io::Error::other(e)))?;
+            let bytes = key.to_protobuf_encoding().map_err(|e| bad(io::Error::other(e)))?;
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -39,15 +39,22 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use futures::io::{ReadHalf, WriteHalf};
+
 use crate::code::Code;
-use crate::framing::{self, FrameError, FrameKey, Opener, Sealer};
+use crate::framing::{FrameError, FrameKey, FrameReader, FrameWriter, Opener, Sealer};
 use crate::message::{Control, MessageError};
 
+/// Silence (or a write that cannot finish) for this long means the connection is dead:
+/// both sides go back to discovery and resume. Well above the 2 s keepalive, well within
+/// the 15 s a user should wait to hear about it.
+pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
+
 /// The libp2p protocol the session runs on.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/pcp/transfer/1");
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/pcp/transfer/1");
 
 /// Protocol version carried in the hello.
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
 const MAGIC: &[u8; 3] = b"pcp";
 const SPAKE_MSG_LEN: usize = 33;
@@ -56,7 +63,7 @@ const HELLO_LEN: usize = 3 + 1 + 2 + 8 + SPAKE_MSG_LEN;
 
 /// How long one handshake may take before the peer is dropped, so that a stalled
 /// stranger cannot hold the sender.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 mod status {
     pub(super) const OK: u8 = 0;
@@ -104,14 +111,30 @@ pub enum SessionError {
     /// A message failed to decode.
     #[error(transparent)]
     Message(#[from] MessageError),
-    /// The peer reported an error.
-    #[error("the peer failed: {0}")]
+    /// The peer reported an error (its words, unsanitized).
+    #[error("the peer failed: {}", crate::term::sanitize(.0))]
     Remote(String),
+    /// The peer's user stopped it on purpose.
+    #[error("the peer cancelled")]
+    Cancelled,
+}
+
+impl SessionError {
+    /// Whether this is a lost connection (resume after a reconnection) rather than a
+    /// refusal, tampering or a bug (stop).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SessionError::Io(_) | SessionError::Timeout => true,
+            SessionError::Frame(e) => e.is_transient(),
+            _ => false,
+        }
+    }
 }
 
 /// What the hello names: the code's channel and the time slot the receiver is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rendezvous {
+pub(crate) struct Rendezvous {
     /// Index of the code's first word.
     pub channel: u16,
     /// Unix seconds at the start of the slot.
@@ -163,14 +186,11 @@ fn derive(shared: &[u8], transcript: &[u8], i_am_sender: bool) -> Keys {
     }
 }
 
-/// An authenticated, encrypted session over a stream.
-pub struct Session<S> {
-    stream: S,
+/// An authenticated, encrypted session over a stream, split into its two directions.
+pub(crate) struct Session<S> {
     peer: PeerId,
-    send_key: FrameKey,
-    recv_key: FrameKey,
-    sealer: Sealer,
-    opener: Opener,
+    reader: FrameReader<ReadHalf<S>>,
+    writer: FrameWriter<WriteHalf<S>>,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -185,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// # Errors
     /// [`SessionError::WrongCode`] when the sender's confirmation does not match, the hello
     /// refusals, and stream failures. Nothing is decrypted before the check.
-    pub async fn connect(
+    pub(crate) async fn connect(
         mut stream: S,
         code: &Code,
         at: Rendezvous,
@@ -241,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// # Errors
     /// [`SessionError::NotServing`] and failures before the reply (no attempt spent);
     /// [`SessionError::PeerWrongCode`] for any failure after it (an attempt spent).
-    pub async fn accept(
+    pub(crate) async fn accept(
         mut stream: S,
         code: &Code,
         serving: impl Fn(Rendezvous) -> bool,
@@ -303,24 +323,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Tells a peer that this sender is busy, and closes the stream.
-    pub async fn refuse_busy(mut stream: S) {
+    pub(crate) async fn refuse_busy(mut stream: S) {
         refuse(&mut stream, status::BUSY).await;
     }
 
     fn new(stream: S, peer: PeerId, keys: Keys) -> Session<S> {
+        let (r, w) = stream.split();
         Session {
-            stream,
             peer,
-            sealer: Sealer::new(keys.send.clone()),
-            opener: Opener::new(keys.recv.clone()),
-            send_key: keys.send,
-            recv_key: keys.recv,
+            // Waiting for a person (the consent prompt) is the only open-ended wait;
+            // the callers that need it lift the deadline with `recv_within(None)`.
+            reader: FrameReader::new(r, Opener::new(keys.recv), Some(DEAD_AFTER)),
+            writer: FrameWriter::new(w, Sealer::new(keys.send), Some(DEAD_AFTER)),
         }
     }
 
     /// The authenticated peer.
     #[must_use]
-    pub fn peer(&self) -> PeerId {
+    pub(crate) fn peer(&self) -> PeerId {
         self.peer
     }
 
@@ -328,76 +348,74 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// LAST frame.
     ///
     /// # Errors
-    /// Stream failures.
-    pub async fn send(&mut self, msg: &Control) -> Result<(), SessionError> {
-        let mut buf = msg.encode();
-        let header = self.sealer.seal_next(&mut buf, msg.is_last())?;
-        framing::write_frame(&mut self.stream, header, &buf).await?;
-        self.stream.flush().await?;
-        Ok(())
+    /// Stream failures, and a write that does not finish within [`DEAD_AFTER`].
+    pub(crate) async fn send(&mut self, msg: &Control) -> Result<(), SessionError> {
+        send(&mut self.writer, msg).await
     }
 
-    /// Reads, opens and decodes one control message.
+    /// Reads, opens and decodes one control message, waiting at most [`DEAD_AFTER`].
     ///
     /// # Errors
-    /// EOF ([`FrameError::Truncated`]), authentication failures, malformed messages,
-    /// and an `Error` message from the peer as [`SessionError::Remote`].
-    pub async fn recv(&mut self) -> Result<Control, SessionError> {
-        let (header, mut buf) =
-            framing::read_frame(&mut self.stream).await?.ok_or(FrameError::Truncated)?;
-        self.opener.open_next(header, &mut buf)?;
-        match Control::decode(&buf)? {
-            Control::Error(m) => Err(SessionError::Remote(crate::term::sanitize(&m))),
+    /// As for [`Session::recv_within`].
+    pub(crate) async fn recv(&mut self) -> Result<Control, SessionError> {
+        self.recv_within(Some(DEAD_AFTER)).await
+    }
+
+    /// Reads, opens and decodes one control message, waiting at most `limit` (none:
+    /// as long as it takes, for an answer that waits for a person).
+    ///
+    /// # Errors
+    /// EOF ([`FrameError::Truncated`]), silence ([`FrameError::Timeout`]),
+    /// authentication failures, malformed messages, an `Error` message from the peer
+    /// ([`SessionError::Remote`]) and a `Cancel` ([`SessionError::Cancelled`]).
+    pub(crate) async fn recv_within(
+        &mut self,
+        limit: Option<Duration>,
+    ) -> Result<Control, SessionError> {
+        self.reader.set_deadline(limit);
+        let got = self.reader.next_open().await;
+        self.reader.set_deadline(Some(DEAD_AFTER));
+        let (plain, _) = got?;
+        match Control::decode(&plain)? {
+            Control::Error(m) => Err(SessionError::Remote(m)),
+            Control::Cancel => Err(SessionError::Cancelled),
             other => Ok(other),
         }
     }
 
     /// After our last frame: closes our side and waits, at most `limit`, for the peer
     /// to close its own, so that the frame is not lost when the process exits.
-    pub async fn linger(&mut self, limit: Duration) {
-        let _ = self.stream.close().await;
-        wait_for_close(&mut self.stream, limit).await;
+    pub(crate) async fn linger(&mut self, limit: Duration) {
+        self.writer.close().await;
+        self.reader.drain(limit).await;
     }
 
-    /// Splits the session for the data phase: the stream and the sequential state of
-    /// both directions, so frames can be sealed and opened on worker threads.
-    pub fn into_parts(self) -> Parts<S> {
-        Parts {
-            stream: self.stream,
-            peer: self.peer,
-            send_key: self.send_key,
-            recv_key: self.recv_key,
-            sealer: self.sealer,
-            opener: self.opener,
+    /// Sends a LAST message (Decline, Cancel, Error) and lingers; best effort, since
+    /// the peer may be gone already.
+    pub(crate) async fn say_last(&mut self, msg: &Control, limit: Duration) {
+        if self.send(msg).await.is_ok() {
+            self.linger(limit).await;
         }
     }
+
+    /// Splits the session for the data phase: the peer and both directions.
+    pub(crate) fn into_parts(
+        self,
+    ) -> (PeerId, FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
+        (self.peer, self.reader, self.writer)
+    }
 }
 
-/// A session taken apart for the data phase.
-pub struct Parts<S> {
-    /// The stream.
-    pub stream: S,
-    /// The authenticated peer.
-    pub peer: PeerId,
-    /// Key for frames we send.
-    pub send_key: FrameKey,
-    /// Key for frames we receive.
-    pub recv_key: FrameKey,
-    /// Counter state for frames we send.
-    pub sealer: Sealer,
-    /// Counter state for frames we receive.
-    pub opener: Opener,
-}
-
-/// Reads and discards whatever the peer still sends until it closes (or fails), for at
-/// most `limit`. Used after a side's LAST frame: the peer closing is the sign that the
-/// frame arrived, so the process may exit without dropping it.
-pub async fn wait_for_close<R: AsyncRead + Unpin>(r: &mut R, limit: Duration) {
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(limit, async {
-        while matches!(r.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+/// Seals and writes one control message through `w`, in a LAST frame when the message
+/// ends a direction.
+///
+/// # Errors
+/// Stream failures and [`FrameError::Timeout`].
+pub(crate) async fn send<W: AsyncWrite + Unpin>(
+    w: &mut FrameWriter<W>,
+    msg: &Control,
+) -> Result<(), SessionError> {
+    Ok(w.send(msg.encode(), msg.is_last()).await?)
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: u8) {
@@ -413,59 +431,9 @@ mod tests {
 
     /// An in-memory duplex pipe, both ends futures-io.
     fn duplex() -> (impl AsyncRead + AsyncWrite + Unpin, impl AsyncRead + AsyncWrite + Unpin) {
-        use tokio_util_compat::*;
+        use tokio_util::compat::TokioAsyncReadCompatExt;
         let (a, b) = tokio::io::duplex(1 << 16);
         (a.compat(), b.compat())
-    }
-
-    mod tokio_util_compat {
-        //! Minimal tokio → futures-io adapter for tests, so tests need no extra crate.
-        use std::pin::Pin;
-        use std::task::{Context, Poll};
-
-        pub(super) struct Compat<T>(pub(super) T);
-        pub(super) trait CompatExt: Sized {
-            fn compat(self) -> Compat<Self> {
-                Compat(self)
-            }
-        }
-        impl<T> CompatExt for T {}
-
-        impl<T: tokio::io::AsyncRead + Unpin> futures::AsyncRead for Compat<T> {
-            fn poll_read(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut [u8],
-            ) -> Poll<std::io::Result<usize>> {
-                let mut rb = tokio::io::ReadBuf::new(buf);
-                match Pin::new(&mut self.0).poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-        impl<T: tokio::io::AsyncWrite + Unpin> futures::AsyncWrite for Compat<T> {
-            fn poll_write(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<std::io::Result<usize>> {
-                Pin::new(&mut self.0).poll_write(cx, buf)
-            }
-            fn poll_flush(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<std::io::Result<()>> {
-                Pin::new(&mut self.0).poll_flush(cx)
-            }
-            fn poll_close(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<std::io::Result<()>> {
-                Pin::new(&mut self.0).poll_shutdown(cx)
-            }
-        }
     }
 
     fn code(s: &str) -> Code {
@@ -587,13 +555,13 @@ mod tests {
     async fn tampered_frame_is_refused() {
         let (s, r) = pair("bubble-enemy-result-increase", "bubble-enemy-result-increase").await;
         let (mut s, r) = (s.expect("sender ok"), r.expect("receiver ok"));
-        // A frame sealed under the wrong direction's key must not open.
-        let mut parts = r.into_parts();
+        // A frame altered on the way must not open.
+        let (_, _, mut w) = r.into_parts();
+        w.send(Control::Accept.encode(), false).await.expect("send");
         let mut buf = Control::Accept.encode();
-        let h = parts.sealer.seal_next(&mut buf, false).expect("seal");
-        framing::write_frame(&mut parts.stream, h, &buf).await.expect("write");
+        let h = w.key().seal(1, false, &mut buf).expect("seal");
         buf[0] ^= 1;
-        framing::write_frame(&mut parts.stream, h, &buf).await.expect("write");
+        w.write_sealed(h, &buf).await.expect("write");
         assert_eq!(s.recv().await.expect("first frame is fine"), Control::Accept);
         assert!(matches!(s.recv().await, Err(SessionError::Frame(FrameError::Decrypt))));
     }

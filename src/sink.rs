@@ -10,9 +10,12 @@
 //!   [`Unpacker`]'s checks, into a staging directory and moved into place by
 //!   [`Sink::finish`]. This costs a second write of the data, and buys resume across
 //!   runs for directories with the same machinery as files.
-//! - A sink dropped or aborted without `finish` keeps its part file (and manifest) for
-//!   a later resume, unless told not to (`keep_part: false`).
+//! - A sink aborted ([`Sink::abort`]) or dropped without `finish` keeps its part file
+//!   (and manifest) for a later resume, unless told not to (`keep_part: false`). Only
+//!   `abort` waits for the writer thread to have cleaned up; dropping never blocks.
 //! - Nothing is overwritten without `force`.
+//! - Which target an offer gets, and which announced names are safe to write, is decided
+//!   here ([`Target::for_offer`]), with the one name rule of [`crate::archive`].
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,22 +26,24 @@ use tokio::sync::mpsc;
 
 use std::io::Seek;
 
+use crate::archive::plain_name;
 use crate::archive::{ArchiveError, Unpacker};
-use crate::message::Offer;
+use crate::message::{Kind, Offer};
+use crate::options::Destination;
 use crate::resume::{Journal, Prefix, ResumeError};
 
 /// Chunks that may wait for the writer thread.
 const QUEUE: usize = 4;
 
 /// Suffix of a file being received.
-pub const PART_SUFFIX: &str = ".pcp-part";
+pub(crate) const PART_SUFFIX: &str = ".pcp-part";
 
 /// Errors writing what was received.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Writing to stdout failed (a closed pipe included).
+    /// Writing to the caller's writer (standard output) failed, a closed pipe included.
     #[error("cannot write to standard output")]
-    Stdout(#[source] io::Error),
+    Writer(#[source] io::Error),
     /// A file operation failed.
     #[error("{}", path.display())]
     File {
@@ -60,21 +65,26 @@ pub enum SinkError {
     /// The writer thread is gone (it failed earlier; its error comes from `finish`).
     #[error("the output writer stopped")]
     Stopped,
+    /// A stream has no name to save it under.
+    #[error("a stream has no name to save it under: redirect stdout or use -o FILE")]
+    Unnamed,
+    /// The sender announced a name that is unsafe to write.
+    #[error("the sender announced an unsafe name {:?}", crate::term::sanitize(.0))]
+    UnsafeName(String),
 }
 
 impl SinkError {
-    /// True when stdout's reader went away.
+    /// True when the writer's reader went away (a closed pipe).
     #[must_use]
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, SinkError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, SinkError::Writer(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 
 /// Where to put the bytes.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// Standard output, as they come.
-    Stdout,
+pub(crate) enum Target {
+    /// The caller's writer (standard output), as they come.
+    Writer(Box<dyn Write + Send>),
     /// A file: written to `path.pcp-part`, renamed to `path` when verified.
     File {
         /// The final name.
@@ -91,14 +101,56 @@ pub enum Target {
     },
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Writer(_) => f.write_str("Writer"),
+            Target::File { path, .. } => f.debug_tuple("File").field(path).finish(),
+            Target::Extract { dir, .. } => f.debug_tuple("Extract").field(dir).finish(),
+        }
+    }
+}
+
 impl Target {
+    /// Where an offer goes, given the caller's destination: `-o FILE` takes anything; a
+    /// directory saves a file under its announced name or extracts a folder, and only
+    /// plain announced names (one path component) are accepted.
+    ///
+    /// # Errors
+    /// A stream for a directory ([`SinkError::Unnamed`]), and unsafe names.
+    pub(crate) fn for_offer(dest: Destination, offer: &Offer) -> Result<Target, SinkError> {
+        let dir = match dest {
+            Destination::Writer(w) => return Ok(Target::Writer(w)),
+            Destination::File(path) => return Ok(Target::File { path, keep_part: true }),
+            Destination::Directory(dir) => dir,
+        };
+        match offer.kind {
+            Kind::Stream => Err(SinkError::Unnamed),
+            Kind::File => {
+                let name = plain_name(&offer.name)
+                    .ok_or_else(|| SinkError::UnsafeName(offer.name.clone()))?;
+                // The part file and manifest stay on failure, so a rerun resumes.
+                Ok(Target::File { path: dir.join(name), keep_part: true })
+            }
+            Kind::Archive => {
+                if offer.entries.is_empty() {
+                    return Err(SinkError::UnsafeName(String::new()));
+                }
+                if let Some(bad) = offer.entries.iter().find(|e| plain_name(e).is_none()) {
+                    return Err(SinkError::UnsafeName(bad.clone()));
+                }
+                Ok(Target::Extract { dir, entries: offer.entries.clone() })
+            }
+        }
+    }
+
     /// The part file this target writes through, if any: `NAME.pcp-part` for a file,
     /// and for an archive its staged tar stream, `DIR/.pcp-<id>.tar.pcp-part`, where
     /// `<id>` comes from the entry names, so that a rerun finds it again.
     #[must_use]
-    pub fn resume_part(&self) -> Option<PathBuf> {
+    pub(crate) fn resume_part(&self) -> Option<PathBuf> {
         match self {
-            Target::Stdout => None,
+            Target::Writer(_) => None,
             Target::File { path, .. } => Some(part_path(path)),
             Target::Extract { dir, entries } => {
                 let id = blake3::hash(entries.join("\0").as_bytes()).to_hex();
@@ -109,9 +161,9 @@ impl Target {
 
     /// What already exists where this target would write.
     #[must_use]
-    pub fn conflicts(&self) -> Vec<PathBuf> {
+    pub(crate) fn conflicts(&self) -> Vec<PathBuf> {
         match self {
-            Target::Stdout => Vec::new(),
+            Target::Writer(_) => Vec::new(),
             // The part file counts too: it may be an earlier run's kept data.
             Target::File { path, .. } => [path.clone(), part_path(path)]
                 .into_iter()
@@ -129,16 +181,18 @@ enum Msg {
 
 /// What a finished sink produced.
 #[derive(Debug, Clone, Default)]
-pub struct Written {
+pub(crate) struct Written {
     /// Final paths (empty for stdout).
     pub paths: Vec<PathBuf>,
 }
 
 /// A running writer thread.
 #[derive(Debug)]
-pub struct Sink {
+pub(crate) struct Sink {
     tx: Option<mpsc::Sender<Msg>>,
     thread: Option<JoinHandle<Result<Written, SinkError>>>,
+    /// The part file kept if the transfer stops here.
+    kept: Option<PathBuf>,
 }
 
 impl Sink {
@@ -149,15 +203,20 @@ impl Sink {
     ///
     /// With `journal`, a file target keeps a resume manifest beside its part file (see
     /// [`crate::resume`]) and continues after the given verified prefix.
-    pub fn start(
+    pub(crate) fn start(
         target: Target,
         force: bool,
         journal: Option<(&Offer, &Prefix)>,
     ) -> Result<Sink, SinkError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let part = target.resume_part();
+        let kept = match &target {
+            Target::File { keep_part: true, .. } | Target::Extract { .. } => part.clone(),
+            _ => None,
+        };
         let thread = match (target, part) {
-            (Target::Stdout, _) | (_, None) => std::thread::spawn(move || write_stdout(rx)),
+            (Target::Writer(w), _) => std::thread::spawn(move || write_to(w, rx)),
+            (_, None) => unreachable!("files and extractions always have a part file"),
             (Target::File { path, keep_part }, Some(part)) => {
                 let (file, journal) = open_part(&part, journal, force)?;
                 std::thread::spawn(move || {
@@ -190,14 +249,19 @@ impl Sink {
                 })
             }
         };
-        Ok(Sink { tx: Some(tx), thread: Some(thread) })
+        Ok(Sink { tx: Some(tx), thread: Some(thread), kept })
+    }
+
+    /// The part file that stays if the transfer stops before [`Sink::finish`].
+    pub(crate) fn kept(&self) -> Option<&PathBuf> {
+        self.kept.as_ref()
     }
 
     /// Hands a verified chunk, with its hash, to the writer.
     ///
     /// # Errors
     /// The writer failed; [`Sink::finish`] tells why.
-    pub async fn write(&mut self, data: Vec<u8>, hash: [u8; 32]) -> Result<(), SinkError> {
+    pub(crate) async fn write(&mut self, data: Vec<u8>, hash: [u8; 32]) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or(SinkError::Stopped)?;
         if tx.send(Msg::Data(data, hash)).await.is_err() {
             return Err(self.join_error().await);
@@ -206,13 +270,12 @@ impl Sink {
     }
 
     /// Commits: flushes, renames the part file or moves the extraction into place.
-    /// From here until the process exits, [`committing`] is true: an interrupt then
-    /// waits for the commit rather than leave a half-moved extraction.
+    /// The commit runs on the writer thread to its end even if this future is dropped,
+    /// so an interrupt never leaves a half-moved extraction.
     ///
     /// # Errors
     /// Whatever the writer met.
-    pub async fn finish(mut self) -> Result<Written, SinkError> {
-        COMMITTING.store(true, std::sync::atomic::Ordering::SeqCst);
+    pub(crate) async fn finish(mut self) -> Result<Written, SinkError> {
         if let Some(tx) = self.tx.take() {
             // A closed channel means the writer already ended with an error, which
             // joining reports.
@@ -234,48 +297,49 @@ impl Sink {
             _ => SinkError::Stopped,
         }
     }
-}
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        // Closing the channel without a commit makes the writer clean up; wait for it
-        // so that an interrupted run leaves nothing behind when the process exits.
+    /// Stops without committing and waits (off the reactor) for the writer to clean
+    /// up: the part file and manifest stay when they are kept for resume, anything else
+    /// is removed.
+    pub(crate) async fn abort(mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     }
 }
 
-static COMMITTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// True once a sink has started to commit its output.
-#[must_use]
-pub fn committing() -> bool {
-    COMMITTING.load(std::sync::atomic::Ordering::SeqCst)
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // Closing the channel without a commit makes the writer clean up on its own
+        // thread. Never join here: this may run on the reactor. Callers that must know
+        // the clean-up is done use `abort`.
+        self.tx = None;
+    }
 }
 
 /// `path` with [`PART_SUFFIX`] appended.
 #[must_use]
-pub fn part_path(path: &Path) -> PathBuf {
+pub(crate) fn part_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(PART_SUFFIX);
     PathBuf::from(s)
 }
 
-fn write_stdout(mut rx: mpsc::Receiver<Msg>) -> Result<Written, SinkError> {
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
+fn write_to(
+    mut out: Box<dyn Write + Send>,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<Written, SinkError> {
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(d, _) => out.write_all(&d).map_err(SinkError::Stdout)?,
+            Msg::Data(d, _) => out.write_all(&d).map_err(SinkError::Writer)?,
             Msg::Commit => {
-                out.flush().map_err(SinkError::Stdout)?;
+                out.flush().map_err(SinkError::Writer)?;
                 return Ok(Written::default());
             }
         }
     }
-    out.flush().map_err(SinkError::Stdout)?;
+    out.flush().map_err(SinkError::Writer)?;
     Err(SinkError::Stopped)
 }
 
@@ -385,14 +449,14 @@ mod tests {
             Sink::start(Target::File { path: path.clone(), keep_part: false }, false, None)
                 .expect("start");
         sink.write(vec![1; 10], [0; 32]).await.expect("write");
-        drop(sink);
+        sink.abort().await;
         assert!(!path.exists() && !part_path(&path).exists());
 
         let mut sink =
             Sink::start(Target::File { path: path.clone(), keep_part: true }, false, None)
                 .expect("start");
         sink.write(vec![1; 10], [0; 32]).await.expect("write");
-        drop(sink);
+        sink.abort().await;
         assert!(!path.exists());
         assert_eq!(std::fs::read(part_path(&path)).expect("part kept").len(), 10);
     }
@@ -402,19 +466,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a");
         std::fs::write(&path, b"precious").expect("write");
-        let t = Target::File { path: path.clone(), keep_part: false };
-        assert_eq!(t.conflicts(), vec![path.clone()]);
+        let t = || Target::File { path: path.clone(), keep_part: false };
+        assert_eq!(t().conflicts(), vec![path.clone()]);
         std::fs::write(part_path(&path), b"an earlier run's part").expect("write");
-        assert_eq!(t.conflicts(), vec![path.clone(), part_path(&path)]);
-        assert!(matches!(Sink::start(t.clone(), false, None), Err(SinkError::Exists(_))));
+        assert_eq!(t().conflicts(), vec![path.clone(), part_path(&path)]);
+        assert!(matches!(Sink::start(t(), false, None), Err(SinkError::Exists(_))));
         assert_eq!(std::fs::read(part_path(&path)).expect("kept"), b"an earlier run's part");
         std::fs::remove_file(part_path(&path)).expect("rm");
-        let mut sink = Sink::start(t.clone(), false, None).expect("start");
+        let mut sink = Sink::start(t(), false, None).expect("start");
         sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
         assert!(matches!(sink.finish().await, Err(SinkError::Exists(_))));
         assert_eq!(std::fs::read(&path).expect("read"), b"precious");
 
-        let mut sink = Sink::start(t, true, None).expect("start");
+        let mut sink = Sink::start(t(), true, None).expect("start");
         sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
         sink.finish().await.expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
@@ -428,8 +492,9 @@ mod tests {
         std::fs::write(tree.join("sub/a"), vec![5u8; 300_000]).expect("write");
         let tar = crate::archive::pack(&[tree], Vec::new()).expect("pack");
         let dest = tempfile::tempdir().expect("tempdir");
-        let target = Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
-        let part = target.resume_part().expect("an archive has a part file");
+        let target =
+            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let part = target().resume_part().expect("an archive has a part file");
         let offer = Offer {
             kind: crate::message::Kind::Archive,
             name: "tree".into(),
@@ -440,16 +505,16 @@ mod tests {
 
         // Aborted: nothing under the final name, the staged stream and manifest stay.
         let mut sink =
-            Sink::start(target.clone(), false, Some((&offer, &Prefix::default()))).expect("start");
+            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
         sink.write(tar[..1000].to_vec(), [0; 32]).await.expect("write");
-        drop(sink);
+        sink.abort().await;
         assert!(!dest.path().join("tree").exists());
         assert_eq!(std::fs::metadata(&part).expect("kept").len(), 1000);
         assert!(crate::resume::manifest_path(&part).exists());
         std::fs::remove_file(&part).expect("rm");
 
         let mut sink =
-            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
         for c in tar.chunks(1 << 16) {
             sink.write(c.to_vec(), *blake3::hash(c).as_bytes()).await.expect("write");
         }

@@ -12,70 +12,102 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use crate::archive;
-use crate::error::Error;
+use crate::archive::{self, ArchiveError};
 use crate::message::{Kind, Offer};
+use crate::term;
 
 /// Chunks that may wait between the reader thread and the pipeline.
 const AHEAD: usize = 2;
 
-/// What the sender was asked to send.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// Standard input.
-    Stdin,
-    /// One regular file.
-    File(PathBuf),
+/// Errors reading what is to be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The paths cannot be sent as given.
+    #[error("{0}")]
+    Usage(String),
+    /// A path cannot be read.
+    #[error("{}", term::sanitize(&path.display().to_string()))]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the source failed part way.
+    #[error("cannot read the source")]
+    Read(#[source] io::Error),
+    /// Packing a directory failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+/// What the sender was asked to send, checked and (for a file) opened before the code
+/// is shown, so that an unreadable source fails at once.
+pub(crate) enum Source {
+    /// A reader of unknown length (standard input).
+    Reader(Box<dyn Read + Send>),
+    /// One regular file, open.
+    File {
+        /// Its path.
+        path: PathBuf,
+        /// The open file.
+        file: File,
+    },
     /// Files and directories, packed as tar.
     Archive(Vec<PathBuf>),
 }
 
 impl Source {
-    /// Classifies the command line's paths, checking that they exist.
+    /// Checks the caller's source: every path exists, a single regular file opens.
     ///
     /// # Errors
-    /// A missing or unreadable path, or `-` mixed with paths.
-    pub fn from_paths(paths: &[PathBuf]) -> Result<Source, Error> {
-        let stdin = |p: &PathBuf| p.as_os_str() == "-";
-        if paths.is_empty() || (paths.len() == 1 && stdin(&paths[0])) {
-            return Ok(Source::Stdin);
+    /// No path, a missing or unreadable path.
+    pub(crate) fn new(source: crate::options::Source) -> Result<Source, SourceError> {
+        let paths = match source {
+            crate::options::Source::Reader(r) => return Ok(Source::Reader(r)),
+            crate::options::Source::Paths(p) => p,
+        };
+        let path_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SourceError::Path { path, source }
+        };
+        if paths.is_empty() {
+            return Err(SourceError::Usage("nothing to send".into()));
         }
-        if paths.iter().any(stdin) {
-            return Err(Error::Usage("`-` (stdin) cannot be sent together with paths".into()));
+        for p in &paths {
+            std::fs::symlink_metadata(p).map_err(path_err(p))?;
         }
-        for p in paths {
-            std::fs::symlink_metadata(p)
-                .map_err(|source| Error::Path { path: p.clone(), source })?;
-        }
-        if paths.len() == 1 {
-            let meta = std::fs::metadata(&paths[0])
-                .map_err(|source| Error::Path { path: paths[0].clone(), source })?;
+        if let [one] = paths.as_slice() {
+            let meta = std::fs::metadata(one).map_err(path_err(one))?;
             if meta.is_file() {
-                return Ok(Source::File(paths[0].clone()));
+                let file = File::open(one).map_err(path_err(one))?;
+                return Ok(Source::File { path: one.clone(), file });
             }
         }
-        Ok(Source::Archive(paths.to_vec()))
+        Ok(Source::Archive(paths))
     }
 
     /// The offer for this source.
     ///
     /// # Errors
     /// Unreadable metadata, or names that cannot be sent.
-    pub fn offer(&self, chunk_size: u32) -> Result<Offer, Error> {
+    pub(crate) fn offer(&self, chunk_size: u32) -> Result<Offer, SourceError> {
         Ok(match self {
-            Source::Stdin => Offer {
+            Source::Reader(_) => Offer {
                 kind: Kind::Stream,
                 name: "stdin".into(),
                 size: None,
                 entries: Vec::new(),
                 chunk_size,
             },
-            Source::File(p) => {
-                let meta = std::fs::metadata(p)
-                    .map_err(|source| Error::Path { path: p.clone(), source })?;
+            Source::File { path, file } => {
+                let meta = file
+                    .metadata()
+                    .map_err(|source| SourceError::Path { path: path.clone(), source })?;
                 Offer {
                     kind: Kind::File,
-                    name: file_name(p)?,
+                    name: file_name(path)?,
                     size: Some(meta.len()),
                     entries: Vec::new(),
                     chunk_size,
@@ -94,18 +126,14 @@ impl Source {
 
     /// Starts the reader thread; chunks (or the error that ended reading) arrive on the
     /// returned channel, which closes after the last chunk.
-    ///
-    /// # Errors
-    /// The file cannot be opened.
-    pub fn spawn(self, chunk_size: usize) -> Result<mpsc::Receiver<io::Result<Vec<u8>>>, Error> {
+    pub(crate) fn spawn(self, chunk_size: usize) -> mpsc::Receiver<io::Result<Vec<u8>>> {
         let (tx, rx) = mpsc::channel(AHEAD);
         match self {
-            Source::Stdin => {
-                std::thread::spawn(move || read_chunks(io::stdin().lock(), chunk_size, &tx));
+            Source::Reader(r) => {
+                std::thread::spawn(move || read_chunks(r, chunk_size, &tx));
             }
-            Source::File(p) => {
-                let f = File::open(&p).map_err(|source| Error::Path { path: p.clone(), source })?;
-                std::thread::spawn(move || read_chunks(f, chunk_size, &tx));
+            Source::File { file, .. } => {
+                std::thread::spawn(move || read_chunks(file, chunk_size, &tx));
             }
             Source::Archive(paths) => {
                 std::thread::spawn(move || {
@@ -119,13 +147,16 @@ impl Source {
                 });
             }
         }
-        Ok(rx)
+        rx
     }
 }
 
-fn file_name(p: &Path) -> Result<String, Error> {
+fn file_name(p: &Path) -> Result<String, SourceError> {
     p.file_name().and_then(|n| n.to_str()).map(str::to_owned).ok_or_else(|| {
-        Error::Usage(format!("{}: cannot send a file without a UTF-8 name", p.display()))
+        SourceError::Usage(format!(
+            "{}: cannot send a file without a UTF-8 name",
+            term::sanitize(&p.display().to_string())
+        ))
     })
 }
 
@@ -222,7 +253,8 @@ mod tests {
         for len in [0usize, 1, 999, 1000, 1001, 5000] {
             let p = dir.path().join(format!("f{len}"));
             std::fs::write(&p, vec![7u8; len]).expect("write");
-            let chunks = collect(Source::File(p).spawn(1000).expect("spawn"));
+            let src = Source::new(crate::options::Source::Paths(vec![p])).expect("source");
+            let chunks = collect(src.spawn(1000));
             assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), len);
             assert_eq!(chunks.len(), len.div_ceil(1000));
             assert!(chunks.iter().rev().skip(1).all(|c| c.len() == 1000));
@@ -231,20 +263,18 @@ mod tests {
 
     #[test]
     fn classification() {
+        use crate::options::Source as Given;
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("a.txt");
         std::fs::write(&f, b"x").expect("write");
-        assert!(matches!(Source::from_paths(&[]), Ok(Source::Stdin)));
-        assert!(matches!(Source::from_paths(&["-".into()]), Ok(Source::Stdin)));
-        assert!(matches!(Source::from_paths(std::slice::from_ref(&f)), Ok(Source::File(_))));
-        assert!(matches!(Source::from_paths(&[dir.path().into()]), Ok(Source::Archive(_))));
-        assert!(matches!(Source::from_paths(&[f.clone(), f.clone()]), Ok(Source::Archive(_))));
-        assert!(matches!(Source::from_paths(&[f.clone(), "-".into()]), Err(Error::Usage(_))));
-        assert!(matches!(
-            Source::from_paths(&[dir.path().join("missing")]),
-            Err(Error::Path { .. })
-        ));
-        let offer = Source::File(f).offer(1 << 20).expect("offer");
+        let paths = |p: &[PathBuf]| Source::new(Given::Paths(p.to_vec()));
+        assert!(matches!(Source::new(Given::Reader(Box::new(io::empty()))), Ok(Source::Reader(_))));
+        assert!(matches!(paths(std::slice::from_ref(&f)), Ok(Source::File { .. })));
+        assert!(matches!(paths(&[dir.path().into()]), Ok(Source::Archive(_))));
+        assert!(matches!(paths(&[f.clone(), f.clone()]), Ok(Source::Archive(_))));
+        assert!(matches!(paths(&[]), Err(SourceError::Usage(_))));
+        assert!(matches!(paths(&[dir.path().join("missing")]), Err(SourceError::Path { .. })));
+        let offer = paths(std::slice::from_ref(&f)).expect("file").offer(1 << 20).expect("offer");
         assert_eq!((offer.kind, offer.name.as_str(), offer.size), (Kind::File, "a.txt", Some(1)));
     }
 }

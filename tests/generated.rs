@@ -1,5 +1,5 @@
 //! The man pages and shell completions are generated from the one clap definition,
-//! `pcp::cli::command()`, and committed. This test renders each of them and compares it
+//! `command()` in `src/cli/args.rs` (the binary's; included here by path), and committed. This test renders each of them and compares it
 //! with the committed file, so a flag changed without regenerating them fails here
 //! (rust-analyzer's `ensure_file_contents`).
 //!
@@ -10,6 +10,10 @@ use std::fs;
 use std::path::Path;
 
 use clap_complete::{Generator, Shell};
+
+#[path = "../src/cli/args.rs"]
+#[allow(dead_code, reason = "the test uses only the command definition")]
+mod args;
 use clap_mangen::Man;
 
 const BLESS_HINT: &str = "run `PCP_BLESS=1 cargo test --test generated`";
@@ -17,7 +21,7 @@ const BLESS_HINT: &str = "run `PCP_BLESS=1 cargo test --test generated`";
 /// The command as the generators see it: built (global flags propagated to the
 /// subcommands), without clap's `help` subcommand, which gets no page of its own.
 fn built_command() -> clap::Command {
-    let mut cmd = pcp::cli::command().disable_help_subcommand(true);
+    let mut cmd = args::command().disable_help_subcommand(true);
     cmd.build();
     cmd
 }

@@ -69,8 +69,8 @@ const TCP_ONLY: [&str; 2] = ["--listen", "/ip4/0.0.0.0/tcp/0"];
 
 /// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
 mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILURE: i32 = 1;
+    pub(crate) const OK: i32 = 0;
+    pub(crate) const FAILURE: i32 = 1;
 }
 
 /// One test at a time (see the module documentation). A test that failed poisons the

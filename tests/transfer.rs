@@ -30,11 +30,11 @@ const PORT: u16 = 47_123;
 
 /// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
 mod exit {
-    pub const OK: i32 = 0;
-    pub const USAGE: i32 = 2;
-    pub const AUTH: i32 = 3;
-    pub const DECLINED: i32 = 4;
-    pub const INTERRUPTED: i32 = 130;
+    pub(crate) const OK: i32 = 0;
+    pub(crate) const USAGE: i32 = 2;
+    pub(crate) const AUTH: i32 = 3;
+    pub(crate) const DECLINED: i32 = 4;
+    pub(crate) const INTERRUPTED: i32 = 130;
 }
 
 /// A test's scratch directory, removed when it drops.

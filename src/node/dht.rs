@@ -57,7 +57,7 @@ use sha2::{Digest, Sha256};
 use super::{Behaviour, Event, Via};
 
 /// The public IPFS bootstrap nodes, the default when `--bootstrap` is not given.
-pub const PUBLIC_BOOTSTRAP: [&str; 5] = [
+pub(crate) const PUBLIC_BOOTSTRAP: [&str; 5] = [
     "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
     "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
     "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
@@ -70,7 +70,7 @@ const LOOKUP_PAUSE: Duration = Duration::from_millis(500);
 
 /// How the node takes part in the DHT.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Nodes to join through (with `/p2p/` ids where known).
     pub bootstrap: Vec<Multiaddr>,
     /// The code's channel, for send and receive; `None` for `pcp node`.
@@ -119,7 +119,7 @@ pub enum Status {
 
 /// The rendezvous key of `slot` and `channel`; see the module docs.
 #[must_use]
-pub fn rendezvous_key(slot: u64, channel: u16) -> RecordKey {
+pub(crate) fn rendezvous_key(slot: u64, channel: u16) -> RecordKey {
     let digest = Sha256::digest(format!("/pcp/{slot}/{channel}").as_bytes());
     let mut mh = Vec::with_capacity(34);
     mh.extend_from_slice(&[0x12, 0x20]);
@@ -129,7 +129,7 @@ pub fn rendezvous_key(slot: u64, channel: u16) -> RecordKey {
 
 /// True for an address that can only be reached on a private network.
 #[must_use]
-pub fn is_private(addr: &Multiaddr) -> bool {
+pub(crate) fn is_private(addr: &Multiaddr) -> bool {
     match addr.iter().next() {
         Some(Protocol::Ip4(ip)) => !is_global(IpAddr::V4(ip)),
         Some(Protocol::Ip6(ip)) => !is_global(IpAddr::V6(ip)),

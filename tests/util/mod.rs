@@ -16,6 +16,7 @@
 //! The namespace helpers need root and `ip` (iproute2), and refuse to run in a network
 //! namespace with a default route: run the tests under `tests/isolated`.
 #![allow(dead_code)] // each test binary uses a different subset
+#![allow(unreachable_pub)] // a test crate has no public API; `pub` shares helpers across its modules
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

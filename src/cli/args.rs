@@ -1,0 +1,322 @@
+//! The command line: the only module that knows clap.
+//!
+//! [`command`] is the single definition that `main`, the man pages and the shell
+//! completions are all made from: `tests/generated.rs` includes this file by path, so
+//! it uses nothing of the binary but clap and the `pcp` library.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueHint};
+use libp2p::Multiaddr;
+
+macro_rules! exit_status {
+    () => {
+        "\
+EXIT STATUS:
+    0    the transfer completed and every chunk verified
+    1    the transfer or local I/O failed (nothing unverified was written)
+    2    usage error
+    3    authentication failed: wrong code, or the sender saw too many wrong codes
+    4    the receiver declined the offer
+    130  interrupted (SIGINT)"
+    };
+}
+
+const SEND_AFTER: &str = concat!(
+    "\
+EXAMPLES:
+    pcp send report.pdf              send a file; prints the code to give the receiver
+    pcp send photos/                 send a directory as a tar stream
+    tar c dir | pcp send -           stream stdin of unknown length
+    pcp send --code CODE backup.img  use a code agreed beforehand (or PCP_CODE)
+
+",
+    exit_status!()
+);
+
+const NODE_AFTER: &str = "\
+EXAMPLES:
+    pcp node --listen /ip4/0.0.0.0/tcp/4001 --key ~/.config/pcp/node.key
+    pcp node --listen /ip4/198.18.0.2/tcp/4001 --bootstrap /ip4/198.18.0.1/tcp/4001/p2p/12D3KooW…
+
+EXIT STATUS:
+    1    could not listen, or the key file could not be read or written
+    2    usage error
+    130  stopped by SIGINT (the normal way to stop a node)";
+
+const RECEIVE_AFTER: &str = concat!(
+    "\
+EXAMPLES:
+    pcp receive bubble-enemy-result-increase          save under the announced name
+    pcp receive bubble enemy result increase > out    the raw bytes on stdout
+    pcp receive CODE | tar x                          a directory as a tar stream
+    pcp receive -o disk.img CODE                      write to disk.img via disk.img.pcp-part
+    pcp receive -C /tmp CODE                          extract a directory under /tmp
+
+",
+    exit_status!()
+);
+
+/// Peer copy: send a stream, a file or a directory to a peer found by code words.
+///
+/// The sender prints a code of a few words; the receiver types it. The peers find each
+/// other on the local network (mDNS) or at a known address, authenticate each other with
+/// SPAKE2 over the code, and move the data encrypted (ChaCha20-Poly1305), compressed
+/// (zstd) and verified chunk by chunk (blake3). No server is involved.
+#[derive(Debug, Parser)]
+#[command(name = "pcp", version, propagate_version = true, after_long_help = exit_status!())]
+pub(crate) struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Send a stream, a file or a directory.
+    ///
+    /// With no PATH, or with `-`, pcp sends its standard input, of any length, without a
+    /// temporary file. One file is sent as itself; a directory, or several paths, as a tar
+    /// stream (modes, mtimes, symlinks as links, empty directories). The code and the
+    /// matching receive command are printed on standard error.
+    #[command(after_long_help = SEND_AFTER)]
+    Send(SendArgs),
+    /// Receive what a sender offers, given its code.
+    ///
+    /// With standard output redirected, the bytes go there: the stream, the file's bytes,
+    /// or a directory's tar stream. Otherwise a file is saved under its announced name and a
+    /// directory is extracted, in the current directory or under `-C DIR`. Nothing is
+    /// written outside the target, no entry may escape it, and nothing is overwritten
+    /// without `--force`. The receiver is shown the offer and asked to confirm on the
+    /// terminal unless `-y` is given.
+    ///
+    /// A lost connection is a pause: both sides look for each other again with the same
+    /// code, authenticate afresh and continue where the receiver stands
+    /// (`--reconnect-timeout`). A file is written through NAME.pcp-part, with a manifest
+    /// of verified chunks beside it (NAME.pcp-part.manifest); a directory's tar stream is
+    /// first staged whole in DIR/.pcp-ID.tar.pcp-part, then extracted once verified. Both
+    /// stay when a run fails or is killed, and a later `pcp receive` of the same offer,
+    /// with any code, resumes from them: the sender, rerun on the same data, reads and
+    /// checks what the receiver holds and sends only the rest. A sender whose data changed
+    /// is refused.
+    #[command(after_long_help = RECEIVE_AFTER)]
+    Receive(ReceiveArgs),
+    /// Run a long-lived DHT, relay and AutoNAT node for a group's own infrastructure.
+    ///
+    /// A Kademlia server (protocol /ipfs/kad/1.0.0), a circuit relay v2 server and an
+    /// AutoNAT server. Give its addresses to senders and receivers with --bootstrap (or
+    /// PCP_BOOTSTRAP), and to other nodes to join them into one DHT. On start it prints
+    /// each address it listens on, with its /p2p/ id, on standard output, one per line,
+    /// then serves until interrupted.
+    #[command(after_long_help = NODE_AFTER)]
+    Node(NodeArgs),
+}
+
+/// Flags both sides share.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CommonArgs {
+    /// Print nothing on standard error but errors (and the code, when pcp made it up).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+
+    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    /// Do not look for peers on the local network (mDNS).
+    #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub(crate) no_mdns: bool,
+
+    /// After a lost connection, how long to look for the peer again before giving up
+    /// (seconds). With -o the part file is kept, and a later run resumes from it.
+    #[arg(long, value_name = "SECS", default_value_t = 600, global = true)]
+    pub(crate) reconnect_timeout: u64,
+
+    /// Listen on this address instead of all interfaces on a random port (repeatable).
+    ///
+    /// For example /ip4/0.0.0.0/tcp/4001 or /ip4/0.0.0.0/udp/4001/quic-v1.
+    #[arg(long, value_name = "MULTIADDR", global = true)]
+    pub(crate) listen: Vec<Multiaddr>,
+
+    /// Join the DHT through this node instead of the public IPFS bootstrap nodes
+    /// (repeatable; PCP_BOOTSTRAP takes a comma-separated list).
+    ///
+    /// For example a group's own `pcp node`: /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW…
+    /// Without it, pcp uses the public IPFS list (/dnsaddr/bootstrap.libp2p.io/p2p/…).
+    ///
+    /// The peers meet on the Kademlia DHT under a provider record whose key is the
+    /// sha2-256 multihash (0x12 0x20 + digest) of the string /pcp/{slot}/{channel}:
+    /// slot is the unix time in seconds rounded down to a multiple of 300, channel the
+    /// index of the code's first word in the BIP39 English list. The sender publishes
+    /// the current slot's key, again at each new slot; the receiver looks up the current
+    /// and the previous slot.
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "PCP_BOOTSTRAP",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub(crate) bootstrap: Vec<Multiaddr>,
+
+    /// Do not use the DHT: find the peer on the local network or at --peer only.
+    #[arg(long, env = "PCP_NO_DHT", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    pub(crate) no_dht: bool,
+
+    /// Let the data go through a relay when no direct connection can be made.
+    ///
+    /// Public relays and `pcp node` allow 128 KiB per circuit, which is enough to
+    /// authenticate but rarely for the data: without this flag pcp says so and stops
+    /// rather than stall.
+    #[arg(long, global = true)]
+    pub(crate) allow_relay: bool,
+
+    /// Print one JSON object per event on standard error (phases, peers found, the
+    /// offer, progress every second, the totals), terminal or not.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+/// `pcp node`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NodeArgs {
+    /// Listen on this address (repeatable); the default is TCP and QUIC port 4001 on
+    /// all IPv4 interfaces.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) listen: Vec<Multiaddr>,
+
+    /// Join other nodes into one DHT (repeatable; PCP_BOOTSTRAP takes a comma-separated
+    /// list). Without it the node stands alone: others join it.
+    #[arg(long, value_name = "MULTIADDR", env = "PCP_BOOTSTRAP", value_delimiter = ',')]
+    pub(crate) bootstrap: Vec<Multiaddr>,
+
+    /// Keep the node's identity (an ed25519 key) in FILE, so its /p2p/ id stays the same
+    /// across restarts; created, with mode 0600, when missing.
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub(crate) key: Option<PathBuf>,
+
+    /// Print nothing on standard error but errors.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
+}
+
+/// `pcp send`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct SendArgs {
+    /// Files or directories to send; none, or `-`, sends standard input.
+    #[arg(value_name = "PATH", value_hint = ValueHint::AnyPath)]
+    pub(crate) paths: Vec<PathBuf>,
+
+    /// Use this code instead of making one up (word-word-word-word).
+    #[arg(long, env = "PCP_CODE", hide_env_values = true)]
+    pub(crate) code: Option<String>,
+
+    /// How many words a new code has (at least 3; more words, more security).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=24))]
+    pub(crate) words: u8,
+
+    /// zstd compression level (1 fastest … 19 smallest).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub(crate) level: i32,
+
+    /// Do not compress: for data known not to compress, or a very fast link.
+    #[arg(long)]
+    pub(crate) no_compress: bool,
+
+    /// Chunk size in bytes (a power of two from 64 KiB to 8 MiB).
+    #[arg(long, hide = true, default_value_t = pcp::DEFAULT_CHUNK_SIZE)]
+    pub(crate) chunk_size: u32,
+
+    /// Shared flags.
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+}
+
+/// `pcp receive`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ReceiveArgs {
+    /// The code, as word-word-word-word or as separate words.
+    #[arg(value_name = "CODE", required_unless_present = "code")]
+    pub(crate) words: Vec<String>,
+
+    /// The code, from a flag or the environment instead of the command line.
+    #[arg(long, env = "PCP_CODE", hide_env_values = true, conflicts_with = "words")]
+    pub(crate) code: Option<String>,
+
+    /// Dial the sender at this address instead of (or as well as) searching for it.
+    ///
+    /// The sender prints its addresses with -v. With /p2p/PEER-ID at the end, only that
+    /// peer is accepted.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub(crate) peer: Vec<Multiaddr>,
+
+    /// Write what is received to FILE (a directory's tar stream, too), through
+    /// FILE.pcp-part, renamed into place only once everything verified.
+    #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Save or extract into DIR instead of the current directory.
+    #[arg(short = 'C', long = "directory", value_name = "DIR", value_hint = ValueHint::DirPath, conflicts_with = "output")]
+    pub(crate) directory: Option<PathBuf>,
+
+    /// Accept the offer without asking.
+    #[arg(short, long)]
+    pub(crate) yes: bool,
+
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// Shared flags.
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+}
+
+/// The clap command, for the man pages and the completions (`tests/generated.rs`
+/// includes this file) and the definition's own check.
+#[must_use]
+#[allow(dead_code, reason = "the binary parses through `Cli::parse`")]
+pub(crate) fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn receive_takes_separate_words() {
+        let cli = Cli::try_parse_from(["pcp", "receive", "a", "b", "c"]).expect("parses");
+        let Command::Receive(args) = cli.command else { panic!("not receive") };
+        assert_eq!(args.words, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn no_dht_reads_the_environment_as_a_boolean() {
+        // The environment is process-wide, so the env binding is checked, not set
+        // (PCP_NO_DHT=1 itself is exercised by every process test: see clean_env).
+        let cli = Cli::try_parse_from(["pcp", "send", "--no-dht"]).expect("parses");
+        let Command::Send(args) = cli.command else { panic!("not send") };
+        assert!(args.common.no_dht);
+        let arg = command()
+            .find_subcommand("send")
+            .and_then(|s| s.get_arguments().find(|a| a.get_id() == "no_dht").cloned())
+            .expect("--no-dht exists");
+        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("PCP_NO_DHT")));
+    }
+
+    #[test]
+    fn words_below_three_are_refused() {
+        assert!(Cli::try_parse_from(["pcp", "send", "--words", "2"]).is_err());
+    }
+}

@@ -1,0 +1,443 @@
+//! What the user sees on standard error while pcp works: the only module that knows
+//! indicatif, and the one that writes `--json`.
+//!
+//! The library reports [`Event`]s; the binary hands them to a [`Reporter`], which
+//! decides what to draw. Strings from the peer are sanitized here before they are shown.
+//! Rules: the code is always shown when pcp made it up (without it the transfer cannot
+//! happen), status and progress only when stderr is a terminal and `--quiet` is off,
+//! and notices (warnings the user must see) unless `--quiet`. Nothing here writes to
+//! stdout, which carries data.
+//!
+//! With `--json` ([`Reporter::json`]) every event is instead one JSON object on its own
+//! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
+//! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
+//! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
+//! `peer_found`, `wrong_code`, `offer`, `progress` (at most once a second), `done` with
+//! the totals, `code` and `notice`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pcp::event::DhtStatus;
+use pcp::{Event, Report, Role};
+use serde_json::json;
+
+use super::prompt::{describe_short, human_bytes, sanitize};
+
+/// Draws events on stderr.
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    quiet: bool,
+    verbose: bool,
+    tty: bool,
+    json: bool,
+    /// `pcp node`: listen addresses go to stdout, and a lone node is no warning.
+    node: bool,
+    bar: Mutex<Option<ProgressBar>>,
+    /// JSON: when progress was last printed, and the last DHT search shown (both sides
+    /// repeat these often; they are shown when they change).
+    last: Mutex<(Option<Instant>, Option<u64>, Option<u64>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Reporter {
+    /// A reporter for this process's stderr.
+    #[must_use]
+    pub(crate) fn new(quiet: bool) -> Reporter {
+        Reporter::with_terminal(quiet, std::io::stderr().is_terminal())
+    }
+
+    /// A reporter that believes stderr is (or is not) a terminal.
+    #[must_use]
+    pub(crate) fn with_terminal(quiet: bool, tty: bool) -> Reporter {
+        Reporter {
+            quiet,
+            verbose: false,
+            tty,
+            json: false,
+            node: false,
+            bar: Mutex::new(None),
+            last: Mutex::new((None, None, None)),
+        }
+    }
+
+    /// Also shows the `pcp: stats:` line of [`Event::Finished`].
+    #[must_use]
+    pub(crate) fn verbose(mut self, verbose: bool) -> Reporter {
+        self.verbose = verbose;
+        self
+    }
+
+    /// Reports as JSON lines instead (`--json`).
+    #[must_use]
+    pub(crate) fn json(mut self, on: bool) -> Reporter {
+        self.json = on;
+        self
+    }
+
+    /// Reports for `pcp node`.
+    #[must_use]
+    pub(crate) fn node(mut self) -> Reporter {
+        self.node = true;
+        self
+    }
+
+    /// The line a notice-like event prints (unless `--quiet`), also the `message` of its
+    /// JSON `notice`.
+    fn notice(&self, ev: &Event) -> Option<String> {
+        Some(match ev {
+            Event::ConnectionLost => "connection lost, reconnecting…".into(),
+            Event::SenderBusy => "the sender is busy with another receiver; retrying".into(),
+            Event::Resuming { bytes } => {
+                format!("resuming: {} already received", human_bytes(*bytes))
+            }
+            Event::Written { path } => format!("wrote {}", sanitize(&path.display().to_string())),
+            Event::Kept { path, bytes } => format!(
+                "kept {} in {}: run the same pcp receive again (any code), against a rerun \
+                 pcp send of the same data, to resume",
+                human_bytes(*bytes),
+                sanitize(&path.display().to_string())
+            ),
+            Event::Dht(DhtStatus::BootstrapFailed { total }) if self.node => {
+                format!("could not reach any of the {total} bootstrap node(s); serving alone")
+            }
+            Event::Dht(DhtStatus::BootstrapFailed { total }) => format!(
+                "could not reach any of the {total} DHT bootstrap node(s); \
+                 looking on the local network only"
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The JSON form of an event, or `None` when it is not printed now.
+    fn to_json(&self, ev: &Event) -> Option<serde_json::Value> {
+        let phase = |p: &str| json!({"event": "phase", "phase": p});
+        if let Some(m) = self.notice(ev) {
+            if let Event::Dht(DhtStatus::BootstrapFailed { total }) = ev {
+                return Some(json!({"event": "bootstrap_failed", "total": total}));
+            }
+            return Some(json!({"event": "notice", "message": m}));
+        }
+        Some(match ev {
+            Event::Code { code, made_up: true } => json!({"event": "code", "code": code}),
+            Event::Code { made_up: false, .. } => json!({"event": "ready"}),
+            Event::Listening { addr } => json!({"event": "listening", "addr": addr.to_string()}),
+            Event::Searching => phase("searching"),
+            Event::Found { peer, via } => {
+                json!({"event": "peer_found", "peer": peer.to_string(), "via": via.to_string()})
+            }
+            Event::Authenticating { peer } => {
+                json!({"event": "phase", "phase": "authenticating", "peer": peer.to_string()})
+            }
+            Event::WrongCode { peer, left } => {
+                json!({"event": "wrong_code", "peer": peer.to_string(), "left": left})
+            }
+            Event::AwaitingAccept => phase("awaiting_accept"),
+            Event::Offer(o) => json!({
+                "event": "offer", "peer": o.peer.to_string(), "what": describe_short(o),
+                "size": o.size,
+            }),
+            Event::Dht(s) => self.dht_json(s)?,
+            Event::Started { total } => {
+                json!({"event": "phase", "phase": "transferring", "total": total})
+            }
+            Event::Progress { bytes } => {
+                let mut last = lock(&self.last);
+                if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                    return None;
+                }
+                last.0 = Some(Instant::now());
+                json!({"event": "progress", "bytes": bytes})
+            }
+            Event::Finished(r) => done_json(r),
+            _ => return None,
+        })
+    }
+
+    fn dht_json(&self, s: &DhtStatus) -> Option<serde_json::Value> {
+        Some(match s {
+            DhtStatus::Bootstrap { connected, total } => {
+                json!({"event": "bootstrap", "connected": connected, "total": total})
+            }
+            DhtStatus::BootstrapFailed { total } => {
+                json!({"event": "bootstrap_failed", "total": total})
+            }
+            DhtStatus::Advertising { slot } => {
+                json!({"event": "phase", "phase": "advertising", "slot": slot})
+            }
+            DhtStatus::Advertised { slot, ok } => {
+                json!({"event": "advertised", "slot": slot, "ok": ok})
+            }
+            DhtStatus::Searching { current, previous } => {
+                let mut last = lock(&self.last);
+                if last.1 == Some(*current) {
+                    return None;
+                }
+                last.1 = Some(*current);
+                json!({"event": "phase", "phase": "searching_dht", "current": current, "previous": previous})
+            }
+        })
+    }
+
+    fn live(&self) -> bool {
+        self.tty && !self.quiet
+    }
+
+    /// A notice from the binary itself: a line unless `--quiet`, or a JSON `notice`.
+    pub(crate) fn emit_line(&self, s: &str) {
+        if self.json {
+            let v = json!({"event": "notice", "message": s});
+            let _ = writeln!(std::io::stderr().lock(), "{v}");
+        } else if !self.quiet {
+            self.line(s);
+        }
+    }
+
+    /// Prints a line without tearing a progress bar.
+    fn line(&self, s: &str) {
+        let bar = lock(&self.bar);
+        match bar.as_ref() {
+            Some(b) => b.println(s),
+            None => {
+                let _ = writeln!(std::io::stderr(), "{s}");
+            }
+        }
+    }
+
+    fn status(&self, s: &str) {
+        if !self.live() {
+            return;
+        }
+        let mut bar = lock(&self.bar);
+        let b = bar.get_or_insert_with(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").expect("static template is valid"),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        b.set_message(s.to_owned());
+    }
+
+    /// Reports one event.
+    pub(crate) fn emit(&self, ev: Event) {
+        if let (true, Event::Listening { addr }) = (self.node, &ev) {
+            // A node's addresses are its output: stdout, flushed at once.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{addr}").and_then(|()| out.flush());
+            return;
+        }
+        if self.json {
+            if let Some(v) = self.to_json(&ev) {
+                let _ = writeln!(std::io::stderr().lock(), "{v}");
+            }
+            return;
+        }
+        if let Some(m) = self.notice(&ev) {
+            if let Event::Dht(DhtStatus::BootstrapFailed { .. }) = ev {
+                self.status("looking for the peer on the local network…");
+            }
+            if !self.quiet {
+                self.line(&m);
+            }
+            return;
+        }
+        match ev {
+            Event::Code { code, made_up } => {
+                if made_up {
+                    self.line(&format!(
+                        "Code is: {code}\nOn the other computer run:\n    pcp receive {code}"
+                    ));
+                } else if !self.quiet {
+                    // A code the user chose is never echoed: stderr may be a log.
+                    self.line("Ready: waiting for a receiver with the given code");
+                }
+            }
+            Event::Listening { addr } => tracing::info!(%addr, "listening"),
+            Event::Searching => self.status("looking for the peer…"),
+            Event::Found { peer, via } => self.status(&format!("found {peer} via {via}")),
+            Event::Authenticating { peer } => self.status(&format!("authenticating {peer}…")),
+            Event::WrongCode { peer, left } if !self.quiet => {
+                self.line(&format!(
+                    "a receiver ({peer}) tried a wrong code; {left} attempt(s) left"
+                ));
+            }
+            Event::AwaitingAccept => self.status("waiting for the receiver to accept…"),
+            Event::Dht(s) => self.dht(s),
+            Event::Started { total } => self.start_bar(total),
+            Event::Progress { bytes } => {
+                if let Some(b) = lock(&self.bar).as_ref() {
+                    b.set_position(bytes);
+                }
+            }
+            Event::Finished(r) => self.finished(&r),
+            _ => {}
+        }
+    }
+
+    fn dht(&self, s: DhtStatus) {
+        match s {
+            DhtStatus::Bootstrap { connected, total } => self.status(&format!(
+                "joining the DHT: {connected} of {total} bootstrap node(s) connected…"
+            )),
+            DhtStatus::BootstrapFailed { .. } => {}
+            DhtStatus::Advertising { slot } => {
+                self.status(&format!("advertising on the DHT (slot {slot})…"));
+            }
+            DhtStatus::Advertised { ok: false, .. } => {
+                self.status("advertising on the DHT failed; waiting on the local network…");
+            }
+            DhtStatus::Advertised { ok: true, .. } => {
+                self.status("advertised on the DHT; waiting for the receiver…");
+            }
+            DhtStatus::Searching { current, previous } => {
+                let mut last = lock(&self.last);
+                if last.2 != Some(current) {
+                    last.2 = Some(current);
+                    drop(last);
+                    self.status(&format!(
+                        "searching the DHT (slots {current} and {previous}) and the local network…"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn start_bar(&self, total: Option<u64>) {
+        if !self.live() {
+            return;
+        }
+        let mut bar = lock(&self.bar);
+        if let Some(old) = bar.take() {
+            old.finish_and_clear();
+        }
+        let (b, template) = match total {
+            Some(n) => (
+                ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
+                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ),
+            None => (
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                "{spinner} {bytes} {bytes_per_sec} {elapsed}",
+            ),
+        };
+        b.set_style(ProgressStyle::with_template(template).expect("static template"));
+        *bar = Some(b);
+    }
+
+    fn finished(&self, r: &Report) {
+        if self.verbose {
+            let fields: Vec<String> =
+                stats_fields(r).iter().map(|(k, v)| format!("{k}={v}")).collect();
+            self.line(&format!("pcp: stats: {}", fields.join(" ")));
+        }
+        self.clear();
+        let secs = r.elapsed.as_secs_f64().max(1e-6);
+        tracing::info!(
+            bytes = r.bytes,
+            wire = r.wire,
+            chunks = r.chunks,
+            secs,
+            "transfer finished"
+        );
+        if self.live() {
+            self.line(&format!(
+                "done: {} in {:.1} s ({}/s), {} on the wire",
+                human_bytes(r.bytes),
+                secs,
+                human_bytes((r.bytes as f64 / secs) as u64),
+                human_bytes(r.wire)
+            ));
+        }
+    }
+
+    /// Clears any bar (before an error is printed or a question asked).
+    pub(crate) fn clear(&self) {
+        if let Some(b) = lock(&self.bar).take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// The resume accounting of one side: the counters that side keeps.
+fn stats_fields(r: &Report) -> Vec<(&'static str, u64)> {
+    let s = &r.stats;
+    match r.role {
+        Role::Sender => vec![
+            ("sent", s.sent),
+            ("resent", s.resent),
+            ("skipped", s.skipped),
+            ("reconnects", s.reconnects),
+        ],
+        Role::Receiver => {
+            vec![("received", s.received), ("skipped", s.skipped), ("reconnects", s.reconnects)]
+        }
+    }
+}
+
+/// The `done` JSON event: totals and the side's resume accounting.
+fn done_json(r: &Report) -> serde_json::Value {
+    let mut done = json!({
+        "event": "done", "bytes": r.bytes, "wire": r.wire, "chunks": r.chunks,
+        "seconds": r.elapsed.as_secs_f64(),
+    });
+    for (k, v) in stats_fields(r) {
+        done[k] = json!(v);
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_done_event_carries_the_resume_accounting() {
+        let rep = Reporter::with_terminal(false, false).json(true);
+        let stats = pcp::Stats { sent: 90, resent: 10, skipped: 20, received: 0, reconnects: 1 };
+        let done = rep
+            .to_json(&Event::Finished(Report {
+                role: Role::Sender,
+                bytes: 100,
+                wire: 120,
+                chunks: 2,
+                elapsed: Duration::from_millis(1500),
+                stats,
+                written: Vec::new(),
+            }))
+            .expect("done is always printed");
+        assert_eq!(done["event"], "done");
+        assert_eq!(done["bytes"], 100);
+        assert_eq!(done["sent"], 90);
+        assert_eq!(done["resent"], 10);
+        assert_eq!(done["skipped"], 20);
+        assert_eq!(done["reconnects"], 1);
+    }
+
+    #[test]
+    fn a_given_code_is_not_echoed_in_json() {
+        let rep = Reporter::with_terminal(false, false).json(true);
+        let ready = rep
+            .to_json(&Event::Code { code: "bubble-enemy-result-increase".into(), made_up: false })
+            .expect("printed");
+        assert!(!ready.to_string().contains("bubble"), "{ready}");
+    }
+
+    #[test]
+    fn offers_are_described_without_the_peers_escapes() {
+        let o = pcp::OfferInfo {
+            kind: pcp::OfferKind::File,
+            name: "a\x1b[2Jb".into(),
+            size: Some(1),
+            entries: Vec::new(),
+            peer: libp2p::PeerId::random(),
+        };
+        assert!(!describe_short(&o).contains('\x1b'));
+    }
+}

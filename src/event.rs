@@ -1,0 +1,191 @@
+//! What the engine tells its caller while it works: the one vocabulary of phases,
+//! progress and statistics.
+//!
+//! The library never prints. [`crate::send`], [`crate::receive`] and [`crate::serve`]
+//! hand every [`Event`] to the caller's callback, in order, from the task doing the
+//! work; the callback MUST return quickly (draw, queue, or drop the event). The `pcp`
+//! binary renders them as a terminal status line and progress bar, or as JSON lines
+//! with `--json`.
+//!
+//! Strings in events that came from the peer ([`OfferInfo::name`],
+//! [`OfferInfo::entries`]) are as the peer sent them: sanitize them before showing them
+//! on a terminal (the binary does).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+pub use crate::node::{DhtStatus, Via};
+
+/// Which side of a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `pcp send`.
+    Sender,
+    /// `pcp receive`.
+    Receiver,
+}
+
+/// What kind of thing is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferKind {
+    /// A byte stream of unknown length (standard input).
+    Stream,
+    /// One regular file.
+    File,
+    /// Files and directories, sent as a tar stream.
+    Folder,
+}
+
+/// An offer as the receiver sees it, before it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferInfo {
+    /// What is offered.
+    pub kind: OfferKind,
+    /// Its name as announced (a file's name; for a folder the one top-level name or
+    /// "N items").
+    pub name: String,
+    /// Its size in bytes, when known.
+    pub size: Option<u64>,
+    /// A folder's top-level names.
+    pub entries: Vec<String>,
+    /// The sender.
+    pub peer: PeerId,
+}
+
+/// Counters of one side's transfer, resume included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Raw bytes sent in frames (the sender), resends included.
+    pub sent: u64,
+    /// Raw bytes sent again after a reconnection (the sender).
+    pub resent: u64,
+    /// Raw bytes not sent or received because the receiver already held them.
+    pub skipped: u64,
+    /// Raw bytes received over the network in this run (the receiver).
+    pub received: u64,
+    /// Connections lost and found again.
+    pub reconnects: u64,
+}
+
+/// How a transfer ended, returned by [`crate::send`] and [`crate::receive`] and
+/// reported as [`Event::Finished`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Which side this is.
+    pub role: Role,
+    /// Raw bytes of the whole transfer (what the receiver holds at the end).
+    pub bytes: u64,
+    /// Bytes that crossed the wire in frames.
+    pub wire: u64,
+    /// Chunks.
+    pub chunks: u64,
+    /// Time from the first to the last byte of this run.
+    pub elapsed: Duration,
+    /// Resume accounting.
+    pub stats: Stats,
+    /// Where the receiver put what it got (empty for a writer or for the sender).
+    pub written: Vec<PathBuf>,
+}
+
+/// Something worth telling the user.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The sender is ready. `made_up`: pcp generated the code, so it must be shown; a
+    /// code the caller chose need not be repeated.
+    Code {
+        /// The code.
+        code: String,
+        /// Whether pcp generated it.
+        made_up: bool,
+    },
+    /// The node listens on this address (with our `/p2p/` id), for a receiver's
+    /// `--peer` or another node's `--bootstrap`.
+    Listening {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// Waiting for peers.
+    Searching,
+    /// A candidate peer was found.
+    Found {
+        /// The peer.
+        peer: PeerId,
+        /// How.
+        via: Via,
+    },
+    /// Running the PAKE with a peer.
+    Authenticating {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A receiver tried a wrong code.
+    WrongCode {
+        /// Who.
+        peer: PeerId,
+        /// Attempts left before the code is burnt.
+        left: u32,
+    },
+    /// The sender is busy with another receiver; the receiver tries again.
+    SenderBusy,
+    /// The sender waits for the receiver to accept.
+    AwaitingAccept,
+    /// The receiver got an offer (before consent is asked).
+    Offer(OfferInfo),
+    /// The receiver resumes: it already holds this many bytes of the offer.
+    Resuming {
+        /// Bytes held from an earlier run.
+        bytes: u64,
+    },
+    /// Progress of the DHT rendezvous.
+    Dht(DhtStatus),
+    /// Data starts flowing.
+    Started {
+        /// Total bytes, when known.
+        total: Option<u64>,
+    },
+    /// Bytes so far.
+    Progress {
+        /// Raw bytes done.
+        bytes: u64,
+    },
+    /// The connection was lost; both sides look for each other again.
+    ConnectionLost,
+    /// The transfer is done and verified.
+    Finished(Report),
+    /// The transfer stopped early and the receiver keeps what arrived here, for a
+    /// later run to resume from.
+    Kept {
+        /// The part file.
+        path: PathBuf,
+        /// Verified bytes it holds.
+        bytes: u64,
+    },
+    /// The receiver wrote this path.
+    Written {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+/// The caller's event callback, shared by the tasks of one transfer.
+#[derive(Clone)]
+pub(crate) struct Events(std::sync::Arc<dyn Fn(Event) + Send + Sync>);
+
+impl Events {
+    pub(crate) fn new(f: impl Fn(Event) + Send + Sync + 'static) -> Events {
+        Events(std::sync::Arc::new(f))
+    }
+
+    pub(crate) fn emit(&self, ev: Event) {
+        (self.0)(ev);
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}

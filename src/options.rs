@@ -1,0 +1,172 @@
+//! What the caller asks for: plain structs with defaults, no parsing, no terminal.
+//!
+//! The `pcp` binary maps its flags onto these; a program that drives pcp fills them in
+//! itself (see the crate-level example).
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+
+use crate::code::Code;
+use crate::pipeline::{Compression, DEFAULT_CHUNK_SIZE};
+
+/// How a side finds and reaches its peer.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// Addresses to listen on; empty means all interfaces, random ports, TCP and QUIC.
+    /// `/memory/N` addresses (libp2p's in-process transport) work too.
+    pub listen: Vec<Multiaddr>,
+    /// Look for peers on the local network (mDNS).
+    pub mdns: bool,
+    /// Meet on the Kademlia DHT.
+    pub dht: bool,
+    /// DHT bootstrap nodes; empty means the public IPFS list.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Let the data go through a relay when no direct connection can be made.
+    pub allow_relay: bool,
+    /// After a lost connection, how long to look for the peer again.
+    pub reconnect_timeout: Duration,
+}
+
+impl Default for NetworkOptions {
+    fn default() -> NetworkOptions {
+        NetworkOptions {
+            listen: Vec::new(),
+            mdns: true,
+            dht: true,
+            bootstrap: Vec::new(),
+            allow_relay: false,
+            reconnect_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl NetworkOptions {
+    /// Only the given listen addresses and dialled peers: no mDNS, no DHT. With
+    /// `/memory/0`, a transfer inside one process (tests, examples).
+    #[must_use]
+    pub fn local(listen: Vec<Multiaddr>) -> NetworkOptions {
+        NetworkOptions { listen, mdns: false, dht: false, ..NetworkOptions::default() }
+    }
+}
+
+/// What the sender sends.
+pub enum Source {
+    /// Bytes from a reader, of any length, offered as a stream named "stdin" (the
+    /// binary passes standard input).
+    Reader(Box<dyn Read + Send>),
+    /// Paths: one regular file is sent as itself; a directory or several paths as a
+    /// tar stream.
+    Paths(Vec<PathBuf>),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Reader(_) => f.write_str("Reader"),
+            Source::Paths(p) => f.debug_tuple("Paths").field(p).finish(),
+        }
+    }
+}
+
+/// `pcp send`.
+#[derive(Debug)]
+pub struct SendOptions {
+    /// What to send.
+    pub source: Source,
+    /// The code; `None` makes one up of [`SendOptions::words`] words.
+    pub code: Option<Code>,
+    /// Words in a made-up code (at least [`crate::code::MIN_WORDS`]).
+    pub words: usize,
+    /// Compression.
+    pub compression: Compression,
+    /// Chunk size in bytes: a power of two from [`crate::MIN_CHUNK_SIZE`] to
+    /// [`crate::MAX_CHUNK_SIZE`].
+    pub chunk_size: u32,
+    /// Finding the receiver.
+    pub network: NetworkOptions,
+}
+
+impl SendOptions {
+    /// Defaults: a 4-word code, zstd level 3 where it pays, 1 MiB chunks, mDNS and the
+    /// public DHT.
+    #[must_use]
+    pub fn new(source: Source) -> SendOptions {
+        SendOptions {
+            source,
+            code: None,
+            words: crate::code::DEFAULT_WORDS,
+            compression: Compression::Zstd(3),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            network: NetworkOptions::default(),
+        }
+    }
+}
+
+/// Where the receiver puts what it gets.
+pub enum Destination {
+    /// Write the bytes to this writer as they verify: a stream, a file's bytes, or a
+    /// folder's tar stream. Nothing is resumable across runs.
+    Writer(Box<dyn Write + Send>),
+    /// Write to this file (whatever the offer), through `FILE.pcp-part`, renamed into
+    /// place once everything verified; a later run resumes from the part file.
+    File(PathBuf),
+    /// Save a file under its announced name, or extract a folder, in this directory.
+    /// A stream has no name and is refused.
+    Directory(PathBuf),
+}
+
+impl fmt::Debug for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Writer(_) => f.write_str("Writer"),
+            Destination::File(p) => f.debug_tuple("File").field(p).finish(),
+            Destination::Directory(p) => f.debug_tuple("Directory").field(p).finish(),
+        }
+    }
+}
+
+/// `pcp receive`.
+#[derive(Debug)]
+pub struct ReceiveOptions {
+    /// The sender's code.
+    pub code: Code,
+    /// Where the data goes.
+    pub destination: Destination,
+    /// Overwrite existing files, and start over instead of resuming.
+    pub force: bool,
+    /// Dial these addresses as well as searching (a `/p2p/` suffix pins the peer).
+    pub peers: Vec<Multiaddr>,
+    /// Finding the sender.
+    pub network: NetworkOptions,
+}
+
+impl ReceiveOptions {
+    /// Defaults: no `--force`, mDNS and the public DHT.
+    #[must_use]
+    pub fn new(code: Code, destination: Destination) -> ReceiveOptions {
+        ReceiveOptions {
+            code,
+            destination,
+            force: false,
+            peers: Vec::new(),
+            network: NetworkOptions::default(),
+        }
+    }
+}
+
+/// `pcp node`.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Addresses to listen on; empty means TCP and QUIC port 4001 on all IPv4
+    /// interfaces.
+    pub listen: Vec<Multiaddr>,
+    /// Other nodes to join into one DHT.
+    pub bootstrap: Vec<Multiaddr>,
+    /// A stable identity ([`crate::load_or_create_key`]); a fresh one when `None`.
+    pub keypair: Option<Keypair>,
+}

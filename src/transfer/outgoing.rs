@@ -1,0 +1,425 @@
+//! The sender's data phase, over any session stream: the window of unacknowledged
+//! chunks, sealing on worker threads, resending after a reconnection, and the end.
+//!
+//! State that outlives a session ([`Outgoing`]): the source's chunk channel, the chunks
+//! read but not yet acknowledged (at most [`pipeline::window_chunks`], with each one's
+//! hash and the root hash before it), the running root hash, and the counters.
+//!
+//! Invariants:
+//! - No source byte is read before a receiver accepted or asked to resume.
+//! - A chunk is dropped from memory only once the receiver acknowledged it, so any
+//!   point a receiver can resume from (at least its last Ack, at most what was sent) is
+//!   still at hand, for stdin as for files.
+//! - An Ack never moves past what this session wrote: a receiver cannot make the
+//!   sender forget chunks it has not been sent again.
+//! - Before skipping or resending, the prefix the receiver holds is checked against
+//!   the root hash of the same prefix of our source: a changed source is an error,
+//!   never mixed into the receiver's file.
+//! - Frames go out in counter order: seal jobs take their counters in order and are
+//!   written in that order; a control frame is sealed only when none is in flight.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{KEEPALIVE, LINGER, unexpected};
+use crate::error::Error;
+use crate::event::{Event, Events, Role, Stats};
+use crate::framing::{FrameReader, FrameWriter};
+use crate::message::{Control, End, MessageError, Offer, Resume};
+use crate::pipeline::{self, Compression, PipelineError, RootHash, SealedChunk};
+use crate::session::{self, Session, SessionError};
+use crate::source::{Source, SourceError};
+
+/// One chunk read from the source and not yet acknowledged.
+struct Kept {
+    raw: Arc<Vec<u8>>,
+    /// The root over chunks before this one; known once the chunk was first sealed.
+    root_before: Option<RootHash>,
+}
+
+type Chunks = mpsc::Receiver<std::io::Result<Vec<u8>>>;
+type SealJob = (u64, JoinHandle<Result<SealedChunk, PipelineError>>);
+
+/// How a session's data phase ended.
+pub(super) enum Ending {
+    /// The receiver confirmed everything.
+    Done,
+    /// The connection died; the transfer goes on after a reconnection.
+    Lost,
+}
+
+/// Everything the sender keeps across sessions.
+pub(super) struct Outgoing {
+    pub(super) offer: Offer,
+    compression: Compression,
+    /// The source until a receiver accepts; then its chunks.
+    source: Option<Source>,
+    chunks: Option<Chunks>,
+    source_done: bool,
+    /// A source error, sent to the receiver once the chunks before it are out.
+    failed: Option<SourceError>,
+    /// Chunks `read - kept.len() .. read` (oldest first).
+    kept: VecDeque<Kept>,
+    /// Chunks the receiver acknowledged (or held when it resumed).
+    acked: u64,
+    /// Chunks read from the source.
+    pub(super) read: u64,
+    /// Bytes read from the source.
+    pub(super) bytes_read: u64,
+    /// Chunks whose hash went into `root`.
+    hashed: u64,
+    root: RootHash,
+    /// One past the highest chunk index ever sent.
+    high: u64,
+    pub(super) stats: Stats,
+}
+
+/// The chunks of one session between the window and the wire: seal jobs in counter
+/// order, and the next chunk to hand to one.
+struct Flight {
+    jobs: VecDeque<SealJob>,
+    queued: u64,
+}
+
+impl Flight {
+    /// Chunks this session wrote to the wire so far, from the resume point on.
+    fn written(&self) -> u64 {
+        self.queued - self.jobs.len() as u64
+    }
+}
+
+impl Outgoing {
+    pub(super) fn new(offer: Offer, compression: Compression, source: Source) -> Outgoing {
+        Outgoing {
+            offer,
+            compression,
+            source: Some(source),
+            chunks: None,
+            source_done: false,
+            failed: None,
+            kept: VecDeque::new(),
+            acked: 0,
+            read: 0,
+            bytes_read: 0,
+            hashed: 0,
+            root: RootHash::default(),
+            high: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    fn oldest(&self) -> u64 {
+        self.read - self.kept.len() as u64
+    }
+
+    /// Moves to the receiver's position: checks the prefix it holds against our source
+    /// and sets things up to send from there. A fresh sender (a rerun) reads and hashes
+    /// the chunks the receiver already has without sending them.
+    pub(super) async fn position<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        from: &Resume,
+        session: &mut Session<S>,
+    ) -> Result<(), Error> {
+        let n = from.chunks;
+        if n < self.oldest() {
+            return Err(Error::ResumeTooOld { held: n, oldest: self.oldest() });
+        }
+        if let Some(source) = self.source.take() {
+            // The first receiver accepted: only now is the source read.
+            self.chunks = Some(source.spawn(self.offer.chunk_size as usize));
+        }
+        let chunks = self.chunks.as_mut().expect("spawned just above or before");
+        let mut last_sign_of_life = Instant::now();
+        while self.read < n {
+            // Catching up on a rerun: the receiver already has these chunks.
+            let Some(raw) = chunks.recv().await else {
+                return Err(Error::SourceChanged("it is shorter than what the receiver holds"));
+            };
+            let raw = raw.map_err(SourceError::Read)?;
+            let len = raw.len() as u64;
+            let hash = tokio::task::spawn_blocking(move || *blake3::hash(&raw).as_bytes())
+                .await
+                .map_err(|_| PipelineError::Worker)?;
+            self.root.push(&hash);
+            self.bytes_read += len;
+            self.stats.skipped += len;
+            self.read += 1;
+            self.hashed += 1;
+            if last_sign_of_life.elapsed() >= KEEPALIVE {
+                session.send(&Control::Keepalive).await?;
+                last_sign_of_life = Instant::now();
+            }
+        }
+        let root_at_n = if n == self.hashed {
+            Some(self.root.finish())
+        } else {
+            let k = self.kept.get((n - self.oldest()) as usize);
+            k.and_then(|k| k.root_before.as_ref().map(RootHash::finish))
+        };
+        if root_at_n != Some(from.root) {
+            return Err(Error::SourceChanged(
+                "its first chunks differ from what the receiver holds",
+            ));
+        }
+        // The receiver holds everything before n: forget it.
+        self.forget_until(n);
+        self.acked = n;
+        Ok(())
+    }
+
+    /// One session's data phase: send from `acked` on, within the window, until the
+    /// receiver confirms, the connection dies, or `cancel` fires.
+    pub(super) async fn run<S>(
+        &mut self,
+        session: Session<S>,
+        events: &Events,
+        cancel: &CancellationToken,
+    ) -> Result<Ending, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (_, reader, mut writer) = session.into_parts();
+        let (acked_tx, mut acked_rx) = watch::channel(self.acked);
+        let mut replies = tokio::spawn(read_replies(reader, acked_tx));
+        let mut flight = Flight { jobs: VecDeque::new(), queued: self.acked };
+        let (window, depth) = (pipeline::window_chunks(self.offer.chunk_size), pipeline::depth());
+        let mut last_write = Instant::now();
+        let mut tick = tokio::time::interval(KEEPALIVE);
+        loop {
+            self.seal_more(&mut flight, &mut writer, depth)?;
+            if flight.jobs.is_empty() && flight.queued == self.read {
+                if let Some(e) = self.failed.take() {
+                    // Every earlier frame is out, so the next counter is in order.
+                    let _ = session::send(&mut writer, &Control::Error(e.to_string())).await;
+                    writer.close().await;
+                    let _ = tokio::time::timeout(LINGER, &mut replies).await;
+                    return Err(e.into());
+                }
+                if self.source_done {
+                    return self.finish(writer, replies).await;
+                }
+            }
+            let may_read = !self.source_done
+                && flight.queued == self.read
+                && self.read < self.acked + window
+                && flight.jobs.len() < depth;
+            let chunks = self.chunks.as_mut().expect("positioned before the data phase");
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return self.cancel(flight, writer).await,
+                (i, sealed) = wait_front(&mut flight.jobs), if !flight.jobs.is_empty() => {
+                    let sealed = sealed.map_err(|_| PipelineError::Worker)??;
+                    if writer.write_sealed(sealed.header, &sealed.frame).await.is_err() {
+                        return lost_or_failed(&mut replies).await;
+                    }
+                    last_write = Instant::now();
+                    self.record_sent(i, &sealed);
+                    let bytes = (self.high.min(self.read)) * u64::from(self.offer.chunk_size);
+                    events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
+                }
+                chunk = chunks.recv(), if may_read => self.take(chunk),
+                changed = acked_rx.changed() => match changed {
+                    // Never past what this session wrote (see the module invariants).
+                    Ok(()) => self.forget_until((*acked_rx.borrow()).min(flight.written())),
+                    Err(_) => return lost_or_failed(&mut replies).await,
+                },
+                _ = tick.tick() => {
+                    // Only with nothing in flight: the sealed chunks hold the earlier
+                    // counters, and frames MUST go out in counter order.
+                    if flight.jobs.is_empty() && last_write.elapsed() >= KEEPALIVE {
+                        if session::send(&mut writer, &Control::Keepalive).await.is_err() {
+                            return lost_or_failed(&mut replies).await;
+                        }
+                        last_write = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands chunks we hold and have not queued yet (a resend, or fresh ones) to seal
+    /// jobs, up to `depth` in flight.
+    fn seal_more<W: AsyncWrite + Unpin>(
+        &mut self,
+        flight: &mut Flight,
+        writer: &mut FrameWriter<W>,
+        depth: usize,
+    ) -> Result<(), Error> {
+        while flight.jobs.len() < depth && flight.queued < self.read {
+            let i = flight.queued;
+            let raw = Arc::clone(&self.kept[(i - self.oldest()) as usize].raw);
+            let counter = writer.reserve()?;
+            let (key, compression) = (writer.key().clone(), self.compression);
+            let job = tokio::task::spawn_blocking(move || {
+                pipeline::seal_chunk(i, &raw, compression, &key, counter)
+            });
+            flight.jobs.push_back((i, job));
+            flight.queued += 1;
+        }
+        Ok(())
+    }
+
+    /// A chunk (or the end, or an error) from the source.
+    fn take(&mut self, chunk: Option<std::io::Result<Vec<u8>>>) {
+        match chunk {
+            Some(Ok(raw)) => {
+                self.bytes_read += raw.len() as u64;
+                self.kept.push_back(Kept { raw: Arc::new(raw), root_before: None });
+                self.read += 1;
+            }
+            Some(Err(e)) => {
+                // Stop reading; the error goes out once the chunks in flight are.
+                self.failed = Some(SourceError::Read(e));
+                self.source_done = true;
+            }
+            None => self.source_done = true,
+        }
+    }
+
+    /// Bookkeeping once chunk `i` is on the wire: its hash into the root (the first
+    /// time), and the counters.
+    fn record_sent(&mut self, i: u64, sealed: &SealedChunk) {
+        if i == self.hashed {
+            let oldest = self.oldest();
+            if let Some(k) = self.kept.get_mut((i - oldest) as usize) {
+                k.root_before = Some(self.root.clone());
+            }
+            self.root.push(&sealed.hash);
+            self.hashed += 1;
+        }
+        let len = sealed.raw_len as u64;
+        self.stats.sent += len;
+        if i < self.high {
+            self.stats.resent += len;
+        } else {
+            self.high = i + 1;
+        }
+    }
+
+    /// Drops chunks the receiver acknowledged.
+    fn forget_until(&mut self, acked: u64) {
+        if acked <= self.acked {
+            return;
+        }
+        self.acked = acked;
+        while self.oldest() < acked && !self.kept.is_empty() {
+            self.kept.pop_front();
+        }
+    }
+
+    /// Everything is out: `End` in our LAST frame, then the receiver's verdict.
+    async fn finish<R, W>(
+        &mut self,
+        mut writer: FrameWriter<W>,
+        mut replies: JoinHandle<Result<(Control, FrameReader<R>), SessionError>>,
+    ) -> Result<Ending, Error>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let end = End { chunks: self.read, bytes: self.bytes_read, root: self.root.finish() };
+        if session::send(&mut writer, &Control::End(end)).await.is_err() {
+            return lost_or_failed(&mut replies).await;
+        }
+        let last = (&mut replies).await.map_err(|_| PipelineError::Worker)?;
+        writer.close().await;
+        match last {
+            Ok((Control::Done, _)) => Ok(Ending::Done),
+            Ok((other, _)) => Err(verdict(other)),
+            Err(e) if e.is_transient() => Ok(Ending::Lost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cancelled: the frames in flight hold the earlier counters, so they go out first
+    /// (a few chunks at most), then `Cancel` in our LAST frame.
+    async fn cancel<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut flight: Flight,
+        mut writer: FrameWriter<W>,
+    ) -> Result<Ending, Error> {
+        while !flight.jobs.is_empty() {
+            let (_, sealed) = wait_front(&mut flight.jobs).await;
+            match sealed {
+                Ok(Ok(s)) if writer.write_sealed(s.header, &s.frame).await.is_ok() => {}
+                _ => return Err(Error::Cancelled),
+            }
+        }
+        let _ = session::send(&mut writer, &Control::Cancel).await;
+        writer.close().await;
+        Err(Error::Cancelled)
+    }
+}
+
+/// What a receiver's LAST message other than `Done` means.
+fn verdict(last: Control) -> Error {
+    match last {
+        Control::Error(m) => SessionError::Remote(m).into(),
+        Control::Cancel => Error::PeerCancelled(Role::Receiver),
+        other => unexpected(&other, "Done"),
+    }
+}
+
+/// The data phase broke: the receiver's own last word when it sent one (fatal), else a
+/// lost connection (resumable).
+async fn lost_or_failed<R>(
+    replies: &mut JoinHandle<Result<(Control, FrameReader<R>), SessionError>>,
+) -> Result<Ending, Error> {
+    match tokio::time::timeout(LINGER, &mut *replies).await {
+        Ok(Ok(Ok((last, _)))) => Err(verdict(last)),
+        Ok(Ok(Err(e))) if !e.is_transient() => Err(e.into()),
+        _ => {
+            replies.abort();
+            Ok(Ending::Lost)
+        }
+    }
+}
+
+/// Waits for the oldest seal job without taking it off the queue until it is done, so
+/// that `select!` may drop this future safely.
+async fn wait_front(
+    jobs: &mut VecDeque<SealJob>,
+) -> (u64, Result<Result<SealedChunk, PipelineError>, tokio::task::JoinError>) {
+    let (i, handle) = jobs.front_mut().expect("guarded by !is_empty()");
+    let i = *i;
+    let r = handle.await;
+    jobs.pop_front();
+    (i, r)
+}
+
+/// Reads the receiver's side of the data phase: `Ack`s, published on `acked`, and
+/// `Keepalive`s, until its LAST frame (`Done`, `Error` or `Cancel`), which is returned
+/// with the reader. Silence for the reader's deadline is a dead connection.
+pub(super) async fn read_replies<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    acked: watch::Sender<u64>,
+) -> Result<(Control, FrameReader<R>), SessionError> {
+    loop {
+        let (plain, last) = reader.next_open().await?;
+        match Control::decode(&plain)? {
+            Control::Ack(n) if !last => {
+                // Only forward: an ack that goes back is ignored, not trusted.
+                acked.send_if_modified(|a| {
+                    let newer = n > *a;
+                    if newer {
+                        *a = n;
+                    }
+                    newer
+                });
+            }
+            Control::Keepalive if !last => {}
+            msg if last => return Ok((msg, reader)),
+            other => {
+                return Err(SessionError::Message(MessageError::Unexpected {
+                    got: other.name(),
+                    expected: "Ack, Done or Error",
+                }));
+            }
+        }
+    }
+}
