@@ -218,3 +218,58 @@ fn report_network(ev: NodeEvent, events: &Events) {
         tracing::debug!(?ev, "network event");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Rendezvous over libp2p's memory transport: real nodes, real streams, no network.
+
+    use super::*;
+    use crate::options::NetworkOptions;
+
+    fn memory() -> NetworkOptions {
+        NetworkOptions::local(vec!["/memory/0".parse().expect("multiaddr")])
+    }
+
+    /// A sender's node and listener, and the address a receiver can dial.
+    async fn listener(code: &Code) -> (Node, Listener, libp2p::Multiaddr) {
+        let cfg = super::super::node_config(&memory(), Duration::from_secs(60), code, true);
+        let (node, found) = Node::start(cfg).expect("node");
+        let addr = node.listen_addrs().await.expect("addrs").pop().expect("an address");
+        let listener =
+            Listener::new(&node, found, code.clone(), Events::new(|_| {})).expect("listener");
+        (node, listener, addr)
+    }
+
+    /// A receiver that dials `addr` and searches with `code`.
+    async fn search(code: &Code, addr: libp2p::Multiaddr) -> Result<Session<Stream>, Error> {
+        let cfg = super::super::node_config(&memory(), Duration::from_secs(3), code, false);
+        let (node, found) = Node::start(cfg).expect("node");
+        node.dial(addr).await.expect("dial");
+        find_sender(&node, found, code, &Events::new(|_| {})).await
+    }
+
+    #[tokio::test]
+    async fn the_right_code_meets_the_sender_over_memory() {
+        let code: Code = "bubble-enemy-result-increase".parse().expect("code");
+        let (node, mut l, addr) = listener(&code).await;
+        let (s, r) = tokio::join!(l.next_session(), search(&code, addr));
+        let (s, r) = (s.expect("sender side"), r.expect("receiver side"));
+        assert_eq!(r.peer(), node.peer_id(), "the receiver authenticated the sender");
+        assert_ne!(s.peer(), node.peer_id());
+    }
+
+    #[tokio::test]
+    async fn three_wrong_codes_burn_the_code() {
+        let code: Code = "bubble-enemy-result-increase".parse().expect("code");
+        let wrong: Code = "bubble-enemy-result-abandon".parse().expect("code");
+        let (_node, mut l, addr) = listener(&code).await;
+        let guesses = async {
+            for _ in 0..MAX_FAILED_ATTEMPTS {
+                let r = search(&wrong, addr.clone()).await;
+                assert!(matches!(r, Err(Error::Session(SessionError::WrongCode))), "{r:?}");
+            }
+        };
+        let (burnt, ()) = tokio::join!(l.next_session(), guesses);
+        assert!(matches!(burnt, Err(Error::CodeBurnt)), "{:?}", burnt.err());
+    }
+}
