@@ -14,9 +14,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use util::{Host, Lan, MIB, Proc, StderrLines, TIMEOUT, assert_bytes_eq, read, write_random_file};
-
-const CODE: &str = "bubble-enemy-result-increase";
+use util::{
+    CODE, Host, Lan, MIB, Proc, StderrLines, TIMEOUT, assert_bytes_eq, read, write_random_file,
+};
 
 /// The goal for the private DHT: the receiver is done within this of its start.
 const DHT_BUDGET: Duration = Duration::from_secs(3);

@@ -20,10 +20,8 @@ use std::process::Stdio;
 
 use tempfile::TempDir;
 use util::{
-    Host, MIB, Netns, Proc, StderrLines, TIMEOUT, assert_bytes_eq, read, write_random_file,
+    CODE, Host, MIB, Netns, Proc, StderrLines, TIMEOUT, assert_bytes_eq, read, write_random_file,
 };
-
-const CODE: &str = "bubble-enemy-result-increase";
 
 /// `MASQ` is `masquerade` (ports kept where free: a "cone" NAT that can be punched) or
 /// `masquerade fully-random` (a new random port per destination: symmetric, cannot).

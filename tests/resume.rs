@@ -22,7 +22,7 @@
 mod util;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -33,12 +33,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use util::{
-    Host, Lan, MIB, Proc, TIMEOUT, assert_bytes_eq, finish_all, read, wait_for_len,
-    write_random_file,
+    CODE, Host, Lan, MIB, Proc, arg, assert_bytes_eq, exit, finish_all, manifest_path, part_path,
+    read, spawn_sender, start_receiver, start_sender, stdout_to, wait_for_len, write_random_file,
 };
 
-/// The code of a first run (four valid BIP39 words).
-const CODE: &str = "bubble-enemy-result-increase";
 /// A different code, for a rerun: resuming must not depend on the code.
 const CODE2: &str = "garden-oxygen-ladder-punch";
 /// A third code, for the rerun in the "done when" test.
@@ -67,43 +65,11 @@ const NEW_ADDRS: [Ipv4Addr; 3] =
 /// connection for good, and the reconnection the test wants sure to happen.
 const TCP_ONLY: [&str; 2] = ["--listen", "/ip4/0.0.0.0/tcp/0"];
 
-/// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
-mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILURE: i32 = 1;
-}
-
 /// One test at a time (see the module documentation). A test that failed poisons the
 /// lock; the next one runs anyway.
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A path as a command-line argument (temporary paths are UTF-8).
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// `path` with `suffix` appended to its file name.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Where `-o OUT` keeps the data until it has verified.
-fn part_path(out: &Path) -> PathBuf {
-    with_suffix(out, ".pcp-part")
-}
-
-/// The manifest beside the part file (chunk size, offer, hash of every verified chunk).
-fn manifest_path(out: &Path) -> PathBuf {
-    with_suffix(out, ".pcp-part.manifest")
-}
-
-fn stdout_to(path: &Path) -> Stdio {
-    File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
 }
 
 /// `percent` % of `size` bytes.
@@ -149,9 +115,8 @@ impl Rig {
 
     /// `pcp send -v --code CODE ARGS… SRC`, once it is ready for a receiver.
     fn send(&self, code: &str, args: &[&str]) -> Proc {
-        let mut cmd = self.sender_host().cmd(["send", "-v", "--code", code]);
-        cmd.args(args).arg(&self.src);
-        ready(Proc::spawn("sender", &mut cmd))
+        let args = [&["-v"], args, &[arg(&self.src)]].concat();
+        start_sender(self.sender_host(), code, &args, Stdio::null())
     }
 
     /// `pcp receive -v -y ARGS… -o OUT CODE`, its stdout discarded.
@@ -161,9 +126,8 @@ impl Rig {
 
     /// `pcp receive -y ARGS… -o OUT CODE`, its stdout discarded.
     fn receive_without_v(&self, code: &str, args: &[&str], out: &Path) -> Proc {
-        let mut cmd = self.receiver_host().cmd(["receive", "-y"]);
-        cmd.args(args).args(["-o", arg(out), code]).stdout(Stdio::null());
-        Proc::spawn("receiver", &mut cmd)
+        let args = [&["-y"], args, &["-o", arg(out), code]].concat();
+        start_receiver(self.receiver_host(), &args, Stdio::null())
     }
 
     /// Waits until the receiver has written `pct` % of the source to `written` (its
@@ -180,12 +144,6 @@ impl Rig {
             assert!(!leftover.exists(), "{} left behind after success", leftover.display());
         }
     }
-}
-
-/// Waits until `sender` prints its `Ready:` line.
-fn ready(mut sender: Proc) -> Proc {
-    sender.stderr.wait_for_line(|l| l.starts_with("Ready:"), TIMEOUT);
-    sender
 }
 
 /// Waits for all of `procs` to exit and asserts each exited with 0; returns their stderr.
@@ -402,16 +360,14 @@ fn stdin_to_stdout_survives_three_cuts() {
     let rig = Rig::new(SIZE, RATE);
     let stdout = rig.path("stdout");
 
-    let mut cmd = rig.sender_host().cmd(["send", "-v", "--code", CODE]);
-    cmd.args(TCP_ONLY).stdin(Stdio::piped());
-    let mut sender = Proc::spawn("sender", &mut cmd);
+    let args = [&["-v"][..], &TCP_ONLY].concat();
+    let mut sender = spawn_sender(rig.sender_host(), CODE, &args, Stdio::piped());
     let stdin = sender.child.stdin.take().expect("stdin is piped");
     let writer = feed(stdin, rig.data.clone());
-    let mut sender = ready(sender);
+    sender.wait_until_ready();
 
-    let mut cmd = rig.receiver_host().cmd(["receive", "-v", "-y"]);
-    cmd.args(TCP_ONLY).arg(CODE).stdout(stdout_to(&stdout));
-    let mut receiver = Proc::spawn("receiver", &mut cmd);
+    let args = [&["-v", "-y"][..], &TCP_ONLY, &[CODE]].concat();
+    let mut receiver = start_receiver(rig.receiver_host(), &args, stdout_to(&stdout));
 
     for (pct, addr) in [25, 50, 75].into_iter().zip(NEW_ADDRS) {
         rig.wait_for_percent(&stdout, pct, &mut [&mut sender, &mut receiver]);

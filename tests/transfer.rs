@@ -10,32 +10,22 @@
 
 mod util;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 use util::{
-    Host, Lan, MIB, Proc, TIMEOUT, assert_bytes_eq, assert_trees_eq, list_dir, make_sample_tree,
-    pcp_bin, read, spawn_endless_writer, wait_until, write_random_file,
+    CODE, Host, Lan, MIB, Proc, TIMEOUT, arg, assert_bytes_eq, assert_trees_eq, exit, list_dir,
+    make_sample_tree, part_path, pcp_bin, read, spawn_endless_writer, spawn_sender, start_receiver,
+    stdin_from, stdout_to, wait_until, write_random_file,
 };
 
-/// The code every sender is given (four valid BIP39 words).
-const CODE: &str = "bubble-enemy-result-increase";
 /// The same channel word with a wrong password: the last word differs (still BIP39).
 const WRONG_CODE: &str = "bubble-enemy-result-inch";
 /// The sender's TCP port in the `--peer` test.
 const PORT: u16 = 47_123;
-
-/// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
-mod exit {
-    pub const OK: i32 = 0;
-    pub const USAGE: i32 = 2;
-    pub const AUTH: i32 = 3;
-    pub const DECLINED: i32 = 4;
-    pub const INTERRUPTED: i32 = 130;
-}
 
 /// A test's scratch directory, removed when it drops.
 struct Scratch(TempDir);
@@ -58,51 +48,18 @@ impl Scratch {
     }
 }
 
-/// A path as a command-line argument (temporary paths are UTF-8).
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Where `-o FILE` keeps the data until it has verified.
-fn part_path(out: &Path) -> PathBuf {
-    let mut name = out.as_os_str().to_owned();
-    name.push(".pcp-part");
-    PathBuf::from(name)
-}
-
-fn stdin_from(path: &Path) -> Stdio {
-    File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
-}
-
-fn stdout_to(path: &Path) -> Stdio {
-    File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
-}
-
-/// Starts `pcp send --code CODE ARGS…` on `host`, without waiting for it.
-fn spawn_sender(host: &Host, args: &[&str], stdin: Stdio) -> Proc {
-    let mut cmd = host.cmd(["send", "--code", CODE]);
-    cmd.args(args).stdin(stdin);
-    Proc::spawn("sender", &mut cmd)
-}
-
-/// Waits until the sender prints `Code is: CODE`, i.e. is ready for a receiver.
+/// Waits until the sender is ready for a receiver, and checks that it did not echo the
+/// code it was given with `--code`.
 fn wait_until_ready(sender: &mut Proc) {
-    let line = sender.stderr.wait_for_line(|l| l.starts_with("Ready:"), TIMEOUT);
+    let line = sender.wait_until_ready();
     assert!(!line.contains(CODE), "a code given with --code must not be echoed: {line}");
 }
 
 /// Starts `pcp send --code CODE ARGS…` on `host` and waits until it is ready.
 fn start_sender(host: &Host, args: &[&str], stdin: Stdio) -> Proc {
-    let mut sender = spawn_sender(host, args, stdin);
+    let mut sender = spawn_sender(host, CODE, args, stdin);
     wait_until_ready(&mut sender);
     sender
-}
-
-/// Starts `pcp receive ARGS…` on `host` with its stdout going to `stdout`.
-fn start_receiver(host: &Host, args: &[&str], stdout: Stdio) -> Proc {
-    let mut cmd = host.cmd(["receive"]);
-    cmd.args(args).stdout(stdout);
-    Proc::spawn("receiver", &mut cmd)
 }
 
 /// Runs `pcp send --code CODE SEND…` on host 0 and, once it is ready, `pcp receive
@@ -358,7 +315,7 @@ fn interrupted_receiver_exits_130_without_output() {
     let out = tmp.path("got.bin");
     let part = part_path(&out);
 
-    let mut sender = spawn_sender(lan.host(0), &[], Stdio::piped());
+    let mut sender = spawn_sender(lan.host(0), CODE, &[], Stdio::piped());
     // Feed stdin before waiting: a sender may read some input before it prints the code.
     let writer = spawn_endless_writer(sender.child.stdin.take().expect("stdin is piped"));
     wait_until_ready(&mut sender);
@@ -395,5 +352,5 @@ fn broken_pipe_on_stdout_ends_the_receiver_quietly() {
     drop(out);
     let stderr = receiver.expect_exit(exit::OK);
     assert!(!stderr.contains("error"), "a closed stdout is not an error:\n{stderr}");
-    sender.expect_exit(1);
+    sender.expect_exit(exit::FAILURE);
 }

@@ -15,6 +15,8 @@
 //!   has a deadline ([`TIMEOUT`], [`wait_with_timeout`], [`finish_all`], …). To act at
 //!   some point of a transfer, [`wait_for_len`] polls the size of what the receiver has
 //!   written.
+//! - [`pcp`]: pcp's exit statuses, the `.pcp-part` files, and starting a sender
+//!   ([`start_sender`]) and a receiver ([`start_receiver`]) on a host.
 //! - [`data`]: [`random_bytes`], [`make_sample_tree`] and [`assert_trees_eq`] make and
 //!   check data.
 //!
@@ -24,6 +26,7 @@
 
 mod data;
 mod netns;
+mod pcp;
 mod process;
 
 // Flat re-exports keep call sites short (`util::Lan`); like the dead code above, the
@@ -36,7 +39,12 @@ pub use data::{
 #[allow(unused_imports)]
 pub use netns::{Host, Lan, Netns};
 #[allow(unused_imports)]
+pub use pcp::{
+    CODE, arg, exit, manifest_path, part_path, spawn_sender, start_receiver, start_sender,
+};
+#[allow(unused_imports)]
 pub use process::{
     ChildGuard, Proc, StderrLines, TIMEOUT, clean_env, finish_all, pcp_bin, spawn_endless_writer,
-    try_wait_timeout, wait_for_code, wait_for_len, wait_until, wait_with_timeout,
+    stdin_from, stdout_to, try_wait_timeout, wait_for_code, wait_for_len, wait_until,
+    wait_with_timeout,
 };

@@ -4,6 +4,7 @@
 //! messages. [`clean_env`] gives every `pcp` the same environment, whatever the
 //! caller's.
 
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -48,6 +49,26 @@ pub fn clean_env(cmd: &mut Command) -> &mut Command {
         }
     }
     cmd.env("PCP_NO_DHT", "1")
+}
+
+/// A child's stdin read from the file at `path`.
+///
+/// # Panics
+///
+/// If it cannot be opened.
+#[must_use]
+pub fn stdin_from(path: &Path) -> Stdio {
+    File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
+}
+
+/// A child's stdout written to a new file at `path` (truncated if it exists).
+///
+/// # Panics
+///
+/// If it cannot be created.
+#[must_use]
+pub fn stdout_to(path: &Path) -> Stdio {
+    File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
 }
 
 /// A child process that is killed (SIGKILL) and reaped when the guard drops, so a failed
@@ -323,6 +344,16 @@ impl Proc {
     /// Waits for the `Code is: …` line (see [`wait_for_code`]).
     pub fn wait_for_code(&mut self) -> String {
         wait_for_code(&mut self.stderr, TIMEOUT)
+    }
+
+    /// Waits (up to [`TIMEOUT`]) until a sender prints its `Ready:` line, so a receiver
+    /// started now finds it; returns the line.
+    ///
+    /// # Panics
+    ///
+    /// On timeout or if the sender exits first, with its stderr.
+    pub fn wait_until_ready(&mut self) -> String {
+        self.stderr.wait_for_line(|l| l.starts_with("Ready:"), TIMEOUT)
     }
 
     /// Waits up to `timeout` for the process to exit; returns its status and all of its
