@@ -56,6 +56,7 @@ fn has_event(events: &[serde_json::Value], event: &str, phase: Option<&str>) -> 
 
 /// The "done when": nodes on hosts 1 and 2, sender on 3, receiver on 4.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn sender_and_receiver_meet_through_two_pcp_nodes() {
     let lan = Lan::new(4);
     let tmp = TempDir::new().expect("tempdir");
@@ -135,6 +136,7 @@ fn sender_and_receiver_meet_through_two_pcp_nodes() {
 /// With a 3-second slot the sender re-advertises at each new slot, and a receiver that
 /// starts after a rollover still finds it (current or previous slot).
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn a_slot_rollover_during_the_wait() {
     let lan = Lan::new(4);
     let tmp = TempDir::new().expect("tempdir");
@@ -183,6 +185,7 @@ fn a_slot_rollover_during_the_wait() {
 
 /// A bootstrap node nobody answers at: the user is told, and mDNS still works.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn an_unreachable_bootstrap_is_reported_and_mdns_carries_on() {
     let lan = Lan::pair();
     let tmp = TempDir::new().expect("tempdir");

@@ -6,7 +6,8 @@
 //! `--peer`, except in the test for it). Every wait has a deadline (`util::TIMEOUT`);
 //! every process is killed when its test ends, passed or not.
 //!
-//! Needs root; run under `tests/isolated` (see README.md, "Network isolation for tests").
+//! Needs root, so every test is `#[ignore]`d: run them under `tests/isolated` with
+//! `--include-ignored` (see README.md, "Tests: two tiers").
 
 mod util;
 
@@ -97,31 +98,37 @@ fn stream(len: usize, sender_args: &[&str]) {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_0_bytes() {
     stream(0, &[]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_byte() {
     stream(1, &[]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_mib_minus_1() {
     stream(MIB - 1, &["-"]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_mib() {
     stream(MIB, &["-"]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_mib_plus_1() {
     stream(MIB + 1, &["-"]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_64_mib() {
     stream(64 * MIB, &[]);
 }
@@ -129,6 +136,7 @@ fn stream_of_64_mib() {
 // --- files -----------------------------------------------------------------------------
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn file_to_output_path() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -144,6 +152,7 @@ fn file_to_output_path() {
 /// With `-C DIR` the file is saved as `DIR/<announced name>`, even though stdout is not a
 /// terminal (without `-o` or `-C` it would go to stdout).
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn file_saved_under_its_name_in_directory() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -160,6 +169,7 @@ fn file_saved_under_its_name_in_directory() {
 // --- directories -------------------------------------------------------------------------
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn directory_extracted_in_directory() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -181,6 +191,7 @@ fn directory_extracted_in_directory() {
 /// A directory received with stdout redirected is a tar stream that `tar x` unpacks into
 /// the same tree.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn directory_to_stdout_is_a_tar_stream() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -201,6 +212,7 @@ fn directory_to_stdout_is_a_tar_stream() {
 /// A wrong last word fails the PAKE: the receiver exits 3 and writes nothing, and the
 /// sender, which allows a few failed attempts, still serves the right code.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -228,6 +240,7 @@ fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
 /// anyone: usage error (2) with a hint naming `-y`, nothing written. The sender's code
 /// is not spent, so a receiver with `-y` then succeeds.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn no_terminal_without_yes_refuses_before_connecting() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -253,6 +266,7 @@ fn no_terminal_without_yes_refuses_before_connecting() {
 /// "n": both sides exit 4 and nothing is written. The answer is typed ahead, before the
 /// prompt appears, as a user may.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn declined_on_the_terminal_exits_4_on_both_sides() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -289,6 +303,7 @@ fn declined_on_the_terminal_exits_4_on_both_sides() {
 
 /// `--peer` with mDNS off on both sides: the receiver dials the sender's known address.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn direct_peer_address_without_mdns() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -309,6 +324,7 @@ fn direct_peer_address_without_mdns() {
 /// `-o` name (the partial file may stay, for a later resume). The sender's stdin never
 /// ends, so the transfer cannot finish first.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn interrupted_receiver_exits_130_without_output() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -337,6 +353,7 @@ fn interrupted_receiver_exits_130_without_output() {
 /// quietly with status 0 (no error line), and the sender is told and fails (1) instead
 /// of hanging.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn broken_pipe_on_stdout_ends_the_receiver_quietly() {
     use std::io::Read;
     let lan = Lan::pair();

@@ -21,7 +21,9 @@
 //!   check data.
 //!
 //! The namespace helpers need root and `ip` (iproute2), and refuse to run in a network
-//! namespace with a default route: run the tests under `tests/isolated`.
+//! namespace with a default route. So the tests come in two tiers: those that make
+//! namespaces are `#[ignore]`d, and plain `cargo test` runs only the others; the whole
+//! set runs as root under `tests/isolated cargo test --locked -- --include-ignored`.
 #![allow(dead_code)] // each test binary uses a different subset
 
 mod data;

@@ -31,7 +31,7 @@ fn require_isolated_root() {
 
 fn check_isolated_root() -> Result<(), String> {
     const HOW: &str = "network tests run as root inside a fresh network namespace: \
-                       `tests/isolated cargo test --locked` (or `.ci/run`)";
+                       `tests/isolated cargo test --locked -- --include-ignored` (or `.ci/run`)";
     match Command::new("ip").arg("-V").output() {
         Ok(out) if out.status.success() => {}
         Ok(out) => return Err(format!("`ip -V` failed ({}); {HOW}", out.status)),
