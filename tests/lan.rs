@@ -48,6 +48,7 @@ fn netns_list() -> Vec<String> {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn two_hosts_reach_each_other() {
     let lan = Lan::pair();
     assert_eq!(lan.host(0).addr(), Ipv4Addr::new(198, 18, 0, 1));
@@ -57,6 +58,7 @@ fn two_hosts_reach_each_other() {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn four_hosts_on_a_bridge_reach_each_other() {
     let lan = Lan::new(4);
     ping(lan.host(0), lan.host(3).addr());
@@ -64,6 +66,7 @@ fn four_hosts_on_a_bridge_reach_each_other() {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn hosts_have_no_route_off_the_lan() {
     let lan = Lan::pair();
     let mut cmd = lan.host(0).command("ip");
@@ -74,6 +77,7 @@ fn hosts_have_no_route_off_the_lan() {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn commands_run_without_a_terminal() {
     let lan = Lan::pair();
     let mut cmd = lan.host(0).command("sh");
@@ -84,6 +88,7 @@ fn commands_run_without_a_terminal() {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn namespaces_are_deleted_on_drop() {
     let lan = Lan::new(3);
     let mut names: Vec<String> = lan.hosts().iter().map(|h| h.netns().name().to_owned()).collect();
@@ -103,6 +108,7 @@ fn namespaces_are_deleted_on_drop() {
 /// A pulled cable stops traffic both ways, whichever end is taken down, and plugging it
 /// back restores it.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn link_down_cuts_both_ways_and_link_up_restores() {
     let lan = Lan::pair();
     let (a, b) = (lan.host(0), lan.host(1));
@@ -127,6 +133,7 @@ fn link_down_cuts_both_ways_and_link_up_restores() {
 
 /// `pull_cable` holds the link down for the time given, then brings it back.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn pull_cable_holds_the_link_down() {
     let lan = Lan::pair();
     let (a, b) = (lan.host(0), lan.host(1));
@@ -145,6 +152,7 @@ fn pull_cable_holds_the_link_down() {
 
 /// After `change_addr` the host answers on its new address only, and `addr()` says so.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn change_addr_moves_the_host() {
     let lan = Lan::pair();
     let (a, b) = (lan.host(0), lan.host(1));
@@ -160,6 +168,7 @@ fn change_addr_moves_the_host() {
 /// `clear_rate_limit` removes it. (That it really slows a transfer is checked with pcp
 /// itself in `tests/resume.rs`, `rate_limit_slows_a_plain_transfer`.)
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn rate_limit_installs_a_token_bucket() {
     let lan = Lan::pair();
     let a = lan.host(0);

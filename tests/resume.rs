@@ -17,12 +17,13 @@
 //! two transfers sharing two cores would only make each other slower. Every wait has a
 //! deadline, generous because a debug build on a loaded machine may move only ~1 MB/s.
 //!
-//! Needs root; run under `tests/isolated` (see README.md, "Network isolation for tests").
+//! Needs root, so every test is `#[ignore]`d: run them under `tests/isolated` with
+//! `--include-ignored` (see README.md, "Tests: two tiers").
 
 mod util;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -33,12 +34,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use util::{
-    Host, Lan, MIB, Proc, TIMEOUT, assert_bytes_eq, finish_all, read, wait_for_len,
-    write_random_file,
+    CODE, Host, Lan, MIB, Proc, arg, assert_bytes_eq, exit, finish_all, manifest_path, part_path,
+    read, spawn_sender, start_receiver, start_sender, stdout_to, wait_for_len, write_random_file,
 };
 
-/// The code of a first run (four valid BIP39 words).
-const CODE: &str = "bubble-enemy-result-increase";
 /// A different code, for a rerun: resuming must not depend on the code.
 const CODE2: &str = "garden-oxygen-ladder-punch";
 /// A third code, for the rerun in the "done when" test.
@@ -67,43 +66,11 @@ const NEW_ADDRS: [Ipv4Addr; 3] =
 /// connection for good, and the reconnection the test wants sure to happen.
 const TCP_ONLY: [&str; 2] = ["--listen", "/ip4/0.0.0.0/tcp/0"];
 
-/// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
-mod exit {
-    pub(crate) const OK: i32 = 0;
-    pub(crate) const FAILURE: i32 = 1;
-}
-
 /// One test at a time (see the module documentation). A test that failed poisons the
 /// lock; the next one runs anyway.
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A path as a command-line argument (temporary paths are UTF-8).
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// `path` with `suffix` appended to its file name.
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Where `-o OUT` keeps the data until it has verified.
-fn part_path(out: &Path) -> PathBuf {
-    with_suffix(out, ".pcp-part")
-}
-
-/// The manifest beside the part file (chunk size, offer, hash of every verified chunk).
-fn manifest_path(out: &Path) -> PathBuf {
-    with_suffix(out, ".pcp-part.manifest")
-}
-
-fn stdout_to(path: &Path) -> Stdio {
-    File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
 }
 
 /// `percent` % of `size` bytes.
@@ -149,9 +116,8 @@ impl Rig {
 
     /// `pcp send -v --code CODE ARGS… SRC`, once it is ready for a receiver.
     fn send(&self, code: &str, args: &[&str]) -> Proc {
-        let mut cmd = self.sender_host().cmd(["send", "-v", "--code", code]);
-        cmd.args(args).arg(&self.src);
-        ready(Proc::spawn("sender", &mut cmd))
+        let args = [&["-v"], args, &[arg(&self.src)]].concat();
+        start_sender(self.sender_host(), code, &args, Stdio::null())
     }
 
     /// `pcp receive -v -y ARGS… -o OUT CODE`, its stdout discarded.
@@ -161,9 +127,8 @@ impl Rig {
 
     /// `pcp receive -y ARGS… -o OUT CODE`, its stdout discarded.
     fn receive_without_v(&self, code: &str, args: &[&str], out: &Path) -> Proc {
-        let mut cmd = self.receiver_host().cmd(["receive", "-y"]);
-        cmd.args(args).args(["-o", arg(out), code]).stdout(Stdio::null());
-        Proc::spawn("receiver", &mut cmd)
+        let args = [&["-y"], args, &["-o", arg(out), code]].concat();
+        start_receiver(self.receiver_host(), &args, Stdio::null())
     }
 
     /// Waits until the receiver has written `pct` % of the source to `written` (its
@@ -180,12 +145,6 @@ impl Rig {
             assert!(!leftover.exists(), "{} left behind after success", leftover.display());
         }
     }
-}
-
-/// Waits until `sender` prints its `Ready:` line.
-fn ready(mut sender: Proc) -> Proc {
-    sender.stderr.wait_for_line(|l| l.starts_with("Ready:"), TIMEOUT);
-    sender
 }
 
 /// Waits for all of `procs` to exit and asserts each exited with 0; returns their stderr.
@@ -297,6 +256,7 @@ fn stats(size: usize, sender_stderr: &str, receiver_stderr: &str) -> (Stats, Sta
 /// resume): 8 MiB at 16 Mbit/s cannot take less than 4.2 s, and the token bucket saw
 /// all of it pass.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn rate_limit_slows_a_plain_transfer() {
     let _serial = serial();
     let rig = Rig::new(8 * MIB, "16mbit");
@@ -323,6 +283,7 @@ fn rate_limit_slows_a_plain_transfer() {
 /// The receiver's cable pulled for 5 s at ~30 %. pcp may notice and reconnect, or TCP may
 /// simply ride it out; either way the file arrives intact and the stats add up.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn cable_pulled_for_5_s_at_30_percent() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -342,6 +303,7 @@ fn cable_pulled_for_5_s_at_30_percent() {
 /// sides notice within ~15 s, find each other again and finish; the receiver counts the
 /// reconnection.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn receiver_address_changed_at_60_percent() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -363,6 +325,7 @@ fn receiver_address_changed_at_60_percent() {
 /// Twenty short cuts (300 ms each, alternately on the receiver's and the sender's end)
 /// spread over one transfer by its progress.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn twenty_cuts_in_one_transfer() {
     const CUTS: usize = 20;
     let _serial = serial();
@@ -397,21 +360,20 @@ fn feed(mut stdin: std::process::ChildStdin, data: Vec<u8>) -> JoinHandle<()> {
 /// receiver's address changes at 25, 50 and 75 %): the sender resends from its window
 /// what the receiver had not written, and stdout is byte-identical.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stdin_to_stdout_survives_three_cuts() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
     let stdout = rig.path("stdout");
 
-    let mut cmd = rig.sender_host().cmd(["send", "-v", "--code", CODE]);
-    cmd.args(TCP_ONLY).stdin(Stdio::piped());
-    let mut sender = Proc::spawn("sender", &mut cmd);
+    let args = [&["-v"][..], &TCP_ONLY].concat();
+    let mut sender = spawn_sender(rig.sender_host(), CODE, &args, Stdio::piped());
     let stdin = sender.child.stdin.take().expect("stdin is piped");
     let writer = feed(stdin, rig.data.clone());
-    let mut sender = ready(sender);
+    sender.wait_until_ready();
 
-    let mut cmd = rig.receiver_host().cmd(["receive", "-v", "-y"]);
-    cmd.args(TCP_ONLY).arg(CODE).stdout(stdout_to(&stdout));
-    let mut receiver = Proc::spawn("receiver", &mut cmd);
+    let args = [&["-v", "-y"][..], &TCP_ONLY, &[CODE]].concat();
+    let mut receiver = start_receiver(rig.receiver_host(), &args, stdout_to(&stdout));
 
     for (pct, addr) in [25, 50, 75].into_iter().zip(NEW_ADDRS) {
         rig.wait_for_percent(&stdout, pct, &mut [&mut sender, &mut receiver]);
@@ -454,6 +416,7 @@ fn killed_at(rig: &Rig, code: &str, out: &Path, pct: usize) {
 /// sender keeps running: the sender notices, waits for a receiver, and the new one
 /// resumes from its part file instead of starting over.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn receiver_killed_and_restarted_resumes() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -477,6 +440,7 @@ fn receiver_killed_and_restarted_resumes() {
 /// Both sides SIGKILLed at ~50 %, then rerun with a new code: the rerun completes
 /// byte-identical and the sender sends less than 60 % of the file.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn both_killed_and_rerun_with_a_new_code_sends_the_rest() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -495,6 +459,7 @@ fn both_killed_and_rerun_with_a_new_code_sends_the_rest() {
 /// A manifest damaged in the middle is not trusted: the receiver re-hashes its part
 /// file, and the rerun still ends byte-identical.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn damaged_manifest_still_yields_a_correct_file() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -520,6 +485,7 @@ fn damaged_manifest_still_yields_a_correct_file() {
 /// the rerun: the rerun fails clearly, saying the source `changed`, and never produces
 /// an `out` mixing old and new bytes.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn changed_source_fails_clearly_without_mixing() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -569,6 +535,7 @@ fn receiver_gives_up(flags: &[&str]) -> String {
 
 /// The receiver tells the user the connection was lost before it gives up.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn receiver_gives_up_after_reconnect_timeout_and_keeps_the_part() {
     let _serial = serial();
     let stderr = receiver_gives_up(&["-v"]);
@@ -577,6 +544,7 @@ fn receiver_gives_up_after_reconnect_timeout_and_keeps_the_part() {
 
 /// With `-q` the `connection lost` line is not printed; the final error still is.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn quiet_receiver_gives_up_without_the_reconnecting_line() {
     let _serial = serial();
     let stderr = receiver_gives_up(&["-q"]);
@@ -587,6 +555,7 @@ fn quiet_receiver_gives_up_without_the_reconnecting_line() {
 /// The same on the other side: `--reconnect-timeout 3` on the sender, the receiver
 /// SIGKILLed at ~30 % and never restarted: the sender exits 1 within a bounded time.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn sender_gives_up_after_reconnect_timeout() {
     let _serial = serial();
     let rig = Rig::new(SIZE, RATE);
@@ -612,6 +581,7 @@ fn sender_gives_up_after_reconnect_timeout() {
 /// SIGKILL at 50 %, a rerun with a new code completes byte-identical while the sender
 /// sends under 60 % of the file's size. Default transports (TCP and QUIC) throughout.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn done_when_256_mib_at_400_mbit() {
     const BIG: usize = 256 * MIB;
     const BIG_TIMEOUT: Duration = Duration::from_secs(900);

@@ -6,36 +6,27 @@
 //! `--peer`, except in the test for it). Every wait has a deadline (`util::TIMEOUT`);
 //! every process is killed when its test ends, passed or not.
 //!
-//! Needs root; run under `tests/isolated` (see README.md, "Network isolation for tests").
+//! Needs root, so every test is `#[ignore]`d: run them under `tests/isolated` with
+//! `--include-ignored` (see README.md, "Tests: two tiers").
 
 mod util;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use tempfile::TempDir;
 use util::{
-    Host, Lan, MIB, Proc, TIMEOUT, assert_bytes_eq, assert_trees_eq, list_dir, make_sample_tree,
-    pcp_bin, read, spawn_endless_writer, wait_until, write_random_file,
+    CODE, Host, Lan, MIB, Proc, TIMEOUT, arg, assert_bytes_eq, assert_trees_eq, exit, list_dir,
+    make_sample_tree, part_path, pcp_bin, read, spawn_endless_writer, spawn_sender, start_receiver,
+    stdin_from, stdout_to, wait_until, write_random_file,
 };
 
-/// The code every sender is given (four valid BIP39 words).
-const CODE: &str = "bubble-enemy-result-increase";
 /// The same channel word with a wrong password: the last word differs (still BIP39).
 const WRONG_CODE: &str = "bubble-enemy-result-inch";
 /// The sender's TCP port in the `--peer` test.
 const PORT: u16 = 47_123;
-
-/// pcp's exit statuses, as documented in the man pages (EXIT STATUS).
-mod exit {
-    pub(crate) const OK: i32 = 0;
-    pub(crate) const USAGE: i32 = 2;
-    pub(crate) const AUTH: i32 = 3;
-    pub(crate) const DECLINED: i32 = 4;
-    pub(crate) const INTERRUPTED: i32 = 130;
-}
 
 /// A test's scratch directory, removed when it drops.
 struct Scratch(TempDir);
@@ -58,51 +49,18 @@ impl Scratch {
     }
 }
 
-/// A path as a command-line argument (temporary paths are UTF-8).
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Where `-o FILE` keeps the data until it has verified.
-fn part_path(out: &Path) -> PathBuf {
-    let mut name = out.as_os_str().to_owned();
-    name.push(".pcp-part");
-    PathBuf::from(name)
-}
-
-fn stdin_from(path: &Path) -> Stdio {
-    File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
-}
-
-fn stdout_to(path: &Path) -> Stdio {
-    File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
-}
-
-/// Starts `pcp send --code CODE ARGS…` on `host`, without waiting for it.
-fn spawn_sender(host: &Host, args: &[&str], stdin: Stdio) -> Proc {
-    let mut cmd = host.cmd(["send", "--code", CODE]);
-    cmd.args(args).stdin(stdin);
-    Proc::spawn("sender", &mut cmd)
-}
-
-/// Waits until the sender prints `Code is: CODE`, i.e. is ready for a receiver.
+/// Waits until the sender is ready for a receiver, and checks that it did not echo the
+/// code it was given with `--code`.
 fn wait_until_ready(sender: &mut Proc) {
-    let line = sender.stderr.wait_for_line(|l| l.starts_with("Ready:"), TIMEOUT);
+    let line = sender.wait_until_ready();
     assert!(!line.contains(CODE), "a code given with --code must not be echoed: {line}");
 }
 
 /// Starts `pcp send --code CODE ARGS…` on `host` and waits until it is ready.
 fn start_sender(host: &Host, args: &[&str], stdin: Stdio) -> Proc {
-    let mut sender = spawn_sender(host, args, stdin);
+    let mut sender = spawn_sender(host, CODE, args, stdin);
     wait_until_ready(&mut sender);
     sender
-}
-
-/// Starts `pcp receive ARGS…` on `host` with its stdout going to `stdout`.
-fn start_receiver(host: &Host, args: &[&str], stdout: Stdio) -> Proc {
-    let mut cmd = host.cmd(["receive"]);
-    cmd.args(args).stdout(stdout);
-    Proc::spawn("receiver", &mut cmd)
 }
 
 /// Runs `pcp send --code CODE SEND…` on host 0 and, once it is ready, `pcp receive
@@ -140,31 +98,37 @@ fn stream(len: usize, sender_args: &[&str]) {
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_0_bytes() {
     stream(0, &[]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_byte() {
     stream(1, &[]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_mib_minus_1() {
     stream(MIB - 1, &["-"]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_mib() {
     stream(MIB, &["-"]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_1_mib_plus_1() {
     stream(MIB + 1, &["-"]);
 }
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn stream_of_64_mib() {
     stream(64 * MIB, &[]);
 }
@@ -172,6 +136,7 @@ fn stream_of_64_mib() {
 // --- files -----------------------------------------------------------------------------
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn file_to_output_path() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -187,6 +152,7 @@ fn file_to_output_path() {
 /// With `-C DIR` the file is saved as `DIR/<announced name>`, even though stdout is not a
 /// terminal (without `-o` or `-C` it would go to stdout).
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn file_saved_under_its_name_in_directory() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -203,6 +169,7 @@ fn file_saved_under_its_name_in_directory() {
 // --- directories -------------------------------------------------------------------------
 
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn directory_extracted_in_directory() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -224,6 +191,7 @@ fn directory_extracted_in_directory() {
 /// A directory received with stdout redirected is a tar stream that `tar x` unpacks into
 /// the same tree.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn directory_to_stdout_is_a_tar_stream() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -244,6 +212,7 @@ fn directory_to_stdout_is_a_tar_stream() {
 /// A wrong last word fails the PAKE: the receiver exits 3 and writes nothing, and the
 /// sender, which allows a few failed attempts, still serves the right code.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -271,6 +240,7 @@ fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
 /// anyone: usage error (2) with a hint naming `-y`, nothing written. The sender's code
 /// is not spent, so a receiver with `-y` then succeeds.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn no_terminal_without_yes_refuses_before_connecting() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -296,6 +266,7 @@ fn no_terminal_without_yes_refuses_before_connecting() {
 /// "n": both sides exit 4 and nothing is written. The answer is typed ahead, before the
 /// prompt appears, as a user may.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn declined_on_the_terminal_exits_4_on_both_sides() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -332,6 +303,7 @@ fn declined_on_the_terminal_exits_4_on_both_sides() {
 
 /// `--peer` with mDNS off on both sides: the receiver dials the sender's known address.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn direct_peer_address_without_mdns() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
@@ -352,13 +324,14 @@ fn direct_peer_address_without_mdns() {
 /// `-o` name (the partial file may stay, for a later resume). The sender's stdin never
 /// ends, so the transfer cannot finish first.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn interrupted_receiver_exits_130_without_output() {
     let lan = Lan::pair();
     let tmp = Scratch::new();
     let out = tmp.path("got.bin");
     let part = part_path(&out);
 
-    let mut sender = spawn_sender(lan.host(0), &[], Stdio::piped());
+    let mut sender = spawn_sender(lan.host(0), CODE, &[], Stdio::piped());
     // Feed stdin before waiting: a sender may read some input before it prints the code.
     let writer = spawn_endless_writer(sender.child.stdin.take().expect("stdin is piped"));
     wait_until_ready(&mut sender);
@@ -380,6 +353,7 @@ fn interrupted_receiver_exits_130_without_output() {
 /// quietly with status 0 (no error line), and the sender is told and fails (1) instead
 /// of hanging.
 #[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn broken_pipe_on_stdout_ends_the_receiver_quietly() {
     use std::io::Read;
     let lan = Lan::pair();
@@ -395,5 +369,5 @@ fn broken_pipe_on_stdout_ends_the_receiver_quietly() {
     drop(out);
     let stderr = receiver.expect_exit(exit::OK);
     assert!(!stderr.contains("error"), "a closed stdout is not an error:\n{stderr}");
-    sender.expect_exit(1);
+    sender.expect_exit(exit::FAILURE);
 }
