@@ -87,6 +87,14 @@ pub enum PipelineError {
     /// The stream ended before its closing frame.
     #[error("the stream ended early")]
     Truncated,
+    /// A chunk other than the last was short or empty: chunks are cut at fixed offsets.
+    #[error("chunk {index} is short ({len} bytes) but is not the last")]
+    ShortChunk {
+        /// The chunk after the short one, or the empty one.
+        index: u64,
+        /// Its length.
+        len: usize,
+    },
 }
 
 /// Compression setting for the sender.

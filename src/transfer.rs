@@ -168,6 +168,7 @@ mod tests {
             bytes: 0,
             root: RootHash::default(),
             wire: 0,
+            short: false,
             stats: Stats::default(),
         }
     }
@@ -262,6 +263,60 @@ mod tests {
             matches!(second, Err(crate::Error::PeerCancelled(Role::Receiver))),
             "{:?}",
             second.err()
+        );
+    }
+
+    /// A scripted sender that seals chunks of these lengths; returns how the receiver
+    /// ended.
+    async fn receive_chunks(lens: &[usize]) -> crate::Result<incoming::Ending> {
+        let (s, r) = sessions().await;
+        let out = sender(Vec::new());
+        let mut inc = receiver(&out, Shared::default());
+        let lens = lens.to_vec();
+        let script = async move {
+            let (_, reader, mut w) = s.into_parts();
+            for (i, len) in lens.into_iter().enumerate() {
+                let counter = w.reserve().expect("counter");
+                let raw = data(len);
+                let sealed =
+                    crate::pipeline::seal_chunk(i as u64, &raw, Compression::Off, w.key(), counter)
+                        .expect("seal");
+                w.write_sealed(sealed.header, &sealed.frame).await.expect("write");
+            }
+            // Kept open until the receiver is done, like a sender waiting for acks.
+            (reader, w)
+        };
+        let (none, ev) = (CancellationToken::new(), quiet());
+        tokio::join!(inc.run(r, &ev, &none), script).0
+    }
+
+    /// Issue 9, item 6: chunks are cut at fixed offsets, so only the last may be short.
+    #[tokio::test]
+    async fn a_short_or_empty_chunk_before_the_last_is_refused() {
+        let full = MIN_CHUNK_SIZE as usize;
+        let r = receive_chunks(&[full - 1, full]).await;
+        assert!(
+            matches!(
+                r,
+                Err(crate::Error::Pipeline(crate::pipeline::PipelineError::ShortChunk {
+                    index: 1,
+                    ..
+                }))
+            ),
+            "{:?}",
+            r.err()
+        );
+        let r = receive_chunks(&[0, full]).await;
+        assert!(
+            matches!(
+                r,
+                Err(crate::Error::Pipeline(crate::pipeline::PipelineError::ShortChunk {
+                    index: 0,
+                    ..
+                }))
+            ),
+            "{:?}",
+            r.err()
         );
     }
 

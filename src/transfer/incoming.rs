@@ -39,6 +39,8 @@ pub(super) struct Incoming {
     pub(super) root: RootHash,
     /// Bytes on the wire for this run's chunks.
     pub(super) wire: u64,
+    /// A chunk shorter than the chunk size arrived: it must have been the last.
+    pub(super) short: bool,
     pub(super) stats: Stats,
 }
 
@@ -93,9 +95,15 @@ impl Incoming {
         let _ = session::send(&mut writer, &last).await;
         writer.close().await;
         // A flushed frame may still sit in the connection's buffers, and exiting now
-        // could drop it: the sender closes once it has read our last word.
-        if let Ok(mut reader) = reading.await {
-            reader.drain(LINGER).await;
+        // could drop it: the sender closes once it has read our last word. Bounded: a
+        // sender that keeps the stream open must not hold us.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut reading = reading;
+        match tokio::time::timeout_at(deadline, &mut reading).await {
+            Ok(Ok(mut reader)) => {
+                let _ = tokio::time::timeout_at(deadline, reader.drain(LINGER)).await;
+            }
+            _ => reading.abort(),
         }
         outcome.map(|()| Ending::End)
     }
@@ -146,9 +154,16 @@ impl Incoming {
         }
     }
 
-    /// Counts a verified chunk and hands it to the sink.
+    /// Counts a verified chunk and hands it to the sink. Only the last chunk may be
+    /// short, and none may be empty: anything else is refused before it is written.
     async fn write(&mut self, chunk: OpenedChunk) -> Result<(), Error> {
         let len = chunk.data.len() as u64;
+        if self.short || len == 0 {
+            return Err(
+                PipelineError::ShortChunk { index: self.count, len: chunk.data.len() }.into()
+            );
+        }
+        self.short = len < u64::from(self.offer.chunk_size);
         self.root.push(&chunk.hash);
         self.bytes += len;
         self.stats.received += len;

@@ -232,6 +232,8 @@ async fn first_contact(
         bytes: prefix.bytes,
         root: prefix.root(),
         wire: 0,
+        // A resumed prefix holds whole chunks, unless its last one was the last.
+        short: !prefix.bytes.is_multiple_of(u64::from(offer.chunk_size)),
         stats: Stats { skipped: prefix.bytes, ..Stats::default() },
         offer,
     };
