@@ -145,6 +145,9 @@ pub enum Event {
     Started {
         /// Total bytes, when known.
         total: Option<u64>,
+        /// Bytes the receiver already holds (resumed from an earlier run): progress
+        /// starts there, and a rate counts only what moves from now on.
+        done: u64,
     },
     /// Bytes so far.
     Progress {
@@ -153,6 +156,8 @@ pub enum Event {
     },
     /// The connection was lost; both sides look for each other again.
     ConnectionLost,
+    /// The peer is back after a lost connection, and the transfer goes on.
+    Reconnected,
     /// The transfer is done and verified.
     Finished(Report),
     /// The transfer stopped early and the receiver keeps what arrived here, for a

@@ -221,7 +221,8 @@ fn strip_ansi(text: &str) -> String {
 }
 
 /// The sender's and the receiver's stats, checked against each other and against what
-/// each printed: sizes add up, and a side that printed [`LOST`] counted a reconnection.
+/// each printed: sizes add up, and a side that printed [`LOST`] counted a reconnection
+/// and then said `reconnected`.
 fn stats(size: usize, sender_stderr: &str, receiver_stderr: &str) -> (Stats, Stats) {
     let size = u64::try_from(size).expect("sizes fit in u64");
     let s = Stats::of("sender", sender_stderr);
@@ -243,8 +244,13 @@ fn stats(size: usize, sender_stderr: &str, receiver_stderr: &str) -> (Stats, Sta
         assert_eq!(s.get("skipped"), r.get("skipped"), "skipped differs:\n{}\n{}", s.line, r.line);
     }
     for (st, stderr) in [(&s, sender_stderr), (&r, receiver_stderr)] {
-        if stderr.contains(LOST) {
+        if let Some(at) = stderr.rfind(LOST) {
             assert!(st.get("reconnects") >= 1, "printed `{LOST}` but: {}", st.line);
+            // Issue 10, item 4: the way back is said too, not only the loss.
+            assert!(
+                stderr[at..].lines().any(|l| l.trim() == "reconnected"),
+                "no `reconnected` line after the last `{LOST}`:\n{stderr}"
+            );
         }
     }
     (s, r)

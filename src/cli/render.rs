@@ -92,6 +92,7 @@ impl Reporter {
     fn notice(&self, ev: &Event) -> Option<String> {
         Some(match ev {
             Event::ConnectionLost => "connection lost, reconnecting…".into(),
+            Event::Reconnected => "reconnected".into(),
             Event::SenderBusy => "the sender is busy with another receiver; retrying".into(),
             Event::Resuming { bytes } => {
                 format!("resuming: {} already received", human_bytes(*bytes))
@@ -143,8 +144,8 @@ impl Reporter {
                 "size": o.size,
             }),
             Event::Dht(s) => self.dht_json(s)?,
-            Event::Started { total } => {
-                json!({"event": "phase", "phase": "transferring", "total": total})
+            Event::Started { total, done } => {
+                json!({"event": "phase", "phase": "transferring", "total": total, "done": done})
             }
             Event::Progress { bytes } => {
                 let mut last = lock(&self.last);
@@ -270,7 +271,7 @@ impl Reporter {
             }
             Event::AwaitingAccept => self.status("waiting for the receiver to accept…"),
             Event::Dht(s) => self.dht(s),
-            Event::Started { total } => self.start_bar(total),
+            Event::Started { total, done } => self.start_bar(total, done),
             Event::Progress { bytes } => {
                 if let Some(b) = lock(&self.bar).as_ref() {
                     b.set_position(bytes);
@@ -309,7 +310,9 @@ impl Reporter {
         }
     }
 
-    fn start_bar(&self, total: Option<u64>) {
+    /// The progress bar, from `done` bytes on: what an earlier run moved counts for the
+    /// position but not for the rate or the ETA.
+    fn start_bar(&self, total: Option<u64>, done: u64) {
         if !self.live() {
             return;
         }
@@ -328,6 +331,8 @@ impl Reporter {
             ),
         };
         b.set_style(ProgressStyle::with_template(template).expect("static template"));
+        b.set_position(done);
+        b.reset_eta();
         *bar = Some(b);
     }
 

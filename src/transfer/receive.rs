@@ -69,13 +69,17 @@ pub async fn receive(
                 Met::Lost => continue,
             };
             let session = match (&mut state, first.take()) {
-                (Some(inc), _) => resume_with(inc, session, &offer).await?,
+                (Some(inc), _) => {
+                    let session = resume_with(inc, session, &offer).await?;
+                    events.emit(Event::Reconnected);
+                    session
+                }
                 (None, Some((dest, consent))) => {
                     let (inc, s) =
                         first_contact(session, offer, dest, consent, force, &events, &cancel)
                             .await?;
                     started = Instant::now();
-                    events.emit(Event::Started { total: inc.offer.size });
+                    events.emit(Event::Started { total: inc.offer.size, done: inc.bytes });
                     state = Some(inc);
                     s
                 }

@@ -143,7 +143,9 @@ where
     }
     if first {
         *started = Some(Instant::now());
-        events.emit(Event::Started { total: out.offer.size });
+        events.emit(Event::Started { total: out.offer.size, done: out.bytes_read });
+    } else {
+        events.emit(Event::Reconnected);
     }
     out.run(session, events, cancel).await
 }
