@@ -128,8 +128,20 @@ pub enum Event {
         /// Attempts left before the code is burnt.
         left: u32,
     },
-    /// The sender is busy with another receiver; the receiver tries again.
-    SenderBusy,
+    /// The sender is busy with another receiver; the receiver tries again, up to `max`
+    /// times.
+    SenderBusy {
+        /// Busy answers so far.
+        tries: u32,
+        /// Answers after which the receiver gives up on that sender.
+        max: u32,
+    },
+    /// Only pcp senders of other codes answered so far (the first word picks the
+    /// channel: a wrong first word looks like this); the receiver keeps looking.
+    OtherSenders {
+        /// How many such senders.
+        count: usize,
+    },
     /// The sender waits for the receiver to accept.
     AwaitingAccept,
     /// The receiver got an offer (before consent is asked).

@@ -153,7 +153,6 @@ struct Behaviour {
 
 enum Command {
     Dial { addr: Multiaddr },
-    ListenAddrs { reply: oneshot::Sender<Vec<Multiaddr>> },
     Link { peer: PeerId, reply: oneshot::Sender<Link> },
 }
 
@@ -356,16 +355,6 @@ impl Node {
         self.commands.send(Command::Link { peer, reply }).await.map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
-
-    /// The addresses we listen on, with our `/p2p/` id appended.
-    ///
-    /// # Errors
-    /// [`NodeError::Stopped`] when the event loop is gone.
-    pub(crate) async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::ListenAddrs { reply }).await.map_err(|_| NodeError::Stopped)?;
-        rx.await.map_err(|_| NodeError::Stopped)
-    }
 }
 
 /// Owns the swarm; see the module invariants.
@@ -468,15 +457,6 @@ impl EventLoop {
                 } else {
                     self.settle(peer, None);
                 }
-            }
-            Command::ListenAddrs { reply } => {
-                let me = *self.swarm.local_peer_id();
-                let addrs = self
-                    .swarm
-                    .listeners()
-                    .map(|a| a.clone().with(libp2p::multiaddr::Protocol::P2p(me)))
-                    .collect();
-                let _ = reply.send(addrs);
             }
         }
     }

@@ -93,7 +93,14 @@ impl Reporter {
         Some(match ev {
             Event::ConnectionLost => "connection lost, reconnecting…".into(),
             Event::Reconnected => "reconnected".into(),
-            Event::SenderBusy => "the sender is busy with another receiver; retrying".into(),
+            Event::SenderBusy { tries, max } => {
+                format!("the sender is busy with another receiver; retrying ({tries}/{max})")
+            }
+            Event::OtherSenders { count } => format!(
+                "found {count} sender{} on the network, but not for this code: check the \
+                 first word; still looking",
+                if *count == 1 { "" } else { "s" }
+            ),
             Event::Resuming { bytes } => {
                 format!("resuming: {} already received", human_bytes(*bytes))
             }

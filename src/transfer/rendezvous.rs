@@ -26,15 +26,25 @@ const REDIAL: Duration = Duration::from_secs(1);
 /// Pause before trying again a peer that was busy, in another slot, or unreachable.
 const RETRY: Duration = Duration::from_secs(2);
 
-/// How long a receiver keeps looking after a peer rejected its code.
-const WRONG_CODE_GRACE: Duration = Duration::from_secs(2);
+/// How long a receiver keeps looking after a candidate failed for good (a wrong code,
+/// a relay-only peer), for the real sender to show up.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// Busy answers from one sender before the receiver stops asking it (about a minute).
+const MAX_BUSY_TRIES: u32 = 30;
+
+/// How long only senders of other codes may answer before the receiver says so.
+const OTHER_SENDERS_AFTER: Duration = Duration::from_secs(3);
 
 /// Races every candidate peer until one passes the PAKE.
 ///
 /// A peer that refused for a passing reason (busy, another slot, unreachable) is tried
-/// again after [`RETRY`]; one that failed the PAKE is not. After a wrong code the search
-/// goes on for [`WRONG_CODE_GRACE`] in case another peer is the real sender, then the
-/// receiver gives up.
+/// again after [`RETRY`] (a busy one at most [`MAX_BUSY_TRIES`] times); one that failed
+/// for good (a wrong code, reachable only through a relay) is not. One such failure
+/// does not end the search: an impostor or a far peer must not hide the real sender.
+/// Only once nothing is in flight for [`SETTLE`] after the last failure does the
+/// receiver give up, with the most telling error: a wrong code before a relay-only
+/// peer before a sender that stayed busy.
 pub(super) async fn find_sender(
     node: &Node,
     mut found: mpsc::Receiver<NodeEvent>,
@@ -42,21 +52,16 @@ pub(super) async fn find_sender(
     events: &Events,
 ) -> Result<Session<Stream>, Error> {
     let me = node.peer_id();
-    let mut tried = HashSet::new();
+    let mut s = Search::default();
     let mut attempts = FuturesUnordered::new();
     let mut retries = FuturesUnordered::new();
-    let mut wrong_code_by: Option<tokio::time::Instant> = None;
     loop {
-        let give_up = async {
-            match wrong_code_by {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
+        let give_up = until(s.give_up_at);
+        let other_senders = until(s.tell_at);
         tokio::select! {
             ev = found.recv() => match ev {
                 Some(NodeEvent::Discovered { peer, via }) => {
-                    if tried.insert(peer) {
+                    if s.tried.insert(peer) {
                         events.emit(Event::Found { peer, via });
                         attempts.push(attempt(node.clone(), peer, code.clone(), me));
                     }
@@ -70,32 +75,123 @@ pub(super) async fn find_sender(
                     });
                 }
                 Some(NodeEvent::Listening(_)) => {}
-                Some(NodeEvent::Dht(s)) => events.emit(Event::Dht(s)),
-                Some(NodeEvent::RelayOnly { peer }) => return Err(Error::RelayOnly(peer)),
+                Some(NodeEvent::Dht(st)) => events.emit(Event::Dht(st)),
+                Some(NodeEvent::RelayOnly { peer }) => s.failed(Failure::RelayOnly(peer)),
                 None => return Err(node::NodeError::Stopped.into()),
             },
-            Some((peer, result)) = attempts.next(), if !attempts.is_empty() => match result {
-                Ok(s) => return Ok(s),
-                Err(SessionError::WrongCode) => {
-                    tracing::debug!(%peer, "wrong code");
-                    wrong_code_by.get_or_insert(tokio::time::Instant::now() + WRONG_CODE_GRACE);
-                }
-                Err(SessionError::Unsupported) => tracing::trace!(%peer, "not a pcp peer"),
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "not ready; will retry");
-                    if matches!(e, SessionError::Busy) {
-                        events.emit(Event::SenderBusy);
+            Some((peer, result)) = attempts.next(), if !attempts.is_empty() => {
+                match result {
+                    Ok(session) => return Ok(session),
+                    Err(e) => {
+                        if let Some(after) = s.outcome(peer, e, events) {
+                            retries.push(async move {
+                                tokio::time::sleep(after).await;
+                                peer
+                            });
+                        }
                     }
-                    retries.push(async move {
-                        tokio::time::sleep(RETRY).await;
-                        peer
-                    });
                 }
-            },
+            }
             Some(peer) = retries.next(), if !retries.is_empty() => {
                 attempts.push(attempt(node.clone(), peer, code.clone(), me));
             }
-            () = give_up => return Err(SessionError::WrongCode.into()),
+            () = other_senders => {
+                s.tell_at = None;
+                events.emit(Event::OtherSenders { count: s.not_serving.len() });
+            }
+            () = give_up => {
+                if attempts.is_empty() {
+                    return Err(s.verdict());
+                }
+                // A handshake is still under way: it may be the real sender.
+                s.give_up_at = Some(tokio::time::Instant::now() + RETRY);
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A candidate that failed for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Failure {
+    /// It stayed busy with another receiver.
+    Busy,
+    /// Reachable only through a relay, and hole punching failed.
+    RelayOnly(PeerId),
+    /// It rejected our code (or was not the sender at all).
+    WrongCode,
+}
+
+/// What the receiver's search knows so far.
+#[derive(Default)]
+struct Search {
+    tried: HashSet<PeerId>,
+    /// Busy answers per peer.
+    busy: std::collections::HashMap<PeerId, u32>,
+    /// pcp senders that serve another code.
+    not_serving: HashSet<PeerId>,
+    /// The most telling failure so far.
+    worst: Option<Failure>,
+    give_up_at: Option<tokio::time::Instant>,
+    /// When to say that only senders of other codes answered.
+    tell_at: Option<tokio::time::Instant>,
+    told: bool,
+}
+
+impl Search {
+    fn failed(&mut self, f: Failure) {
+        self.worst = self.worst.max(Some(f));
+        self.give_up_at.get_or_insert(tokio::time::Instant::now() + SETTLE);
+    }
+
+    /// Books a failed attempt; returns when to try this peer again, if ever.
+    fn outcome(&mut self, peer: PeerId, e: SessionError, events: &Events) -> Option<Duration> {
+        match e {
+            SessionError::WrongCode => {
+                tracing::debug!(%peer, "wrong code");
+                self.failed(Failure::WrongCode);
+                None
+            }
+            SessionError::Unsupported => {
+                tracing::trace!(%peer, "not a pcp peer");
+                None
+            }
+            SessionError::Busy => {
+                let tries = self.busy.entry(peer).or_default();
+                *tries += 1;
+                events.emit(Event::SenderBusy { tries: *tries, max: MAX_BUSY_TRIES });
+                if *tries >= MAX_BUSY_TRIES {
+                    self.failed(Failure::Busy);
+                    return None;
+                }
+                Some(RETRY)
+            }
+            SessionError::NotServing => {
+                if self.not_serving.insert(peer) && !self.told {
+                    self.told = true;
+                    self.tell_at = Some(tokio::time::Instant::now() + OTHER_SENDERS_AFTER);
+                }
+                Some(RETRY)
+            }
+            e => {
+                tracing::debug!(%peer, error = %e, "not ready; will retry");
+                Some(RETRY)
+            }
+        }
+    }
+
+    fn verdict(&self) -> Error {
+        match self.worst {
+            Some(Failure::WrongCode) | None => SessionError::WrongCode.into(),
+            Some(Failure::RelayOnly(peer)) => Error::RelayOnly(peer),
+            Some(Failure::Busy) => SessionError::Busy.into(),
         }
     }
 }
@@ -178,7 +274,7 @@ impl Listener {
                         (peer, Session::accept(stream, code, slot_ok, me, peer).await)
                     });
                 }
-                Some(ev) = self.found.recv() => report_network(ev, &self.events),
+                Some(ev) = self.found.recv() => report_network(ev, self.me, &self.events),
                 Some((peer, result)) = pending.next(), if !pending.is_empty() => match result {
                     Ok(s) => return Ok(s),
                     Err(SessionError::PeerWrongCode { peer }) => {
@@ -189,7 +285,13 @@ impl Listener {
                             return Err(Error::CodeBurnt);
                         }
                     }
-                    Err(e) => tracing::debug!(%peer, error = %e, "handshake refused"),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "handshake refused");
+                        if pending.is_empty() {
+                            // Back to waiting, so the status does not stay on a stranger.
+                            self.events.emit(Event::Searching);
+                        }
+                    }
                 },
             }
         }
@@ -204,18 +306,21 @@ impl Listener {
                     Some((_, stream)) => { tokio::spawn(Session::refuse_busy(stream)); }
                     None => std::future::pending::<()>().await,
                 },
-                Some(ev) = self.found.recv() => report_network(ev, &self.events),
+                Some(ev) = self.found.recv() => report_network(ev, self.me, &self.events),
             }
         }
     }
 }
 
-/// Passes the node's DHT status to the caller; the rest is for `-v`.
-fn report_network(ev: NodeEvent, events: &Events) {
-    if let NodeEvent::Dht(s) = ev {
-        events.emit(Event::Dht(s));
-    } else {
-        tracing::debug!(?ev, "network event");
+/// Passes the node's DHT status and listen addresses to the caller; the rest is for
+/// `-v`.
+fn report_network(ev: NodeEvent, me: PeerId, events: &Events) {
+    match ev {
+        NodeEvent::Dht(s) => events.emit(Event::Dht(s)),
+        NodeEvent::Listening(addr) => {
+            events.emit(Event::Listening { addr: addr.with(libp2p::multiaddr::Protocol::P2p(me)) });
+        }
+        ev => tracing::debug!(?ev, "network event"),
     }
 }
 
@@ -233,8 +338,18 @@ mod tests {
     /// A sender's node and listener, and the address a receiver can dial.
     async fn listener(code: &Code) -> (Node, Listener, libp2p::Multiaddr) {
         let cfg = super::super::node_config(&memory(), Duration::from_secs(60), code, true);
-        let (node, found) = Node::start(cfg).expect("node");
-        let addr = node.listen_addrs().await.expect("addrs").pop().expect("an address");
+        let (node, mut found) = Node::start(cfg).expect("node");
+        let listening = async {
+            loop {
+                match found.recv().await {
+                    Some(NodeEvent::Listening(a)) => return a,
+                    Some(_) => {}
+                    None => panic!("the node stopped"),
+                }
+            }
+        };
+        let addr =
+            tokio::time::timeout(Duration::from_secs(10), listening).await.expect("listening");
         let listener =
             Listener::new(&node, found, code.clone(), Events::new(|_| {})).expect("listener");
         (node, listener, addr)
@@ -256,6 +371,81 @@ mod tests {
         let (s, r) = (s.expect("sender side"), r.expect("receiver side"));
         assert_eq!(r.peer(), node.peer_id(), "the receiver authenticated the sender");
         assert_ne!(s.peer(), node.peer_id());
+    }
+
+    /// Issue 9, item 8: an impostor that fails the PAKE does not end the search while
+    /// the real sender is there too.
+    #[tokio::test]
+    async fn an_impostor_does_not_hide_the_real_sender() {
+        let code: Code = "bubble-enemy-result-increase".parse().expect("code");
+        let other: Code = "bubble-enemy-result-abandon".parse().expect("code");
+        let (_n1, mut impostor, bad) = listener(&other).await;
+        let (node, mut real, good) = listener(&code).await;
+        let cfg = super::super::node_config(&memory(), Duration::from_secs(3), &code, false);
+        let (receiver, found) = Node::start(cfg).expect("node");
+        receiver.dial(bad).await.expect("dial");
+        let search = async {
+            // The impostor answers first; the real sender turns up a moment later.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            receiver.dial(good).await.expect("dial");
+            find_sender(&receiver, found, &code, &Events::new(|_| {})).await
+        };
+        let r = tokio::select! {
+            r = search => r,
+            _ = impostor.next_session() => panic!("the impostor authenticated"),
+            _ = real.next_session() => futures::future::pending().await,
+        };
+        assert_eq!(r.expect("found the real sender").peer(), node.peer_id());
+    }
+
+    /// Issue 10, item 2: senders of other codes answering is said, not waited on in
+    /// silence.
+    #[tokio::test]
+    async fn only_senders_of_other_codes_are_reported() {
+        let code: Code = "bubble-enemy-result-increase".parse().expect("code");
+        let other: Code = "drill-enemy-result-increase".parse().expect("code");
+        let (_node, mut l, addr) = listener(&other).await;
+        let cfg = super::super::node_config(&memory(), Duration::from_secs(3), &code, false);
+        let (receiver, found) = Node::start(cfg).expect("node");
+        receiver.dial(addr).await.expect("dial");
+        let (tx, mut rx) = mpsc::channel(64);
+        let events = Events::new(move |ev| {
+            let _ = tx.try_send(ev);
+        });
+        let told = async {
+            while let Some(ev) = rx.recv().await {
+                if let Event::OtherSenders { count } = ev {
+                    return count;
+                }
+            }
+            0
+        };
+        let count = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::select! {
+                c = told => c,
+                _ = find_sender(&receiver, found, &code, &events) => panic!("search ended"),
+                _ = l.next_session() => panic!("a session with another code"),
+            }
+        })
+        .await
+        .expect("told within 20 s");
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn a_busy_sender_is_asked_a_bounded_number_of_times() {
+        let mut s = Search::default();
+        let peer = PeerId::random();
+        let events = Events::new(|_| {});
+        for _ in 1..MAX_BUSY_TRIES {
+            assert_eq!(s.outcome(peer, SessionError::Busy, &events), Some(RETRY));
+        }
+        assert_eq!(s.outcome(peer, SessionError::Busy, &events), None, "no more tries");
+        assert!(matches!(s.verdict(), Error::Session(SessionError::Busy)));
+        s.failed(Failure::RelayOnly(peer));
+        assert!(matches!(s.verdict(), Error::RelayOnly(_)), "a relay-only peer says more");
+        s.failed(Failure::WrongCode);
+        assert!(matches!(s.verdict(), Error::Session(SessionError::WrongCode)));
     }
 
     #[tokio::test]

@@ -54,9 +54,6 @@ pub async fn send(
     let net = &options.network;
     let (node, found) = Node::start(node_config(net, Duration::from_secs(60), &code, true))?;
     let mut listener = Listener::new(&node, found, code.clone(), events.clone())?;
-    for addr in node.listen_addrs().await.unwrap_or_default() {
-        events.emit(Event::Listening { addr });
-    }
     events.emit(Event::Code { code: code.to_string(), made_up });
     events.emit(Event::Searching);
 
