@@ -91,8 +91,9 @@ pub enum Error {
     /// The sender saw too many wrong codes and stopped.
     #[error("{} wrong codes were tried: this code is burnt", crate::MAX_FAILED_ATTEMPTS)]
     CodeBurnt,
-    /// The receiver declined the offer (its reason, as the peer sent it).
-    #[error("the offer was declined: {}", term::sanitize(.0))]
+    /// The offer was declined: at our prompt ("declined"), or by the receiver (its
+    /// reason, as it sent it).
+    #[error("{}", term::sanitize(.0))]
     Declined(String),
     /// The caller cancelled.
     #[error("interrupted")]
@@ -126,12 +127,6 @@ pub enum Error {
     /// The peer closed the connection while we waited for it.
     #[error("the peer went away {0}")]
     PeerGone(&'static str),
-    /// A stream has no name to save it under.
-    #[error("a stream has no name to save it under: redirect stdout or use -o FILE")]
-    Unnamed,
-    /// The sender announced a name that is unsafe to write.
-    #[error("the sender announced an unsafe name {:?}", term::sanitize(.0))]
-    UnsafeName(String),
     /// The peer could be reached only through a relay and hole punching failed.
     #[error(
         "peer {0} is reachable only through a relay, and hole punching failed: a relay \
@@ -147,7 +142,7 @@ impl Error {
         use crate::sink::SinkError;
         match self {
             Error::InvalidOptions(_)
-            | Error::Unnamed
+            | Error::Sink(SinkError::Unnamed)
             | Error::Source(crate::source::SourceError::Usage(_)) => ErrorKind::Usage,
             Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
                 ErrorKind::WrongCode
@@ -159,6 +154,7 @@ impl Error {
                 ErrorKind::PeerCancelled
             }
             Error::Sink(SinkError::Exists(_)) => ErrorKind::Exists,
+            Error::Sink(SinkError::UnsafeName(_)) => ErrorKind::Protocol,
             Error::Session(SessionError::Remote(_)) => ErrorKind::Remote,
             Error::Source(_) | Error::Sink(_) | Error::Resume(_) | Error::Consent(_) => {
                 ErrorKind::Io
@@ -193,9 +189,16 @@ impl Error {
                 "check the code with the sender; the sender allows a few attempts per code".into(),
             ),
             Error::CodeBurnt => Some("run pcp send again for a new code".into()),
-            Error::Sink(SinkError::Exists(_)) => {
-                Some("use --force to overwrite, or choose another -o / -C".into())
-            }
+            Error::Sink(SinkError::Exists(_)) => Some(
+                "use --force to overwrite, or choose another -o / -C; the sender keeps waiting, \
+                 so run pcp receive again with the same code"
+                    .into(),
+            ),
+            Error::Sink(SinkError::Unnamed) => Some(
+                "the sender keeps waiting: run pcp receive again with the same code, with \
+                 stdout redirected or -o FILE"
+                    .into(),
+            ),
             Error::SourceChanged(_) => Some(
                 "send the same data as before, or remove the receiver's .pcp-part file (or use --force there) to start over".into(),
             ),
@@ -262,8 +265,9 @@ mod tests {
         );
         assert_eq!(Error::Session(SessionError::NotServing).kind(), ErrorKind::Protocol);
         assert_eq!(Error::Session(SessionError::Timeout).kind(), ErrorKind::Network);
-        assert_eq!(Error::Unnamed.kind(), ErrorKind::Usage);
-        assert_eq!(Error::UnsafeName("..".into()).kind(), ErrorKind::Protocol);
+        assert_eq!(Error::Sink(crate::sink::SinkError::Unnamed).kind(), ErrorKind::Usage);
+        let unsafe_name = crate::sink::SinkError::UnsafeName("..".into());
+        assert_eq!(Error::Sink(unsafe_name).kind(), ErrorKind::Protocol);
     }
 
     #[test]

@@ -144,6 +144,12 @@ pub enum Event {
     },
     /// The sender waits for the receiver to accept.
     AwaitingAccept,
+    /// The receiver could not take the offer where it stands (its reason, as sent);
+    /// the sender keeps waiting with the same code for it to try again.
+    Refused {
+        /// Why, in the receiver's words.
+        reason: String,
+    },
     /// The receiver got an offer (before consent is asked).
     Offer(OfferInfo),
     /// The receiver resumes: it already holds this many bytes of the offer.

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => exit::SUCCESS,
         Err(f) => {
-            let mut msg = format!("pcp: error: {}", f.message);
+            // Declining is a choice, not a failure: said plainly, still exit 4.
+            let label = if f.code == exit::DECLINED { "" } else { "error: " };
+            let mut msg = format!("pcp: {label}{}", f.message);
             if let Some(hint) = f.hint {
                 msg.push_str(&format!("\nhint: {hint}"));
             }

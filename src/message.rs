@@ -17,6 +17,7 @@
 //! | 0x08 | Ack     | R → S | postcard `u64`: how many chunks the receiver has verified and handed to its output |
 //! | 0x09 | Resume  | R → S | postcard [`Resume`]: instead of Accept, continue after the chunks the receiver holds |
 //! | 0x0a | Keepalive | both | empty: sent by a side that has been silent for a while, so silence means a dead link |
+//! | 0x0c | Refuse  | R → S | postcard `String` reason: the receiver cannot take the offer where it stands (the name exists, a stream to a terminal); it may try again with the same code, so the sender keeps waiting (LAST frame) |
 //! | 0x0b | Cancel  | both  | empty: the user stopped this side on purpose (Ctrl-C, SIGTERM); the peer stops too instead of waiting to reconnect (LAST frame) |
 //!
 //! Chunk body, big-endian:
@@ -127,6 +128,9 @@ pub(crate) enum Control {
     Keepalive,
     /// The peer's user stopped it on purpose: stop, do not wait for a reconnection.
     Cancel,
+    /// The receiver cannot take the offer for a local reason and may try again: the
+    /// sender keeps waiting with the same code.
+    Refuse(String),
 }
 
 /// Tag bytes.
@@ -153,6 +157,8 @@ pub(crate) mod tag {
     pub(crate) const KEEPALIVE: u8 = 0x0a;
     /// [`super::Control::Cancel`]
     pub(crate) const CANCEL: u8 = 0x0b;
+    /// [`super::Control::Refuse`]
+    pub(crate) const REFUSE: u8 = 0x0c;
 }
 
 impl Control {
@@ -170,6 +176,7 @@ impl Control {
             Control::Resume(_) => "Resume",
             Control::Keepalive => "Keepalive",
             Control::Cancel => "Cancel",
+            Control::Refuse(_) => "Refuse",
         }
     }
 
@@ -183,6 +190,7 @@ impl Control {
                 | Control::Error(_)
                 | Control::Done
                 | Control::Cancel
+                | Control::Refuse(_)
         )
     }
 
@@ -200,6 +208,7 @@ impl Control {
             Control::Resume(r) => (tag::RESUME, postcard::to_stdvec(r)),
             Control::Keepalive => (tag::KEEPALIVE, Ok(Vec::new())),
             Control::Cancel => (tag::CANCEL, Ok(Vec::new())),
+            Control::Refuse(r) => (tag::REFUSE, postcard::to_stdvec(r)),
         };
         let body = body.expect("serializing plain structs to a Vec cannot fail");
         let mut out = Vec::with_capacity(1 + body.len());
@@ -237,6 +246,7 @@ impl Control {
             tag::RESUME => Ok(Control::Resume(body_of(body, "Resume")?)),
             tag::KEEPALIVE => empty(body, "Keepalive", Control::Keepalive),
             tag::CANCEL => empty(body, "Cancel", Control::Cancel),
+            tag::REFUSE => Ok(Control::Refuse(body_of(body, "Refuse")?)),
             tag::CHUNK => {
                 Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" })
             }
@@ -338,6 +348,8 @@ mod tests {
             Control::Ack(u64::MAX),
             Control::Resume(Resume { chunks: 7, root: [1; 32] }),
             Control::Keepalive,
+            Control::Cancel,
+            Control::Refuse("exists".into()),
         ];
         for m in msgs {
             assert_eq!(Control::decode(&m.encode()).expect("decodes"), m);

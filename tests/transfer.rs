@@ -294,7 +294,11 @@ fn declined_on_the_terminal_exits_4_on_both_sides() {
         Some(exit::DECLINED),
         "receiver exited with {status}; terminal:\n{terminal}\nstderr:\n{stderr}"
     );
-    sender.expect_exit(exit::DECLINED);
+    let said = sender.expect_exit(exit::DECLINED);
+    // Issue 10, item 6: a "no" is a choice, said plainly on both sides, not an error.
+    assert!(said.contains("pcp: the receiver declined") && !said.contains("error"), "{said}");
+    // The receiver runs on a terminal (script(1)): its stderr is the terminal.
+    assert!(terminal.contains("pcp: declined") && !terminal.contains("error"), "{terminal}");
     assert!(list_dir(&cwd).is_empty(), "a declined offer wrote {:?}", list_dir(&cwd));
     drop(keys);
 }

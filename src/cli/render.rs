@@ -93,6 +93,10 @@ impl Reporter {
         Some(match ev {
             Event::ConnectionLost => "connection lost, reconnecting…".into(),
             Event::Reconnected => "reconnected".into(),
+            Event::Refused { reason } => format!(
+                "the receiver refused: {}; still waiting for it to try again with the same code",
+                sanitize(reason)
+            ),
             Event::SenderBusy { tries, max } => {
                 format!("the sender is busy with another receiver; retrying ({tries}/{max})")
             }

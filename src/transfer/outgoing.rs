@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
@@ -35,6 +35,9 @@ use crate::message::{Control, End, MessageError, Offer, Resume};
 use crate::pipeline::{self, Compression, PipelineError, RootHash, SealedChunk};
 use crate::session::{self, Session, SessionError};
 use crate::source::{Source, SourceError};
+
+/// How long a cancelled sender waits for the receiver to have read its `Cancel`.
+const CANCEL_LINGER: Duration = Duration::from_secs(5);
 
 /// One chunk read from the source and not yet acknowledged.
 struct Kept {
@@ -52,6 +55,9 @@ pub(super) enum Ending {
     Done,
     /// The connection died; the transfer goes on after a reconnection.
     Lost,
+    /// The receiver refused for a local reason before anything was sent; it may try
+    /// again with the same code.
+    Refused,
 }
 
 /// Everything the sender keeps across sessions.
@@ -212,7 +218,7 @@ impl Outgoing {
             let chunks = self.chunks.as_mut().expect("positioned before the data phase");
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => return self.cancel(flight, writer).await,
+                () = cancel.cancelled() => return self.cancel(flight, writer, replies).await,
                 (i, sealed) = wait_front(&mut flight.jobs), if !flight.jobs.is_empty() => {
                     let sealed = sealed.map_err(|_| PipelineError::Worker)??;
                     if writer.write_sealed(sealed.header, &sealed.frame).await.is_err() {
@@ -337,11 +343,15 @@ impl Outgoing {
     }
 
     /// Cancelled: the frames in flight hold the earlier counters, so they go out first
-    /// (a few chunks at most), then `Cancel` in our LAST frame.
-    async fn cancel<W: AsyncWrite + Unpin>(
+    /// (a few chunks at most), then `Cancel` in our LAST frame. The receiver reads it
+    /// only after what the connection still buffers ahead of it (a slow link may hold
+    /// seconds of it): wait, bounded, for its last word before the process may exit
+    /// and drop the connection.
+    async fn cancel<R, W: AsyncWrite + Unpin>(
         &mut self,
         mut flight: Flight,
         mut writer: FrameWriter<W>,
+        replies: JoinHandle<Result<(Control, FrameReader<R>), SessionError>>,
     ) -> Result<Ending, Error> {
         while !flight.jobs.is_empty() {
             let (_, sealed) = wait_front(&mut flight.jobs).await;
@@ -350,7 +360,9 @@ impl Outgoing {
                 _ => return Err(Error::Cancelled),
             }
         }
-        let _ = session::send(&mut writer, &Control::Cancel).await;
+        if session::send(&mut writer, &Control::Cancel).await.is_ok() {
+            let _ = tokio::time::timeout(CANCEL_LINGER, replies).await;
+        }
         writer.close().await;
         Err(Error::Cancelled)
     }

@@ -187,7 +187,7 @@ async fn first_contact(
     let (target, prefix) = match prepare(&offer, dest, force) {
         Ok(t) => t,
         Err((e, reason)) => {
-            session.say_last(&Control::Decline(reason.into()), LINGER).await;
+            session.say_last(&refusal(&e, reason), LINGER).await;
             return Err(e);
         }
     };
@@ -206,11 +206,11 @@ async fn first_contact(
         Ok(true) => {}
         Ok(false) => {
             session.say_last(&Control::Decline("the receiver declined".into()), LINGER).await;
-            return Err(Error::Declined("you declined".into()));
+            return Err(Error::Declined("declined".into()));
         }
         Err(e) => {
             let reason = "the receiver could not be asked".into();
-            session.say_last(&Control::Decline(reason), LINGER).await;
+            session.say_last(&Control::Refuse(reason), LINGER).await;
             return Err(Error::Consent(e));
         }
     }
@@ -219,7 +219,7 @@ async fn first_contact(
         Ok(sink) => sink,
         Err(e) => {
             let reason = "the receiver cannot write its output".into();
-            session.say_last(&Control::Decline(reason), LINGER).await;
+            session.say_last(&Control::Refuse(reason), LINGER).await;
             return Err(e.into());
         }
     };
@@ -242,6 +242,16 @@ async fn first_contact(
         offer,
     };
     Ok((inc, session))
+}
+
+/// How the receiver tells the sender it will not take the offer: a malformed offer is
+/// declined (the sender is at fault); a local reason (the name exists, nowhere to put
+/// a stream) is a refusal the receiver may retry with other options, with the same code.
+fn refusal(e: &Error, reason: &str) -> Control {
+    match e {
+        Error::Session(SessionError::Message(_)) => Control::Decline(reason.into()),
+        _ => Control::Refuse(reason.into()),
+    }
 }
 
 /// Everything the receiver can refuse, it refuses before asking, and tells the sender

@@ -79,6 +79,7 @@ pub async fn send(
         };
         match served {
             Ending::Done => break,
+            Ending::Refused => events.emit(Event::Searching),
             Ending::Lost => {
                 out.stats.reconnects += 1;
                 events.emit(Event::ConnectionLost);
@@ -128,6 +129,10 @@ where
         Ok(Control::Accept) => Resume { chunks: 0, root: RootHash::default().finish() },
         Ok(Control::Resume(r)) => r,
         Ok(Control::Decline(reason)) => return Err(Error::Declined(reason)),
+        Ok(Control::Refuse(reason)) if first => {
+            events.emit(Event::Refused { reason });
+            return Ok(Ending::Refused);
+        }
         Ok(other) => return Err(unexpected(&other, "Accept")),
         Err(SessionError::Cancelled) => return Err(Error::PeerCancelled(Role::Receiver)),
         Err(e) if !first && e.is_transient() => return Ok(Ending::Lost),
