@@ -154,6 +154,7 @@ struct Behaviour {
 enum Command {
     Dial { addr: Multiaddr },
     Link { peer: PeerId, reply: oneshot::Sender<Link> },
+    RemoteAddr { peer: PeerId, reply: oneshot::Sender<Option<Multiaddr>> },
 }
 
 /// What connects us to a peer, once [`Node::link`] has settled it.
@@ -311,6 +312,7 @@ impl Node {
             serve,
             allow_relay: config.allow_relay,
             conns: HashMap::new(),
+            remote: HashMap::new(),
             links: HashMap::new(),
         };
         if let Some(mut d) = event_loop.dht.take() {
@@ -343,6 +345,18 @@ impl Node {
         self.commands.send(Command::Dial { addr }).await.map_err(|_| NodeError::Stopped)
     }
 
+    /// The remote address of our connection to `peer` (the direct one if any), for
+    /// telling the user where a peer is and for per-address limits.
+    ///
+    /// # Errors
+    /// [`NodeError::Stopped`] when the event loop is gone.
+    pub(crate) async fn remote_addr(&self, peer: PeerId) -> Result<Option<Multiaddr>, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::RemoteAddr { peer, reply };
+        self.commands.send(cmd).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Connects to `peer` (dialling it if need be) and settles how: a direct connection
     /// when there is one or DCUtR makes one (relayed connections to the peer are then
     /// closed, because libp2p-stream picks a connection at random and a relay carries
@@ -372,6 +386,8 @@ struct EventLoop {
     allow_relay: bool,
     /// Open connections per peer: id and whether it is relayed.
     conns: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
+    /// The remote address of each open connection.
+    remote: HashMap<ConnectionId, Multiaddr>,
     /// [`Node::link`] callers waiting for a peer's connection to settle, and since when.
     links: HashMap<PeerId, (tokio::time::Instant, Vec<oneshot::Sender<Link>>)>,
 }
@@ -439,6 +455,18 @@ impl EventLoop {
                     Err(e) => self.emit(Event::DialFailed { addr, error: e.to_string() }),
                 }
             }
+            Command::RemoteAddr { peer, reply } => {
+                // The direct connection's address when there is one: that is where the
+                // session runs.
+                let conns = self.conns.get(&peer).map(Vec::as_slice).unwrap_or_default();
+                let pick = |relayed: bool| {
+                    conns
+                        .iter()
+                        .find(|(_, r)| *r == relayed)
+                        .and_then(|(id, _)| self.remote.get(id))
+                };
+                let _ = reply.send(pick(false).or_else(|| pick(true)).cloned());
+            }
             Command::Link { peer, reply } => {
                 let since = tokio::time::Instant::now();
                 self.links.entry(peer).or_insert_with(|| (since, Vec::new())).1.push(reply);
@@ -504,6 +532,7 @@ impl EventLoop {
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::ConnectionClosed { peer_id, connection_id, .. } => {
+                self.remote.remove(&connection_id);
                 if let Some(list) = self.conns.get_mut(&peer_id) {
                     list.retain(|(id, _)| *id != connection_id);
                     if list.is_empty() {
@@ -541,6 +570,7 @@ impl EventLoop {
                     self.emit(Event::Discovered { peer: peer_id, via: Via::Direct });
                 }
                 self.conns.entry(peer_id).or_default().push((connection_id, endpoint.is_relayed()));
+                self.remote.insert(connection_id, endpoint.get_remote_address().clone());
                 self.settle(peer_id, None);
                 self.with_dht(|d, swarm, emit| d.on_connected(swarm, peer_id, connection_id, emit));
             }

@@ -65,6 +65,11 @@ const HELLO_LEN: usize = 3 + 1 + 2 + 8 + SPAKE_MSG_LEN;
 /// stranger cannot hold the sender.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long the sender waits for each of a stranger's handshake messages (the hello,
+/// then the confirmation). A real receiver sends each at once; a silent stream holds
+/// one of the sender's few handshake slots, so it is dropped early.
+pub(crate) const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 mod status {
     pub(super) const OK: u8 = 0;
     pub(super) const NOT_SERVING: u8 = 1;
@@ -256,7 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sender side: reads the hello, answers it, runs SPAKE2 and checks the receiver's
     /// confirmation. `serving` decides whether a hello's slot is ours. Each read has its
-    /// own [`HANDSHAKE_TIMEOUT`].
+    /// own [`PRE_AUTH_TIMEOUT`].
     ///
     /// # Errors
     /// [`SessionError::NotServing`] and failures before the reply (no attempt spent);
@@ -269,7 +274,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         receiver: PeerId,
     ) -> Result<Session<S>, SessionError> {
         let mut hello = [0u8; HELLO_LEN];
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut hello)).await {
+        match tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut hello)).await {
             Ok(r) => r?,
             Err(_) => return Err(SessionError::Timeout),
         }
@@ -312,7 +317,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // after each try and never burn the code.
         let mut theirs = [0u8; CONFIRM_LEN];
         let confirmed =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut theirs)).await;
+            tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut theirs)).await;
         if !matches!(confirmed, Ok(Ok(())))
             || !bool::from(keys.confirm_theirs.as_ref().ct_eq(&theirs))
         {

@@ -56,7 +56,10 @@ pub async fn receive(
         _ => {}
     }
     let ReceiveOptions { code, destination, force, peers, network } = options;
-    let search = Search { code, peers, network };
+    // One identity for every reconnection: the sender takes the rest of a transfer
+    // only from the receiver that started it.
+    let keypair = libp2p::identity::Keypair::generate_ed25519();
+    let search = Search { code, peers, network, keypair };
     let mut state: Option<Incoming> = None;
     let mut first = Some((destination, consent));
     let mut started = Instant::now();
@@ -104,6 +107,7 @@ struct Search {
     code: crate::code::Code,
     peers: Vec<libp2p::Multiaddr>,
     network: crate::options::NetworkOptions,
+    keypair: libp2p::identity::Keypair,
 }
 
 /// What one round of rendezvous brought.
@@ -123,8 +127,9 @@ async fn meet(
     cancel: &CancellationToken,
 ) -> Result<(Node, Met), Error> {
     let net = &options.network;
-    let (node, found) =
-        Node::start(node_config(net, Duration::from_secs(3), &options.code, false))?;
+    let mut config = node_config(net, Duration::from_secs(3), &options.code, false);
+    config.keypair = Some(options.keypair.clone());
+    let (node, found) = Node::start(config)?;
     for addr in &options.peers {
         node.dial(addr.clone()).await?;
     }

@@ -2,7 +2,8 @@
 //! ([`find_sender`]); the sender's [`Listener`] runs incoming handshakes side by side
 //! in a bounded number of slots and counts wrong codes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +20,12 @@ use crate::session::{self, HANDSHAKE_TIMEOUT, Rendezvous, Session, SessionError}
 
 /// Handshakes a sender runs at once.
 const MAX_CONCURRENT_HANDSHAKES: usize = 8;
+
+/// Handshakes one peer may have in flight: a real receiver needs one.
+const MAX_HANDSHAKES_PER_PEER: usize = 2;
+
+/// Handshakes one remote address may have in flight, whatever peer ids it uses.
+const MAX_HANDSHAKES_PER_IP: usize = 4;
 
 /// Pause before redialling a `--peer` address that failed.
 const REDIAL: Duration = Duration::from_secs(1);
@@ -134,7 +141,7 @@ enum Failure {
 struct Search {
     tried: HashSet<PeerId>,
     /// Busy answers per peer.
-    busy: std::collections::HashMap<PeerId, u32>,
+    busy: HashMap<PeerId, u32>,
     /// pcp senders that serve another code.
     not_serving: HashSet<PeerId>,
     /// The most telling failure so far.
@@ -231,12 +238,66 @@ async fn attempt(node: Node, peer: PeerId, code: Code, me: PeerId) -> Attempt {
 /// The sender's side of the rendezvous: incoming session streams and the node's
 /// events, for as long as the transfer runs.
 pub(super) struct Listener {
+    node: Node,
     incoming: libp2p_stream::IncomingStreams,
     found: mpsc::Receiver<NodeEvent>,
     code: Code,
     me: PeerId,
     failures: u32,
     events: Events,
+    /// Once a receiver authenticated, only it may come back (after a lost connection).
+    pinned: Option<PeerId>,
+}
+
+/// Handshakes in flight, counted per peer and per remote IP address.
+#[derive(Default)]
+struct Slots {
+    per_peer: HashMap<PeerId, usize>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Slots {
+    /// Takes a slot for a handshake from `peer` at `ip`, unless one of the caps is
+    /// reached.
+    fn take(&mut self, peer: PeerId, ip: Option<IpAddr>, in_flight: usize) -> bool {
+        let peer_n = self.per_peer.get(&peer).copied().unwrap_or(0);
+        let ip_n = ip.and_then(|ip| self.per_ip.get(&ip).copied()).unwrap_or(0);
+        if in_flight >= MAX_CONCURRENT_HANDSHAKES
+            || peer_n >= MAX_HANDSHAKES_PER_PEER
+            || ip_n >= MAX_HANDSHAKES_PER_IP
+        {
+            return false;
+        }
+        *self.per_peer.entry(peer).or_default() += 1;
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_default() += 1;
+        }
+        true
+    }
+
+    fn give_back(&mut self, peer: PeerId, ip: Option<IpAddr>) {
+        fn dec<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K) {
+            if let Some(n) = m.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&k);
+                }
+            }
+        }
+        dec(&mut self.per_peer, peer);
+        if let Some(ip) = ip {
+            dec(&mut self.per_ip, ip);
+        }
+    }
+}
+
+/// The IP address in a multiaddr, if it has one.
+fn ip_of(addr: &libp2p::Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
 }
 
 impl Listener {
@@ -250,14 +311,31 @@ impl Listener {
             .control()
             .accept(session::PROTOCOL)
             .map_err(|_| node::NodeError::Transport("the session protocol is taken".into()))?;
-        Ok(Listener { incoming, found, code, me: node.peer_id(), failures: 0, events })
+        let me = node.peer_id();
+        Ok(Listener {
+            node: node.clone(),
+            incoming,
+            found,
+            code,
+            me,
+            failures: 0,
+            events,
+            pinned: None,
+        })
+    }
+
+    /// From now on, accept sessions from `peer` only: the receiver that authenticated
+    /// is the one that may resume.
+    pub(super) fn pin(&mut self, peer: PeerId) {
+        self.pinned = Some(peer);
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
-    /// stalled or slow peer cannot hold up the real receiver; past the cap, newcomers
-    /// are told we are busy.
+    /// stalled or slow peer cannot hold up the real receiver; past the caps (in all, per
+    /// peer, per address), newcomers are told we are busy, at no cost to the code.
     pub(super) async fn next_session(&mut self) -> Result<Session<Stream>, Error> {
         let mut pending = FuturesUnordered::new();
+        let mut slots = Slots::default();
         let (code, me) = (&self.code, self.me);
         loop {
             tokio::select! {
@@ -265,34 +343,39 @@ impl Listener {
                     let Some((peer, stream)) = next else {
                         return Err(node::NodeError::Stopped.into());
                     };
-                    if pending.len() >= MAX_CONCURRENT_HANDSHAKES {
+                    let ip = self.node.remote_addr(peer).await.ok().flatten().as_ref().and_then(ip_of);
+                    let other = self.pinned.is_some_and(|p| p != peer);
+                    if other || !slots.take(peer, ip, pending.len()) {
                         tokio::spawn(Session::refuse_busy(stream));
                         continue;
                     }
                     self.events.emit(Event::Authenticating { peer });
                     pending.push(async move {
-                        (peer, Session::accept(stream, code, slot_ok, me, peer).await)
+                        (peer, ip, Session::accept(stream, code, slot_ok, me, peer).await)
                     });
                 }
                 Some(ev) = self.found.recv() => report_network(ev, self.me, &self.events),
-                Some((peer, result)) = pending.next(), if !pending.is_empty() => match result {
-                    Ok(s) => return Ok(s),
-                    Err(SessionError::PeerWrongCode { peer }) => {
-                        self.failures += 1;
-                        let left = MAX_FAILED_ATTEMPTS.saturating_sub(self.failures);
-                        self.events.emit(Event::WrongCode { peer, left });
-                        if left == 0 {
-                            return Err(Error::CodeBurnt);
+                Some((peer, ip, result)) = pending.next(), if !pending.is_empty() => {
+                    slots.give_back(peer, ip);
+                    match result {
+                        Ok(s) => return Ok(s),
+                        Err(SessionError::PeerWrongCode { peer }) => {
+                            self.failures += 1;
+                            let left = MAX_FAILED_ATTEMPTS.saturating_sub(self.failures);
+                            self.events.emit(Event::WrongCode { peer, left });
+                            if left == 0 {
+                                return Err(Error::CodeBurnt);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "handshake refused");
+                            if pending.is_empty() {
+                                // Back to waiting, so the status does not stay on a stranger.
+                                self.events.emit(Event::Searching);
+                            }
                         }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "handshake refused");
-                        if pending.is_empty() {
-                            // Back to waiting, so the status does not stay on a stranger.
-                            self.events.emit(Event::Searching);
-                        }
-                    }
-                },
+                }
             }
         }
     }

@@ -72,7 +72,8 @@ pub async fn send(
                 }
             } => s?,
         };
-        tracing::info!(peer = %session.peer(), "authenticated");
+        let peer = session.peer();
+        tracing::info!(%peer, "authenticated");
         let served = tokio::select! {
             r = serve(&mut out, session, &mut started, &events, &cancel) => r?,
             () = listener.refuse_others() => unreachable!("refuse_others never returns"),
@@ -81,6 +82,8 @@ pub async fn send(
             Ending::Done => break,
             Ending::Refused => events.emit(Event::Searching),
             Ending::Lost => {
+                // Only the receiver that has the data may come back for the rest.
+                listener.pin(peer);
                 out.stats.reconnects += 1;
                 events.emit(Event::ConnectionLost);
             }
