@@ -1,0 +1,134 @@
+//! File-system primitives for the files a receiver creates or resumes in a directory it
+//! may share with others (its target directory, `-C DIR`, the directory of `-o FILE`).
+//!
+//! Someone who can write there can plant a name before pcp gets to it: a symlink to a
+//! victim file, a FIFO, a device. The rules here make such a name fail loudly instead of
+//! being followed, blocked on or read forever:
+//!
+//! - Every open uses `O_NOFOLLOW`: a symlink as the last component fails (`ELOOP`, shown
+//!   as "is a symbolic link"), whatever it points to.
+//! - A file pcp creates is created with `O_CREAT | O_EXCL` (`create_new`) and mode `0600`:
+//!   it never opens what is already there, and the sender's (possibly private) bytes are
+//!   the owner's only.
+//! - A file pcp reopens is opened with `O_NONBLOCK` too, so that a FIFO cannot block the
+//!   open, and MUST be a regular file (`fstat` on the opened descriptor, so nothing can be
+//!   swapped in between) before a byte is read or written.
+//!
+//! Only `std` and `rustix` (for the flag values) are used; there is no unsafe code.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+
+/// Mode of the files pcp creates for a peer's data: the owner's only.
+pub(crate) const PRIVATE_MODE: u32 = 0o600;
+
+/// `O_NOFOLLOW` (and more) for [`OpenOptionsExt::custom_flags`].
+fn flags(f: OFlags) -> i32 {
+    // The flag values are small positive constants; the cast cannot wrap.
+    f.bits() as i32
+}
+
+/// `ELOOP` from an `O_NOFOLLOW` open means the name is a symlink: say so.
+fn explain(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+        io::Error::new(io::ErrorKind::InvalidInput, "is a symbolic link")
+    } else {
+        e
+    }
+}
+
+/// Creates `path` for writing, mode `0600`, failing if anything exists under that name
+/// (a symlink included, dangling or not).
+///
+/// # Errors
+/// `AlreadyExists` when the name is taken; other I/O errors.
+pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_MODE)
+        .custom_flags(flags(OFlags::NOFOLLOW))
+        .open(path)
+        .map_err(explain)
+}
+
+/// Opens an existing regular file, for reading or for writing (without truncating it),
+/// refusing a symlink, FIFO, device, socket or directory without blocking on it.
+///
+/// # Errors
+/// `InvalidInput` for anything but a regular file; other I/O errors (`NotFound` included).
+pub(crate) fn open_regular(path: &Path, write: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+        .open(path)
+        .map_err(explain)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "is not a regular file"));
+    }
+    // O_NONBLOCK only had to cover the open; drop it so the file behaves as any other.
+    let fl = rustix::fs::fcntl_getfl(&file)?;
+    rustix::fs::fcntl_setfl(&file, fl - OFlags::NONBLOCK)?;
+    Ok(file)
+}
+
+/// Makes a FIFO at `path`, for tests (rustix has no `mknodat` on every Unix).
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    #[test]
+    fn created_files_are_private_and_new() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        create_new_private(&path).expect("create");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let e = create_new_private(&path).expect_err("exists");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let link = dir.path().join("link");
+        symlink(&victim, &link).expect("plant");
+        assert!(create_new_private(&link).is_err());
+        symlink(dir.path().join("nowhere"), dir.path().join("dangling")).expect("plant");
+        assert!(create_new_private(&dir.path().join("dangling")).is_err());
+        assert!(!dir.path().join("nowhere").exists(), "a dangling link is not followed");
+        assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+    }
+
+    #[test]
+    fn only_regular_files_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"data").expect("write");
+        open_regular(&path, true).expect("a regular file opens");
+        let link = dir.path().join("link");
+        symlink(&path, &link).expect("plant");
+        let e = open_regular(&link, false).expect_err("symlink");
+        assert_eq!(e.to_string(), "is a symbolic link");
+        let e = open_regular(dir.path(), false).expect_err("directory");
+        assert_eq!(e.to_string(), "is not a regular file");
+        let e = open_regular(Path::new("/dev/null"), false).expect_err("device");
+        assert_eq!(e.to_string(), "is not a regular file");
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        let e = open_regular(&fifo, false).expect_err("a FIFO, without blocking");
+        assert_eq!(e.to_string(), "is not a regular file");
+    }
+}
