@@ -37,7 +37,9 @@
 //!   and MUST stay inside the top-level entry that contains the link.
 //! - A hard link MUST point to a regular file extracted earlier from the same archive.
 //! - Ownership, setuid, setgid and sticky bits are never restored: only the `0o777`
-//!   permission bits and the mtime travel.
+//!   permission bits and the mtime travel, and the permission bits MUST be masked with
+//!   the receiver's umask (read once per [`Unpacker`]), as `tar` does for a non-root
+//!   user: a sender cannot create world-writable files or directories.
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions, Permissions};
@@ -429,6 +431,8 @@ pub(crate) struct Unpacker {
     /// Directory entries, to get their own mode and mtime once everything is in place.
     dirs: Vec<DirMeta>,
     buf: Vec<u8>,
+    /// The receiver's umask, applied to every mode the archive carries.
+    umask: u32,
     /// Set once `commit` has removed staging itself.
     done: bool,
 }
@@ -472,6 +476,7 @@ impl Unpacker {
             allowed_top,
             dirs: Vec::new(),
             buf: Vec::new(),
+            umask: crate::fsx::umask(),
             done: false,
         })
     }
@@ -500,7 +505,8 @@ impl Unpacker {
     /// Extracts every entry of the tar stream `r` into staging, then reads `r` to its end.
     ///
     /// Regular files, directories, symlinks and hard links are accepted. Files get their
-    /// mode (`0o777` bits only) and mtime now; directories stay `0o700` until commit.
+    /// mode (`0o777` bits only, less the umask) and mtime now; directories stay `0o700`
+    /// until commit.
     /// Ownership is never restored.
     ///
     /// Reading `r` to the end (tar's second zero block and any padding after it) means the
@@ -532,7 +538,8 @@ impl Unpacker {
         let parts = entry_parts(&raw_name, &self.allowed_top).map_err(refuse)?;
         let header = entry.header();
         let stream = |source| ArchiveError::Stream { source };
-        let mode = header.mode().map_err(stream)? & MODE_MASK;
+        // chmod ignores the umask: apply it here, as the kernel does for a create.
+        let mode = header.mode().map_err(stream)? & MODE_MASK & !self.umask;
         let mtime = header.mtime().map_err(stream)?;
         let mtime = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
 
@@ -1313,6 +1320,39 @@ mod tests {
         unpacker.commit(false).unwrap();
         assert_eq!(fs::read(dest.path().join("d/g")).unwrap(), b"evil");
         assert_eq!(mode(&dest.path().join("d/a/f")), 0o644);
+    }
+
+    /// The process umask as the kernel applies it: the mode a file asked to be `0o777`
+    /// gets, complemented.
+    fn probed_umask() -> u32 {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("probe");
+        OpenOptions::new().write(true).create_new(true).mode(0o777).open(&path).unwrap();
+        !mode(&path) & 0o777
+    }
+
+    #[test]
+    fn extracted_modes_honour_the_umask() {
+        let umask = probed_umask();
+        // With a zero umask there is nothing to show; test runners use 022 or stricter.
+        assert_ne!(umask, 0, "run the tests under a non-zero umask");
+        let dest = TempDir::new().unwrap();
+        let mut tar = Vec::new();
+        for (kind, name) in [(EntryType::Directory, "d"), (EntryType::Regular, "d/f")] {
+            let mut header = Header::new_gnu();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_entry_type(kind);
+            header.set_mode(0o777);
+            header.set_size(0);
+            header.set_cksum();
+            tar.extend_from_slice(header.as_bytes());
+        }
+        tar.extend_from_slice(&[0; 1024]);
+        let mut unpacker = Unpacker::new(dest.path(), vec!["d".into()]).unwrap();
+        unpacker.unpack(&tar[..]).unwrap();
+        unpacker.commit(false).unwrap();
+        assert_eq!(mode(&dest.path().join("d")), 0o777 & !umask, "a directory");
+        assert_eq!(mode(&dest.path().join("d/f")), 0o777 & !umask, "a file");
     }
 
     #[test]

@@ -14,12 +14,18 @@
 //!   open, and MUST be a regular file (`fstat` on the opened descriptor, so nothing can be
 //!   swapped in between) before a byte is read or written.
 //!
-//! Only `std` and `rustix` (for the flag values) are used; there is no unsafe code.
+//! - A mode that comes from a peer is applied with `chmod`, which the umask does not
+//!   filter: it MUST first be masked with [`umask`], so that a sender cannot create
+//!   world-writable files or directories on the receiver.
+//!
+//! Only `std` and `rustix` (for the flag values and calls std lacks) are used; there is
+//! no unsafe code.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use rustix::fs::OFlags;
 use rustix::io::Errno;
@@ -85,6 +91,30 @@ pub(crate) fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
+/// The process umask, read once.
+///
+/// From `Umask:` in `/proc/self/status` (Linux 4.7+), which reads it without changing it.
+/// Elsewhere the only way is `umask(2)`, which sets it: it is set to `0o077` and put back
+/// at once, so a file another thread creates in that instant is more private, never less.
+pub(crate) fn umask() -> u32 {
+    static UMASK: OnceLock<u32> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        proc_umask().unwrap_or_else(|| {
+            let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+            rustix::process::umask(old);
+            // mode_t is u16 on some Unixes (macOS), u32 on Linux.
+            #[allow(clippy::useless_conversion)]
+            u32::from(old.as_raw_mode())
+        })
+    })
+}
+
+fn proc_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok().filter(|m| *m <= 0o777)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +140,15 @@ mod tests {
         assert!(create_new_private(&dir.path().join("dangling")).is_err());
         assert!(!dir.path().join("nowhere").exists(), "a dangling link is not followed");
         assert_eq!(std::fs::read(&victim).expect("read"), b"precious");
+    }
+
+    #[test]
+    fn umask_is_what_the_kernel_applies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("probe");
+        OpenOptions::new().write(true).create_new(true).mode(0o777).open(&path).expect("create");
+        let applied = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(applied, 0o777 & !umask());
     }
 
     #[test]

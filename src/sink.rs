@@ -568,6 +568,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn part_files_and_the_staged_archive_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let offer = file_offer(10);
+        let target = Target::File { path: path.clone(), keep_part: true };
+        let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        assert_eq!(mode(&part_path(&path)), 0o600, "the part file");
+        assert_eq!(mode(&crate::resume::manifest_path(&part_path(&path))), 0o600, "its manifest");
+        drop(sink);
+
+        let target = Target::Extract { dir: dir.path().to_owned(), entries: vec!["t".into()] };
+        let part = target.resume_part().expect("an archive has a part file");
+        let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        assert_eq!(mode(&part), 0o600, "the staged archive");
+        drop(sink);
+    }
+
+    #[tokio::test]
     async fn an_archive_is_staged_then_extracted_and_kept_for_resume_on_abort() {
         let src = tempfile::tempdir().expect("tempdir");
         let tree = src.path().join("tree");
