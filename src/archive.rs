@@ -716,9 +716,10 @@ impl Unpacker {
     /// read-only only after everything below it is done), and removes staging.
     ///
     /// Returns the final paths, in announced order. Without `force` every target is
-    /// checked before anything moves, so a refusal leaves `dest` untouched (a file that
-    /// another process creates under a final name after the check can still be replaced:
-    /// std has no rename-without-replace). With `force`,
+    /// checked before anything moves, so a refusal leaves `dest` untouched, and each
+    /// move is a rename that never replaces (see [`crate::fsx::rename_noreplace`]): what
+    /// another process creates under a final name after the check stays, and the commit
+    /// fails with [`ArchiveError::Exists`]. With `force`,
     /// a directory merges into an existing directory (recursively; files replaced), and
     /// anything else replaces what is there. A directory merged into keeps its own mode
     /// and mtime: it is the receiver's, and may carry bits (setgid on a shared
@@ -750,7 +751,7 @@ impl Unpacker {
         let mut merged = HashSet::new();
         for name in names {
             let target = self.dest.join(name);
-            place(&self.staging.join(name), &target, &mut merged)?;
+            place(&self.staging.join(name), &target, &mut merged, force)?;
             placed.push(target);
         }
 
@@ -792,10 +793,23 @@ impl Drop for Unpacker {
     }
 }
 
-/// Moves `src` to `target`, replacing what is there; a directory onto a directory merges,
-/// and the directories merged into are added to `merged`.
-fn place(src: &Path, target: &Path, merged: &mut HashSet<PathBuf>) -> Result<(), ArchiveError> {
+/// Moves `src` to `target`. With `force` it replaces what is there, and a directory onto
+/// a directory merges (the directories merged into are added to `merged`). Without
+/// `force`, anything at `target`, even one that appeared after [`Unpacker::commit`]
+/// checked, is refused with [`ArchiveError::Exists`] and never replaced.
+fn place(
+    src: &Path,
+    target: &Path,
+    merged: &mut HashSet<PathBuf>,
+    force: bool,
+) -> Result<(), ArchiveError> {
     let fail = |source| ArchiveError::Commit { path: target.to_owned(), source };
+    if !force {
+        return crate::fsx::rename_noreplace(src, target).map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => ArchiveError::Exists { path: target.to_owned() },
+            _ => fail(source),
+        });
+    }
     let src_is_dir = fs::symlink_metadata(src).map_err(fail)?.is_dir();
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -804,7 +818,7 @@ fn place(src: &Path, target: &Path, merged: &mut HashSet<PathBuf>) -> Result<(),
             merged.insert(target.to_owned());
             for child in fs::read_dir(src).map_err(fail)? {
                 let child = child.map_err(fail)?;
-                place(&child.path(), &target.join(child.file_name()), merged)?;
+                place(&child.path(), &target.join(child.file_name()), merged, force)?;
             }
             return Ok(());
         }
@@ -1461,6 +1475,29 @@ mod tests {
         let err = unpacker.commit(false).unwrap_err();
         assert!(matches!(err, ArchiveError::Incomplete { ref name } if name == "b"));
         assert!(names_in(dest.path()).is_empty());
+    }
+
+    #[test]
+    fn place_without_force_never_replaces_what_appeared_after_the_check() {
+        let dir = TempDir::new().unwrap();
+        let src = dir.path().join("staged");
+        let target = dir.path().join("target");
+        fs::write(&src, b"sent").unwrap();
+        // Created after commit's check, before the move: another process's file.
+        fs::write(&target, b"precious").unwrap();
+        let err = place(&src, &target, &mut HashSet::new(), false).unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err:?}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        // The same for a directory.
+        fs::create_dir(dir.path().join("sdir")).unwrap();
+        fs::create_dir(dir.path().join("tdir")).unwrap();
+        let err =
+            place(&dir.path().join("sdir"), &dir.path().join("tdir"), &mut HashSet::new(), false)
+                .unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err:?}");
+        // With force, it is replaced.
+        place(&src, &target, &mut HashSet::new(), true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"sent");
     }
 
     #[test]

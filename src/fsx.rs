@@ -14,6 +14,10 @@
 //!   open, and MUST be a regular file (`fstat` on the opened descriptor, so nothing can be
 //!   swapped in between) before a byte is read or written.
 //!
+//! - A result is moved under its final name with [`rename_noreplace`] unless the user
+//!   gave `--force`: a file that appears under that name after pcp checked it is free is
+//!   never replaced (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the
+//!   filesystem lacks it).
 //! - A mode that comes from a peer is applied with `chmod`, which the umask does not
 //!   filter: it MUST first be masked with [`umask`], so that a sender cannot create
 //!   world-writable files or directories on the receiver.
@@ -91,6 +95,54 @@ pub(crate) fn mkfifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
+/// Renames `from` to `to`, failing with `AlreadyExists` if anything (a dangling symlink
+/// included) is at `to`, atomically: what another process creates there in between is
+/// never replaced.
+///
+/// `renameat2(RENAME_NOREPLACE)` (`renameatx_np(RENAME_EXCL)` on macOS). Where the
+/// filesystem or kernel lacks it (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`: some network and FUSE
+/// filesystems), a file is moved with `link` then `unlink`, which is just as safe; a
+/// directory (which cannot be hard-linked) and a filesystem without hard links fall
+/// back to checking that `to` is free and renaming, the one case with a window.
+///
+/// # Errors
+/// `AlreadyExists` when `to` is taken; other I/O errors.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Err(e) if [Errno::INVAL, Errno::NOSYS, Errno::NOTSUP].contains(&e) => {}
+            other => return other.map_err(io::Error::from),
+        }
+    }
+    link_then_unlink(from, to)
+}
+
+/// [`rename_noreplace`] without `renameat2`.
+fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
+    if !std::fs::symlink_metadata(from)?.is_dir() {
+        // link(2) never replaces `to` and, without AT_SYMLINK_FOLLOW, links a symlink
+        // itself rather than its target.
+        match std::fs::hard_link(from, to) {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_file(from) {
+                    // In place under its final name; only the old name is left over.
+                    tracing::warn!(path = %from.display(), error = %e, "cannot remove after moving");
+                }
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            // No hard links here (EPERM, EOPNOTSUPP, EXDEV...): check and rename below.
+            Err(_) => {}
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "already exists"));
+    }
+    std::fs::rename(from, to)
+}
+
 /// The process umask, read once.
 ///
 /// From `Umask:` in `/proc/self/status` (Linux 4.7+), which reads it without changing it.
@@ -149,6 +201,39 @@ mod tests {
         OpenOptions::new().write(true).create_new(true).mode(0o777).open(&path).expect("create");
         let applied = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
         assert_eq!(applied, 0o777 & !umask());
+    }
+
+    #[test]
+    fn rename_noreplace_never_replaces() {
+        for rename in [rename_noreplace, link_then_unlink] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+            std::fs::write(&from, b"new").expect("write");
+            std::fs::write(&to, b"precious").expect("write");
+            let e = rename(&from, &to).expect_err("a file is there");
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(std::fs::read(&to).expect("read"), b"precious");
+            assert_eq!(std::fs::read(&from).expect("read"), b"new", "nothing moved");
+
+            std::fs::remove_file(&to).expect("rm");
+            symlink("nowhere", &to).expect("plant");
+            let e = rename(&from, &to).expect_err("a dangling symlink is there");
+            assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+            std::fs::remove_file(&to).expect("rm");
+
+            rename(&from, &to).expect("a free name");
+            assert_eq!(std::fs::read(&to).expect("read"), b"new");
+            assert!(std::fs::symlink_metadata(&from).is_err(), "moved, not copied");
+
+            let (d, e) = (dir.path().join("d"), dir.path().join("e"));
+            std::fs::create_dir(&d).expect("mkdir");
+            std::fs::create_dir(&e).expect("mkdir");
+            let err = rename(&d, &e).expect_err("a directory is there");
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            std::fs::remove_dir(&e).expect("rm");
+            rename(&d, &e).expect("a directory to a free name");
+            assert!(e.is_dir() && !d.exists());
+        }
     }
 
     #[test]

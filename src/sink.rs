@@ -227,11 +227,16 @@ impl Sink {
                 let (file, journal) = open_part(&part, journal, force)?;
                 std::thread::spawn(move || {
                     let commit = |part: &Path| -> Result<Written, SinkError> {
-                        if !force && path.symlink_metadata().is_ok() {
-                            return Err(SinkError::Exists(path.clone()));
-                        }
-                        std::fs::rename(part, &path)
-                            .map_err(|source| SinkError::File { path: path.clone(), source })?;
+                        // Without force, a name taken in the meantime is never replaced.
+                        let moved = if force {
+                            std::fs::rename(part, &path)
+                        } else {
+                            crate::fsx::rename_noreplace(part, &path)
+                        };
+                        moved.map_err(|source| match source.kind() {
+                            io::ErrorKind::AlreadyExists => SinkError::Exists(path.clone()),
+                            _ => SinkError::File { path: path.clone(), source },
+                        })?;
                         Ok(Written { paths: vec![path.clone()] })
                     };
                     write_part(rx, file, journal, &part, keep_part, commit)
