@@ -27,6 +27,10 @@
 //!   refuse; it skips them with a warning, so a tree with one absolute link still transfers.
 //! - On a pack error the archive is left without its end marker, so a truncated archive
 //!   is never mistaken for a complete one.
+//! - The receiver MUST refuse a GNU long-name/long-link or PAX header whose body exceeds
+//!   64 KiB before the `tar` crate reads that body (which it does whole, into memory):
+//!   see `archive/guard.rs`, which also refuses PAX `size` records and GNU sparse entries
+//!   so that it always knows where the next header is.
 //! - The receiver MUST validate every entry name and link target BEFORE creating anything
 //!   for it, and never writes outside its staging directory `dest/.pcp-staging-<hex>`
 //!   until [`Unpacker::commit`].
@@ -49,6 +53,9 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use tar::{Builder, EntryType, Header, HeaderMode};
+
+mod guard;
+use guard::HeaderGuard;
 
 /// The staging directory's name in `dest`, before its random suffix.
 const STAGING_PREFIX: &str = ".pcp-staging-";
@@ -136,6 +143,20 @@ pub enum ArchiveError {
         /// Which rule it broke.
         reason: &'static str,
     },
+    /// The peer's archive holds an extension header (GNU long name or long link, PAX)
+    /// larger than pcp accepts; refused from its header, before its body was read.
+    #[error("refused archive: a {what} of {size} bytes, over the {max}-byte limit")]
+    ExtensionTooLarge {
+        /// Which kind of extension header.
+        what: &'static str,
+        /// The size its header claims.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The peer's archive holds a header pcp does not accept (see `archive/guard.rs`).
+    #[error("refused archive: {0}")]
+    BadHeader(&'static str),
     /// The archive ended without a top-level entry the sender announced.
     #[error("the archive ended without the announced entry {name:?}")]
     Incomplete {
@@ -515,18 +536,32 @@ impl Unpacker {
     /// # Errors
     ///
     /// [`ArchiveError::Unsafe`] for an entry that breaks a rule in the module docs,
-    /// [`ArchiveError::Stream`] or [`ArchiveError::Truncated`] for a broken stream, and
+    /// [`ArchiveError::ExtensionTooLarge`] or [`ArchiveError::BadHeader`] for a header the
+    /// guard refuses, [`ArchiveError::Stream`] or [`ArchiveError::Truncated`] for a broken
+    /// stream, and
     /// [`ArchiveError::Extract`] for a local write error. After an error `r` is left
     /// partly read; the caller MUST abandon the stream, and staging holds only what came
     /// before the failing entry.
     pub(crate) fn unpack<R: Read>(&mut self, r: R) -> Result<(), ArchiveError> {
         let stream = |source| ArchiveError::Stream { source };
-        let mut archive = tar::Archive::new(r);
+        // The guard refuses oversized extension headers before the tar crate reads them.
+        let mut archive = tar::Archive::new(HeaderGuard::new(r));
+        let result = self.extract_all(&mut archive);
+        let mut guarded = archive.into_inner();
+        if let Some(refusal) = guarded.refused() {
+            return Err(refusal);
+        }
+        result?;
+        // tar stops reading at the first zero block.
+        io::copy(&mut guarded, &mut io::sink()).map_err(stream)?;
+        Ok(())
+    }
+
+    fn extract_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), ArchiveError> {
+        let stream = |source| ArchiveError::Stream { source };
         for entry in archive.entries().map_err(stream)? {
             self.extract(&mut entry.map_err(stream)?)?;
         }
-        // tar stops reading at the first zero block.
-        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(stream)?;
         Ok(())
     }
 
@@ -1076,6 +1111,23 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_long_names_and_link_targets() {
+        // Over tar's 100-byte name field: GNU long-name and long-link headers, which the
+        // guard lets through.
+        let src = TempDir::new().unwrap();
+        let dest = TempDir::new().unwrap();
+        let long = "n".repeat(200);
+        let tree = src.path().join("tree");
+        fs::create_dir_all(tree.join(&long)).unwrap();
+        fs::write(tree.join(&long).join(&long), b"deep").unwrap();
+        symlink(format!("{long}/{long}"), tree.join("link")).unwrap();
+        round_trip(std::slice::from_ref(&tree), dest.path());
+        let out = dest.path().join("tree");
+        assert_eq!(fs::read(out.join(&long).join(&long)).unwrap(), b"deep");
+        assert_eq!(fs::read(out.join("link")).unwrap(), b"deep");
+    }
+
+    #[test]
     fn round_trip_several_top_level_paths() {
         let src = TempDir::new().unwrap();
         let dest = TempDir::new().unwrap();
@@ -1377,6 +1429,60 @@ mod tests {
             assert!(matches!(err, ArchiveError::Unsafe { .. }), "{bad:?}: {err:?}");
         }
         assert!(names_in(dest.path()).is_empty());
+    }
+
+    /// A tar stream made of `head` then zeros without end, produced as it is read and
+    /// failing past 1 MiB, so that a test cannot allocate what a header claims.
+    struct Endless {
+        head: Vec<u8>,
+        pos: usize,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos > 1 << 20 {
+                return Err(io::Error::other("read past 1 MiB"));
+            }
+            let n = buf.len().min(4096);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = self.head.get(self.pos + i).copied().unwrap_or(0);
+            }
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn extension_header(kind: EntryType, size: u64) -> Vec<u8> {
+        let mut header = Header::new_gnu();
+        header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(size);
+        header.set_cksum();
+        header.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn refuses_huge_extension_headers_from_the_header_alone() {
+        let kinds = [
+            EntryType::GNULongName,
+            EntryType::GNULongLink,
+            EntryType::XHeader,
+            EntryType::XGlobalHeader,
+        ];
+        for kind in kinds {
+            // A `d` entry first, so the refusal is not of the first block.
+            let mut head = Vec::new();
+            dir(&mut head, "d");
+            head.extend_from_slice(&extension_header(kind, 1 << 30));
+            let dest = TempDir::new().unwrap();
+            let mut unpacker = Unpacker::new(dest.path(), vec!["d".into()]).unwrap();
+            let mut stream = Endless { head, pos: 0 };
+            let err = unpacker.unpack(&mut stream).unwrap_err();
+            assert!(stream.pos <= 64 << 10, "{kind:?}: read {} bytes", stream.pos);
+            assert!(matches!(err, ArchiveError::ExtensionTooLarge { .. }), "{kind:?}: {err:?}");
+            assert!(err.to_string().contains("1073741824"), "{err}");
+        }
     }
 
     #[test]
