@@ -476,11 +476,11 @@ impl Unpacker {
     ///
     /// # Errors
     ///
-    /// [`ArchiveError::Unsafe`] if an announced name is not a plain file name (empty, `.`,
-    /// `..`, or containing `/`), and [`ArchiveError::Staging`] if the directory cannot be
+    /// [`ArchiveError::Unsafe`] if an announced name is not a [`plain_name`], and
+    /// [`ArchiveError::Staging`] if the directory cannot be
     /// created (for instance, `dest` does not exist).
     pub(crate) fn new(dest: &Path, allowed_top: Vec<String>) -> Result<Unpacker, ArchiveError> {
-        if let Some(bad) = allowed_top.iter().find(|name| !is_plain_name(name)) {
+        if let Some(bad) = allowed_top.iter().find(|name| plain_name(name).is_none()) {
             return Err(ArchiveError::Unsafe {
                 entry: bad.clone(),
                 reason: "an announced top-level name is not a plain file name",
@@ -517,7 +517,7 @@ impl Unpacker {
     pub(crate) fn conflicts(dest: &Path, names: &[String]) -> Vec<PathBuf> {
         names
             .iter()
-            .filter(|name| is_plain_name(name))
+            .filter(|name| plain_name(name).is_some())
             .map(|name| dest.join(name))
             .filter(|path| fs::symlink_metadata(path).is_ok())
             .collect()
@@ -886,16 +886,17 @@ fn entry_parts(raw: &[u8], allowed_top: &[String]) -> Result<Vec<String>, &'stat
     Ok(parts)
 }
 
-/// A single normal path component: what a top-level name MUST be.
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-}
-
-/// `name` if it is one plain path component, safe to create under a target directory
-/// (no separator of either kind, no NUL, not `.` or `..`): the one rule for names a
-/// sender announces.
+/// `name` if it is one plain path component, safe to create under a target directory:
+/// not empty, not `.` or `..`, and no `/`, `\\` or NUL anywhere. This is the one rule
+/// for every top-level name a sender announces (a file's name, an archive's entries).
+///
+/// It works on the string, never through `Path::components`, which normalises `a/`,
+/// `a//` and `a/.` to `a` and would let them through. `\\` is refused although it is an
+/// ordinary character on Unix, because it is a separator on Windows.
 pub(crate) fn plain_name(name: &str) -> Option<&str> {
-    (is_plain_name(name) && !name.contains('\\')).then_some(name)
+    let plain =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    plain.then_some(name)
 }
 
 /// Checks a symlink's target against the rules in the module docs; `link` is the link's
@@ -1424,11 +1425,17 @@ mod tests {
     #[test]
     fn refuses_bad_announced_names() {
         let dest = TempDir::new().unwrap();
-        for bad in ["", ".", "..", "a/b", "/etc"] {
+        let bad = ["", ".", "..", "a/b", "/etc", "a/", "a//", "a/.", "./a", "a\\b", "..\\x", "a\0"];
+        for bad in bad {
+            assert_eq!(plain_name(bad), None, "{bad:?}");
             let err = Unpacker::new(dest.path(), vec![bad.into()]).unwrap_err();
             assert!(matches!(err, ArchiveError::Unsafe { .. }), "{bad:?}: {err:?}");
+            assert!(Unpacker::conflicts(dest.path(), &[bad.into()]).is_empty());
         }
         assert!(names_in(dest.path()).is_empty());
+        for good in ["a", "a.b", "..a", "a..", ".hidden", "a b", "ä"] {
+            assert_eq!(plain_name(good), Some(good));
+        }
     }
 
     /// A tar stream made of `head` then zeros without end, produced as it is read and
