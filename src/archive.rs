@@ -57,6 +57,9 @@ use tar::{Builder, EntryType, Header, HeaderMode};
 mod guard;
 use guard::HeaderGuard;
 
+use crate::fsx::shown;
+use crate::term::sanitize;
+
 /// The staging directory's name in `dest`, before its random suffix.
 const STAGING_PREFIX: &str = ".pcp-staging-";
 /// The permission bits that travel; setuid, setgid and sticky never do.
@@ -67,36 +70,37 @@ const WORKING_DIR_MODE: u32 = 0o700;
 
 /// Everything that can go wrong packing or unpacking an archive.
 ///
-/// Names inside [`ArchiveError::Unsafe`] and [`ArchiveError::Incomplete`] come from the
-/// peer; their messages print them with `{:?}`, which escapes control characters.
+/// Every name and path in a message goes through [`crate::term::sanitize`]: on the
+/// receiver they come from the peer (entries, and paths under the target), and on the
+/// sender from a local tree that may hold any byte.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// A path given to send does not exist.
-    #[error("{path}: no such file or directory")]
+    #[error("{}: no such file or directory", shown(.path))]
     NotFound {
         /// The path as given.
         path: PathBuf,
     },
     /// A path given to send has no final component, even canonicalized (`/`).
-    #[error("{path} has no file name to send it under")]
+    #[error("{} has no file name to send it under", shown(.path))]
     NoName {
         /// The path as given.
         path: PathBuf,
     },
     /// A file name to send is not UTF-8; the receiver would refuse it.
-    #[error("{path}: file name is not valid UTF-8")]
+    #[error("{}: file name is not valid UTF-8", shown(.path))]
     NonUtf8 {
         /// The local path.
         path: PathBuf,
     },
     /// A path given to send is a socket, fifo or device.
-    #[error("{path} is not a regular file, directory or symlink")]
+    #[error("{} is not a regular file, directory or symlink", shown(.path))]
     Special {
         /// The path as given.
         path: PathBuf,
     },
     /// Two paths given to send have the same final component.
-    #[error("{first} and {second} would both be sent as {name}")]
+    #[error("{} and {} would both be sent as {}", shown(.first), shown(.second), sanitize(.name))]
     DuplicateName {
         /// The shared top-level name.
         name: String,
@@ -106,7 +110,7 @@ pub enum ArchiveError {
         second: PathBuf,
     },
     /// Reading a local file or directory failed while packing.
-    #[error("cannot read {path}")]
+    #[error("cannot read {}", shown(.path))]
     Read {
         /// The file or directory.
         path: PathBuf,
@@ -129,14 +133,14 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// The archive stream ended inside an entry's data.
-    #[error("the archive ended inside {entry:?}")]
+    #[error("the archive ended inside \"{}\"", sanitize(.entry))]
     Truncated {
         /// The entry's name, from the peer.
         entry: String,
     },
     /// The peer's archive holds an entry that could write outside the target, or that pcp
     /// does not accept. Nothing was written for it.
-    #[error("refused archive entry {entry:?}: {reason}")]
+    #[error("refused archive entry \"{}\": {reason}", sanitize(.entry))]
     Unsafe {
         /// The entry's name (`name -> target` for a hard link), from the peer.
         entry: String,
@@ -158,13 +162,13 @@ pub enum ArchiveError {
     #[error("refused archive: {0}")]
     BadHeader(&'static str),
     /// The archive ended without a top-level entry the sender announced.
-    #[error("the archive ended without the announced entry {name:?}")]
+    #[error("the archive ended without the announced entry \"{}\"", sanitize(.name))]
     Incomplete {
         /// The announced name, from the peer.
         name: String,
     },
     /// The staging directory could not be created.
-    #[error("cannot create a staging directory in {dest}")]
+    #[error("cannot create a staging directory in {}", shown(.dest))]
     Staging {
         /// The target directory.
         dest: PathBuf,
@@ -173,7 +177,7 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// Writing an entry into the staging directory failed.
-    #[error("cannot extract {path:?}")]
+    #[error("cannot extract \"{}\"", shown(.path))]
     Extract {
         /// The path in staging.
         path: PathBuf,
@@ -182,14 +186,14 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// A final path already exists and `force` was not given.
-    #[error("{path:?} already exists")]
+    #[error("\"{}\" already exists", shown(.path))]
     Exists {
         /// The final path.
         path: PathBuf,
     },
     /// Moving an entry to its final path, or setting a directory's mode and mtime there,
     /// failed.
-    #[error("cannot move {path:?} into place")]
+    #[error("cannot move \"{}\" into place", shown(.path))]
     Commit {
         /// The final path.
         path: PathBuf,
@@ -969,6 +973,37 @@ mod tests {
 
         let err = top_level_names(&[PathBuf::from("/")]).unwrap_err();
         assert!(matches!(err, ArchiveError::NoName { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn errors_show_peer_names_without_escapes() {
+        let bad = "a\x1b[2Jb\u{202E}txt";
+        let path = PathBuf::from(format!("dir/{bad}"));
+        let io = || io::Error::other("x");
+        let errors = [
+            ArchiveError::NotFound { path: path.clone() },
+            ArchiveError::NoName { path: path.clone() },
+            ArchiveError::NonUtf8 { path: path.clone() },
+            ArchiveError::Special { path: path.clone() },
+            ArchiveError::DuplicateName {
+                name: bad.into(),
+                first: path.clone(),
+                second: path.clone(),
+            },
+            ArchiveError::Read { path: path.clone(), source: io() },
+            ArchiveError::Truncated { entry: bad.into() },
+            ArchiveError::Unsafe { entry: bad.into(), reason: "r" },
+            ArchiveError::Incomplete { name: bad.into() },
+            ArchiveError::Staging { dest: path.clone(), source: io() },
+            ArchiveError::Extract { path: path.clone(), source: io() },
+            ArchiveError::Exists { path: path.clone() },
+            ArchiveError::Commit { path: path.clone(), source: io() },
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
+            assert!(shown.contains("a?[2Jb?txt"), "{shown:?}");
+        }
     }
 
     #[test]

@@ -143,6 +143,12 @@ fn link_then_unlink(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::rename(from, to)
 }
 
+/// `path` as an error message may show it: through [`crate::term::sanitize`], since a
+/// path under the receiver's target holds names the peer chose.
+pub(crate) fn shown(path: &Path) -> String {
+    crate::term::sanitize(&path.to_string_lossy())
+}
+
 /// The process umask, read once.
 ///
 /// From `Umask:` in `/proc/self/status` (Linux 4.7+), which reads it without changing it.

@@ -43,10 +43,10 @@ const RECORD_LEN: usize = 36;
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
     /// The part file is from another transfer (another kind, size or chunk size).
-    #[error("{} holds part of another transfer", crate::term::sanitize(&.0.display().to_string()))]
+    #[error("{} holds part of another transfer", crate::fsx::shown(.0))]
     OtherTransfer(PathBuf),
     /// Reading or writing the files failed.
-    #[error("{}", .path.display())]
+    #[error("{}", crate::fsx::shown(.path))]
     Io {
         /// The file.
         path: PathBuf,
@@ -444,6 +444,20 @@ mod tests {
         assert!(load_in_time(&part, &o).is_err(), "a symlinked manifest is refused");
         std::fs::remove_file(manifest_path(&part)).expect("rm");
         assert_eq!(load_in_time(&part, &o).expect("a plain part file loads").chunks(), 2);
+    }
+
+    #[test]
+    fn errors_show_peer_names_without_escapes() {
+        let path = PathBuf::from("dir/a\x1b[2Jb\u{202E}txt.pcp-part");
+        let errors = [
+            ResumeError::Io { path: path.clone(), source: io::Error::other("x") },
+            ResumeError::OtherTransfer(path),
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
+            assert!(shown.contains("?[2J"), "{shown:?}");
+        }
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub enum SinkError {
     #[error("cannot write to standard output")]
     Writer(#[source] io::Error),
     /// A file operation failed.
-    #[error("{}", path.display())]
+    #[error("{}", crate::fsx::shown(.path))]
     File {
         /// The file.
         path: PathBuf,
@@ -60,7 +60,7 @@ pub enum SinkError {
         source: io::Error,
     },
     /// The target exists and `--force` was not given.
-    #[error("{} already exists", crate::term::sanitize(&.0.display().to_string()))]
+    #[error("{} already exists", crate::fsx::shown(.0))]
     Exists(PathBuf),
     /// Extraction failed or was refused.
     #[error(transparent)]
@@ -590,6 +590,21 @@ mod tests {
         let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
         assert_eq!(mode(&part), 0o600, "the staged archive");
         drop(sink);
+    }
+
+    #[test]
+    fn errors_show_peer_names_without_escapes() {
+        let path = PathBuf::from("dir/a\x1b[2Jb\u{202E}txt");
+        let errors = [
+            SinkError::File { path: path.clone(), source: io::Error::other("x") },
+            SinkError::Exists(path.clone()),
+            SinkError::UnsafeName("a\x1b[2J".into()),
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
+            assert!(shown.contains("?[2J"), "{shown:?}");
+        }
     }
 
     #[tokio::test]
