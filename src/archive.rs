@@ -27,6 +27,10 @@
 //!   refuse; it skips them with a warning, so a tree with one absolute link still transfers.
 //! - On a pack error the archive is left without its end marker, so a truncated archive
 //!   is never mistaken for a complete one.
+//! - The receiver MUST refuse a GNU long-name/long-link or PAX header whose body exceeds
+//!   64 KiB before the `tar` crate reads that body (which it does whole, into memory):
+//!   see `archive/guard.rs`, which also refuses PAX `size` records and GNU sparse entries
+//!   so that it always knows where the next header is.
 //! - The receiver MUST validate every entry name and link target BEFORE creating anything
 //!   for it, and never writes outside its staging directory `dest/.pcp-staging-<hex>`
 //!   until [`Unpacker::commit`].
@@ -37,7 +41,9 @@
 //!   and MUST stay inside the top-level entry that contains the link.
 //! - A hard link MUST point to a regular file extracted earlier from the same archive.
 //! - Ownership, setuid, setgid and sticky bits are never restored: only the `0o777`
-//!   permission bits and the mtime travel.
+//!   permission bits and the mtime travel, and the permission bits MUST be masked with
+//!   the receiver's umask (read once per [`Unpacker`]), as `tar` does for a non-root
+//!   user: a sender cannot create world-writable files or directories.
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions, Permissions};
@@ -47,6 +53,12 @@ use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use tar::{Builder, EntryType, Header, HeaderMode};
+
+mod guard;
+use guard::HeaderGuard;
+
+use crate::fsx::shown;
+use crate::term::sanitize;
 
 /// The staging directory's name in `dest`, before its random suffix.
 const STAGING_PREFIX: &str = ".pcp-staging-";
@@ -58,36 +70,37 @@ const WORKING_DIR_MODE: u32 = 0o700;
 
 /// Everything that can go wrong packing or unpacking an archive.
 ///
-/// Names inside [`ArchiveError::Unsafe`] and [`ArchiveError::Incomplete`] come from the
-/// peer; their messages print them with `{:?}`, which escapes control characters.
+/// Every name and path in a message goes through [`crate::term::sanitize`]: on the
+/// receiver they come from the peer (entries, and paths under the target), and on the
+/// sender from a local tree that may hold any byte.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// A path given to send does not exist.
-    #[error("{path}: no such file or directory")]
+    #[error("{}: no such file or directory", shown(.path))]
     NotFound {
         /// The path as given.
         path: PathBuf,
     },
     /// A path given to send has no final component, even canonicalized (`/`).
-    #[error("{path} has no file name to send it under")]
+    #[error("{} has no file name to send it under", shown(.path))]
     NoName {
         /// The path as given.
         path: PathBuf,
     },
     /// A file name to send is not UTF-8; the receiver would refuse it.
-    #[error("{path}: file name is not valid UTF-8")]
+    #[error("{}: file name is not valid UTF-8", shown(.path))]
     NonUtf8 {
         /// The local path.
         path: PathBuf,
     },
     /// A path given to send is a socket, fifo or device.
-    #[error("{path} is not a regular file, directory or symlink")]
+    #[error("{} is not a regular file, directory or symlink", shown(.path))]
     Special {
         /// The path as given.
         path: PathBuf,
     },
     /// Two paths given to send have the same final component.
-    #[error("{first} and {second} would both be sent as {name}")]
+    #[error("{} and {} would both be sent as {}", shown(.first), shown(.second), sanitize(.name))]
     DuplicateName {
         /// The shared top-level name.
         name: String,
@@ -97,7 +110,7 @@ pub enum ArchiveError {
         second: PathBuf,
     },
     /// Reading a local file or directory failed while packing.
-    #[error("cannot read {path}")]
+    #[error("cannot read {}", shown(.path))]
     Read {
         /// The file or directory.
         path: PathBuf,
@@ -120,28 +133,42 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// The archive stream ended inside an entry's data.
-    #[error("the archive ended inside {entry:?}")]
+    #[error("the archive ended inside \"{}\"", sanitize(.entry))]
     Truncated {
         /// The entry's name, from the peer.
         entry: String,
     },
     /// The peer's archive holds an entry that could write outside the target, or that pcp
     /// does not accept. Nothing was written for it.
-    #[error("refused archive entry {entry:?}: {reason}")]
+    #[error("refused archive entry \"{}\": {reason}", sanitize(.entry))]
     Unsafe {
         /// The entry's name (`name -> target` for a hard link), from the peer.
         entry: String,
         /// Which rule it broke.
         reason: &'static str,
     },
+    /// The peer's archive holds an extension header (GNU long name or long link, PAX)
+    /// larger than pcp accepts; refused from its header, before its body was read.
+    #[error("refused archive: a {what} of {size} bytes, over the {max}-byte limit")]
+    ExtensionTooLarge {
+        /// Which kind of extension header.
+        what: &'static str,
+        /// The size its header claims.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The peer's archive holds a header pcp does not accept (see `archive/guard.rs`).
+    #[error("refused archive: {0}")]
+    BadHeader(&'static str),
     /// The archive ended without a top-level entry the sender announced.
-    #[error("the archive ended without the announced entry {name:?}")]
+    #[error("the archive ended without the announced entry \"{}\"", sanitize(.name))]
     Incomplete {
         /// The announced name, from the peer.
         name: String,
     },
     /// The staging directory could not be created.
-    #[error("cannot create a staging directory in {dest}")]
+    #[error("cannot create a staging directory in {}", shown(.dest))]
     Staging {
         /// The target directory.
         dest: PathBuf,
@@ -150,7 +177,7 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// Writing an entry into the staging directory failed.
-    #[error("cannot extract {path:?}")]
+    #[error("cannot extract \"{}\"", shown(.path))]
     Extract {
         /// The path in staging.
         path: PathBuf,
@@ -159,14 +186,14 @@ pub enum ArchiveError {
         source: io::Error,
     },
     /// A final path already exists and `force` was not given.
-    #[error("{path:?} already exists")]
+    #[error("\"{}\" already exists", shown(.path))]
     Exists {
         /// The final path.
         path: PathBuf,
     },
     /// Moving an entry to its final path, or setting a directory's mode and mtime there,
     /// failed.
-    #[error("cannot move {path:?} into place")]
+    #[error("cannot move \"{}\" into place", shown(.path))]
     Commit {
         /// The final path.
         path: PathBuf,
@@ -429,6 +456,8 @@ pub(crate) struct Unpacker {
     /// Directory entries, to get their own mode and mtime once everything is in place.
     dirs: Vec<DirMeta>,
     buf: Vec<u8>,
+    /// The receiver's umask, applied to every mode the archive carries.
+    umask: u32,
     /// Set once `commit` has removed staging itself.
     done: bool,
 }
@@ -451,11 +480,11 @@ impl Unpacker {
     ///
     /// # Errors
     ///
-    /// [`ArchiveError::Unsafe`] if an announced name is not a plain file name (empty, `.`,
-    /// `..`, or containing `/`), and [`ArchiveError::Staging`] if the directory cannot be
+    /// [`ArchiveError::Unsafe`] if an announced name is not a [`plain_name`], and
+    /// [`ArchiveError::Staging`] if the directory cannot be
     /// created (for instance, `dest` does not exist).
     pub(crate) fn new(dest: &Path, allowed_top: Vec<String>) -> Result<Unpacker, ArchiveError> {
-        if let Some(bad) = allowed_top.iter().find(|name| !is_plain_name(name)) {
+        if let Some(bad) = allowed_top.iter().find(|name| plain_name(name).is_none()) {
             return Err(ArchiveError::Unsafe {
                 entry: bad.clone(),
                 reason: "an announced top-level name is not a plain file name",
@@ -472,6 +501,7 @@ impl Unpacker {
             allowed_top,
             dirs: Vec::new(),
             buf: Vec::new(),
+            umask: crate::fsx::umask(),
             done: false,
         })
     }
@@ -491,7 +521,7 @@ impl Unpacker {
     pub(crate) fn conflicts(dest: &Path, names: &[String]) -> Vec<PathBuf> {
         names
             .iter()
-            .filter(|name| is_plain_name(name))
+            .filter(|name| plain_name(name).is_some())
             .map(|name| dest.join(name))
             .filter(|path| fs::symlink_metadata(path).is_ok())
             .collect()
@@ -500,7 +530,8 @@ impl Unpacker {
     /// Extracts every entry of the tar stream `r` into staging, then reads `r` to its end.
     ///
     /// Regular files, directories, symlinks and hard links are accepted. Files get their
-    /// mode (`0o777` bits only) and mtime now; directories stay `0o700` until commit.
+    /// mode (`0o777` bits only, less the umask) and mtime now; directories stay `0o700`
+    /// until commit.
     /// Ownership is never restored.
     ///
     /// Reading `r` to the end (tar's second zero block and any padding after it) means the
@@ -509,18 +540,32 @@ impl Unpacker {
     /// # Errors
     ///
     /// [`ArchiveError::Unsafe`] for an entry that breaks a rule in the module docs,
-    /// [`ArchiveError::Stream`] or [`ArchiveError::Truncated`] for a broken stream, and
+    /// [`ArchiveError::ExtensionTooLarge`] or [`ArchiveError::BadHeader`] for a header the
+    /// guard refuses, [`ArchiveError::Stream`] or [`ArchiveError::Truncated`] for a broken
+    /// stream, and
     /// [`ArchiveError::Extract`] for a local write error. After an error `r` is left
     /// partly read; the caller MUST abandon the stream, and staging holds only what came
     /// before the failing entry.
     pub(crate) fn unpack<R: Read>(&mut self, r: R) -> Result<(), ArchiveError> {
         let stream = |source| ArchiveError::Stream { source };
-        let mut archive = tar::Archive::new(r);
+        // The guard refuses oversized extension headers before the tar crate reads them.
+        let mut archive = tar::Archive::new(HeaderGuard::new(r));
+        let result = self.extract_all(&mut archive);
+        let mut guarded = archive.into_inner();
+        if let Some(refusal) = guarded.refused() {
+            return Err(refusal);
+        }
+        result?;
+        // tar stops reading at the first zero block.
+        io::copy(&mut guarded, &mut io::sink()).map_err(stream)?;
+        Ok(())
+    }
+
+    fn extract_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), ArchiveError> {
+        let stream = |source| ArchiveError::Stream { source };
         for entry in archive.entries().map_err(stream)? {
             self.extract(&mut entry.map_err(stream)?)?;
         }
-        // tar stops reading at the first zero block.
-        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(stream)?;
         Ok(())
     }
 
@@ -532,7 +577,8 @@ impl Unpacker {
         let parts = entry_parts(&raw_name, &self.allowed_top).map_err(refuse)?;
         let header = entry.header();
         let stream = |source| ArchiveError::Stream { source };
-        let mode = header.mode().map_err(stream)? & MODE_MASK;
+        // chmod ignores the umask: apply it here, as the kernel does for a create.
+        let mode = header.mode().map_err(stream)? & MODE_MASK & !self.umask;
         let mtime = header.mtime().map_err(stream)?;
         let mtime = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
 
@@ -709,9 +755,10 @@ impl Unpacker {
     /// read-only only after everything below it is done), and removes staging.
     ///
     /// Returns the final paths, in announced order. Without `force` every target is
-    /// checked before anything moves, so a refusal leaves `dest` untouched (a file that
-    /// another process creates under a final name after the check can still be replaced:
-    /// std has no rename-without-replace). With `force`,
+    /// checked before anything moves, so a refusal leaves `dest` untouched, and each
+    /// move is a rename that never replaces (see [`crate::fsx::rename_noreplace`]): what
+    /// another process creates under a final name after the check stays, and the commit
+    /// fails with [`ArchiveError::Exists`]. With `force`,
     /// a directory merges into an existing directory (recursively; files replaced), and
     /// anything else replaces what is there. A directory merged into keeps its own mode
     /// and mtime: it is the receiver's, and may carry bits (setgid on a shared
@@ -743,7 +790,7 @@ impl Unpacker {
         let mut merged = HashSet::new();
         for name in names {
             let target = self.dest.join(name);
-            place(&self.staging.join(name), &target, &mut merged)?;
+            place(&self.staging.join(name), &target, &mut merged, force)?;
             placed.push(target);
         }
 
@@ -785,10 +832,23 @@ impl Drop for Unpacker {
     }
 }
 
-/// Moves `src` to `target`, replacing what is there; a directory onto a directory merges,
-/// and the directories merged into are added to `merged`.
-fn place(src: &Path, target: &Path, merged: &mut HashSet<PathBuf>) -> Result<(), ArchiveError> {
+/// Moves `src` to `target`. With `force` it replaces what is there, and a directory onto
+/// a directory merges (the directories merged into are added to `merged`). Without
+/// `force`, anything at `target`, even one that appeared after [`Unpacker::commit`]
+/// checked, is refused with [`ArchiveError::Exists`] and never replaced.
+fn place(
+    src: &Path,
+    target: &Path,
+    merged: &mut HashSet<PathBuf>,
+    force: bool,
+) -> Result<(), ArchiveError> {
     let fail = |source| ArchiveError::Commit { path: target.to_owned(), source };
+    if !force {
+        return crate::fsx::rename_noreplace(src, target).map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => ArchiveError::Exists { path: target.to_owned() },
+            _ => fail(source),
+        });
+    }
     let src_is_dir = fs::symlink_metadata(src).map_err(fail)?.is_dir();
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -797,7 +857,7 @@ fn place(src: &Path, target: &Path, merged: &mut HashSet<PathBuf>) -> Result<(),
             merged.insert(target.to_owned());
             for child in fs::read_dir(src).map_err(fail)? {
                 let child = child.map_err(fail)?;
-                place(&child.path(), &target.join(child.file_name()), merged)?;
+                place(&child.path(), &target.join(child.file_name()), merged, force)?;
             }
             return Ok(());
         }
@@ -830,16 +890,17 @@ fn entry_parts(raw: &[u8], allowed_top: &[String]) -> Result<Vec<String>, &'stat
     Ok(parts)
 }
 
-/// A single normal path component: what a top-level name MUST be.
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
-}
-
-/// `name` if it is one plain path component, safe to create under a target directory
-/// (no separator of either kind, no NUL, not `.` or `..`): the one rule for names a
-/// sender announces.
+/// `name` if it is one plain path component, safe to create under a target directory:
+/// not empty, not `.` or `..`, and no `/`, `\\` or NUL anywhere. This is the one rule
+/// for every top-level name a sender announces (a file's name, an archive's entries).
+///
+/// It works on the string, never through `Path::components`, which normalises `a/`,
+/// `a//` and `a/.` to `a` and would let them through. `\\` is refused although it is an
+/// ordinary character on Unix, because it is a separator on Windows.
 pub(crate) fn plain_name(name: &str) -> Option<&str> {
-    (is_plain_name(name) && !name.contains('\\')).then_some(name)
+    let plain =
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    plain.then_some(name)
 }
 
 /// Checks a symlink's target against the rules in the module docs; `link` is the link's
@@ -912,6 +973,37 @@ mod tests {
 
         let err = top_level_names(&[PathBuf::from("/")]).unwrap_err();
         assert!(matches!(err, ArchiveError::NoName { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn errors_show_peer_names_without_escapes() {
+        let bad = "a\x1b[2Jb\u{202E}txt";
+        let path = PathBuf::from(format!("dir/{bad}"));
+        let io = || io::Error::other("x");
+        let errors = [
+            ArchiveError::NotFound { path: path.clone() },
+            ArchiveError::NoName { path: path.clone() },
+            ArchiveError::NonUtf8 { path: path.clone() },
+            ArchiveError::Special { path: path.clone() },
+            ArchiveError::DuplicateName {
+                name: bad.into(),
+                first: path.clone(),
+                second: path.clone(),
+            },
+            ArchiveError::Read { path: path.clone(), source: io() },
+            ArchiveError::Truncated { entry: bad.into() },
+            ArchiveError::Unsafe { entry: bad.into(), reason: "r" },
+            ArchiveError::Incomplete { name: bad.into() },
+            ArchiveError::Staging { dest: path.clone(), source: io() },
+            ArchiveError::Extract { path: path.clone(), source: io() },
+            ArchiveError::Exists { path: path.clone() },
+            ArchiveError::Commit { path: path.clone(), source: io() },
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
+            assert!(shown.contains("a?[2Jb?txt"), "{shown:?}");
+        }
     }
 
     #[test]
@@ -1052,6 +1144,23 @@ mod tests {
         // Let TempDir clean up when the tests do not run as root.
         set_mode(&tree.join("ro"), 0o755);
         set_mode(&out.join("ro"), 0o755);
+    }
+
+    #[test]
+    fn round_trip_long_names_and_link_targets() {
+        // Over tar's 100-byte name field: GNU long-name and long-link headers, which the
+        // guard lets through.
+        let src = TempDir::new().unwrap();
+        let dest = TempDir::new().unwrap();
+        let long = "n".repeat(200);
+        let tree = src.path().join("tree");
+        fs::create_dir_all(tree.join(&long)).unwrap();
+        fs::write(tree.join(&long).join(&long), b"deep").unwrap();
+        symlink(format!("{long}/{long}"), tree.join("link")).unwrap();
+        round_trip(std::slice::from_ref(&tree), dest.path());
+        let out = dest.path().join("tree");
+        assert_eq!(fs::read(out.join(&long).join(&long)).unwrap(), b"deep");
+        assert_eq!(fs::read(out.join("link")).unwrap(), b"deep");
     }
 
     #[test]
@@ -1315,14 +1424,107 @@ mod tests {
         assert_eq!(mode(&dest.path().join("d/a/f")), 0o644);
     }
 
+    /// The process umask as the kernel applies it: the mode a file asked to be `0o777`
+    /// gets, complemented.
+    fn probed_umask() -> u32 {
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("probe");
+        OpenOptions::new().write(true).create_new(true).mode(0o777).open(&path).unwrap();
+        !mode(&path) & 0o777
+    }
+
+    #[test]
+    fn extracted_modes_honour_the_umask() {
+        let umask = probed_umask();
+        // With a zero umask there is nothing to show; test runners use 022 or stricter.
+        assert_ne!(umask, 0, "run the tests under a non-zero umask");
+        let dest = TempDir::new().unwrap();
+        let mut tar = Vec::new();
+        for (kind, name) in [(EntryType::Directory, "d"), (EntryType::Regular, "d/f")] {
+            let mut header = Header::new_gnu();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_entry_type(kind);
+            header.set_mode(0o777);
+            header.set_size(0);
+            header.set_cksum();
+            tar.extend_from_slice(header.as_bytes());
+        }
+        tar.extend_from_slice(&[0; 1024]);
+        let mut unpacker = Unpacker::new(dest.path(), vec!["d".into()]).unwrap();
+        unpacker.unpack(&tar[..]).unwrap();
+        unpacker.commit(false).unwrap();
+        assert_eq!(mode(&dest.path().join("d")), 0o777 & !umask, "a directory");
+        assert_eq!(mode(&dest.path().join("d/f")), 0o777 & !umask, "a file");
+    }
+
     #[test]
     fn refuses_bad_announced_names() {
         let dest = TempDir::new().unwrap();
-        for bad in ["", ".", "..", "a/b", "/etc"] {
+        let bad = ["", ".", "..", "a/b", "/etc", "a/", "a//", "a/.", "./a", "a\\b", "..\\x", "a\0"];
+        for bad in bad {
+            assert_eq!(plain_name(bad), None, "{bad:?}");
             let err = Unpacker::new(dest.path(), vec![bad.into()]).unwrap_err();
             assert!(matches!(err, ArchiveError::Unsafe { .. }), "{bad:?}: {err:?}");
+            assert!(Unpacker::conflicts(dest.path(), &[bad.into()]).is_empty());
         }
         assert!(names_in(dest.path()).is_empty());
+        for good in ["a", "a.b", "..a", "a..", ".hidden", "a b", "ä"] {
+            assert_eq!(plain_name(good), Some(good));
+        }
+    }
+
+    /// A tar stream made of `head` then zeros without end, produced as it is read and
+    /// failing past 1 MiB, so that a test cannot allocate what a header claims.
+    struct Endless {
+        head: Vec<u8>,
+        pos: usize,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos > 1 << 20 {
+                return Err(io::Error::other("read past 1 MiB"));
+            }
+            let n = buf.len().min(4096);
+            for (i, b) in buf[..n].iter_mut().enumerate() {
+                *b = self.head.get(self.pos + i).copied().unwrap_or(0);
+            }
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    fn extension_header(kind: EntryType, size: u64) -> Vec<u8> {
+        let mut header = Header::new_gnu();
+        header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_entry_type(kind);
+        header.set_mode(0o644);
+        header.set_size(size);
+        header.set_cksum();
+        header.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn refuses_huge_extension_headers_from_the_header_alone() {
+        let kinds = [
+            EntryType::GNULongName,
+            EntryType::GNULongLink,
+            EntryType::XHeader,
+            EntryType::XGlobalHeader,
+        ];
+        for kind in kinds {
+            // A `d` entry first, so the refusal is not of the first block.
+            let mut head = Vec::new();
+            dir(&mut head, "d");
+            head.extend_from_slice(&extension_header(kind, 1 << 30));
+            let dest = TempDir::new().unwrap();
+            let mut unpacker = Unpacker::new(dest.path(), vec!["d".into()]).unwrap();
+            let mut stream = Endless { head, pos: 0 };
+            let err = unpacker.unpack(&mut stream).unwrap_err();
+            assert!(stream.pos <= 64 << 10, "{kind:?}: read {} bytes", stream.pos);
+            assert!(matches!(err, ArchiveError::ExtensionTooLarge { .. }), "{kind:?}: {err:?}");
+            assert!(err.to_string().contains("1073741824"), "{err}");
+        }
     }
 
     #[test]
@@ -1421,6 +1623,29 @@ mod tests {
         let err = unpacker.commit(false).unwrap_err();
         assert!(matches!(err, ArchiveError::Incomplete { ref name } if name == "b"));
         assert!(names_in(dest.path()).is_empty());
+    }
+
+    #[test]
+    fn place_without_force_never_replaces_what_appeared_after_the_check() {
+        let dir = TempDir::new().unwrap();
+        let src = dir.path().join("staged");
+        let target = dir.path().join("target");
+        fs::write(&src, b"sent").unwrap();
+        // Created after commit's check, before the move: another process's file.
+        fs::write(&target, b"precious").unwrap();
+        let err = place(&src, &target, &mut HashSet::new(), false).unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err:?}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        // The same for a directory.
+        fs::create_dir(dir.path().join("sdir")).unwrap();
+        fs::create_dir(dir.path().join("tdir")).unwrap();
+        let err =
+            place(&dir.path().join("sdir"), &dir.path().join("tdir"), &mut HashSet::new(), false)
+                .unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err:?}");
+        // With force, it is replaced.
+        place(&src, &target, &mut HashSet::new(), true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"sent");
     }
 
     #[test]

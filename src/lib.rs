@@ -84,6 +84,7 @@ pub mod code;
 pub mod error;
 pub mod event;
 pub(crate) mod framing;
+pub(crate) mod fsx;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod options;

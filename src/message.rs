@@ -32,6 +32,12 @@
 //!
 //! Invariants: a receiver never trusts a length it did not check against the offer's
 //! chunk size, and never writes a chunk whose blake3 hash does not match.
+//!
+//! Limits: an Offer body is at most [`MAX_OFFER_LEN`] (1 MiB) bytes, announces at most
+//! [`MAX_ENTRIES`] (65,536) entries, and its name and each entry are at most
+//! [`MAX_NAME_LEN`] (4096) bytes. All three are checked before the memory they would
+//! cost is allocated (an empty entry is one byte on the wire but 24 in memory), and an
+//! Offer over them is refused with [`MessageError::OverLimit`].
 
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +61,114 @@ pub enum MessageError {
         /// Which message.
         what: &'static str,
     },
+    /// The message is over one of pcp's limits (see the module docs); refused before
+    /// whatever it claims was allocated.
+    #[error("the peer's {what} has {limit}")]
+    OverLimit {
+        /// Which message.
+        what: &'static str,
+        /// Which limit, in words.
+        limit: &'static str,
+    },
+}
+
+/// The largest Offer body accepted, in bytes.
+pub(crate) const MAX_OFFER_LEN: usize = 1 << 20;
+/// The most top-level entries an Offer may announce.
+pub(crate) const MAX_ENTRIES: usize = 65_536;
+/// The longest name (the Offer's name, or one of its entries), in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 4096;
+
+/// Decoding with limits: the Offer's name and entries are checked as postcard reads
+/// them, before anything is allocated for them.
+mod bounded {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, SeqAccess, Visitor};
+
+    use super::{MAX_ENTRIES, MAX_NAME_LEN};
+
+    thread_local! {
+        /// The limit the last failed decode on this thread hit. postcard drops a
+        /// deserializer's own error message, so [`super::Control::decode`] reads the
+        /// reason here; decoding runs on one thread, start to end.
+        static HIT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    fn over<E: de::Error>(limit: &'static str) -> E {
+        HIT.set(Some(limit));
+        E::custom(limit)
+    }
+
+    /// Forgets any limit hit before, and returns it.
+    pub(super) fn take_hit() -> Option<&'static str> {
+        HIT.take()
+    }
+
+    struct Name;
+
+    impl Visitor<'_> for Name {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a string of at most {MAX_NAME_LEN} bytes")
+        }
+
+        // postcard hands over the borrowed bytes: checked before they are copied.
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if v.len() > MAX_NAME_LEN {
+                return Err(over("a name longer than 4096 bytes"));
+            }
+            Ok(v.to_owned())
+        }
+    }
+
+    /// A name of at most [`MAX_NAME_LEN`] bytes.
+    pub(super) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Name)
+    }
+
+    struct BoundedName(String);
+
+    impl<'de> de::Deserialize<'de> for BoundedName {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BoundedName, D::Error> {
+            name(d).map(BoundedName)
+        }
+    }
+
+    struct Entries;
+
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "at most {MAX_ENTRIES} names")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            const TOO_MANY: &str = "more than 65536 entries";
+            // postcard knows the count from its length prefix: refuse before iterating.
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > MAX_ENTRIES {
+                return Err(over(TOO_MANY));
+            }
+            let mut out = Vec::with_capacity(hint.min(1024));
+            while let Some(BoundedName(n)) = seq.next_element()? {
+                if out.len() == MAX_ENTRIES {
+                    return Err(over(TOO_MANY));
+                }
+                out.push(n);
+            }
+            Ok(out)
+        }
+    }
+
+    /// At most [`MAX_ENTRIES`] names of at most [`MAX_NAME_LEN`] bytes each.
+    pub(super) fn entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_seq(Entries)
+    }
 }
 
 /// What kind of thing is offered; decides how the receiver writes it.
@@ -74,10 +188,12 @@ pub(crate) struct Offer {
     /// What is offered.
     pub kind: Kind,
     /// The file's name, or a summary for an archive; never a path.
+    #[serde(deserialize_with = "bounded::name")]
     pub name: String,
     /// Size in bytes when known (a file); `None` for streams and archives.
     pub size: Option<u64>,
     /// For an archive, the top-level names it contains; the receiver refuses others.
+    #[serde(deserialize_with = "bounded::entries")]
     pub entries: Vec<String>,
     /// Chunk size in bytes: the most a chunk's raw length may be.
     pub chunk_size: u32,
@@ -236,7 +352,19 @@ impl Control {
             if body.is_empty() { Ok(v) } else { Err(MessageError::Malformed { what }) }
         }
         match tag {
-            tag::OFFER => Ok(Control::Offer(body_of(body, "Offer")?)),
+            tag::OFFER => {
+                if body.len() > MAX_OFFER_LEN {
+                    return Err(MessageError::OverLimit {
+                        what: "Offer",
+                        limit: "over 1048576 bytes",
+                    });
+                }
+                bounded::take_hit();
+                body_of(body, "Offer").map(Control::Offer).map_err(|e| match bounded::take_hit() {
+                    Some(limit) => MessageError::OverLimit { what: "Offer", limit },
+                    None => e,
+                })
+            }
             tag::ACCEPT => empty(body, "Accept", Control::Accept),
             tag::DECLINE => Ok(Control::Decline(body_of(body, "Decline")?)),
             tag::END => Ok(Control::End(body_of(body, "End")?)),
@@ -365,6 +493,57 @@ mod tests {
         let mut end = Control::End(End { chunks: 1, bytes: 1, root: [0; 32] }).encode();
         end.truncate(end.len() - 1);
         assert!(Control::decode(&end).is_err(), "truncated body");
+    }
+
+    fn varint(out: &mut Vec<u8>, mut v: usize) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// An Offer frame by hand, as a peer may send it: an archive with a name of
+    /// `name_len` bytes and `n` entries of `len` bytes each.
+    fn offer_frame(name_len: usize, n: usize, len: usize) -> Vec<u8> {
+        let mut b = vec![tag::OFFER, 2];
+        varint(&mut b, name_len);
+        b.resize(b.len() + name_len, b'n');
+        b.push(0);
+        varint(&mut b, n);
+        for _ in 0..n {
+            varint(&mut b, len);
+            b.resize(b.len() + len, b'a');
+        }
+        varint(&mut b, 1 << 20);
+        b
+    }
+
+    /// The error decoding `frame`; never prints what did decode (it may be huge).
+    fn refused(frame: &[u8], why: &str) -> MessageError {
+        match Control::decode(frame) {
+            Ok(_) => panic!("{why}: decoded"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn offers_are_bounded_before_they_are_decoded() {
+        let at_limits = Control::decode(&offer_frame(4096, 65_536, 1)).expect("at the limits");
+        assert!(matches!(at_limits, Control::Offer(ref o) if o.entries.len() == 65_536));
+        let long = Control::decode(&offer_frame(1, 1, 4096)).expect("an entry at the limit");
+        assert!(matches!(long, Control::Offer(ref o) if o.entries[0].len() == 4096));
+
+        // Empty entries cost a byte each on the wire and 24 in memory.
+        let e = refused(&offer_frame(0, 65_537, 0), "too many entries");
+        assert!(e.to_string().contains("65536 entries"), "{e}");
+        let e = refused(&offer_frame(4097, 1, 1), "a long name");
+        assert!(e.to_string().contains("4096 bytes"), "{e}");
+        let e = refused(&offer_frame(1, 1, 4097), "a long entry");
+        assert!(e.to_string().contains("4096 bytes"), "{e}");
+        // Refused on its length, before any decoding.
+        let e = refused(&offer_frame(0, 2 << 20, 0), "over 1 MiB");
+        assert!(e.to_string().contains("1048576 bytes"), "{e}");
     }
 
     #[test]

@@ -21,13 +21,18 @@
 //!   anything, so a changed source is reported, never mixed in.
 //! - A valid header that names another offer means the part file belongs to another
 //!   transfer: [`ResumeError::OtherTransfer`], never a silent restart.
-//! - The manifest is written whole to a temporary name and renamed into place when a run
-//!   (re)starts, then only appended to.
+//! - The manifest is written whole to a temporary name (created anew, `0600`, never
+//!   through a planted symlink) and renamed into place when a run (re)starts, then only
+//!   appended to, through the descriptor that wrote it.
+//! - [`load`] opens the part file and the manifest with `O_NOFOLLOW | O_NONBLOCK` and reads
+//!   them only if they are regular files (see [`crate::fsx`]): a symlink, FIFO or device
+//!   planted at either name is refused, never followed, blocked on or read forever.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::fsx;
 use crate::message::{Kind, Offer};
 use crate::pipeline::RootHash;
 
@@ -38,10 +43,10 @@ const RECORD_LEN: usize = 36;
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
     /// The part file is from another transfer (another kind, size or chunk size).
-    #[error("{} holds part of another transfer", crate::term::sanitize(&.0.display().to_string()))]
+    #[error("{} holds part of another transfer", crate::fsx::shown(.0))]
     OtherTransfer(PathBuf),
     /// Reading or writing the files failed.
-    #[error("{}", .path.display())]
+    #[error("{}", crate::fsx::shown(.path))]
     Io {
         /// The file.
         path: PathBuf,
@@ -166,8 +171,12 @@ pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
         move |source| ResumeError::Io { path, source }
     };
     let manifest = manifest_path(part);
-    let parsed = match std::fs::read(&manifest) {
-        Ok(bytes) => parse(&bytes),
+    let parsed = match fsx::open_regular(&manifest, false) {
+        Ok(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io_err(&manifest))?;
+            parse(&bytes)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             Parsed { offer: None, hashes: Vec::new(), damaged: true }
         }
@@ -184,7 +193,7 @@ pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
         tracing::info!("manifest missing or damaged: re-hashing the part file");
     }
 
-    let mut file = File::open(part).map_err(io_err(part))?;
+    let mut file = fsx::open_regular(part, false).map_err(io_err(part))?;
     let chunk = offer.chunk_size as usize;
     let mut prefix = Prefix::default();
     let mut buf = vec![0u8; chunk];
@@ -248,9 +257,20 @@ impl Journal {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, &bytes).map_err(err)?;
+        let tmp_err = |source| ResumeError::Io { path: tmp.clone(), source };
+        // Whatever holds the temporary name (a run that died here, or a symlink planted to
+        // redirect the write) is unlinked, never written through; should something appear
+        // again before the create, `create_new` fails instead of following it.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(tmp_err(e)),
+            _ => {}
+        }
+        let mut file = fsx::create_new_private(&tmp).map_err(tmp_err)?;
+        file.write_all(&bytes).map_err(tmp_err)?;
+        // rename replaces a symlink at the manifest's name, never its target. The open
+        // descriptor is the renamed file: records are appended through it, with no reopen
+        // by name.
         std::fs::rename(&tmp, &path).map_err(err)?;
-        let file = OpenOptions::new().append(true).open(&path).map_err(err)?;
         Ok(Journal { file, path, next: prefix.chunks() })
     }
 
@@ -367,6 +387,77 @@ mod tests {
         let bigger = offer(data.len() as u64 + 5);
         write_part(&part, &data, &bigger, 3);
         assert_eq!(load(&part, &bigger).expect("load").chunks(), 2);
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_manifest_temporary_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("victim");
+        let mut tmp = manifest_path(&part).into_os_string();
+        tmp.push(".tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
+        let o = offer(10 << 16);
+        let mut j = Journal::create(&part, &o, &Prefix::default()).expect("journal");
+        j.append(&[7; 32]).expect("append");
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious", "the target is untouched");
+        assert!(std::fs::symlink_metadata(manifest_path(&part)).expect("manifest").is_file());
+    }
+
+    /// Runs [`load`] on a thread: what it refuses must not block or loop forever.
+    fn load_in_time(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (part, offer) = (part.to_owned(), offer.clone());
+        std::thread::spawn(move || tx.send(load(&part, &offer)));
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("load returns in time")
+    }
+
+    #[test]
+    fn load_refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+
+        crate::fsx::mkfifo(&part);
+        let e = load_in_time(&part, &o).expect_err("a FIFO is refused, without blocking");
+        assert!(matches!(e, ResumeError::Io { .. }), "{e:?}");
+        std::fs::remove_file(&part).expect("rm");
+
+        std::os::unix::fs::symlink("/dev/zero", &part).expect("plant");
+        let e = load_in_time(&part, &o).expect_err("a symlink to a device is refused");
+        assert!(matches!(e, ResumeError::Io { .. }), "{e:?}");
+        std::fs::remove_file(&part).expect("rm");
+
+        let real = dir.path().join("real");
+        std::fs::write(&real, random(2 << 16)).expect("write");
+        std::os::unix::fs::symlink(&real, &part).expect("plant");
+        assert!(load_in_time(&part, &o).is_err(), "a symlink to a regular file is refused");
+        std::fs::remove_file(&part).expect("rm");
+
+        // A planted manifest is refused the same way.
+        std::fs::write(&part, random(2 << 16)).expect("write");
+        crate::fsx::mkfifo(&manifest_path(&part));
+        assert!(load_in_time(&part, &o).is_err(), "a FIFO manifest is refused");
+        std::fs::remove_file(manifest_path(&part)).expect("rm");
+        std::os::unix::fs::symlink("/dev/zero", manifest_path(&part)).expect("plant");
+        assert!(load_in_time(&part, &o).is_err(), "a symlinked manifest is refused");
+        std::fs::remove_file(manifest_path(&part)).expect("rm");
+        assert_eq!(load_in_time(&part, &o).expect("a plain part file loads").chunks(), 2);
+    }
+
+    #[test]
+    fn errors_show_peer_names_without_escapes() {
+        let path = PathBuf::from("dir/a\x1b[2Jb\u{202E}txt.pcp-part");
+        let errors = [
+            ResumeError::Io { path: path.clone(), source: io::Error::other("x") },
+            ResumeError::OtherTransfer(path),
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
+            assert!(shown.contains("?[2J"), "{shown:?}");
+        }
     }
 
     #[test]

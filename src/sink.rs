@@ -13,6 +13,12 @@
 //! - A sink aborted ([`Sink::abort`]) or dropped without `finish` keeps its part file
 //!   (and manifest) for a later resume, unless told not to (`keep_part: false`). Only
 //!   `abort` waits for the writer thread to have cleaned up; dropping never blocks.
+//! - Part files are created `0600` with `create_new`, and a resumed one is reopened only
+//!   if it is a regular file, never through a symlink ([`crate::fsx`]).
+//! - A resumed part file is opened with its write cursor at the verified prefix and is cut
+//!   to it only when the first new chunk is written, or at commit: by then the sender has
+//!   checked the prefix's root hash against its source. Until then the bytes after the
+//!   prefix stay, so a run the sender refuses changes nothing.
 //! - Nothing is overwritten without `force`.
 //! - Which target an offer gets, and which announced names are safe to write, is decided
 //!   here ([`Target::for_offer`]), with the one name rule of [`crate::archive`].
@@ -45,7 +51,7 @@ pub enum SinkError {
     #[error("cannot write to standard output")]
     Writer(#[source] io::Error),
     /// A file operation failed.
-    #[error("{}", path.display())]
+    #[error("{}", crate::fsx::shown(.path))]
     File {
         /// The file.
         path: PathBuf,
@@ -54,7 +60,7 @@ pub enum SinkError {
         source: io::Error,
     },
     /// The target exists and `--force` was not given.
-    #[error("{} already exists", crate::term::sanitize(&.0.display().to_string()))]
+    #[error("{} already exists", crate::fsx::shown(.0))]
     Exists(PathBuf),
     /// Extraction failed or was refused.
     #[error(transparent)]
@@ -221,11 +227,16 @@ impl Sink {
                 let (file, journal) = open_part(&part, journal, force)?;
                 std::thread::spawn(move || {
                     let commit = |part: &Path| -> Result<Written, SinkError> {
-                        if !force && path.symlink_metadata().is_ok() {
-                            return Err(SinkError::Exists(path.clone()));
-                        }
-                        std::fs::rename(part, &path)
-                            .map_err(|source| SinkError::File { path: path.clone(), source })?;
+                        // Without force, a name taken in the meantime is never replaced.
+                        let moved = if force {
+                            std::fs::rename(part, &path)
+                        } else {
+                            crate::fsx::rename_noreplace(part, &path)
+                        };
+                        moved.map_err(|source| match source.kind() {
+                            io::ErrorKind::AlreadyExists => SinkError::Exists(path.clone()),
+                            _ => SinkError::File { path: path.clone(), source },
+                        })?;
                         Ok(Written { paths: vec![path.clone()] })
                     };
                     write_part(rx, file, journal, &part, keep_part, commit)
@@ -238,7 +249,7 @@ impl Sink {
                     // unsafe), move it into place, then drop the staged stream.
                     let commit = |part: &Path| -> Result<Written, SinkError> {
                         let mut unpacker = Unpacker::new(&dir, entries)?;
-                        let tar = File::open(part)
+                        let tar = crate::fsx::open_regular(part, false)
                             .map_err(|source| SinkError::File { path: part.to_owned(), source })?;
                         unpacker.unpack(io::BufReader::with_capacity(1 << 20, tar))?;
                         let paths = unpacker.commit(force)?;
@@ -343,8 +354,8 @@ fn write_to(
     Err(SinkError::Stopped)
 }
 
-/// Opens a part file: continues after a resumed prefix (cutting anything after it), or
-/// creates it anew; and opens its manifest when resume state is kept.
+/// Opens a part file: positioned after a resumed prefix (nothing is cut yet: see
+/// [`write_part`]), or created anew; and opens its manifest when resume state is kept.
 fn open_part(
     part: &Path,
     journal: Option<(&Offer, &Prefix)>,
@@ -353,9 +364,12 @@ fn open_part(
     let err = |source| SinkError::File { path: part.to_owned(), source };
     let file = match &journal {
         Some((_, prefix)) if prefix.chunks() > 0 => {
-            let file = std::fs::OpenOptions::new().write(true).open(part).map_err(err)?;
-            file.set_len(prefix.bytes).map_err(err)?;
-            (&file).seek(io::SeekFrom::End(0)).map_err(err)?;
+            // A regular file, not followed through a symlink: see crate::fsx.
+            let file = crate::fsx::open_regular(part, true).map_err(err)?;
+            if file.metadata().map_err(err)?.len() < prefix.bytes {
+                return Err(err(io::Error::other("is shorter than when it was checked")));
+            }
+            (&file).seek(io::SeekFrom::Start(prefix.bytes)).map_err(err)?;
             file
         }
         _ => {
@@ -364,12 +378,10 @@ fn open_part(
             if force {
                 let _ = std::fs::remove_file(part);
             }
-            std::fs::OpenOptions::new().write(true).create_new(true).open(part).map_err(
-                |source| match source.kind() {
-                    io::ErrorKind::AlreadyExists => SinkError::Exists(part.to_owned()),
-                    _ => SinkError::File { path: part.to_owned(), source },
-                },
-            )?
+            crate::fsx::create_new_private(part).map_err(|source| match source.kind() {
+                io::ErrorKind::AlreadyExists => SinkError::Exists(part.to_owned()),
+                _ => SinkError::File { path: part.to_owned(), source },
+            })?
         }
     };
     let journal = match journal {
@@ -390,10 +402,23 @@ fn write_part(
     commit: impl FnOnce(&Path) -> Result<Written, SinkError>,
 ) -> Result<Written, SinkError> {
     let file_err = |source| SinkError::File { path: part.to_owned(), source };
+    // A resumed part file is cut after its prefix only once the sender has checked that
+    // prefix against its source, i.e. when a new chunk arrives (or at commit): a sender
+    // that finds its source changed leaves the part file as it was.
+    let mut cut = false;
+    let mut cut_here = |file: &mut File| -> Result<(), SinkError> {
+        if !cut {
+            let at = file.stream_position().map_err(file_err)?;
+            file.set_len(at).map_err(file_err)?;
+            cut = true;
+        }
+        Ok(())
+    };
     let result = (|| {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 Msg::Data(d, hash) => {
+                    cut_here(&mut file)?;
                     // Unbuffered on purpose: the chunk's bytes reach the file before its
                     // manifest record, so a record never claims missing data.
                     file.write_all(&d).map_err(file_err)?;
@@ -402,6 +427,7 @@ fn write_part(
                     }
                 }
                 Msg::Commit => {
+                    cut_here(&mut file)?;
                     file.sync_all().map_err(file_err)?;
                     let written = commit(part)?;
                     if let Some(j) = journal.take() {
@@ -482,6 +508,103 @@ mod tests {
         sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
         sink.finish().await.expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
+    }
+
+    fn file_offer(size: u64) -> Offer {
+        Offer {
+            kind: crate::message::Kind::File,
+            name: "out".into(),
+            size: Some(size),
+            entries: vec![],
+            chunk_size: 1 << 16,
+        }
+    }
+
+    /// The verified prefix of `data` in whole chunks of the offer's chunk size.
+    fn prefix_of(data: &[u8], chunks: usize) -> Prefix {
+        let hashes: Vec<[u8; 32]> =
+            data.chunks(1 << 16).take(chunks).map(|c| *blake3::hash(c).as_bytes()).collect();
+        Prefix { bytes: (hashes.len() << 16) as u64, hashes }
+    }
+
+    #[tokio::test]
+    async fn a_resumed_part_is_cut_only_once_the_sender_sends_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let part = part_path(&path);
+        let data: Vec<u8> = (0..3 << 16).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&part, &data).expect("part");
+        let offer = file_offer(4 << 16);
+        let prefix = prefix_of(&data, 2);
+        let target = || Target::File { path: path.clone(), keep_part: true };
+
+        // The sender has not confirmed the prefix yet (it may find its source changed):
+        // nothing of the part file is lost.
+        let sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        assert_eq!(std::fs::metadata(&part).expect("part").len(), 3 << 16, "not cut at start");
+        sink.abort().await;
+        assert_eq!(std::fs::read(&part).expect("part"), data, "kept whole when refused");
+
+        // Confirmed: the first new chunk goes right after the prefix.
+        let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        let new = vec![9u8; 2 << 16];
+        for c in new.chunks(1 << 16) {
+            sink.write(c.to_vec(), *blake3::hash(c).as_bytes()).await.expect("write");
+        }
+        sink.finish().await.expect("finish");
+        let mut want = data[..2 << 16].to_vec();
+        want.extend_from_slice(&new);
+        assert_eq!(std::fs::read(&path).expect("read"), want);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_part_file_that_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let victim = dir.path().join("victim");
+        let precious = vec![3u8; 2 << 16];
+        std::fs::write(&victim, &precious).expect("victim");
+        std::os::unix::fs::symlink(&victim, part_path(&path)).expect("plant");
+        let offer = file_offer(4 << 16);
+        let prefix = prefix_of(&precious, 1);
+        let target = Target::File { path: path.clone(), keep_part: true };
+        assert!(Sink::start(target, false, Some((&offer, &prefix))).is_err());
+        assert_eq!(std::fs::read(&victim).expect("victim"), precious, "the target is untouched");
+    }
+
+    #[tokio::test]
+    async fn part_files_and_the_staged_archive_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let offer = file_offer(10);
+        let target = Target::File { path: path.clone(), keep_part: true };
+        let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        assert_eq!(mode(&part_path(&path)), 0o600, "the part file");
+        assert_eq!(mode(&crate::resume::manifest_path(&part_path(&path))), 0o600, "its manifest");
+        drop(sink);
+
+        let target = Target::Extract { dir: dir.path().to_owned(), entries: vec!["t".into()] };
+        let part = target.resume_part().expect("an archive has a part file");
+        let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        assert_eq!(mode(&part), 0o600, "the staged archive");
+        drop(sink);
+    }
+
+    #[test]
+    fn errors_show_peer_names_without_escapes() {
+        let path = PathBuf::from("dir/a\x1b[2Jb\u{202E}txt");
+        let errors = [
+            SinkError::File { path: path.clone(), source: io::Error::other("x") },
+            SinkError::Exists(path.clone()),
+            SinkError::UnsafeName("a\x1b[2J".into()),
+        ];
+        for e in errors {
+            let shown = e.to_string();
+            assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
+            assert!(shown.contains("?[2J"), "{shown:?}");
+        }
     }
 
     #[tokio::test]
