@@ -39,7 +39,7 @@
 //!   session (a resume runs a new PAKE), so counters are never persisted.
 //! - The header is authenticated, so a flipped LAST flag or length fails to open. A
 //!   reordered, dropped or replayed frame is opened under the wrong counter and fails too.
-//! - A stream is complete only once a LAST frame has been opened ([`Opener::finish`]).
+//! - A stream is complete only once a LAST frame has been opened (`Opener::finish`).
 //!   Frames after it are refused ([`FrameError::AfterLast`]), and so is an end of stream
 //!   before it ([`FrameError::Truncated`]).
 //! - The announced length is checked against [`MAX_FRAME_LEN`] before any buffer is
@@ -48,6 +48,10 @@
 //!   any [`FrameError::Decrypt`] the whole stream MUST be abandoned.
 //! - Key material is never printed ([`FrameKey`]'s `Debug` is redacted) and is wiped
 //!   from memory when the last copy of a key is dropped.
+
+// `FrameKey` is public only for the benches (`pcp::bench`, hidden from the docs); its
+// docs may name the module's private items.
+#![allow(rustdoc::private_intra_doc_links)]
 
 use std::fmt;
 use std::future::Future;
@@ -458,7 +462,7 @@ impl Opener {
 /// Read one frame: its header and its body (ciphertext plus tag), still sealed.
 ///
 /// Returns `Ok(None)` on a clean end of stream, before the first header byte; whether that
-/// end was legitimate is for [`Opener::finish`] to say.
+/// end was legitimate is for the caller to say (a LAST frame came, or not).
 ///
 /// # Errors
 ///

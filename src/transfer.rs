@@ -4,7 +4,7 @@
 //!   handshake slots of the sender's listener;
 //! - [`outgoing`] / [`incoming`]: the data phase of each side, over any
 //!   `AsyncRead + AsyncWrite` session, so it runs over `tokio::io::duplex` in tests;
-//! - [`send`] / [`receive`]: the engine's entry points, which tie the two together
+//! - [`send`](mod@send) / [`receive`](mod@receive): the engine's entry points, which tie the two together
 //!   across reconnections.
 //!
 //! Data phase (sender → receiver): `Chunk`… then `End` in the LAST frame; the receiver
