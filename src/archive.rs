@@ -247,6 +247,40 @@ pub(crate) fn top_level_names(paths: &[PathBuf]) -> Result<Vec<String>, ArchiveE
     Ok(names)
 }
 
+/// What a metadata walk of `paths` finds, without reading a byte of any file: the
+/// number of entries (files, directories, links) and the length of the tar stream
+/// [`pack`] will write for them (headers, GNU long-name headers, padding and the end
+/// marker). Cheap enough to do before the code is shown; an entry that changes or
+/// cannot be read meanwhile only makes the estimate off, and packing reports it.
+pub(crate) fn measure(paths: &[PathBuf]) -> (u64, u64) {
+    const BLOCK: u64 = 512;
+    let padded = |n: u64| n.div_ceil(BLOCK) * BLOCK;
+    // A name that does not fit the header's 100 bytes gets a GNU long-name entry.
+    let name_cost = |len: usize| if len > 100 { BLOCK + padded(len as u64 + 1) } else { 0 };
+    let (mut entries, mut bytes) = (0u64, 2 * BLOCK);
+    let mut todo: Vec<(PathBuf, String)> =
+        paths.iter().filter_map(|p| top_level_name(p).ok().map(|n| (p.clone(), n))).collect();
+    while let Some((path, name)) = todo.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        entries += 1;
+        bytes += BLOCK + name_cost(name.len() + usize::from(meta.is_dir()));
+        if meta.is_file() {
+            bytes += padded(meta.len());
+        } else if meta.file_type().is_symlink() {
+            let target = fs::read_link(&path).map(|t| t.as_os_str().len()).unwrap_or(0);
+            bytes += name_cost(target);
+        } else if meta.is_dir()
+            && let Ok(dir) = fs::read_dir(&path)
+        {
+            for e in dir.flatten() {
+                let child = e.file_name().to_string_lossy().into_owned();
+                todo.push((e.path(), format!("{name}/{child}")));
+            }
+        }
+    }
+    (entries, bytes)
+}
+
 fn top_level_name(path: &Path) -> Result<String, ArchiveError> {
     // Stat first, so a missing path is reported as missing rather than as nameless. This
     // follows a symlink, as `pack` does for the paths it is given.
@@ -942,6 +976,29 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use tempfile::TempDir;
+
+    /// The offer's size for a folder comes from `measure`: it must be the length `pack`
+    /// writes, long names, links and empty directories included.
+    #[test]
+    fn measure_predicts_the_tar_stream_length() {
+        let dir = TempDir::new().unwrap();
+        let tree = dir.path().join("tree");
+        let deep = tree.join("d".repeat(60)).join("e".repeat(60));
+        fs::create_dir_all(&deep).unwrap();
+        fs::create_dir_all(tree.join("empty")).unwrap();
+        fs::write(tree.join("a"), vec![1u8; 1000]).unwrap();
+        fs::write(deep.join("f".repeat(90)), vec![2u8; 513]).unwrap();
+        fs::write(tree.join("zero"), b"").unwrap();
+        std::os::unix::fs::symlink("a", tree.join("link")).unwrap();
+        std::os::unix::fs::symlink("x".repeat(150), tree.join("long-link")).unwrap();
+        let other = dir.path().join("single.txt");
+        fs::write(&other, b"hello").unwrap();
+        let paths = [tree, other];
+        let packed = pack(&paths, Vec::new()).unwrap();
+        let (entries, bytes) = measure(&paths);
+        assert_eq!(bytes, packed.len() as u64);
+        assert_eq!(entries, 10);
+    }
 
     #[test]
     fn top_level_names_use_the_final_component() {

@@ -212,6 +212,6 @@ fn consent(
             return Ok(true);
         }
         rep.clear();
-        prompt::confirm(&prompt::question(offer))
+        prompt::confirm(&prompt::question(offer, rep.is_verbose()))
     }
 }

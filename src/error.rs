@@ -232,6 +232,32 @@ impl Error {
     }
 }
 
+/// `error: cause: cause…`, for telling the peer why we stop.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// What a side that stops on `e` tells its peer, in words for the peer's user: the
+/// sender that cannot read its source says exactly that; anything else is 'the sender
+/// failed: …' or 'the receiver failed: …' with the whole cause.
+pub(crate) fn last_word(role: Role, e: &Error) -> String {
+    let side = match role {
+        Role::Sender => "sender",
+        Role::Receiver => "receiver",
+    };
+    match e {
+        Error::Source(crate::source::SourceError::Read(_)) => format!("the {side} {}", chain(e)),
+        _ => format!("the {side} failed: {}", chain(e)),
+    }
+}
+
 /// Shorthand for the engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -46,12 +46,17 @@ pub struct OfferInfo {
     /// Its name as announced (a file's name; for a folder the one top-level name or
     /// "N items").
     pub name: String,
-    /// Its size in bytes, when known.
+    /// Its size in bytes, when known: a file's size, or a folder's tar stream as
+    /// measured by the sender before the first byte.
     pub size: Option<u64>,
     /// A folder's top-level names.
     pub entries: Vec<String>,
+    /// How many entries (files, directories, links) a folder holds.
+    pub files: Option<u64>,
     /// The sender.
     pub peer: PeerId,
+    /// Where the sender's connection comes from, when known.
+    pub addr: Option<Multiaddr>,
 }
 
 /// Counters of one side's transfer, resume included.

@@ -190,13 +190,18 @@ pub(crate) struct Offer {
     /// The file's name, or a summary for an archive; never a path.
     #[serde(deserialize_with = "bounded::name")]
     pub name: String,
-    /// Size in bytes when known (a file); `None` for streams and archives.
+    /// Size in bytes when known: a file's exact size; for an archive the tar stream's
+    /// length as estimated from a metadata walk (for progress; not enforced); `None`
+    /// for a stream.
     pub size: Option<u64>,
     /// For an archive, the top-level names it contains; the receiver refuses others.
     #[serde(deserialize_with = "bounded::entries")]
     pub entries: Vec<String>,
     /// Chunk size in bytes: the most a chunk's raw length may be.
     pub chunk_size: u32,
+    /// For an archive, how many entries (files, directories, links) it holds, from the
+    /// same metadata walk.
+    pub files: Option<u64>,
 }
 
 /// The sender's closing totals, checked by the receiver.
@@ -466,6 +471,7 @@ mod tests {
                 size: None,
                 entries: vec!["photos".into()],
                 chunk_size: 1 << 20,
+                files: Some(3),
             }),
             Control::Accept,
             Control::Decline("no".into()),

@@ -56,12 +56,13 @@ pub enum NodeError {
     #[error("could not set up the network stack: {0}")]
     Transport(String),
     /// A listen address was refused.
-    #[error("cannot listen on {addr}: {reason}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: Multiaddr,
         /// Why.
-        reason: String,
+        #[source]
+        source: libp2p::TransportError<std::io::Error>,
     },
     /// The event loop is gone.
     #[error("the network task stopped")]
@@ -292,7 +293,7 @@ impl Node {
                 // The defaults include IPv6, which a host may lack; only an address
                 // the user asked for is worth failing over.
                 if explicit {
-                    return Err(NodeError::Listen { addr, reason: e.to_string() });
+                    return Err(NodeError::Listen { addr, source: e });
                 }
                 tracing::debug!(%addr, error = %e, "default listen address unavailable");
             }

@@ -303,6 +303,7 @@ mod tests {
             size: Some(size),
             entries: vec![],
             chunk_size: 1 << 16,
+            files: None,
         }
     }
 

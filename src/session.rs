@@ -117,7 +117,7 @@ pub enum SessionError {
     #[error(transparent)]
     Message(#[from] MessageError),
     /// The peer reported an error (its words, unsanitized).
-    #[error("the peer failed: {}", crate::term::sanitize(.0))]
+    #[error("{}", crate::term::sanitize(.0))]
     Remote(String),
     /// The peer's user stopped it on purpose.
     #[error("the peer cancelled")]

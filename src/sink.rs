@@ -517,6 +517,7 @@ mod tests {
             size: Some(size),
             entries: vec![],
             chunk_size: 1 << 16,
+            files: None,
         }
     }
 
@@ -624,6 +625,7 @@ mod tests {
             size: None,
             entries: vec!["tree".into()],
             chunk_size: 1 << 16,
+            files: None,
         };
 
         // Aborted: nothing under the final name, the staged stream and manifest stay.

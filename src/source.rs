@@ -35,7 +35,7 @@ pub enum SourceError {
         source: io::Error,
     },
     /// Reading the source failed part way.
-    #[error("cannot read the source")]
+    #[error("cannot read its source")]
     Read(#[source] io::Error),
     /// Packing a directory failed.
     #[error(transparent)]
@@ -100,6 +100,7 @@ impl Source {
                 size: None,
                 entries: Vec::new(),
                 chunk_size,
+                files: None,
             },
             Source::File { path, file } => {
                 let meta = file
@@ -111,15 +112,40 @@ impl Source {
                     size: Some(meta.len()),
                     entries: Vec::new(),
                     chunk_size,
+                    files: None,
                 }
             }
             Source::Archive(paths) => {
                 let entries = archive::top_level_names(paths)?;
+                // The receiver refuses an offer past these bounds before decoding it:
+                // say so here, before a code is shown.
+                if entries.len() > crate::message::MAX_ENTRIES {
+                    return Err(SourceError::Usage(format!(
+                        "{} paths are more than one offer can name ({}): send the \
+                         directory that holds them",
+                        entries.len(),
+                        crate::message::MAX_ENTRIES
+                    )));
+                }
+                if let Some(bad) = entries.iter().find(|e| archive::plain_name(e).is_none()) {
+                    return Err(SourceError::Usage(format!(
+                        "{}: a name with a backslash cannot be sent",
+                        term::sanitize(bad)
+                    )));
+                }
+                let (files, bytes) = archive::measure(paths);
                 let name = match entries.as_slice() {
                     [one] => one.clone(),
                     many => format!("{} items", many.len()),
                 };
-                Offer { kind: Kind::Archive, name, size: None, entries, chunk_size }
+                Offer {
+                    kind: Kind::Archive,
+                    name,
+                    size: Some(bytes),
+                    entries,
+                    chunk_size,
+                    files: Some(files),
+                }
             }
         })
     }

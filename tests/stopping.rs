@@ -103,3 +103,41 @@ fn a_refusal_for_a_local_reason_keeps_the_sender_waiting() {
     sender.expect_exit(exit::OK);
     assert_eq!(read(&dest.join("report.pdf")), data);
 }
+
+/// Issue 10, item 1: a file the sender cannot read, found only while it packs a
+/// folder, stops the receiver at once with the reason, and leaves no empty part file.
+/// The sender runs as `nobody`: root reads any file.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn an_unreadable_file_stops_the_receiver_at_once_with_the_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let lan = Lan::pair();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (tree, dest) = (dir.path().join("album"), dir.path().join("dest"));
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    std::fs::create_dir(&dest).expect("mkdir");
+    std::fs::write(tree.join("a.txt"), b"readable").expect("write");
+    std::fs::write(tree.join("locked.txt"), b"secret").expect("write");
+    std::fs::set_permissions(tree.join("locked.txt"), std::fs::Permissions::from_mode(0o000))
+        .expect("chmod");
+    for d in [dir.path(), tree.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    let mut cmd = lan.host(0).command("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", util::pcp_bin()]).args([
+        "send",
+        "--code",
+        CODE,
+        arg(&tree),
+    ]);
+    let mut sender = Proc::spawn("sender", &mut cmd);
+    sender.wait_until_ready();
+    let mut receiver = start_receiver(lan.host(1), &["-y", "-C", arg(&dest), CODE], Stdio::null());
+    let said = receiver.expect_exit(exit::FAILURE);
+    assert!(said.contains("the sender cannot read") && said.contains("locked.txt"), "{said}");
+    assert!(!said.contains("reconnecting"), "{said}");
+    let sent = sender.expect_exit(exit::FAILURE);
+    assert!(sent.contains("locked.txt"), "{sent}");
+    assert!(util::list_dir(&dest).is_empty(), "left behind: {:?}", util::list_dir(&dest));
+}

@@ -41,8 +41,14 @@ pub(crate) fn human_bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// An offer in a few words: `file 'x', 1.0 MiB`, `a stream`, `'a', 'b' and 2 more (tar
-/// stream)`. Peer strings are sanitized.
+/// Past this many top-level names, only those starting with a dot are listed by name.
+const LISTED: usize = 12;
+
+/// An offer in a few words: `file 'x', 1.0 MiB`, `a stream`, `folder 'album', 12 entries,
+/// 9.0 MiB`. Every top-level name a folder would create is listed (past a screenful,
+/// every dot-name and the count of the rest), and dot-names are flagged: a `.bashrc`
+/// received into a home directory must not hide behind "and 3 more". Peer strings are
+/// sanitized.
 pub(crate) fn describe_short(offer: &OfferInfo) -> String {
     let name = sanitize(&offer.name);
     let size = offer.size.map(|s| format!(", {}", human_bytes(s))).unwrap_or_default();
@@ -50,24 +56,94 @@ pub(crate) fn describe_short(offer: &OfferInfo) -> String {
         OfferKind::Stream => "a stream".to_owned(),
         OfferKind::File => format!("file '{name}'{size}"),
         OfferKind::Folder => {
-            // Show what will be written, not the sender's summary of it.
-            let shown: Vec<String> =
-                offer.entries.iter().take(3).map(|e| format!("'{}'", sanitize(e))).collect();
-            let more = offer.entries.len().saturating_sub(3);
-            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-            format!("{}{more} (tar stream)", shown.join(", "))
+            let shown = |e: &String| {
+                let hidden = if e.starts_with('.') { " (hidden)" } else { "" };
+                format!("'{}'{hidden}", sanitize(e))
+            };
+            let mut listed: Vec<String> = if offer.entries.len() <= LISTED {
+                offer.entries.iter().map(shown).collect()
+            } else {
+                offer.entries.iter().filter(|e| e.starts_with('.')).map(shown).collect()
+            };
+            let rest = offer.entries.len() - listed.len();
+            if rest > 0 {
+                listed.push(format!("{rest} other name{}", if rest == 1 { "" } else { "s" }));
+            }
+            let count = offer.files.map(|n| format!(", {n} entries")).unwrap_or_default();
+            format!("folder {}{count}{size}", listed.join(", "))
         }
     }
 }
 
+/// Who offers: the address the connection came from and a short peer id (the whole id
+/// with `-v`).
+pub(crate) fn who(offer: &OfferInfo, verbose: bool) -> String {
+    let id = offer.peer.to_string();
+    let id = if verbose || id.len() < 16 {
+        id
+    } else {
+        format!("{}…{}", &id[..8], &id[id.len() - 4..])
+    };
+    let ip = offer.addr.as_ref().and_then(|a| {
+        a.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
+            libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+    });
+    match ip {
+        Some(ip) => format!("{ip} ({id})"),
+        None => id,
+    }
+}
+
 /// The consent question.
-pub(crate) fn question(offer: &OfferInfo) -> String {
-    format!("Accept {} from {}?", describe_short(offer), offer.peer)
+pub(crate) fn question(offer: &OfferInfo, verbose: bool) -> String {
+    format!("Accept {} from {}?", describe_short(offer), who(offer, verbose))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn folder(entries: &[&str]) -> OfferInfo {
+        OfferInfo {
+            kind: OfferKind::Folder,
+            name: "x".into(),
+            size: Some(9 << 20),
+            entries: entries.iter().map(|e| (*e).to_owned()).collect(),
+            files: Some(12),
+            peer: libp2p::identity::Keypair::generate_ed25519().public().to_peer_id(),
+            addr: Some("/ip4/198.18.0.1/tcp/4001".parse().expect("multiaddr")),
+        }
+    }
+
+    /// Issue 9, item 11: no top-level name hides behind "and N more".
+    #[test]
+    fn every_top_level_name_is_listed_and_dot_names_are_flagged() {
+        let d = describe_short(&folder(&["album", "notes", "x", ".bashrc"]));
+        assert_eq!(d, "folder 'album', 'notes', 'x', '.bashrc' (hidden), 12 entries, 9.0 MiB");
+        let many: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
+        let mut names: Vec<&str> = many.iter().map(String::as_str).collect();
+        names.push(".ssh");
+        let d = describe_short(&folder(&names));
+        assert!(d.starts_with("folder '.ssh' (hidden), 40 other names"), "{d}");
+    }
+
+    /// Issue 10, item 8: the address and a short id, the whole id with -v.
+    #[test]
+    fn the_offer_says_where_it_comes_from() {
+        let o = folder(&["a"]);
+        let id = o.peer.to_string();
+        let short = who(&o, false);
+        assert!(
+            short.starts_with("198.18.0.1 (12D3KooW")
+                && short.ends_with(&format!("{})", &id[id.len() - 4..])),
+            "{short}"
+        );
+        assert!(short.len() < 40, "{short}");
+        assert_eq!(who(&o, true), format!("198.18.0.1 ({id})"));
+    }
 
     #[test]
     fn byte_units() {

@@ -80,6 +80,11 @@ impl Reporter {
         self
     }
 
+    /// Whether `-v` was given.
+    pub(crate) fn is_verbose(&self) -> bool {
+        self.verbose
+    }
+
     /// Reports for `pcp node`.
     #[must_use]
     pub(crate) fn node(mut self) -> Reporter {
@@ -452,7 +457,9 @@ mod tests {
             name: "a\x1b[2Jb".into(),
             size: Some(1),
             entries: Vec::new(),
+            files: None,
             peer: libp2p::PeerId::random(),
+            addr: None,
         };
         assert!(!describe_short(&o).contains('\x1b'));
     }

@@ -90,7 +90,7 @@ impl Incoming {
                 return Ok(Ending::Lost);
             }
             Err(Error::Cancelled) => Control::Cancel,
-            Err(ref e) => Control::Error(e.to_string()),
+            Err(ref e) => Control::Error(crate::error::last_word(Role::Receiver, e)),
         };
         let _ = session::send(&mut writer, &last).await;
         writer.close().await;

@@ -202,10 +202,13 @@ impl Outgoing {
             if flight.jobs.is_empty() && flight.queued == self.read {
                 if let Some(e) = self.failed.take() {
                     // Every earlier frame is out, so the next counter is in order.
-                    let _ = session::send(&mut writer, &Control::Error(e.to_string())).await;
+                    // Issue 10, item 1: the receiver stops at once and says why.
+                    let e = Error::from(e);
+                    let why = crate::error::last_word(Role::Sender, &e);
+                    let _ = session::send(&mut writer, &Control::Error(why)).await;
                     writer.close().await;
                     let _ = tokio::time::timeout(LINGER, &mut replies).await;
-                    return Err(e.into());
+                    return Err(e);
                 }
                 if self.source_done {
                     return self.finish(writer, replies).await;

@@ -67,7 +67,7 @@ pub async fn receive(
         loop {
             // The node lives as long as this round: dropping it closes the connection.
             let (_node, met) = meet(&search, state.is_some(), &events, &cancel).await?;
-            let (session, offer) = match met {
+            let (session, offer, addr) = match met {
                 Met::Offer(so) => *so,
                 Met::Lost => continue,
             };
@@ -78,9 +78,16 @@ pub async fn receive(
                     session
                 }
                 (None, Some((dest, consent))) => {
-                    let (inc, s) =
-                        first_contact(session, offer, dest, consent, force, &events, &cancel)
-                            .await?;
+                    let (inc, s) = first_contact(
+                        session,
+                        (offer, addr),
+                        dest,
+                        consent,
+                        force,
+                        &events,
+                        &cancel,
+                    )
+                    .await?;
                     started = Instant::now();
                     events.emit(Event::Started { total: inc.offer.size, done: inc.bytes });
                     state = Some(inc);
@@ -113,7 +120,7 @@ struct Search {
 /// What one round of rendezvous brought.
 enum Met {
     /// A session and the sender's offer on it.
-    Offer(Box<(Session<Stream>, Offer)>),
+    Offer(Box<(Session<Stream>, Offer, Option<libp2p::Multiaddr>)>),
     /// The connection died right after the PAKE (only while resuming).
     Lost,
 }
@@ -149,8 +156,9 @@ async fn meet(
     };
     tracing::info!(peer = %session.peer(), "authenticated");
     // The sender offers right after the PAKE; silence means it died meanwhile.
+    let addr = node.remote_addr(session.peer()).await.ok().flatten();
     let met = match session.recv().await {
-        Ok(Control::Offer(o)) => Met::Offer(Box::new((session, o))),
+        Ok(Control::Offer(o)) => Met::Offer(Box::new((session, o, addr))),
         Ok(other) => return Err(unexpected(&other, "Offer")),
         Err(SessionError::Cancelled) => return Err(Error::PeerCancelled(Role::Sender)),
         Err(e) if resuming && e.is_transient() => Met::Lost,
@@ -180,14 +188,14 @@ async fn resume_with(
 /// file holds a prefix).
 async fn first_contact(
     mut session: Session<Stream>,
-    offer: Offer,
+    (offer, addr): (Offer, Option<libp2p::Multiaddr>),
     dest: Destination,
     consent: impl FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
     force: bool,
     events: &Events,
     cancel: &CancellationToken,
 ) -> Result<(Incoming, Session<Stream>), Error> {
-    let info = offer_info(&offer, session.peer());
+    let info = offer_info(&offer, session.peer(), addr);
     events.emit(Event::Offer(info.clone()));
     let (target, prefix) = match prepare(&offer, dest, force) {
         Ok(t) => t,
@@ -288,7 +296,7 @@ fn prepare(
 }
 
 /// The offer as the caller sees it.
-fn offer_info(offer: &Offer, peer: libp2p::PeerId) -> OfferInfo {
+fn offer_info(offer: &Offer, peer: libp2p::PeerId, addr: Option<libp2p::Multiaddr>) -> OfferInfo {
     OfferInfo {
         kind: match offer.kind {
             Kind::Stream => OfferKind::Stream,
@@ -298,7 +306,9 @@ fn offer_info(offer: &Offer, peer: libp2p::PeerId) -> OfferInfo {
         name: offer.name.clone(),
         size: offer.size,
         entries: offer.entries.clone(),
+        files: offer.files,
         peer,
+        addr,
     }
 }
 
@@ -317,8 +327,14 @@ async fn finish(
         if let Some(sink) = inc.sink.take() {
             let kept = sink.kept().cloned();
             sink.abort().await;
-            if let Some(path) = kept.filter(|p| p.exists()) {
-                events.emit(Event::Kept { path, bytes: inc.bytes });
+            match kept.filter(|p| p.exists()) {
+                // Nothing verified arrived: a part file would only be litter.
+                Some(part) if inc.bytes == 0 => {
+                    let _ = std::fs::remove_file(resume::manifest_path(&part));
+                    let _ = std::fs::remove_file(&part);
+                }
+                Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
+                None => {}
             }
         }
         return Err(e);

@@ -143,7 +143,7 @@ where
         Err(e) => return Err(e.into()),
     };
     if let Err(e) = out.position(&from, &mut session).await {
-        session.say_last(&Control::Error(e.to_string()), LINGER).await;
+        session.say_last(&Control::Error(crate::error::last_word(Role::Sender, &e)), LINGER).await;
         return Err(e);
     }
     if first {
