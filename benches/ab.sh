@@ -91,14 +91,14 @@ PORT=21000
 run() {
   local bin=$1 data=$2 check=$3 perf_s="" perf_r=""
   if [ -n "${4:-}" ]; then
-    perf_s="perf record -q -g -o $4-send.data --"
-    perf_r="perf record -q -g -o $4-recv.data --"
+    perf_s="perf record -q ${PERF_OPTS:--g} -o $4-send.data --"
+    perf_r="perf record -q ${PERF_OPTS:--g} -o $4-recv.data --"
   fi
   PORT=$((PORT + 1))
   : >"$WORK/s.err"
   # shellcheck disable=SC2086
   ip netns exec "$A" env PCP_CODE=bubble-enemy-result-increase \
-    /usr/bin/time -f '%U %S' -o "$WORK/s.time" $perf_s "$bin" send --no-dht --no-mdns \
+    /usr/bin/time -f '%U %S %M %R' -o "$WORK/s.time" $perf_s "$bin" send --no-dht --no-mdns \
     --listen "/ip4/$SADDR/tcp/$PORT" $SEND_ARGS "$WORK/$data" </dev/null >/dev/null 2>"$WORK/s.err" &
   local spid=$!
   for _ in $(seq 2000); do
@@ -110,11 +110,11 @@ run() {
   # shellcheck disable=SC2086
   if [ "$check" = 1 ]; then
     ip netns exec "$B" env PCP_CODE=bubble-enemy-result-increase \
-      /usr/bin/time -f '%U %S' -o "$WORK/r.time" $perf_r "$bin" receive -y --no-dht --no-mdns \
+      /usr/bin/time -f '%U %S %M %R' -o "$WORK/r.time" $perf_r "$bin" receive -y --no-dht --no-mdns \
       --peer "/ip4/$SADDR/tcp/$PORT" </dev/null 2>"$WORK/r.err" | b3sum >"$out"
   else
     ip netns exec "$B" env PCP_CODE=bubble-enemy-result-increase \
-      /usr/bin/time -f '%U %S' -o "$WORK/r.time" $perf_r "$bin" receive -y --no-dht --no-mdns \
+      /usr/bin/time -f '%U %S %M %R' -o "$WORK/r.time" $perf_r "$bin" receive -y --no-dht --no-mdns \
       --peer "/ip4/$SADDR/tcp/$PORT" </dev/null >/dev/null 2>"$WORK/r.err"
   fi
   local t1=$EPOCHREALTIME
@@ -126,8 +126,10 @@ run() {
   local s r
   read -r -a s < <(tail -1 "$WORK/s.time")
   read -r -a r < <(tail -1 "$WORK/r.time")
-  awk -v t0="$t0" -v t1="$t1" -v s="${s[0]} ${s[1]}" -v r="${r[0]} ${r[1]}" 'BEGIN {
-    split(s, a, " "); split(r, b, " "); printf "%.4f %.2f %.2f\n", t1 - t0, a[1] + a[2], b[1] + b[2] }'
+  # seconds, CPU s send, CPU s recv, peak RSS MiB send, recv, minor page faults send, recv
+  awk -v t0="$t0" -v t1="$t1" -v s="${s[*]}" -v r="${r[*]}" 'BEGIN {
+    split(s, a, " "); split(r, b, " ")
+    printf "%.4f %.2f %.2f %.1f %.1f %d %d\n", t1 - t0, a[1] + a[2], b[1] + b[2], a[3] / 1024, b[3] / 1024, a[4], b[4] }'
 }
 
 echo "ab: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), ${SIZE_MIB} MiB," \
@@ -137,7 +139,7 @@ echo "new: $NEW"
 
 if [ -n "$PROFILE" ]; then
   for d in $DATA; do
-    read -r secs cs cr < <(run "$NEW" "$d" 0 "$PROFILE/$d")
+    read -r secs cs cr _ < <(run "$NEW" "$d" 0 "$PROFILE/$d")
     awk -v d="$d" -v t="$secs" -v b="$want" -v cs="$cs" -v cr="$cr" \
       'BEGIN { printf "%-7s %.2f s  %.1f MiB/s  cpu send %.2f s  recv %.2f s\n", d, t, b / t / 1048576, cs, cr }'
   done
@@ -153,10 +155,12 @@ for d in $DATA; do
     for which in $order; do
       bin=$OLD
       [ "$which" = new ] && bin=$NEW
-      read -r secs cs cr < <(run "$bin" "$d" "$check")
-      echo "$p $which $secs $cs $cr" >>"$WORK/rows"
+      read -r secs cs cr ms mr fs fr < <(run "$bin" "$d" "$check")
+      echo "$p $which $secs $cs $cr $ms $mr $fs $fr" >>"$WORK/rows"
       awk -v d="$d" -v p="$p" -v w="$which" -v t="$secs" -v b="$want" -v cs="$cs" -v cr="$cr" \
-        'BEGIN { printf "  %-7s pair %d %-3s %7.3f s %8.1f MiB/s  cpu %5.2f / %5.2f\n", d, p, w, t, b / t / 1048576, cs, cr }' >&2
+        -v ms="$ms" -v mr="$mr" -v fs="$fs" -v fr="$fr" 'BEGIN {
+        printf "  %-7s pair %d %-3s %7.3f s %8.1f MiB/s  cpu %5.2f / %5.2f  rss %5.1f / %5.1f MiB  faults %d / %d\n",
+          d, p, w, t, b / t / 1048576, cs, cr, ms, mr, fs, fr }' >&2
     done
   done
   awk -v d="$d" -v b="$want" '
@@ -164,14 +168,18 @@ for d in $DATA; do
       for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    { t[$1, $2] = $3; c[$2, "s", $1] = $4; c[$2, "r", $1] = $5; if ($1 > n) n = $1 }
+    { t[$1, $2] = $3; c[$2, "s", $1] = $4; c[$2, "r", $1] = $5; m[$2, "s", $1] = $6; m[$2, "r", $1] = $7; if ($1 > n) n = $1 }
     END {
       for (p = 1; p <= n; p++) {
         r[p] = t[p, "old"] / t[p, "new"]; o[p] = b / t[p, "old"] / 1048576; w[p] = b / t[p, "new"] / 1048576
         os[p] = c["old", "s", p]; or[p] = c["old", "r", p]; ns[p] = c["new", "s", p]; nr[p] = c["new", "r", p]
+        xs[p] = m["old", "s", p] > m["new", "s", p] ? m["old", "s", p] : m["new", "s", p]
+        xr[p] = m["old", "r", p] > m["new", "r", p] ? m["old", "r", p] : m["new", "r", p]
+        ms = (p == 1 || m["old", "s", p] > ms) ? m["old", "s", p] : ms; mr = (p == 1 || m["old", "r", p] > mr) ? m["old", "r", p] : mr
+        Ms = (p == 1 || m["new", "s", p] > Ms) ? m["new", "s", p] : Ms; Mr = (p == 1 || m["new", "r", p] > Mr) ? m["new", "r", p] : Mr
         lo = (p == 1 || r[p] < lo) ? r[p] : lo; hi = (p == 1 || r[p] > hi) ? r[p] : hi
       }
-      printf "%-7s old %7.1f MiB/s (cpu %.2f / %.2f)  new %7.1f MiB/s (cpu %.2f / %.2f)  new/old %.3f (%.3f-%.3f)\n",
-        d, median(o, n), median(os, n), median(or, n), median(w, n), median(ns, n), median(nr, n), median(r, n), lo, hi
+      printf "%-7s old %7.1f MiB/s (cpu %.2f / %.2f, peak rss %.0f / %.0f MiB)  new %7.1f MiB/s (cpu %.2f / %.2f, peak rss %.0f / %.0f MiB)  new/old %.3f (%.3f-%.3f)\n",
+        d, median(o, n), median(os, n), median(or, n), ms, mr, median(w, n), median(ns, n), median(nr, n), Ms, Mr, median(r, n), lo, hi
     }' "$WORK/rows"
 done

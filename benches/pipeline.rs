@@ -98,7 +98,7 @@ fn whole_chunk(c: &mut Criterion) {
                 pipeline::seal_chunk(0, &data, Compression::Zstd(3), &key, 0).expect("seal");
             g.bench_with_input(BenchmarkId::new(format!("open/{name}"), size), &sealed, |b, s| {
                 b.iter(|| {
-                    pipeline::open_chunk(&key, 0, s.header, s.frame.clone(), 0, 8 << 20)
+                    pipeline::open_chunk(&key, 0, s.header, s.frame.to_vec(), 0, 8 << 20)
                         .expect("open")
                 });
             });

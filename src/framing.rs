@@ -482,8 +482,10 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     Ok(read_frame_into(r, &mut body).await?.map(|header| (header, body)))
 }
 
-/// Like [`read_frame`], but reads the body into `buf` (cleared first), so one buffer can
-/// be reused for every frame.
+/// Like [`read_frame`], but reads the body into `buf`, so one buffer can be reused for
+/// every frame. `buf` is resized to the body's length, not cleared first: only growth is
+/// zeroed, and every byte of the body is then read over. It is empty after a clean end
+/// of stream; after an error its contents are unspecified.
 ///
 /// # Errors
 ///
@@ -496,10 +498,12 @@ pub(crate) async fn read_frame_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<Option<Header>, FrameError> {
-    buf.clear();
     let mut bytes = [0u8; HEADER_LEN];
     match read_full(r, &mut bytes).await? {
-        0 => return Ok(None),
+        0 => {
+            buf.clear();
+            return Ok(None);
+        }
         HEADER_LEN => {}
         _ => return Err(FrameError::Truncated),
     }
@@ -671,12 +675,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// # Errors
     /// Header, I/O and ordering failures, and [`FrameError::Timeout`].
+    #[cfg(test)]
     pub(crate) async fn next_sealed(&mut self) -> Result<(u64, Header, Vec<u8>), FrameError> {
-        let FrameReader { r, deadline, .. } = self;
-        let (header, body) =
-            within(*deadline, read_frame(r)).await?.ok_or(FrameError::Truncated)?;
-        let counter = self.opener.reserve(header)?;
+        let mut body = Vec::new();
+        let (counter, header) = self.next_sealed_into(&mut body).await?;
         Ok((counter, header, body))
+    }
+
+    /// [`FrameReader::next_sealed`] into `body` (see [`read_frame_into`]), so that a
+    /// recycled buffer is neither allocated nor zeroed again.
+    ///
+    /// # Errors
+    /// As for [`FrameReader::next_sealed`].
+    pub(crate) async fn next_sealed_into(
+        &mut self,
+        body: &mut Vec<u8>,
+    ) -> Result<(u64, Header), FrameError> {
+        let FrameReader { r, deadline, .. } = self;
+        let header =
+            within(*deadline, read_frame_into(r, body)).await?.ok_or(FrameError::Truncated)?;
+        let counter = self.opener.reserve(header)?;
+        Ok((counter, header))
     }
 
     /// Reads and opens the next frame; returns its plaintext and whether it was LAST.

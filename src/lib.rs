@@ -14,6 +14,7 @@
 //!  │       └─ framing    ChaCha20-Poly1305 frames, counter nonces, deadlines
 //!  ├─ message     what the frames carry: offer, chunk, ack, end, cancel, …
 //!  ├─ pipeline    chunk → blake3 → zstd → seal   /   open → unzstd → check
+//!  │   └─ pool      recycled chunk buffers: no allocation or zeroing per chunk
 //!  ├─ source/sink reader, file, tar  /  writer, file via .pcp-part, staged extraction
 //!  ├─ archive     tar pack and safe unpack
 //!  ├─ resume      part files and their manifests
@@ -89,6 +90,7 @@ pub(crate) mod message;
 pub(crate) mod node;
 pub mod options;
 pub(crate) mod pipeline;
+pub(crate) mod pool;
 pub(crate) mod resume;
 pub(crate) mod server;
 pub(crate) mod session;
@@ -112,5 +114,6 @@ pub use transfer::{MAX_FAILED_ATTEMPTS, receive, send};
 #[doc(hidden)]
 pub mod bench {
     pub use crate::framing::FrameKey;
-    pub use crate::pipeline::{maybe_compress, open_chunk, seal_chunk};
+    pub use crate::pipeline::{maybe_compress, open_chunk, seal_chunk, seal_chunk_into};
+    pub use crate::pool::Buf;
 }

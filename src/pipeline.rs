@@ -21,8 +21,9 @@
 
 use std::cell::RefCell;
 
-use crate::framing::{FrameError, FrameKey, Header};
+use crate::framing::{FrameError, FrameKey, Header, TAG_LEN};
 use crate::message::{CHUNK_HEADER_LEN, ChunkHeader, FLAG_ZSTD, MessageError};
+use crate::pool::Buf;
 
 /// Default chunk size: 1 MiB (see `benches/pipeline.rs` for the sweep).
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
@@ -109,15 +110,39 @@ pub enum Compression {
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// Where the level-1 sample goes; only its length is looked at.
+    static SAMPLE_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Compresses `data` at `level` into `out` from byte `at` on (into its spare capacity:
+/// nothing is zeroed first), and returns the compressed length; `None` when zstd fails
+/// or the result does not fit in `out`'s capacity.
+fn zstd_compress_into(data: &[u8], level: i32, out: &mut Vec<u8>, at: usize) -> Option<usize> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
             *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
         }
-        slot.as_mut().and_then(|(_, c)| c.compress(data).ok())
+        let (_, c) = slot.as_mut()?;
+        out.truncate(at);
+        let mut cursor = std::io::Cursor::new(out);
+        cursor.set_position(at as u64);
+        c.compress_to_buffer(data, &mut cursor).ok()
+    })
+}
+
+/// Whether a level-1 sample of `raw` says that compressing it is worth trying.
+fn worth_compressing(raw: &[u8]) -> bool {
+    if raw.len() <= 2 * SAMPLE_LEN {
+        return true;
+    }
+    let mid = raw.len() / 2 - SAMPLE_LEN / 2;
+    let sample = &raw[mid..mid + SAMPLE_LEN];
+    SAMPLE_OUT.with(|cell| {
+        let mut out = cell.borrow_mut();
+        out.reserve(zstd::zstd_safe::compress_bound(SAMPLE_LEN));
+        zstd_compress_into(sample, 1, &mut out, 0)
+            .is_some_and(|packed| packed * 100 <= sample.len() * SAMPLE_KEEP_PERCENT)
     })
 }
 
@@ -126,15 +151,12 @@ fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 #[must_use]
 pub fn maybe_compress(raw: &[u8], compression: Compression) -> Option<Vec<u8>> {
     let Compression::Zstd(level) = compression else { return None };
-    if raw.len() > 2 * SAMPLE_LEN {
-        let mid = raw.len() / 2 - SAMPLE_LEN / 2;
-        let sample = &raw[mid..mid + SAMPLE_LEN];
-        let packed = zstd_compress(sample, 1)?;
-        if packed.len() * 100 > sample.len() * SAMPLE_KEEP_PERCENT {
-            return None;
-        }
+    if !worth_compressing(raw) {
+        return None;
     }
-    zstd_compress(raw, level).filter(|c| c.len() < raw.len())
+    let mut out = Vec::with_capacity(raw.len());
+    let n = zstd_compress_into(raw, level, &mut out, 0)?;
+    (n < raw.len()).then_some(out)
 }
 
 /// One sealed chunk frame, ready for the wire.
@@ -143,7 +165,7 @@ pub struct SealedChunk {
     /// The frame header.
     pub header: Header,
     /// Ciphertext and tag.
-    pub frame: Vec<u8>,
+    pub frame: Buf,
     /// blake3 of the raw chunk.
     pub hash: [u8; 32],
     /// Raw length.
@@ -153,7 +175,8 @@ pub struct SealedChunk {
     pub compressed: bool,
 }
 
-/// Hashes, maybe compresses, and seals one chunk under frame counter `counter`.
+/// Hashes, maybe compresses, and seals one chunk under frame counter `counter`, into a
+/// buffer of its own.
 ///
 /// # Errors
 /// A frame over the maximum length.
@@ -164,25 +187,51 @@ pub fn seal_chunk(
     key: &FrameKey,
     counter: u64,
 ) -> Result<SealedChunk, PipelineError> {
+    seal_chunk_into(index, raw, compression, key, counter, Buf::default())
+}
+
+/// [`seal_chunk`] into `out` (emptied first; from a [`crate::pool::Pool`], so that no
+/// memory is allocated or faulted in): the payload is compressed or copied straight after
+/// room for the chunk header, and sealed in place there.
+///
+/// # Errors
+/// A frame over the maximum length.
+pub fn seal_chunk_into(
+    index: u64,
+    raw: &[u8],
+    compression: Compression,
+    key: &FrameKey,
+    counter: u64,
+    mut out: Buf,
+) -> Result<SealedChunk, PipelineError> {
+    let raw_len = u32::try_from(raw.len())
+        .map_err(|_| FrameError::TooLong { len: raw.len() as u64, max: MAX_CHUNK_SIZE })?;
     let hash = *blake3::hash(raw).as_bytes();
-    let packed = maybe_compress(raw, compression);
-    let payload = packed.as_deref().unwrap_or(raw);
-    let header = ChunkHeader {
-        index,
-        flags: if packed.is_some() { FLAG_ZSTD } else { 0 },
-        raw_len: u32::try_from(raw.len())
-            .map_err(|_| FrameError::TooLong { len: raw.len() as u64, max: MAX_CHUNK_SIZE })?,
-        hash,
+    let buf = out.vec_mut();
+    buf.clear();
+    buf.reserve(CHUNK_HEADER_LEN + raw.len() + TAG_LEN);
+    let packed = match compression {
+        Compression::Zstd(level) if worth_compressing(raw) => {
+            zstd_compress_into(raw, level, buf, CHUNK_HEADER_LEN).filter(|&n| n < raw.len())
+        }
+        _ => None,
     };
-    let mut buf = Vec::with_capacity(CHUNK_HEADER_LEN + payload.len() + 16);
-    let mut head = [0u8; CHUNK_HEADER_LEN];
-    header.write(&mut head);
-    buf.extend_from_slice(&head);
-    buf.extend_from_slice(payload);
-    let frame_header = key.seal(counter, false, &mut buf)?;
+    if packed.is_none() {
+        buf.truncate(CHUNK_HEADER_LEN);
+        buf.resize(CHUNK_HEADER_LEN, 0);
+        buf.extend_from_slice(raw);
+    }
+    let header =
+        ChunkHeader { index, flags: if packed.is_some() { FLAG_ZSTD } else { 0 }, raw_len, hash };
+    let head: &mut [u8; CHUNK_HEADER_LEN] = (&mut buf[..CHUNK_HEADER_LEN])
+        .try_into()
+        .expect("the buffer starts with room for the chunk header");
+    header.write(head);
+    let frame_header = key.seal(counter, false, buf)?;
+    out.set_start(0);
     Ok(SealedChunk {
         header: frame_header,
-        frame: buf,
+        frame: out,
         hash,
         raw_len: raw.len(),
         compressed: packed.is_some(),
@@ -193,7 +242,7 @@ pub fn seal_chunk(
 #[derive(Debug)]
 pub struct OpenedChunk {
     /// The raw bytes, verified.
-    pub data: Vec<u8>,
+    pub data: Buf,
     /// Their blake3 hash.
     pub hash: [u8; 32],
     /// Bytes that crossed the wire for it (ciphertext and tag).
@@ -202,18 +251,24 @@ pub struct OpenedChunk {
 
 /// Opens one chunk frame, checks index and length, decompresses and verifies the hash.
 ///
+/// The frame is opened in place; a raw chunk is handed on in the frame's own buffer,
+/// starting after the chunk header (not moved), and a compressed one is decompressed
+/// into a buffer from the frame buffer's pool.
+///
 /// # Errors
 /// Authentication, framing, ordering, size, decompression and hash failures.
 pub fn open_chunk(
     key: &FrameKey,
     counter: u64,
     header: Header,
-    mut frame: Vec<u8>,
+    frame: impl Into<Buf>,
     expected_index: u64,
     chunk_size: u32,
 ) -> Result<OpenedChunk, PipelineError> {
+    let mut frame = frame.into();
+    frame.set_start(0);
     let wire_len = frame.len();
-    key.open(counter, header, &mut frame)?;
+    key.open(counter, header, frame.vec_mut())?;
     let (head, payload) = ChunkHeader::parse(&frame)?;
     if head.index != expected_index {
         return Err(PipelineError::OutOfOrder { got: head.index, expected: expected_index });
@@ -227,24 +282,28 @@ pub fn open_chunk(
     }
     let raw_len = head.raw_len as usize;
     let data = if head.flags & FLAG_ZSTD != 0 {
-        let out = DECOMPRESSOR.with(|cell| {
+        let mut out = frame.sibling();
+        let buf = out.vec_mut();
+        // Exactly the checked raw length (zeroed only where the buffer grows): a zstd
+        // bomb cannot write past it.
+        buf.resize(raw_len, 0);
+        let n = DECOMPRESSOR.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 *slot = zstd::bulk::Decompressor::new().ok();
             }
-            // The capacity bound is the checked raw length: a zstd bomb cannot grow it.
-            slot.as_mut().and_then(|d| d.decompress(payload, raw_len).ok())
+            slot.as_mut().and_then(|d| d.decompress_to_buffer(payload, &mut buf[..]).ok())
         });
-        match out {
-            Some(d) if d.len() == raw_len => d,
-            _ => return Err(PipelineError::Decompress { index: head.index }),
+        if n != Some(raw_len) {
+            return Err(PipelineError::Decompress { index: head.index });
         }
+        out
     } else {
         if payload.len() != raw_len {
             return Err(PipelineError::Decompress { index: head.index });
         }
-        // Reuse the frame's allocation: drop the header in place.
-        frame.drain(..CHUNK_HEADER_LEN);
+        // The chunk stays where it is: the buffer reads from after the header.
+        frame.set_start(CHUNK_HEADER_LEN);
         frame
     };
     let hash = *blake3::hash(&data).as_bytes();

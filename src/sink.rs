@@ -36,6 +36,7 @@ use crate::archive::plain_name;
 use crate::archive::{ArchiveError, Unpacker};
 use crate::message::{Kind, Offer};
 use crate::options::Destination;
+use crate::pool::Buf;
 use crate::resume::{Journal, Prefix, ResumeError};
 
 /// Chunks that may wait for the writer thread.
@@ -181,7 +182,8 @@ impl Target {
 }
 
 enum Msg {
-    Data(Vec<u8>, [u8; 32]),
+    /// A verified chunk (its buffer goes back to the receiver's pool once written).
+    Data(Buf, [u8; 32]),
     Commit,
 }
 
@@ -272,7 +274,7 @@ impl Sink {
     ///
     /// # Errors
     /// The writer failed; [`Sink::finish`] tells why.
-    pub(crate) async fn write(&mut self, data: Vec<u8>, hash: [u8; 32]) -> Result<(), SinkError> {
+    pub(crate) async fn write(&mut self, data: Buf, hash: [u8; 32]) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or(SinkError::Stopped)?;
         if tx.send(Msg::Data(data, hash)).await.is_err() {
             return Err(self.join_error().await);
@@ -459,8 +461,8 @@ mod tests {
         let mut sink =
             Sink::start(Target::File { path: path.clone(), keep_part: false }, false, None)
                 .expect("start");
-        sink.write(b"hello ".to_vec(), [0; 32]).await.expect("write");
-        sink.write(b"world".to_vec(), [0; 32]).await.expect("write");
+        sink.write(b"hello ".to_vec().into(), [0; 32]).await.expect("write");
+        sink.write(b"world".to_vec().into(), [0; 32]).await.expect("write");
         assert!(!path.exists(), "no file under the final name before finish");
         sink.finish().await.expect("finish");
         assert_eq!(std::fs::read(&path).expect("read"), b"hello world");
@@ -474,14 +476,14 @@ mod tests {
         let mut sink =
             Sink::start(Target::File { path: path.clone(), keep_part: false }, false, None)
                 .expect("start");
-        sink.write(vec![1; 10], [0; 32]).await.expect("write");
+        sink.write(vec![1; 10].into(), [0; 32]).await.expect("write");
         sink.abort().await;
         assert!(!path.exists() && !part_path(&path).exists());
 
         let mut sink =
             Sink::start(Target::File { path: path.clone(), keep_part: true }, false, None)
                 .expect("start");
-        sink.write(vec![1; 10], [0; 32]).await.expect("write");
+        sink.write(vec![1; 10].into(), [0; 32]).await.expect("write");
         sink.abort().await;
         assert!(!path.exists());
         assert_eq!(std::fs::read(part_path(&path)).expect("part kept").len(), 10);
@@ -500,12 +502,12 @@ mod tests {
         assert_eq!(std::fs::read(part_path(&path)).expect("kept"), b"an earlier run's part");
         std::fs::remove_file(part_path(&path)).expect("rm");
         let mut sink = Sink::start(t(), false, None).expect("start");
-        sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
+        sink.write(b"new".to_vec().into(), [0; 32]).await.expect("write");
         assert!(matches!(sink.finish().await, Err(SinkError::Exists(_))));
         assert_eq!(std::fs::read(&path).expect("read"), b"precious");
 
         let mut sink = Sink::start(t(), true, None).expect("start");
-        sink.write(b"new".to_vec(), [0; 32]).await.expect("write");
+        sink.write(b"new".to_vec().into(), [0; 32]).await.expect("write");
         sink.finish().await.expect("forced");
         assert_eq!(std::fs::read(&path).expect("read"), b"new");
     }
@@ -550,7 +552,7 @@ mod tests {
         let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
         let new = vec![9u8; 2 << 16];
         for c in new.chunks(1 << 16) {
-            sink.write(c.to_vec(), *blake3::hash(c).as_bytes()).await.expect("write");
+            sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await.expect("write");
         }
         sink.finish().await.expect("finish");
         let mut want = data[..2 << 16].to_vec();
@@ -631,7 +633,7 @@ mod tests {
         // Aborted: nothing under the final name, the staged stream and manifest stay.
         let mut sink =
             Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
-        sink.write(tar[..1000].to_vec(), [0; 32]).await.expect("write");
+        sink.write(tar[..1000].to_vec().into(), [0; 32]).await.expect("write");
         sink.abort().await;
         assert!(!dest.path().join("tree").exists());
         assert_eq!(std::fs::metadata(&part).expect("kept").len(), 1000);
@@ -641,7 +643,7 @@ mod tests {
         let mut sink =
             Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
         for c in tar.chunks(1 << 16) {
-            sink.write(c.to_vec(), *blake3::hash(c).as_bytes()).await.expect("write");
+            sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await.expect("write");
         }
         sink.finish().await.expect("finish");
         assert_eq!(std::fs::read(dest.path().join("tree/sub/a")).expect("read").len(), 300_000);

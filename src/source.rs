@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::archive::{self, ArchiveError};
 use crate::message::{Kind, Offer};
+use crate::pool::{Buf, Pool};
 use crate::term;
 
 /// Chunks that may wait between the reader thread and the pipeline.
@@ -151,19 +152,21 @@ impl Source {
     }
 
     /// Starts the reader thread; chunks (or the error that ended reading) arrive on the
-    /// returned channel, which closes after the last chunk.
-    pub(crate) fn spawn(self, chunk_size: usize) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+    /// returned channel, which closes after the last chunk. Chunks are read into
+    /// buffers from `pool`.
+    pub(crate) fn spawn(self, chunk_size: usize, pool: Pool) -> mpsc::Receiver<io::Result<Buf>> {
         let (tx, rx) = mpsc::channel(AHEAD);
         match self {
             Source::Reader(r) => {
-                std::thread::spawn(move || read_chunks(r, chunk_size, &tx));
+                std::thread::spawn(move || read_chunks(r, chunk_size, &pool, &tx));
             }
             Source::File { file, .. } => {
-                std::thread::spawn(move || read_chunks(file, chunk_size, &tx));
+                std::thread::spawn(move || read_chunks(file, chunk_size, &pool, &tx));
             }
             Source::Archive(paths) => {
                 std::thread::spawn(move || {
-                    let mut w = ChunkWriter { buf: Vec::with_capacity(chunk_size), chunk_size, tx };
+                    let buf = pool.take_empty();
+                    let mut w = ChunkWriter { buf, chunk_size, pool, tx };
                     let packed = archive::pack(&paths, &mut w)
                         .map_err(|e| io::Error::other(e.to_string()))
                         .and_then(|w| w.flush_last());
@@ -186,10 +189,18 @@ fn file_name(p: &Path) -> Result<String, SourceError> {
     })
 }
 
-fn read_chunks(mut r: impl Read, chunk_size: usize, tx: &mpsc::Sender<io::Result<Vec<u8>>>) {
+fn read_chunks(
+    mut r: impl Read,
+    chunk_size: usize,
+    pool: &Pool,
+    tx: &mpsc::Sender<io::Result<Buf>>,
+) {
     loop {
-        let mut buf = vec![0u8; chunk_size];
-        let filled = match read_full(&mut r, &mut buf) {
+        let mut buf = pool.take_empty();
+        // Into the buffer's spare capacity: nothing is zeroed first. `read_to_end` retries
+        // `Interrupted` and stops only at the limit or the end, so chunks are cut at fixed
+        // offsets whatever sizes a pipe or a file hands out.
+        let filled = match (&mut r).take(chunk_size as u64).read_to_end(buf.vec_mut()) {
             Ok(n) => n,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
@@ -199,7 +210,6 @@ fn read_chunks(mut r: impl Read, chunk_size: usize, tx: &mpsc::Sender<io::Result
         if filled == 0 {
             return;
         }
-        buf.truncate(filled);
         // A closed channel means the transfer ended; stop reading.
         if tx.blocking_send(Ok(buf)).is_err() || filled < chunk_size {
             return;
@@ -228,14 +238,15 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
 
 /// Cuts what tar writes into chunks.
 struct ChunkWriter {
-    buf: Vec<u8>,
+    buf: Buf,
     chunk_size: usize,
-    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+    pool: Pool,
+    tx: mpsc::Sender<io::Result<Buf>>,
 }
 
 impl ChunkWriter {
     fn send_buf(&mut self) -> io::Result<()> {
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_size));
+        let full = std::mem::replace(&mut self.buf, self.pool.take_empty());
         self.tx
             .blocking_send(Ok(full))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "transfer ended"))
@@ -249,7 +260,7 @@ impl ChunkWriter {
 impl Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(self.chunk_size - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
+        self.buf.vec_mut().extend_from_slice(&data[..n]);
         if self.buf.len() == self.chunk_size {
             self.send_buf()?;
         }
@@ -265,10 +276,10 @@ impl Write for ChunkWriter {
 mod tests {
     use super::*;
 
-    fn collect(mut rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> Vec<Vec<u8>> {
+    fn collect(mut rx: mpsc::Receiver<io::Result<Buf>>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(c) = rx.blocking_recv() {
-            out.push(c.expect("chunk"));
+            out.push(c.expect("chunk").to_vec());
         }
         out
     }
@@ -280,7 +291,7 @@ mod tests {
             let p = dir.path().join(format!("f{len}"));
             std::fs::write(&p, vec![7u8; len]).expect("write");
             let src = Source::new(crate::options::Source::Paths(vec![p])).expect("source");
-            let chunks = collect(src.spawn(1000));
+            let chunks = collect(src.spawn(1000, Pool::new(1000, 2)));
             assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), len);
             assert_eq!(chunks.len(), len.div_ceil(1000));
             assert!(chunks.iter().rev().skip(1).all(|c| c.len() == 1000));

@@ -23,6 +23,7 @@ use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameKey, FrameReader, FrameWriter, Header};
 use crate::message::{Control, End, Kind, MIN_CHUNK_FRAME_LEN, Offer};
 use crate::pipeline::{self, OpenedChunk, PipelineError, RootHash};
+use crate::pool::Pool;
 use crate::session::{self, Session, SessionError};
 use crate::sink::{Sink, Written};
 
@@ -231,8 +232,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
 ) -> FrameReader<R> {
     let key = reader.key().clone();
     let mut index = first_index;
+    // Frame buffers come back here from the sink (or the open job, for a compressed
+    // chunk), so each is allocated and faulted in once per transfer, not once per chunk.
+    let pool = Pool::for_chunks(chunk_size);
     loop {
-        let (counter, header, mut buf) = match reader.next_sealed().await {
+        let mut buf = pool.take();
+        let (counter, header) = match reader.next_sealed_into(buf.vec_mut()).await {
             Ok(f) => f,
             Err(e) => {
                 let _ = tx.send(Inbound::Failed(e.into())).await;
@@ -240,12 +245,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
         };
         if header.last {
-            let _ = tx.send(Inbound::Last(header, buf, counter)).await;
+            let _ = tx.send(Inbound::Last(header, std::mem::take(buf.vec_mut()), counter)).await;
             return reader;
         }
         if (header.len as usize) < MIN_CHUNK_FRAME_LEN {
             let control = key
-                .open(counter, header, &mut buf)
+                .open(counter, header, buf.vec_mut())
                 .map_err(Error::from)
                 .and_then(|()| Control::decode(&buf).map_err(Error::from));
             match control {

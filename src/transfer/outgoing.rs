@@ -33,6 +33,7 @@ use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameReader, FrameWriter};
 use crate::message::{Control, End, MessageError, Offer, Resume};
 use crate::pipeline::{self, Compression, PipelineError, RootHash, SealedChunk};
+use crate::pool::{Buf, Pool};
 use crate::session::{self, Session, SessionError};
 use crate::source::{Source, SourceError};
 
@@ -41,12 +42,12 @@ const CANCEL_LINGER: Duration = Duration::from_secs(5);
 
 /// One chunk read from the source and not yet acknowledged.
 struct Kept {
-    raw: Arc<Vec<u8>>,
+    raw: Arc<Buf>,
     /// The root over chunks before this one; known once the chunk was first sealed.
     root_before: Option<RootHash>,
 }
 
-type Chunks = mpsc::Receiver<std::io::Result<Vec<u8>>>;
+type Chunks = mpsc::Receiver<std::io::Result<Buf>>;
 type SealJob = (u64, JoinHandle<Result<SealedChunk, PipelineError>>);
 
 /// How a session's data phase ended.
@@ -67,6 +68,8 @@ pub(super) struct Outgoing {
     /// The source until a receiver accepts; then its chunks.
     source: Option<Source>,
     chunks: Option<Chunks>,
+    /// Buffers for chunks read and frames sealed, recycled: see [`crate::pool`].
+    pool: Pool,
     source_done: bool,
     /// A source error, sent to the receiver once the chunks before it are out.
     failed: Option<SourceError>,
@@ -102,11 +105,13 @@ impl Flight {
 
 impl Outgoing {
     pub(super) fn new(offer: Offer, compression: Compression, source: Source) -> Outgoing {
+        let pool = Pool::for_chunks(offer.chunk_size);
         Outgoing {
             offer,
             compression,
             source: Some(source),
             chunks: None,
+            pool,
             source_done: false,
             failed: None,
             kept: VecDeque::new(),
@@ -138,7 +143,7 @@ impl Outgoing {
         }
         if let Some(source) = self.source.take() {
             // The first receiver accepted: only now is the source read.
-            self.chunks = Some(source.spawn(self.offer.chunk_size as usize));
+            self.chunks = Some(source.spawn(self.offer.chunk_size as usize, self.pool.clone()));
         }
         let chunks = self.chunks.as_mut().expect("spawned just above or before");
         let mut last_sign_of_life = Instant::now();
@@ -265,8 +270,9 @@ impl Outgoing {
             let raw = Arc::clone(&self.kept[(i - self.oldest()) as usize].raw);
             let counter = writer.reserve()?;
             let (key, compression) = (writer.key().clone(), self.compression);
+            let out = self.pool.take();
             let job = tokio::task::spawn_blocking(move || {
-                pipeline::seal_chunk(i, &raw, compression, &key, counter)
+                pipeline::seal_chunk_into(i, &raw, compression, &key, counter, out)
             });
             flight.jobs.push_back((i, job));
             flight.queued += 1;
@@ -275,7 +281,7 @@ impl Outgoing {
     }
 
     /// A chunk (or the end, or an error) from the source.
-    fn take(&mut self, chunk: Option<std::io::Result<Vec<u8>>>) {
+    fn take(&mut self, chunk: Option<std::io::Result<Buf>>) {
         match chunk {
             Some(Ok(raw)) => {
                 self.bytes_read += raw.len() as u64;
