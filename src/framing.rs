@@ -228,13 +228,48 @@ impl FrameKey {
     /// [`FrameError::TooLong`] if `buf` is longer than [`MAX_PLAINTEXT_LEN`]; `buf` is then
     /// left untouched.
     pub fn seal(&self, counter: u64, last: bool, buf: &mut Vec<u8>) -> Result<Header, FrameError> {
-        let header = Header::for_plaintext(buf.len(), last)?;
+        self.seal_from(counter, last, buf, 0)
+    }
+
+    /// Like [`FrameKey::seal`], for a `buf` that starts with [`HEADER_LEN`] bytes of room
+    /// before the plaintext: the header is written there, so that `buf` is the whole frame
+    /// as it goes on the wire, ready for one write ([`FrameWriter::write_framed`]).
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLong`] if the plaintext is longer than [`MAX_PLAINTEXT_LEN`];
+    /// `buf` is then left untouched.
+    ///
+    /// # Panics
+    ///
+    /// If `buf` is shorter than [`HEADER_LEN`].
+    pub fn seal_framed(
+        &self,
+        counter: u64,
+        last: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<Header, FrameError> {
+        assert!(buf.len() >= HEADER_LEN, "no room for the frame header");
+        let header = self.seal_from(counter, last, buf, HEADER_LEN)?;
+        buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        Ok(header)
+    }
+
+    /// Seals `buf[from..]` in place and appends the tag.
+    fn seal_from(
+        &self,
+        counter: u64,
+        last: bool,
+        buf: &mut Vec<u8>,
+        from: usize,
+    ) -> Result<Header, FrameError> {
+        let header = Header::for_plaintext(buf.len() - from, last)?;
         let tag = self
             .aead
             .encrypt_inout_detached(
                 &nonce(counter),
                 &associated_data(counter, header),
-                buf.as_mut_slice().into(),
+                (&mut buf[from..]).into(),
             )
             .expect("a frame is far below ChaCha20-Poly1305's 256 GiB plaintext limit");
         buf.extend_from_slice(&tag);
@@ -251,12 +286,30 @@ impl FrameKey {
     /// - [`FrameError::Decrypt`] if authentication fails; the contents of `buf` are then
     ///   unspecified and MUST NOT be used.
     pub fn open(&self, counter: u64, header: Header, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+        self.open_from(counter, header, buf, 0)
+    }
+
+    /// [`FrameKey::open`] on `buf[from..]`, the bytes before it left alone (a frame read
+    /// or sealed behind room for something else).
+    ///
+    /// # Errors
+    ///
+    /// As for [`FrameKey::open`]; a `from` past the end is a length mismatch.
+    pub(crate) fn open_from(
+        &self,
+        counter: u64,
+        header: Header,
+        buf: &mut Vec<u8>,
+        from: usize,
+    ) -> Result<(), FrameError> {
         header.check()?;
-        if header.len as usize != buf.len() {
-            return Err(FrameError::LengthMismatch { header: header.len, body: buf.len() });
+        let body = buf.len().saturating_sub(from);
+        if from > buf.len() || header.len as usize != body {
+            return Err(FrameError::LengthMismatch { header: header.len, body });
         }
         let plaintext_len = buf.len() - TAG_LEN;
         let (ciphertext, tag) = buf.split_at_mut(plaintext_len);
+        let ciphertext = &mut ciphertext[from..];
         let tag: [u8; TAG_LEN] =
             (&*tag).try_into().expect("the split leaves exactly TAG_LEN bytes");
         self.aead
@@ -538,8 +591,8 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Resul
 ///
 /// This does not flush: a frame may sit in the writer's buffer until the caller flushes or
 /// closes it, which it MUST do after the LAST frame (closing a libp2p stream flushes it).
-/// Header and body are two writes; for many small frames, wrap `w` in a
-/// [`futures::io::BufWriter`].
+/// A small body is copied behind its header and written at once; a large one is two
+/// writes ([`FrameWriter::write_framed`] avoids that for chunks).
 ///
 /// # Errors
 ///
@@ -560,10 +613,22 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
     if header.len as usize != body.len() {
         return Err(FrameError::LengthMismatch { header: header.len, body: body.len() });
     }
-    w.write_all(&header.to_bytes()).await?;
-    w.write_all(body).await?;
+    if body.len() <= SMALL_FRAME {
+        // One write for a control message: each write into the stream is at least one
+        // yamux frame.
+        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+        frame.extend_from_slice(&header.to_bytes());
+        frame.extend_from_slice(body);
+        w.write_all(&frame).await?;
+    } else {
+        w.write_all(&header.to_bytes()).await?;
+        w.write_all(body).await?;
+    }
     Ok(())
 }
+
+/// Bodies up to this size are copied behind their header and written at once.
+const SMALL_FRAME: usize = 4096;
 
 /// Runs `io` with an optional deadline; running out is [`FrameError::Timeout`].
 async fn within<T>(
@@ -618,6 +683,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     ///
     /// # Errors
     /// As for [`write_frame`], and [`FrameError::Timeout`].
+    #[cfg(test)]
     pub(crate) async fn write_sealed(
         &mut self,
         header: Header,
@@ -625,6 +691,31 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     ) -> Result<(), FrameError> {
         let FrameWriter { w, deadline, .. } = self;
         within(*deadline, write_frame(w, header, body)).await
+    }
+
+    /// Writes a whole frame sealed elsewhere with [`FrameKey::seal_framed`] (header and
+    /// body in one buffer) under a counter from [`FrameWriter::reserve`], in one write
+    /// and without flushing. One write, not two: each write into the stream becomes at
+    /// least one yamux frame, and the 4-byte header would be one of its own.
+    ///
+    /// # Errors
+    /// [`FrameError::LengthMismatch`] if `frame` is not `header` followed by its body
+    /// (nothing is written then), I/O failures, and [`FrameError::Timeout`].
+    pub(crate) async fn write_framed(
+        &mut self,
+        header: Header,
+        frame: &[u8],
+    ) -> Result<(), FrameError> {
+        header.check()?;
+        let body = frame.len().saturating_sub(HEADER_LEN);
+        if frame.len() < HEADER_LEN || frame[..HEADER_LEN] != header.to_bytes() {
+            return Err(FrameError::LengthMismatch { header: header.len, body });
+        }
+        if header.len as usize != body {
+            return Err(FrameError::LengthMismatch { header: header.len, body });
+        }
+        let FrameWriter { w, deadline, .. } = self;
+        within(*deadline, async { Ok(w.write_all(frame).await?) }).await
     }
 
     /// Takes the next counter for a frame to be sealed on another thread; see
@@ -1176,6 +1267,32 @@ mod tests {
         let got = block_on(write_frame(&mut w, Header { len: u32::MAX, last: false }, &[]));
         assert!(matches!(got, Err(FrameError::TooLong { .. })));
         assert!(w.into_inner().is_empty(), "nothing written");
+    }
+
+    #[test]
+    fn a_framed_seal_is_the_header_then_the_same_frame() {
+        let mut plain = data(100);
+        let header = key().seal(3, true, &mut plain).expect("seal");
+        let mut framed = [&[0u8; HEADER_LEN][..], &data(100)].concat();
+        let framed_header = key().seal_framed(3, true, &mut framed).expect("seal");
+        assert_eq!(framed_header, header);
+        assert_eq!(framed[..HEADER_LEN], header.to_bytes());
+        assert_eq!(framed[HEADER_LEN..], plain[..]);
+
+        // It goes out in one write, and only whole and matching.
+        let sealer = Sealer::new(key());
+        let mut w = FrameWriter::new(Cursor::new(Vec::new()), sealer, None);
+        block_on(w.write_framed(header, &framed)).expect("write");
+        let wrong = Header { len: header.len - 1, ..header };
+        assert!(matches!(
+            block_on(w.write_framed(wrong, &framed)),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            block_on(w.write_framed(header, &framed[..framed.len() - 1])),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        assert_eq!(w.w.into_inner(), framed, "the frame, once");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 
 use std::cell::RefCell;
 
-use crate::framing::{FrameError, FrameKey, Header, TAG_LEN};
+use crate::framing::{FrameError, FrameKey, HEADER_LEN, Header, TAG_LEN};
 use crate::message::{CHUNK_HEADER_LEN, ChunkHeader, FLAG_ZSTD, MessageError};
 use crate::pool::Buf;
 
@@ -164,7 +164,8 @@ pub fn maybe_compress(raw: &[u8], compression: Compression) -> Option<Vec<u8>> {
 pub struct SealedChunk {
     /// The frame header.
     pub header: Header,
-    /// Ciphertext and tag.
+    /// Ciphertext and tag (preceded in its buffer by the header: see
+    /// [`SealedChunk::wire`]).
     pub frame: Buf,
     /// blake3 of the raw chunk.
     pub hash: [u8; 32],
@@ -173,6 +174,14 @@ pub struct SealedChunk {
     /// Whether zstd was used (the tests and benches look).
     #[allow(dead_code)]
     pub compressed: bool,
+}
+
+impl SealedChunk {
+    /// The whole frame as it goes on the wire: header, ciphertext and tag.
+    #[must_use]
+    pub fn wire(&self) -> &[u8] {
+        self.frame.full()
+    }
 }
 
 /// Hashes, maybe compresses, and seals one chunk under frame counter `counter`, into a
@@ -192,7 +201,8 @@ pub fn seal_chunk(
 
 /// [`seal_chunk`] into `out` (emptied first; from a [`crate::pool::Pool`], so that no
 /// memory is allocated or faulted in): the payload is compressed or copied straight after
-/// room for the chunk header, and sealed in place there.
+/// room for the frame and chunk headers, and sealed in place there, so that the buffer
+/// ends up holding the whole frame for one write.
 ///
 /// # Errors
 /// A frame over the maximum length.
@@ -207,28 +217,29 @@ pub fn seal_chunk_into(
     let raw_len = u32::try_from(raw.len())
         .map_err(|_| FrameError::TooLong { len: raw.len() as u64, max: MAX_CHUNK_SIZE })?;
     let hash = *blake3::hash(raw).as_bytes();
+    // Frame header, chunk header, payload: the payload goes in at `at`.
+    let at = HEADER_LEN + CHUNK_HEADER_LEN;
     let buf = out.vec_mut();
     buf.clear();
-    buf.reserve(CHUNK_HEADER_LEN + raw.len() + TAG_LEN);
+    buf.reserve(at + raw.len() + TAG_LEN);
     let packed = match compression {
         Compression::Zstd(level) if worth_compressing(raw) => {
-            zstd_compress_into(raw, level, buf, CHUNK_HEADER_LEN).filter(|&n| n < raw.len())
+            zstd_compress_into(raw, level, buf, at).filter(|&n| n < raw.len())
         }
         _ => None,
     };
     if packed.is_none() {
-        buf.truncate(CHUNK_HEADER_LEN);
-        buf.resize(CHUNK_HEADER_LEN, 0);
+        buf.truncate(at);
+        buf.resize(at, 0);
         buf.extend_from_slice(raw);
     }
     let header =
         ChunkHeader { index, flags: if packed.is_some() { FLAG_ZSTD } else { 0 }, raw_len, hash };
-    let head: &mut [u8; CHUNK_HEADER_LEN] = (&mut buf[..CHUNK_HEADER_LEN])
-        .try_into()
-        .expect("the buffer starts with room for the chunk header");
+    let head: &mut [u8; CHUNK_HEADER_LEN] =
+        (&mut buf[HEADER_LEN..at]).try_into().expect("the buffer starts with room for the headers");
     header.write(head);
-    let frame_header = key.seal(counter, false, buf)?;
-    out.set_start(0);
+    let frame_header = key.seal_framed(counter, false, buf)?;
+    out.set_start(HEADER_LEN);
     Ok(SealedChunk {
         header: frame_header,
         frame: out,
@@ -265,10 +276,12 @@ pub fn open_chunk(
     expected_index: u64,
     chunk_size: u32,
 ) -> Result<OpenedChunk, PipelineError> {
+    // The frame is what the buffer reads as (a sealed chunk's buffer has its frame
+    // header before it).
     let mut frame = frame.into();
-    frame.set_start(0);
+    let from = frame.start();
     let wire_len = frame.len();
-    key.open(counter, header, frame.vec_mut())?;
+    key.open_from(counter, header, frame.vec_mut(), from)?;
     let (head, payload) = ChunkHeader::parse(&frame)?;
     if head.index != expected_index {
         return Err(PipelineError::OutOfOrder { got: head.index, expected: expected_index });
@@ -303,7 +316,7 @@ pub fn open_chunk(
             return Err(PipelineError::Decompress { index: head.index });
         }
         // The chunk stays where it is: the buffer reads from after the header.
-        frame.set_start(CHUNK_HEADER_LEN);
+        frame.set_start(from + CHUNK_HEADER_LEN);
         frame
     };
     let hash = *blake3::hash(&data).as_bytes();

@@ -131,6 +131,18 @@ impl Buf {
         &self.vec
     }
 
+    /// Every byte, including those before `start`.
+    #[must_use]
+    pub(crate) fn full(&self) -> &[u8] {
+        &self.vec
+    }
+
+    /// Where the bytes it reads as begin in the underlying vector.
+    #[must_use]
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+
     /// Reads as the bytes from `start` on.
     ///
     /// # Panics

@@ -229,7 +229,7 @@ impl Outgoing {
                 () = cancel.cancelled() => return self.cancel(flight, writer, replies).await,
                 (i, sealed) = wait_front(&mut flight.jobs), if !flight.jobs.is_empty() => {
                     let sealed = sealed.map_err(|_| PipelineError::Worker)??;
-                    if writer.write_sealed(sealed.header, &sealed.frame).await.is_err() {
+                    if writer.write_framed(sealed.header, sealed.wire()).await.is_err() {
                         return lost_or_failed(&mut replies).await;
                     }
                     last_write = Instant::now();
@@ -365,7 +365,7 @@ impl Outgoing {
         while !flight.jobs.is_empty() {
             let (_, sealed) = wait_front(&mut flight.jobs).await;
             match sealed {
-                Ok(Ok(s)) if writer.write_sealed(s.header, &s.frame).await.is_ok() => {}
+                Ok(Ok(s)) if writer.write_framed(s.header, s.wire()).await.is_ok() => {}
                 _ => return Err(Error::Cancelled),
             }
         }
