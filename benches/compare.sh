@@ -7,7 +7,7 @@
 #   tls    socat -b 131072 over OpenSSL TLS (throwaway self-signed cert): the
 #          encrypted-pipe ceiling, the baseline every ratio is taken against
 #   ztls   zstd -1 | socat TLS | zstd -d: an encrypted, compressed pipe
-#   pcp    pcp send / pcp receive -y (release build, zstd level 3, the default)
+#   pcp    pcp send / pcp receive -y (release build, default compression: adapts, none to zstd 6)
 # on the same data and the same two network namespaces joined by one veth pair
 # (198.18.0.1 sender, 198.18.0.2 receiver). The tools run in interleaved rounds
 # (nc, tls, ztls, then pcp; PAIRS rounds per data set), and each tool's ratio to the
@@ -412,7 +412,7 @@ for c in $CASES; do
 done
 
 echo
-echo "TLS pipe cipher: ${CIPHER:-unknown}; ztls is zstd -1 (one thread); pcp compresses with zstd 3."
+echo "TLS pipe cipher: ${CIPHER:-unknown}; ztls is zstd -1 (one thread); pcp adapts its zstd level (none to 6) to the link."
 echo "transport: pcp does not report it yet; TCP is forced by --listen /ip4/…/tcp and --peer."
 echo
 echo "Markdown (for the README):"

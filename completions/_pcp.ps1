@@ -33,7 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
         'pcp;send' {
             [CompletionResult]::new('--code', '--code', [CompletionResultType]::ParameterName, 'Use this code instead of making one up (word-word-word-word)')
             [CompletionResult]::new('--words', '--words', [CompletionResultType]::ParameterName, 'How many words a new code has (at least 3; more words, more security)')
-            [CompletionResult]::new('--level', '--level', [CompletionResultType]::ParameterName, 'zstd compression level (1 fastest … 19 smallest)')
+            [CompletionResult]::new('--level', '--level', [CompletionResultType]::ParameterName, 'zstd level for every chunk (1 fastest … 19 smallest); by default it adapts')
             [CompletionResult]::new('--chunk-size', '--chunk-size', [CompletionResultType]::ParameterName, 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)')
             [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Listen on this address instead of all interfaces on a random port (repeatable)')

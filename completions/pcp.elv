@@ -29,7 +29,7 @@ set edit:completion:arg-completer[pcp] = {|@words|
         &'pcp;send'= {
             cand --code 'Use this code instead of making one up (word-word-word-word)'
             cand --words 'How many words a new code has (at least 3; more words, more security)'
-            cand --level 'zstd compression level (1 fastest … 19 smallest)'
+            cand --level 'zstd level for every chunk (1 fastest … 19 smallest); by default it adapts'
             cand --chunk-size 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)'
             cand --reconnect-timeout 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it'
             cand --listen 'Listen on this address instead of all interfaces on a random port (repeatable)'

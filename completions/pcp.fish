@@ -31,7 +31,7 @@ complete -c pcp -n "__fish_pcp_needs_command" -f -a "receive" -d 'Receive what a
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "node" -d 'Run a long-lived DHT, relay and AutoNAT node for a group\'s own infrastructure'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code instead of making one up (word-word-word-word)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
-complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd compression level (1 fastest … 19 smallest)' -r
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd level for every chunk (1 fastest … 19 smallest); by default it adapts' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l chunk-size -d 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r

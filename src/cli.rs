@@ -156,7 +156,11 @@ fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
     let mut o = SendOptions::new(source);
     o.code = a.code.as_deref().map(|c| parse_code(c.parse())).transpose()?;
     o.words = usize::from(a.words);
-    o.compression = if a.no_compress { Compression::Off } else { Compression::Zstd(a.level) };
+    o.compression = match (a.no_compress, a.level) {
+        (true, _) => Compression::Off,
+        (false, Some(level)) => Compression::Zstd(level),
+        (false, None) => Compression::Adaptive,
+    };
     o.chunk_size = a.chunk_size;
     o.network = network(&a.common);
     Ok(o)

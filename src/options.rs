@@ -92,15 +92,15 @@ pub struct SendOptions {
 }
 
 impl SendOptions {
-    /// Defaults: a 4-word code, zstd level 3 where it pays, 1 MiB chunks, mDNS and the
-    /// public DHT.
+    /// Defaults: a 4-word code, compression that adapts to the link
+    /// ([`Compression::Adaptive`]), 1 MiB chunks, mDNS and the public DHT.
     #[must_use]
     pub fn new(source: Source) -> SendOptions {
         SendOptions {
             source,
             code: None,
             words: crate::code::DEFAULT_WORDS,
-            compression: Compression::Zstd(3),
+            compression: Compression::Adaptive,
             chunk_size: DEFAULT_CHUNK_SIZE,
             network: NetworkOptions::default(),
         }

@@ -220,9 +220,13 @@ pub(crate) struct SendArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=24))]
     pub(crate) words: u8,
 
-    /// zstd compression level (1 fastest … 19 smallest).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
-    pub(crate) level: i32,
+    /// zstd level for every chunk (1 fastest … 19 smallest); by default it adapts.
+    ///
+    /// Without --level, each chunk is compressed as much as the link leaves time for:
+    /// not at all when the link is faster than compression, up to level 6 when it is
+    /// slow. Data that does not compress is sent as it is either way.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub(crate) level: Option<i32>,
 
     /// Do not compress: for data known not to compress, or a very fast link.
     #[arg(long)]

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameReader, FrameWriter};
 use crate::message::{Control, End, MessageError, Offer, Resume};
-use crate::pipeline::{self, Compression, PipelineError, RootHash, SealedChunk};
+use crate::pipeline::{self, Compression, Governor, PipelineError, RootHash, SealedChunk};
 use crate::pool::{Buf, Pool};
 use crate::session::{self, Session, SessionError};
 use crate::source::{Source, SourceError};
@@ -64,7 +64,8 @@ pub(super) enum Ending {
 /// Everything the sender keeps across sessions.
 pub(super) struct Outgoing {
     pub(super) offer: Offer,
-    compression: Compression,
+    /// Each chunk's compression, adapted to what the link takes.
+    governor: Governor,
     /// The source until a receiver accepts; then its chunks.
     source: Option<Source>,
     chunks: Option<Chunks>,
@@ -108,7 +109,7 @@ impl Outgoing {
         let pool = Pool::for_chunks(offer.chunk_size);
         Outgoing {
             offer,
-            compression,
+            governor: Governor::new(compression, pipeline::depth()),
             source: Some(source),
             chunks: None,
             pool,
@@ -202,7 +203,15 @@ impl Outgoing {
         let (window, depth) = (pipeline::window_chunks(self.offer.chunk_size), pipeline::depth());
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
+        let mut wrote = false;
         loop {
+            if std::mem::take(&mut wrote)
+                && let Some((_, next)) = flight.jobs.front()
+            {
+                // Free to write again: was the next frame sealed already (the link is
+                // what holds us back) or not (the CPU is)?
+                self.governor.observe(next.is_finished());
+            }
             self.seal_more(&mut flight, &mut writer, depth)?;
             if flight.jobs.is_empty() && flight.queued == self.read {
                 if let Some(e) = self.failed.take() {
@@ -233,6 +242,7 @@ impl Outgoing {
                         return lost_or_failed(&mut replies).await;
                     }
                     last_write = Instant::now();
+                    wrote = true;
                     self.record_sent(i, &sealed);
                     let bytes = (self.high.min(self.read)) * u64::from(self.offer.chunk_size);
                     events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
@@ -269,7 +279,7 @@ impl Outgoing {
             let i = flight.queued;
             let raw = Arc::clone(&self.kept[(i - self.oldest()) as usize].raw);
             let counter = writer.reserve()?;
-            let (key, compression) = (writer.key().clone(), self.compression);
+            let (key, compression) = (writer.key().clone(), self.governor.current());
             let out = self.pool.take();
             let job = tokio::task::spawn_blocking(move || {
                 pipeline::seal_chunk_into(i, &raw, compression, &key, counter, out)
