@@ -1,15 +1,20 @@
 //! Throughput of the per-chunk work: AEAD seal/open, blake3, zstd by level, and the
 //! whole chunk pipeline (hash + compress + seal, and open + decompress + verify), over
-//! chunk sizes, on random (incompressible) and text-like (compressible) data.
+//! chunk sizes, on random (incompressible) and text-like (compressible) data; and the
+//! whole frame path stage by stage (`frame/*`), so that a regression shows where.
 //!
-//! Run: `cargo bench --bench pipeline`. These call the library, never the binary.
+//! Run: `cargo bench --bench pipeline` (one group: `cargo bench --bench pipeline --
+//! frame/`). These call the library, never the binary.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::io::{Seek, SeekFrom};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use futures::executor::block_on;
 use pcp::Compression;
-use pcp::bench::{self as pipeline, FrameKey};
+use pcp::bench::{self as pipeline, FrameKey, Pool};
 
 fn random(len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -107,5 +112,96 @@ fn whole_chunk(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, aead, hashing, compression, whole_chunk);
+/// The path of one 1 MiB chunk through both sides, stage by stage, as the transfer runs
+/// it (recycled buffers, zstd at the adaptive setting's first level, 1):
+///
+/// - `read`: from a file in the page cache into a recycled buffer;
+/// - `hash`: blake3 of the chunk;
+/// - `decide`: the level-1 sample that says whether zstd is worth trying;
+/// - `seal/off`, `seal/zstd1`: hash, compress (or copy) and encrypt into a frame;
+/// - `write`: the frame into a stream, in one write (a sink here: the transport's own
+///   cost is not in this bench);
+/// - `read_frame`: a frame from a stream into a recycled buffer;
+/// - `open`: decrypt, decompress and verify;
+/// - `send` and `receive`: each side's stages in a row, on one core.
+fn frame_path(c: &mut Criterion) {
+    const SIZE: usize = 1 << 20;
+    let key = FrameKey::new([3; 32]);
+    let pool = Pool::for_chunks(SIZE as u32);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = c.benchmark_group("frame");
+    g.throughput(Throughput::Bytes(SIZE as u64));
+    for (name, data) in [("random", random(SIZE)), ("text", texty(SIZE))] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &data).expect("write");
+        let mut file = std::fs::File::open(&path).expect("open");
+        let read_pool = pool.clone();
+        let mut read = move || {
+            file.seek(SeekFrom::Start(0)).expect("seek");
+            let mut buf = read_pool.take_empty();
+            let n = pipeline::read_chunk(&mut file, SIZE, &mut buf).expect("read");
+            assert_eq!(n, SIZE);
+            buf
+        };
+        g.bench_function(BenchmarkId::new("read", name), |b| b.iter(&mut read));
+        g.bench_function(BenchmarkId::new("hash", name), |b| b.iter(|| blake3::hash(&data)));
+        g.bench_function(BenchmarkId::new("decide", name), |b| {
+            b.iter(|| pipeline::worth_compressing(&data))
+        });
+        let seal = |c: Compression| {
+            pipeline::seal_chunk_into(0, &data, c, &key, 0, pool.take()).expect("seal")
+        };
+        g.bench_function(BenchmarkId::new("seal/off", name), |b| b.iter(|| seal(Compression::Off)));
+        let zstd1 = Compression::Zstd(1);
+        g.bench_function(BenchmarkId::new("seal/zstd1", name), |b| b.iter(|| seal(zstd1)));
+        let sealed = seal(zstd1);
+        let wire = sealed.wire().to_vec();
+        g.bench_function(BenchmarkId::new("write", name), |b| {
+            b.iter(|| {
+                block_on(pipeline::write_framed(&mut futures::io::sink(), sealed.header, &wire))
+                    .expect("write")
+            })
+        });
+        let read_frame = || {
+            let mut r = futures::io::Cursor::new(&wire[..]);
+            let mut buf = pool.take();
+            let header = block_on(pipeline::read_frame_into(&mut r, buf.vec_mut()))
+                .expect("read")
+                .expect("a frame");
+            (header, buf)
+        };
+        g.bench_function(BenchmarkId::new("read_frame", name), |b| b.iter(read_frame));
+        g.bench_function(BenchmarkId::new("open", name), |b| {
+            b.iter_batched(
+                read_frame,
+                |(header, buf)| pipeline::open_chunk(&key, 0, header, buf, 0, SIZE as u32),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(BenchmarkId::new("send", name), |b| {
+            b.iter(|| {
+                let raw = read();
+                let sealed =
+                    pipeline::seal_chunk_into(0, &raw, zstd1, &key, 0, pool.take()).expect("seal");
+                block_on(pipeline::write_framed(
+                    &mut futures::io::sink(),
+                    sealed.header,
+                    sealed.wire(),
+                ))
+                .expect("write");
+            })
+        });
+        g.bench_function(BenchmarkId::new("receive", name), |b| {
+            b.iter(|| {
+                let (header, buf) = read_frame();
+                let chunk =
+                    pipeline::open_chunk(&key, 0, header, buf, 0, SIZE as u32).expect("open");
+                std::io::Write::write_all(&mut std::io::sink(), &chunk.data).expect("write");
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, aead, hashing, compression, whole_chunk, frame_path);
 criterion_main!(benches);

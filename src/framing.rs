@@ -547,7 +547,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
 /// # Cancel safety
 ///
 /// Not cancel safe, as for [`read_frame`].
-pub(crate) async fn read_frame_into<R: AsyncRead + Unpin>(
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> Result<Option<Header>, FrameError> {
@@ -624,6 +624,29 @@ pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
         w.write_all(&header.to_bytes()).await?;
         w.write_all(body).await?;
     }
+    Ok(())
+}
+
+/// Write a whole frame, `header` then its body in one buffer as [`FrameKey::seal_framed`]
+/// leaves them, in one write (see [`FrameWriter::write_framed`]).
+///
+/// # Errors
+/// [`FrameError::LengthMismatch`] if `frame` is not `header` followed by its body
+/// (nothing is written then), and I/O failures.
+pub async fn write_framed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    header: Header,
+    frame: &[u8],
+) -> Result<(), FrameError> {
+    header.check()?;
+    let body = frame.len().saturating_sub(HEADER_LEN);
+    if frame.len() < HEADER_LEN || frame[..HEADER_LEN] != header.to_bytes() {
+        return Err(FrameError::LengthMismatch { header: header.len, body });
+    }
+    if header.len as usize != body {
+        return Err(FrameError::LengthMismatch { header: header.len, body });
+    }
+    w.write_all(frame).await?;
     Ok(())
 }
 
@@ -706,16 +729,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         header: Header,
         frame: &[u8],
     ) -> Result<(), FrameError> {
-        header.check()?;
-        let body = frame.len().saturating_sub(HEADER_LEN);
-        if frame.len() < HEADER_LEN || frame[..HEADER_LEN] != header.to_bytes() {
-            return Err(FrameError::LengthMismatch { header: header.len, body });
-        }
-        if header.len as usize != body {
-            return Err(FrameError::LengthMismatch { header: header.len, body });
-        }
         let FrameWriter { w, deadline, .. } = self;
-        within(*deadline, async { Ok(w.write_all(frame).await?) }).await
+        within(*deadline, write_framed(w, header, frame)).await
     }
 
     /// Takes the next counter for a frame to be sealed on another thread; see

@@ -113,7 +113,10 @@ pub use transfer::{MAX_FAILED_ATTEMPTS, receive, send};
 /// Internals the benches measure; not part of the API, and not covered by semver.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::framing::FrameKey;
-    pub use crate::pipeline::{maybe_compress, open_chunk, seal_chunk, seal_chunk_into};
-    pub use crate::pool::Buf;
+    pub use crate::framing::{FrameKey, read_frame_into, write_framed};
+    pub use crate::pipeline::{
+        maybe_compress, open_chunk, seal_chunk, seal_chunk_into, worth_compressing,
+    };
+    pub use crate::pool::{Buf, Pool};
+    pub use crate::source::read_chunk;
 }

@@ -342,7 +342,8 @@ fn zstd_compress_into(data: &[u8], level: i32, out: &mut Vec<u8>, at: usize) -> 
 }
 
 /// Whether a level-1 sample of `raw` says that compressing it is worth trying.
-fn worth_compressing(raw: &[u8]) -> bool {
+#[must_use]
+pub fn worth_compressing(raw: &[u8]) -> bool {
     if raw.len() <= 2 * SAMPLE_LEN {
         return true;
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 /// A shared free list of buffers of one capacity.
 #[derive(Clone)]
-pub(crate) struct Pool(Arc<Inner>);
+pub struct Pool(Arc<Inner>);
 
 struct Inner {
     idle: Mutex<Vec<Vec<u8>>>,
@@ -31,14 +31,14 @@ struct Inner {
 impl Pool {
     /// A pool of buffers of `capacity` bytes, keeping at most `keep` idle ones.
     #[must_use]
-    pub(crate) fn new(capacity: usize, keep: usize) -> Pool {
+    pub fn new(capacity: usize, keep: usize) -> Pool {
         Pool(Arc::new(Inner { idle: Mutex::new(Vec::with_capacity(keep)), capacity, keep }))
     }
 
     /// A pool for chunks of `chunk_size` bytes: room for a whole frame (its header, the
     /// chunk header, the chunk and the tag), and about 16 MiB of idle buffers at most.
     #[must_use]
-    pub(crate) fn for_chunks(chunk_size: u32) -> Pool {
+    pub fn for_chunks(chunk_size: u32) -> Pool {
         settle_malloc();
         let capacity = chunk_size as usize + FRAME_ROOM;
         Pool::new(capacity, ((16 << 20) / capacity).clamp(2, 8))
@@ -47,7 +47,7 @@ impl Pool {
     /// A buffer as its last user left it (or a new, empty one), with at least the
     /// pool's capacity.
     #[must_use]
-    pub(crate) fn take(&self) -> Buf {
+    pub fn take(&self) -> Buf {
         let reused = self.0.idle.lock().ok().and_then(|mut idle| idle.pop());
         let vec = reused.unwrap_or_else(|| Vec::with_capacity(self.0.capacity));
         Buf { vec, start: 0, pool: Some(self.clone()) }
@@ -55,7 +55,7 @@ impl Pool {
 
     /// An empty buffer with at least the pool's capacity.
     #[must_use]
-    pub(crate) fn take_empty(&self) -> Buf {
+    pub fn take_empty(&self) -> Buf {
         let mut buf = self.take();
         buf.vec.clear();
         buf
@@ -120,7 +120,7 @@ pub struct Buf {
 
 impl Buf {
     /// The whole underlying vector, including the bytes before `start`.
-    pub(crate) fn vec_mut(&mut self) -> &mut Vec<u8> {
+    pub fn vec_mut(&mut self) -> &mut Vec<u8> {
         &mut self.vec
     }
 

@@ -197,10 +197,7 @@ fn read_chunks(
 ) {
     loop {
         let mut buf = pool.take_empty();
-        // Into the buffer's spare capacity: nothing is zeroed first. `read_to_end` retries
-        // `Interrupted` and stops only at the limit or the end, so chunks are cut at fixed
-        // offsets whatever sizes a pipe or a file hands out.
-        let filled = match (&mut r).take(chunk_size as u64).read_to_end(buf.vec_mut()) {
+        let filled = match read_chunk(&mut r, chunk_size, &mut buf) {
             Ok(n) => n,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
@@ -215,6 +212,17 @@ fn read_chunks(
             return;
         }
     }
+}
+
+/// Appends up to `chunk_size` bytes from `r` to `buf`, into its spare capacity (nothing
+/// is zeroed first), and returns how many: fewer only at the end of `r`. `read_to_end`
+/// retries `Interrupted` and stops only at the limit or the end, so chunks are cut at
+/// fixed offsets whatever sizes a pipe or a file hands out.
+///
+/// # Errors
+/// The reader's errors.
+pub fn read_chunk(r: &mut impl Read, chunk_size: usize, buf: &mut Buf) -> io::Result<usize> {
+    r.take(chunk_size as u64).read_to_end(buf.vec_mut())
 }
 
 /// Reads until `buf` is full or the reader is at its end; returns how much was read.
