@@ -29,7 +29,13 @@ fn main() -> ExitCode {
     let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
         tokio::spawn(on_signals(cancel.clone()));
-        cli::run(cli.command, Arc::clone(&rep), cancel).await
+        // On the runtime's workers, not this thread: the data phase and the connection
+        // task it feeds then wake each other on the same threads, without a futex round
+        // trip to this one each time (issue 8: 1.1x the speed, 12 % less sender CPU).
+        match tokio::spawn(cli::run(cli.command, Arc::clone(&rep), cancel)).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     });
     rep.clear();
     let code = match result {
