@@ -106,8 +106,8 @@ pub enum Compression {
     /// zstd at this level, where it pays.
     Zstd(i32),
     /// Per chunk, from none up to zstd level 6, by what the link takes: less when the
-    /// sender's CPU holds the transfer back, more when the link does (see [`Governor`]).
-    /// Where it pays, as for [`Compression::Zstd`].
+    /// sender's CPU holds the transfer back, more when the link does and the machine
+    /// has CPU to spare. Where it pays, as for [`Compression::Zstd`].
     Adaptive,
 }
 
@@ -276,7 +276,7 @@ impl IdleMeter {
             return idle;
         }
         let now = std::time::Instant::now();
-        if !self.last.is_some_and(|(at, _)| now.duration_since(at) < Self::SPAN) {
+        if self.last.is_none_or(|(at, _)| now.duration_since(at) >= Self::SPAN) {
             let times = cpu_times();
             if let (Some((_, before)), Some(t)) = (self.last, times) {
                 let total = t.total.saturating_sub(before.total);
