@@ -142,8 +142,17 @@ where
         Err(e) if e.is_transient() => return Err(Error::PeerGone("before accepting")),
         Err(e) => return Err(e.into()),
     };
-    if let Err(e) = out.position(&from, &mut session).await {
-        session.say_last(&Control::Error(crate::error::last_word(Role::Sender, &e)), LINGER).await;
+    // Catching up on a rerun reads the whole prefix: it too must stop when told.
+    let positioned = tokio::select! {
+        r = out.position(&from, &mut session) => r,
+        () = cancel.cancelled() => Err(Error::Cancelled),
+    };
+    if let Err(e) = positioned {
+        let last = match e {
+            Error::Cancelled => Control::Cancel,
+            ref e => Control::Error(crate::error::last_word(Role::Sender, e)),
+        };
+        session.say_last(&last, LINGER).await;
         return Err(e);
     }
     if first {
