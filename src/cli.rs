@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pcp::error::chain;
 use pcp::{
     CancellationToken, Code, Compression, Destination, ErrorKind, NetworkOptions, NodeOptions,
     ReceiveOptions, SendOptions, Source,
@@ -64,17 +65,6 @@ impl From<pcp::Error> for Failure {
     fn from(e: pcp::Error) -> Failure {
         Failure { message: chain(&e), hint: e.hint(), code: exit_code(e.kind()) }
     }
-}
-
-/// `error: cause: cause…`
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    msg
 }
 
 /// What `main` needs to know before running: logging and reporting settings.

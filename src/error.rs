@@ -232,8 +232,10 @@ impl Error {
     }
 }
 
-/// `error: cause: cause…`, for telling the peer why we stop.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, joined with `: ` (`error: cause: cause…`): how pcp tells
+/// the peer why it stops, and how the binary prints a failure.
+#[must_use]
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -171,6 +171,15 @@ pub(crate) enum Link {
     Unreachable,
 }
 
+/// The IP address in a multiaddr, if it has one.
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
+}
+
 /// How long to wait for DCUtR to turn a relayed connection into a direct one.
 const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
 

@@ -291,15 +291,6 @@ impl Slots {
     }
 }
 
-/// The IP address in a multiaddr, if it has one.
-fn ip_of(addr: &libp2p::Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        libp2p::multiaddr::Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
-}
-
 impl Listener {
     pub(super) fn new(
         node: &Node,
@@ -343,7 +334,7 @@ impl Listener {
                     let Some((peer, stream)) = next else {
                         return Err(node::NodeError::Stopped.into());
                     };
-                    let ip = self.node.remote_addr(peer).await.ok().flatten().as_ref().and_then(ip_of);
+                    let ip = self.node.remote_addr(peer).await.ok().flatten().as_ref().and_then(node::ip_of);
                     let other = self.pinned.is_some_and(|p| p != peer);
                     if other || !slots.take(peer, ip, pending.len()) {
                         tokio::spawn(Session::refuse_busy(stream));
