@@ -245,8 +245,6 @@ pub(super) struct Listener {
     me: PeerId,
     failures: u32,
     events: Events,
-    /// Once a receiver authenticated, only it may come back (after a lost connection).
-    pinned: Option<PeerId>,
 }
 
 /// Handshakes in flight, counted per peer and per remote IP address.
@@ -303,22 +301,7 @@ impl Listener {
             .accept(session::PROTOCOL)
             .map_err(|_| node::NodeError::Transport("the session protocol is taken".into()))?;
         let me = node.peer_id();
-        Ok(Listener {
-            node: node.clone(),
-            incoming,
-            found,
-            code,
-            me,
-            failures: 0,
-            events,
-            pinned: None,
-        })
-    }
-
-    /// From now on, accept sessions from `peer` only: the receiver that authenticated
-    /// is the one that may resume.
-    pub(super) fn pin(&mut self, peer: PeerId) {
-        self.pinned = Some(peer);
+        Ok(Listener { node: node.clone(), incoming, found, code, me, failures: 0, events })
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
@@ -335,8 +318,7 @@ impl Listener {
                         return Err(node::NodeError::Stopped.into());
                     };
                     let ip = self.node.remote_addr(peer).await.ok().flatten().as_ref().and_then(node::ip_of);
-                    let other = self.pinned.is_some_and(|p| p != peer);
-                    if other || !slots.take(peer, ip, pending.len()) {
+                    if !slots.take(peer, ip, pending.len()) {
                         tokio::spawn(Session::refuse_busy(stream));
                         continue;
                     }
