@@ -48,7 +48,7 @@ complete -c pcp -n "__fish_pcp_using_subcommand send" -s V -l version -d 'Print 
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l code -d 'The code, from a flag or the environment instead of the command line' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l peer -d 'Dial the sender at this address instead of (or as well as) searching for it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -s o -l output -d 'Write what is received to FILE (a directory\'s tar stream, too), through FILE.pcp-part, renamed into place only once everything verified' -r -F
-complete -c pcp -n "__fish_pcp_using_subcommand receive" -s C -l directory -d 'Save or extract into DIR instead of the current directory' -r -f -a "(__fish_complete_directories)"
+complete -c pcp -n "__fish_pcp_using_subcommand receive" -s C -l directory -d 'Save or extract into DIR instead of the current directory. DIR must exist: pcp does not create it' -r -f -a "(__fish_complete_directories)"
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand receive" -l bootstrap -d 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)' -r

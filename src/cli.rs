@@ -158,6 +158,9 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
         Some(c) => c.parse(),
         None => Code::from_words(&a.words),
     })?;
+    if let Some(dir) = &a.directory {
+        check_directory(dir)?;
+    }
     if !a.yes && !prompt::has_tty() {
         return Err(Failure::usage(
             "no terminal to confirm the offer on",
@@ -177,6 +180,21 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
     o.peers = a.peer;
     o.network = network(&a.common);
     Ok((o, a.yes))
+}
+
+/// `-C DIR` must name an existing directory. It is not created: a mistyped DIR would
+/// otherwise leave a stray directory behind, which is what `tar -C` does too.
+fn check_directory(dir: &std::path::Path) -> Result<(), Failure> {
+    let shown = prompt::sanitize(&dir.display().to_string());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Failure::usage(format!("{shown} is not a directory"), None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(
+            format!("{shown} does not exist"),
+            Some(format!("create it first (mkdir -p {shown}), or choose another -C")),
+        )),
+        Err(e) => Err(Failure::usage(format!("{shown}: {e}"), None)),
+    }
 }
 
 fn node_options(a: NodeArgs) -> Result<NodeOptions, Failure> {

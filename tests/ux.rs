@@ -32,3 +32,23 @@ fn a_swapped_pair_of_letters_suggests_the_word() {
     let e = stderr(&o);
     assert!(e.contains("hint: did you mean \"tail\""), "tail is not the first suggestion:\n{e}");
 }
+
+// --- 13: -C names a directory that is not there ------------------------------------------
+
+#[test]
+fn a_missing_directory_is_said_to_be_missing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("nowhere");
+    let o = pcp(&["receive", "-y", "-C", util::arg(&missing), util::CODE]);
+    assert_eq!(o.status.code(), Some(util::exit::USAGE));
+    let e = stderr(&o);
+    assert!(e.contains("nowhere does not exist"), "{e}");
+    assert!(!e.contains("not a directory"), "{e}");
+    assert!(!missing.exists(), "-C DIR is not created");
+
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    let o = pcp(&["receive", "-y", "-C", util::arg(&file), util::CODE]);
+    assert_eq!(o.status.code(), Some(util::exit::USAGE));
+    assert!(stderr(&o).contains("file is not a directory"), "{}", stderr(&o));
+}

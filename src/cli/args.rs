@@ -260,7 +260,8 @@ pub(crate) struct ReceiveArgs {
     #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub(crate) output: Option<PathBuf>,
 
-    /// Save or extract into DIR instead of the current directory.
+    /// Save or extract into DIR instead of the current directory. DIR must exist: pcp
+    /// does not create it.
     #[arg(short = 'C', long = "directory", value_name = "DIR", value_hint = ValueHint::DirPath, conflicts_with = "output")]
     pub(crate) directory: Option<PathBuf>,
 
