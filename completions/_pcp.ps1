@@ -21,6 +21,11 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
 
     $completions = @(switch ($command) {
         'pcp' {
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print nothing on standard error but errors (before or after the subcommand)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on standard error but errors (before or after the subcommand)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on standard error: -v for pcp''s own, -vv for the network stack too (before or after the subcommand)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on standard error: -v for pcp''s own, -vv for the network stack too (before or after the subcommand)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON object per event on standard error: send and receive only (before or after the subcommand)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -34,7 +39,6 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
             [CompletionResult]::new('--code', '--code', [CompletionResultType]::ParameterName, 'Use this code instead of making one up (word-word-word-word)')
             [CompletionResult]::new('--words', '--words', [CompletionResultType]::ParameterName, 'How many words a new code has (at least 3; more words, more security)')
             [CompletionResult]::new('--level', '--level', [CompletionResultType]::ParameterName, 'zstd compression level (1 fastest … 19 smallest)')
-            [CompletionResult]::new('--chunk-size', '--chunk-size', [CompletionResultType]::ParameterName, 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)')
             [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Listen on this address instead of all interfaces on a random port (repeatable)')
             [CompletionResult]::new('--bootstrap', '--bootstrap', [CompletionResultType]::ParameterName, 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)')

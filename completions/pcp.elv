@@ -18,6 +18,11 @@ set edit:completion:arg-completer[pcp] = {|@words|
     }
     var completions = [
         &'pcp'= {
+            cand -q 'Print nothing on standard error but errors (before or after the subcommand)'
+            cand --quiet 'Print nothing on standard error but errors (before or after the subcommand)'
+            cand -v 'More logging on standard error: -v for pcp''s own, -vv for the network stack too (before or after the subcommand)'
+            cand --verbose 'More logging on standard error: -v for pcp''s own, -vv for the network stack too (before or after the subcommand)'
+            cand --json 'Print one JSON object per event on standard error: send and receive only (before or after the subcommand)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -30,7 +35,6 @@ set edit:completion:arg-completer[pcp] = {|@words|
             cand --code 'Use this code instead of making one up (word-word-word-word)'
             cand --words 'How many words a new code has (at least 3; more words, more security)'
             cand --level 'zstd compression level (1 fastest … 19 smallest)'
-            cand --chunk-size 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)'
             cand --reconnect-timeout 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it'
             cand --listen 'Listen on this address instead of all interfaces on a random port (repeatable)'
             cand --bootstrap 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)'

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pcp_global_optspecs
-    string join \n h/help V/version
+    string join \n q/quiet v/verbose json h/help V/version
 end
 
 function __fish_pcp_needs_command
@@ -24,6 +24,9 @@ function __fish_pcp_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c pcp -n "__fish_pcp_needs_command" -s q -l quiet -d 'Print nothing on standard error but errors (before or after the subcommand)'
+complete -c pcp -n "__fish_pcp_needs_command" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for the network stack too (before or after the subcommand)'
+complete -c pcp -n "__fish_pcp_needs_command" -l json -d 'Print one JSON object per event on standard error: send and receive only (before or after the subcommand)'
 complete -c pcp -n "__fish_pcp_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pcp -n "__fish_pcp_needs_command" -s V -l version -d 'Print version'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "send" -d 'Send a stream, a file or a directory'
@@ -32,7 +35,6 @@ complete -c pcp -n "__fish_pcp_needs_command" -f -a "node" -d 'Run a long-lived 
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code instead of making one up (word-word-word-word)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd compression level (1 fastest … 19 smallest)' -r
-complete -c pcp -n "__fish_pcp_using_subcommand send" -l chunk-size -d 'Chunk size in bytes (a power of two from 64 KiB to 8 MiB)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l reconnect-timeout -d 'After a lost connection, how long to look for the peer again before giving up (seconds). With -o the part file is kept, and a later run resumes from it' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l bootstrap -d 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)' -r

@@ -17,7 +17,7 @@ use pcp::{
     ReceiveOptions, SendOptions, Source,
 };
 
-use args::{Command, CommonArgs, NodeArgs, ReceiveArgs, SendArgs};
+use args::{Cli, Command, CommonArgs, NodeArgs, ReceiveArgs, SendArgs};
 use render::Reporter;
 
 /// Process exit statuses, documented in the man pages' EXIT STATUS section.
@@ -67,13 +67,24 @@ impl From<pcp::Error> for Failure {
     }
 }
 
-/// What `main` needs to know before running: logging and reporting settings.
-pub(crate) fn verbosity(cmd: &Command) -> (bool, u8, bool) {
-    match cmd {
+/// What `main` needs to know before running: `-q`, the `-v` count and `--json`, given
+/// before the subcommand, after it, or both (the counts add up).
+///
+/// # Errors
+/// `--json` before `node`, which has no JSON output (after it, clap refuses it).
+pub(crate) fn verbosity(cli: &Cli) -> Result<(bool, u8, bool), Failure> {
+    let (quiet, verbose, json) = match &cli.command {
         Command::Send(a) => (a.common.quiet, a.common.verbose, a.common.json),
         Command::Receive(a) => (a.common.quiet, a.common.verbose, a.common.json),
+        Command::Node(_) if cli.json => {
+            return Err(Failure::usage(
+                "--json is for send and receive: pcp node prints its addresses on standard output",
+                None,
+            ));
+        }
         Command::Node(a) => (a.quiet, a.verbose, false),
-    }
+    };
+    Ok((cli.quiet || quiet, cli.verbose.saturating_add(verbose), cli.json || json))
 }
 
 /// Runs one subcommand until it ends or `cancel` stops it.

@@ -16,7 +16,13 @@ use cli::exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (quiet, verbose, json) = cli::verbosity(&cli.command);
+    let (quiet, verbose, json) = match cli::verbosity(&cli) {
+        Ok(v) => v,
+        Err(f) => {
+            let _ = writeln!(std::io::stderr(), "pcp: error: {}", f.message);
+            return ExitCode::from(f.code);
+        }
+    };
     init_logging(verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

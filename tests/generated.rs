@@ -33,10 +33,64 @@ fn render_man(cmd: clap::Command) -> String {
 }
 
 fn render_completion(shell: Shell) -> String {
-    let mut cmd = built_command();
+    let mut cmd = without_hidden(&built_command());
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "pcp", &mut out);
-    String::from_utf8(out).expect("clap_complete writes UTF-8")
+    let script = String::from_utf8(out).expect("clap_complete writes UTF-8");
+    match shell {
+        Shell::Bash => bash_completes_paths(&script),
+        _ => script,
+    }
+}
+
+/// `cmd` without its hidden arguments, which clap_complete would otherwise offer
+/// (`--chunk-size` is for experiments: hidden from the help, so from Tab too). clap
+/// cannot remove an argument, so each command is rebuilt from what the generators read:
+/// name, about, version, arguments (help and version included, as `build` made them)
+/// and subcommands.
+fn without_hidden(cmd: &clap::Command) -> clap::Command {
+    // clap's names are `&'static str` without its `string` feature; a test may leak.
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    let mut out = clap::Command::new(leak(cmd.get_name()))
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true)
+        .args(cmd.get_arguments().filter(|a| !a.is_hide_set()).cloned());
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(leak(version));
+    }
+    for sub in cmd.get_subcommands() {
+        out = out.subcommand(without_hidden(sub));
+    }
+    out
+}
+
+/// bash: where `pcp send` takes a PATH, clap_complete offers the options, and an empty
+/// word matches them all, so `pcp send <Tab>` never lists files (it leaves positionals
+/// to `complete -o default`, which runs only when nothing matched). In the send case,
+/// only a word starting with `-` gets the options; any other gets no words of ours, and
+/// bash completes file names. Panics when clap_complete's script no longer has the
+/// shape this edits, rather than let the patch silently stop applying.
+fn bash_completes_paths(script: &str) -> String {
+    const CASE: &str = "        pcp__subcmd__send)\n";
+    const OPTIONS_AT_FIRST_WORD: &str = "if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then";
+    const OPTIONS_ONLY_FOR_DASH: &str = "if [[ ${cur} == -* ]] ; then";
+    const OPTIONS_ANYWHERE: &str = "            COMPREPLY=( $(compgen -W \"${opts}\" -- \"${cur}\") )\n            return 0\n            ;;";
+    const FILES: &str = "            # A PATH: bash completes file names (complete -o default).\n            COMPREPLY=()\n            return 0\n            ;;";
+    let start = script.find(CASE).expect("the bash script has a case for pcp send");
+    let len = script[start..].find(OPTIONS_ANYWHERE).expect("the send case ends as expected")
+        + OPTIONS_ANYWHERE.len();
+    let case = &script[start..start + len];
+    assert_eq!(case.matches(OPTIONS_AT_FIRST_WORD).count(), 1, "send case changed shape:\n{case}");
+    let patched = case.replacen(OPTIONS_AT_FIRST_WORD, OPTIONS_ONLY_FOR_DASH, 1).replacen(
+        OPTIONS_ANYWHERE,
+        FILES,
+        1,
+    );
+    format!("{}{patched}{}", &script[..start], &script[start + len..])
 }
 
 /// Compares `contents` with the committed file at `rel` (relative to the package root).

@@ -9,6 +9,9 @@
 
 mod util;
 
+use std::fs;
+use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use util::clean_env;
@@ -51,4 +54,91 @@ fn a_missing_directory_is_said_to_be_missing() {
     let o = pcp(&["receive", "-y", "-C", util::arg(&file), util::CODE]);
     assert_eq!(o.status.code(), Some(util::exit::USAGE));
     assert!(stderr(&o).contains("file is not a directory"), "{}", stderr(&o));
+}
+
+// --- 12: the shell, and flags before the subcommand ------------------------------------
+
+/// Types `line`, a Tab and Enter into an interactive bash on a terminal (a pty from
+/// script(1)) that has the committed `completions/pcp.bash` loaded and `pcp` defined as
+/// a function that prints its arguments, in `cwd`; returns what that `pcp` was run with.
+fn complete_in_bash(cwd: &Path, line: &str) -> String {
+    // The shell's own files stay out of `cwd`, where they would be completed too.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let rc = dir.join("bashrc");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/pcp.bash");
+    fs::write(
+        &rc,
+        format!(
+            "PS1='$ '\npcp() {{ printf 'ARGS<%s>\\n' \"$*\"; }}\nsource '{}'\n",
+            util::arg(&script)
+        ),
+    )
+    .expect("write the rc file");
+    let shell = format!("exec bash --noprofile --rcfile '{}' -i", util::arg(&rc));
+    let tty_log = dir.join("tty.log");
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &shell, "/dev/null"])
+        .current_dir(cwd)
+        .env("INPUTRC", "/dev/null")
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(util::stdout_to(&tty_log))
+        .stderr(Stdio::null());
+    let mut bash = util::ChildGuard::spawn(&mut cmd);
+    // Kept open until bash exits: script(1) would pass an EOF on to the terminal.
+    let mut keys = bash.stdin.take().expect("stdin is piped");
+    keys.write_all(format!("{line}\t\nexit\n").as_bytes()).expect("type");
+    let status = util::wait_with_timeout(&mut bash, util::TIMEOUT);
+    drop(keys);
+    let terminal = String::from_utf8_lossy(&util::read(&tty_log)).into_owned();
+    assert!(status.success(), "bash exited with {status}; terminal:\n{terminal}");
+    let start = terminal.find("ARGS<").unwrap_or_else(|| panic!("pcp never ran:\n{terminal}"));
+    let rest = &terminal[start + "ARGS<".len()..];
+    rest[..rest.find('>').expect("the line ends")].to_owned()
+}
+
+#[test]
+fn bash_completes_a_file_to_send() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::write(tmp.path().join("report.pdf"), b"x").expect("write");
+    assert_eq!(complete_in_bash(tmp.path(), "pcp send "), "send report.pdf");
+}
+
+#[test]
+fn bash_does_not_complete_hidden_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    assert_eq!(complete_in_bash(tmp.path(), "pcp send --ch"), "send --ch");
+    assert_eq!(complete_in_bash(tmp.path(), "pcp send --no-c"), "send --no-compress");
+}
+
+#[test]
+fn no_completion_script_offers_hidden_flags() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("completions");
+    for entry in fs::read_dir(&dir).expect("completions/") {
+        let path = entry.expect("entry").path();
+        let text = fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("chunk-size"), "{} offers --chunk-size", path.display());
+    }
+}
+
+#[test]
+fn output_flags_are_taken_before_the_subcommand() {
+    // Each fails after parsing, before any networking, with its own error: so `-q`, `-v`
+    // and `-vv` before the subcommand were accepted.
+    let o = pcp(&["-q", "send", "/nonexistent/file"]);
+    assert_eq!(o.status.code(), Some(util::exit::FAILURE), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent/file"), "{}", stderr(&o));
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let missing = tmp.path().join("nowhere");
+    let o = pcp(&["-vv", "receive", "-y", "-C", util::arg(&missing), util::CODE]);
+    assert_eq!(o.status.code(), Some(util::exit::USAGE), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+
+    // pcp node has no JSON output, wherever --json is put.
+    for args in [&["--json", "node"][..], &["node", "--json"]] {
+        let o = pcp(args);
+        assert_eq!(o.status.code(), Some(util::exit::USAGE), "{args:?}: {}", stderr(&o));
+    }
 }

@@ -66,6 +66,20 @@ EXAMPLES:
 #[derive(Debug, Parser)]
 #[command(name = "pcp", version, propagate_version = true, after_long_help = exit_status!())]
 pub(crate) struct Cli {
+    /// Print nothing on standard error but errors (before or after the subcommand).
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// More logging on standard error: -v for pcp's own, -vv for the network stack too
+    /// (before or after the subcommand).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// Print one JSON object per event on standard error: send and receive only
+    /// (before or after the subcommand).
+    #[arg(long)]
+    pub(crate) json: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -117,11 +131,11 @@ pub(crate) enum Command {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CommonArgs {
     /// Print nothing on standard error but errors (and the code, when pcp made it up).
-    #[arg(short, long, global = true)]
+    #[arg(short, long)]
     pub(crate) quiet: bool,
 
     /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
 
     /// Do not look for peers on the local network (mDNS).
@@ -174,7 +188,7 @@ pub(crate) struct CommonArgs {
 
     /// Print one JSON object per event on standard error (phases, peers found, the
     /// offer, progress every second, the totals), terminal or not.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -314,6 +328,18 @@ mod tests {
             .and_then(|s| s.get_arguments().find(|a| a.get_id() == "no_dht").cloned())
             .expect("--no-dht exists");
         assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("PCP_NO_DHT")));
+    }
+
+    #[test]
+    fn output_flags_go_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["pcp", "-v", "--json", "receive", "-v", "-q", "a-b-c"])
+            .expect("parses");
+        assert!(cli.json && cli.verbose == 1 && !cli.quiet);
+        let Command::Receive(args) = cli.command else { panic!("not receive") };
+        assert!(args.common.quiet && args.common.verbose == 1 && !args.common.json);
+        let cli = Cli::try_parse_from(["pcp", "-q", "node"]).expect("parses");
+        assert!(cli.quiet);
+        assert!(Cli::try_parse_from(["pcp", "node", "--json"]).is_err(), "node has no --json");
     }
 
     #[test]
