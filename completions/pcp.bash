@@ -83,7 +83,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__receive)
-            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --verbose --no-mdns --reconnect-timeout --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,7 +161,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --code --words --level --no-compress --quiet --verbose --no-mdns --reconnect-timeout --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-q -v -h -V --code --words --level --no-compress --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -74,8 +74,8 @@ impl From<pcp::Error> for Failure {
 /// `--json` before `node`, which has no JSON output (after it, clap refuses it).
 pub(crate) fn verbosity(cli: &Cli) -> Result<(bool, u8, bool), Failure> {
     let (quiet, verbose, json) = match &cli.command {
-        Command::Send(a) => (a.common.quiet, a.common.verbose, a.common.json),
-        Command::Receive(a) => (a.common.quiet, a.common.verbose, a.common.json),
+        Command::Send(a) => (a.quiet, a.common.verbose, a.common.json),
+        Command::Receive(a) => (a.quiet, a.common.verbose, a.common.json),
         Command::Node(_) if cli.json => {
             return Err(Failure::usage(
                 "--json is for send and receive: pcp node prints its addresses on standard output",
@@ -130,14 +130,14 @@ pub(crate) async fn run(
     Ok(())
 }
 
-fn network(c: &CommonArgs) -> NetworkOptions {
+fn network(c: &CommonArgs, reconnect_timeout: u64) -> NetworkOptions {
     NetworkOptions {
         listen: c.listen.clone(),
         mdns: !c.no_mdns,
         dht: !c.no_dht,
         bootstrap: c.bootstrap.clone(),
         allow_relay: c.allow_relay,
-        reconnect_timeout: Duration::from_secs(c.reconnect_timeout),
+        reconnect_timeout: Duration::from_secs(reconnect_timeout),
     }
 }
 
@@ -159,7 +159,7 @@ fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
     o.words = usize::from(a.words);
     o.compression = if a.no_compress { Compression::Off } else { Compression::Zstd(a.level) };
     o.chunk_size = a.chunk_size;
-    o.network = network(&a.common);
+    o.network = network(&a.common, a.reconnect_timeout);
     Ok(o)
 }
 
@@ -189,7 +189,7 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
     let mut o = ReceiveOptions::new(code, destination);
     o.force = a.force;
     o.peers = a.peer;
-    o.network = network(&a.common);
+    o.network = network(&a.common, a.reconnect_timeout);
     Ok((o, a.yes))
 }
 

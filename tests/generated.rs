@@ -26,10 +26,110 @@ fn built_command() -> clap::Command {
     cmd
 }
 
+/// clap_mangen's page, with two changes: its synopsis names no values (`[--listen]`), so
+/// it is replaced by [`synopsis`]; and it puts the after-help under one `EXTRA` heading,
+/// so the after-help is rendered instead as the sections it holds ([`sections`]:
+/// `EXAMPLES`, `EXIT STATUS`), before `VERSION`.
 fn render_man(cmd: clap::Command) -> String {
+    let after = cmd.get_after_long_help().map(ToString::to_string).unwrap_or_default();
+    let synopsis = roff_lines(&synopsis(&cmd));
+    let sections = roff_lines(&sections(&after));
     let mut out = Vec::new();
-    Man::new(cmd).render(&mut out).expect("rendering to a Vec cannot fail");
-    String::from_utf8(out).expect("clap_mangen writes UTF-8")
+    Man::new(cmd.after_long_help(None::<&'static str>))
+        .render(&mut out)
+        .expect("rendering to a Vec cannot fail");
+    let page = String::from_utf8(out).expect("clap_mangen writes UTF-8");
+
+    const SYNOPSIS: &str = ".SH SYNOPSIS\n";
+    let start = page.find(SYNOPSIS).expect("a SYNOPSIS section") + SYNOPSIS.len();
+    let end = start + page[start..].find('\n').expect("the synopsis is one line") + 1;
+    let page = format!("{}{synopsis}{}", &page[..start], &page[end..]);
+    match page.find(".SH VERSION\n") {
+        Some(at) => format!("{}{sections}{}", &page[..at], &page[at..]),
+        None => page + &sections,
+    }
+}
+
+/// A [`roff::Roff`]'s lines, without the preamble every rendering starts with
+/// (clap_mangen's page has it once already).
+fn roff_lines(r: &roff::Roff) -> String {
+    let preamble = roff::Roff::new().render();
+    r.render().strip_prefix(&preamble).expect("rendering starts with the preamble").to_owned()
+}
+
+/// `pcp send [--code CODE] … [--listen MULTIADDR]... [PATH]...`: every visible option
+/// with its value name, `...` after those that repeat, then the positionals and the
+/// subcommand. Options in clap_mangen's order (display order, then short or long name).
+fn synopsis(cmd: &clap::Command) -> roff::Roff {
+    use roff::{bold, italic, roman};
+    let value = |a: &clap::Arg| {
+        a.get_value_names().map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.join(" "))
+    };
+    let repeats =
+        |a: &clap::Arg| matches!(a.get_action(), clap::ArgAction::Count | clap::ArgAction::Append);
+    let mut line = vec![bold(cmd.get_bin_name().unwrap_or_else(|| cmd.get_name())), roman(" ")];
+    let mut options: Vec<&clap::Arg> =
+        cmd.get_arguments().filter(|a| !a.is_hide_set() && !a.is_positional()).collect();
+    options.sort_by_key(|a| {
+        let key = match (a.get_short(), a.get_long()) {
+            (Some(s), _) => {
+                format!("{}{}", s.to_ascii_lowercase(), u8::from(!s.is_ascii_lowercase()))
+            }
+            (None, Some(l)) => l.to_owned(),
+            (None, None) => a.get_id().to_string(),
+        };
+        (a.get_display_order(), key)
+    });
+    for a in options {
+        line.push(roman("["));
+        match (a.get_short(), a.get_long()) {
+            (Some(s), Some(l)) => {
+                line.extend([bold(format!("-{s}")), roman("|"), bold(format!("--{l}"))]);
+            }
+            (Some(s), None) => line.push(bold(format!("-{s}"))),
+            (None, Some(l)) => line.push(bold(format!("--{l}"))),
+            (None, None) => continue,
+        }
+        if a.get_num_args().is_some_and(|n| n.takes_values()) {
+            line.extend([roman(" "), italic(value(a))]);
+        }
+        line.push(roman(if repeats(a) { "]... " } else { "] " }));
+    }
+    for a in cmd.get_positionals().filter(|a| !a.is_hide_set()) {
+        let (open, close) = if a.is_required_set() { ("<", ">") } else { ("[", "]") };
+        line.extend([roman(open), italic(value(a)), roman(close)]);
+        line.push(roman(if repeats(a) { "... " } else { " " }));
+    }
+    if cmd.has_subcommands() {
+        line.extend([roman("<"), italic("subcommand"), roman(">")]);
+    }
+    let mut r = roff::Roff::new();
+    r.text(line);
+    r
+}
+
+/// The after-help's sections: a line `HEADING:` at the margin opens one (`.SH HEADING`),
+/// and its indented lines follow as they are laid out in `--help` (`.nf`, one space
+/// column, the four-space indent dropped: the page indents a section's body itself).
+fn sections(after: &str) -> roff::Roff {
+    let mut r = roff::Roff::new();
+    let mut open = false;
+    for line in after.lines() {
+        if let Some(heading) = line.strip_suffix(':').filter(|h| !h.starts_with(' ')) {
+            if open {
+                r.control("fi", []);
+            }
+            r.control("SH", [heading]);
+            r.control("nf", []);
+            open = true;
+        } else if !line.trim().is_empty() {
+            r.text([roff::roman(line.strip_prefix("    ").unwrap_or(line))]);
+        }
+    }
+    if open {
+        r.control("fi", []);
+    }
+    r
 }
 
 fn render_completion(shell: Shell) -> String {

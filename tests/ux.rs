@@ -142,3 +142,63 @@ fn output_flags_are_taken_before_the_subcommand() {
         assert_eq!(o.status.code(), Some(util::exit::USAGE), "{args:?}: {}", stderr(&o));
     }
 }
+
+// --- 15: help and man pages -------------------------------------------------------------
+
+/// Whether `text` mentions the flag `flag` (`-o`), not just a longer word holding it.
+fn mentions_flag(text: &str, flag: &str) -> bool {
+    text.match_indices(flag).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + flag.len()..].chars().next();
+        before.is_none_or(|c| c.is_whitespace() || c == '(' || c == '`')
+            && after.is_none_or(|c| !c.is_alphanumeric() && c != '-')
+    })
+}
+
+/// The long help of `-q` in `pcp SUBCOMMAND --help`: from its line to the next blank one.
+fn quiet_help(subcommand: &str) -> String {
+    let o = pcp(&[subcommand, "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    let start = help.find("-q, --quiet").unwrap_or_else(|| panic!("no -q in:\n{help}"));
+    let rest = &help[start..];
+    rest[..rest.find("\n\n").unwrap_or(rest.len())].to_owned()
+}
+
+#[test]
+fn send_help_does_not_speak_of_receive_flags() {
+    let o = pcp(&["send", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(help.contains("--reconnect-timeout"), "{help}");
+    assert!(
+        !mentions_flag(&help, "-o"),
+        "send --help mentions -o, which only receive has:\n{help}"
+    );
+    assert!(mentions_flag("a (-o FILE)", "-o") && !mentions_flag("--no-compress -of", "-o"));
+}
+
+#[test]
+fn quiet_is_described_for_each_side() {
+    assert!(quiet_help("send").contains("code"), "{}", quiet_help("send"));
+    let receive = quiet_help("receive");
+    assert!(!receive.contains("code"), "receive -q speaks of a code pcp made up: {receive}");
+}
+
+#[test]
+fn man_pages_have_examples_and_exit_status_sections_and_value_names() {
+    let man = |page: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("man").join(page);
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    for page in ["pcp-send.1", "pcp-receive.1", "pcp-node.1"] {
+        let text = man(page);
+        assert!(!text.contains(".SH EXTRA"), "{page} has an EXTRA section");
+        assert!(text.contains(".SH EXAMPLES\n"), "{page} has no EXAMPLES section");
+        assert!(text.contains(".SH \"EXIT STATUS\"\n"), "{page} has no EXIT STATUS section");
+        assert!(
+            text.contains(r"[\fB\-\-listen\fR \fIMULTIADDR\fR]"),
+            "{page}'s synopsis shows --listen without its value"
+        );
+    }
+    assert!(man("pcp.1").contains(".SH \"EXIT STATUS\"\n"));
+}

@@ -130,10 +130,6 @@ pub(crate) enum Command {
 /// Flags both sides share.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CommonArgs {
-    /// Print nothing on standard error but errors (and the code, when pcp made it up).
-    #[arg(short, long)]
-    pub(crate) quiet: bool,
-
     /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
     #[arg(short, long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
@@ -141,11 +137,6 @@ pub(crate) struct CommonArgs {
     /// Do not look for peers on the local network (mDNS).
     #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_mdns: bool,
-
-    /// After a lost connection, how long to look for the peer again before giving up
-    /// (seconds). With -o the part file is kept, and a later run resumes from it.
-    #[arg(long, value_name = "SECS", default_value_t = 600, global = true)]
-    pub(crate) reconnect_timeout: u64,
 
     /// Listen on this address instead of all interfaces on a random port (repeatable).
     ///
@@ -246,6 +237,15 @@ pub(crate) struct SendArgs {
     #[arg(long, hide = true, default_value_t = pcp::DEFAULT_CHUNK_SIZE)]
     pub(crate) chunk_size: u32,
 
+    /// Print nothing on standard error but errors, and the code when pcp made it up.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// After a lost connection, how long to wait for the receiver to come back before
+    /// giving up (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) reconnect_timeout: u64,
+
     /// Shared flags.
     #[command(flatten)]
     pub(crate) common: CommonArgs,
@@ -286,6 +286,16 @@ pub(crate) struct ReceiveArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub(crate) force: bool,
+
+    /// Print nothing on standard error but errors.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// After a lost connection, how long to look for the sender again before giving up
+    /// (seconds). What arrived stays in the .pcp-part file (unless it went to standard
+    /// output), and a later run resumes from it.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) reconnect_timeout: u64,
 
     /// Shared flags.
     #[command(flatten)]
@@ -336,7 +346,7 @@ mod tests {
             .expect("parses");
         assert!(cli.json && cli.verbose == 1 && !cli.quiet);
         let Command::Receive(args) = cli.command else { panic!("not receive") };
-        assert!(args.common.quiet && args.common.verbose == 1 && !args.common.json);
+        assert!(args.quiet && args.common.verbose == 1 && !args.common.json);
         let cli = Cli::try_parse_from(["pcp", "-q", "node"]).expect("parses");
         assert!(cli.quiet);
         assert!(Cli::try_parse_from(["pcp", "node", "--json"]).is_err(), "node has no --json");
