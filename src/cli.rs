@@ -99,7 +99,37 @@ pub(crate) async fn run(
     };
     match cmd {
         Command::Send(a) => {
-            pcp::send(send_options(a)?, events, cancel).await?;
+            // Without mDNS and the DHT, the receiver can reach us only with --peer.
+            let announce = a.common.no_mdns && a.common.no_dht;
+            let random: Vec<String> = a
+                .common
+                .listen
+                .iter()
+                .filter(|addr| announce && random_port(addr))
+                .map(ToString::to_string)
+                .collect();
+            let options = send_options(a)?;
+            if announce {
+                rep.announce_addresses();
+            }
+            for addr in random {
+                rep.emit_line(&format!(
+                    "--listen {addr} has a random port: the address for --peer changes with \
+                     every run (choose one, e.g. /ip4/0.0.0.0/tcp/4001)"
+                ));
+            }
+            let flush = announce.then(|| {
+                let rep = Arc::clone(&rep);
+                tokio::spawn(async move {
+                    tokio::time::sleep(HOLD_LOCAL_ADDRESSES).await;
+                    rep.flush_held_addresses();
+                })
+            });
+            let sent = pcp::send(options, events, cancel).await;
+            if let Some(f) = flush {
+                f.abort();
+            }
+            sent?;
         }
         Command::Receive(a) => {
             let (options, yes) = receive_options(a)?;
@@ -128,6 +158,16 @@ pub(crate) async fn run(
         }
     }
     Ok(())
+}
+
+/// How long the sender keeps loopback addresses back, waiting for one another host
+/// can dial: a node reports all its addresses within milliseconds of starting.
+const HOLD_LOCAL_ADDRESSES: Duration = Duration::from_millis(500);
+
+/// Whether a listen address asks for port 0, a random port.
+fn random_port(addr: &libp2p::Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().any(|p| matches!(p, Protocol::Tcp(0) | Protocol::Udp(0)))
 }
 
 fn network(c: &CommonArgs, reconnect_timeout: u64) -> NetworkOptions {

@@ -14,7 +14,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use util::clean_env;
+use util::{
+    CODE, Lan, MIB, Proc, TIMEOUT, arg, assert_bytes_eq, clean_env, exit, read, start_receiver,
+    start_sender, write_random_file,
+};
 
 /// Runs `pcp ARGS…` to completion with a clean environment, no stdin and no terminal.
 fn pcp(args: &[&str]) -> Output {
@@ -201,4 +204,87 @@ fn man_pages_have_examples_and_exit_status_sections_and_value_names() {
         );
     }
     assert!(man("pcp.1").contains(".SH \"EXIT STATUS\"\n"));
+}
+
+// --- 3: a sender nobody can discover says where to dial it -----------------------------
+
+/// The address of a sender's `listening on ADDR: give it to pcp receive --peer` line.
+fn peer_address(line: &str) -> &str {
+    line.strip_prefix("listening on ")
+        .and_then(|rest| rest.strip_suffix(": give it to pcp receive --peer"))
+        .unwrap_or_else(|| panic!("not an address line: {line:?}"))
+}
+
+/// `--no-mdns --no-dht` (here through the environment): the sender prints the addresses
+/// another host can dial, and a receiver given one of them with `--peer` gets the file.
+/// Loopback addresses, no use to another host, are not printed.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_sender_nobody_can_discover_prints_where_to_dial_it() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("report.pdf"), tmp.path().join("got.pdf"));
+    let data = write_random_file(&src, MIB / 2);
+
+    // The clean environment has PCP_NO_DHT=1; PCP_NO_MDNS=1 turns off the rest.
+    let mut cmd = lan.host(0).cmd(["send", "--code", CODE, arg(&src)]);
+    cmd.env("PCP_NO_MDNS", "1");
+    let mut sender = Proc::spawn("sender", &mut cmd);
+    let line = sender.stderr.wait_for_line(|l| l.starts_with("listening on "), TIMEOUT);
+    let addr = peer_address(&line).to_owned();
+    assert!(addr.starts_with(&format!("/ip4/{}/", lan.host(0).addr())), "{line}");
+    assert!(addr.contains("/p2p/12D3KooW"), "no peer id in {line}");
+
+    let receive = ["--no-mdns", "--peer", &addr, "-y", "-o", arg(&out), CODE];
+    let mut receiver = start_receiver(lan.host(1), &receive, Stdio::null());
+    receiver.expect_exit(exit::OK);
+    let stderr = sender.expect_exit(exit::OK);
+    assert_bytes_eq("got.pdf", &data, &read(&out));
+    assert!(
+        !stderr.contains("/ip4/127.0.0.1/") && !stderr.contains("/ip6/::1/"),
+        "a loopback address is no use to another host:\n{stderr}"
+    );
+    assert!(!stderr.contains("random port"), "no --listen, no warning:\n{stderr}");
+}
+
+/// `--listen` with port 0 and nothing to be found by: a warning that the address
+/// changes with every run. A fixed port gets none, and its address is printed.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_random_listen_port_is_warned_about() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("a.txt");
+    fs::write(&src, b"a").expect("write");
+
+    let random = "/ip4/0.0.0.0/tcp/0";
+    let mut cmd = lan.host(0).cmd(["send", "--no-mdns", "--listen", random, arg(&src)]);
+    let mut sender = Proc::spawn("sender", &mut cmd);
+    let warning = sender.stderr.wait_for_line(|l| l.contains("random port"), TIMEOUT);
+    assert!(warning.contains(random), "{warning}");
+    sender.stderr.wait_for_line(|l| l.starts_with("listening on "), TIMEOUT);
+    drop(sender);
+
+    let fixed = "/ip4/0.0.0.0/tcp/47125";
+    let mut cmd = lan.host(0).cmd(["send", "--no-mdns", "--listen", fixed, arg(&src)]);
+    let mut sender = Proc::spawn("sender", &mut cmd);
+    let line = sender.stderr.wait_for_line(|l| l.starts_with("listening on "), TIMEOUT);
+    assert!(peer_address(&line).contains("/tcp/47125/"), "{line}");
+    // The warning comes before the code, so it would be among the lines read by now.
+    assert!(!sender.stderr.seen().contains("random port"), "{}", sender.stderr.seen());
+}
+
+/// With mDNS on, the sender can be found without `--peer`: no address lines.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_discoverable_sender_does_not_list_its_addresses() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+    write_random_file(&src, 1000);
+    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
+    let mut receiver = start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], Stdio::null());
+    receiver.expect_exit(exit::OK);
+    let stderr = sender.expect_exit(exit::OK);
+    assert!(!stderr.contains("give it to pcp receive --peer"), "{stderr}");
 }

@@ -93,7 +93,8 @@ pub(crate) enum Command {
     /// With no PATH, or with `-`, pcp sends its standard input, of any length, without a
     /// temporary file. One file is sent as itself; a directory, or several paths, as a tar
     /// stream (modes, mtimes, symlinks as links, empty directories). The code and the
-    /// matching receive command are printed on standard error.
+    /// matching receive command are printed on standard error; with neither mDNS nor the
+    /// DHT (--no-mdns --no-dht), so are the addresses a receiver gives to --peer.
     #[command(after_long_help = SEND_AFTER)]
     Send(SendArgs),
     /// Receive what a sender offers, given its code.
@@ -264,8 +265,8 @@ pub(crate) struct ReceiveArgs {
 
     /// Dial the sender at this address instead of (or as well as) searching for it.
     ///
-    /// The sender prints its addresses with -v. With /p2p/PEER-ID at the end, only that
-    /// peer is accepted.
+    /// A sender with neither mDNS nor the DHT (--no-mdns --no-dht) prints the addresses
+    /// to give here. With /p2p/PEER-ID at the end, only that peer is accepted.
     #[arg(long, value_name = "MULTIADDR")]
     pub(crate) peer: Vec<Multiaddr>,
 

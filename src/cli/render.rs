@@ -5,8 +5,10 @@
 //! decides what to draw. Strings from the peer are sanitized here before they are shown.
 //! Rules: the code is always shown when pcp made it up (without it the transfer cannot
 //! happen), status and progress only when stderr is a terminal and `--quiet` is off,
-//! and notices (warnings the user must see) unless `--quiet`. Nothing here writes to
-//! stdout, which carries data.
+//! and notices (warnings the user must see) unless `--quiet`. A sender with neither
+//! mDNS nor the DHT also prints, unless `--quiet`, each listen address another host can
+//! dial, once, for the receiver's `--peer` (this-host-only ones when there is no other).
+//! Nothing here writes to stdout, which carries data.
 //!
 //! With `--json` ([`Reporter::json`]) every event is instead one JSON object on its own
 //! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
@@ -20,6 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use libp2p::Multiaddr;
 use pcp::event::DhtStatus;
 use pcp::{Event, Report, Role};
 use serde_json::json;
@@ -39,6 +42,25 @@ pub(crate) struct Reporter {
     /// JSON: when progress was last printed, and the last DHT search shown (both sides
     /// repeat these often; they are shown when they change).
     last: Mutex<(Option<Instant>, Option<u64>, Option<u64>)>,
+    /// What the binary knows that the events do not say, and what was said once.
+    ctx: Mutex<Context>,
+}
+
+/// The reporter's memory beyond single events.
+#[derive(Debug, Default)]
+struct Context {
+    /// Print the addresses a receiver can give to `--peer`: neither mDNS nor the DHT
+    /// is on, so they are the only way to this sender.
+    announce: bool,
+    /// Listen addresses reported so far (the engine may report one twice).
+    seen: Vec<Multiaddr>,
+    /// Whether an address reachable from another host was printed.
+    shown_reachable: bool,
+    /// Loopback and other this-host-only addresses, held back while a better one may
+    /// still come; printed by [`Reporter::flush_held_addresses`] if none does.
+    held: Vec<Multiaddr>,
+    /// Held addresses were flushed: from now on print them as they come.
+    flushed: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,6 +85,53 @@ impl Reporter {
             node: false,
             bar: Mutex::new(None),
             last: Mutex::new((None, None, None)),
+            ctx: Mutex::new(Context::default()),
+        }
+    }
+
+    /// Prints the listen addresses for a receiver's `--peer` as they are reported:
+    /// those another host can dial, or, if there are none, the rest
+    /// ([`Reporter::flush_held_addresses`]).
+    pub(crate) fn announce_addresses(&self) {
+        lock(&self.ctx).announce = true;
+    }
+
+    /// Prints the this-host-only addresses held back, unless an address another host
+    /// can dial was printed; later ones are printed as they come. The caller calls this
+    /// once the node has had time to report its addresses.
+    pub(crate) fn flush_held_addresses(&self) {
+        let held = {
+            let mut ctx = lock(&self.ctx);
+            ctx.flushed = true;
+            if ctx.shown_reachable { Vec::new() } else { std::mem::take(&mut ctx.held) }
+        };
+        for addr in held {
+            self.line(&listening_line(&addr));
+        }
+    }
+
+    /// A listen address was reported: once per address, and only when announcing.
+    fn listening(&self, addr: Multiaddr) {
+        let print = {
+            let mut ctx = lock(&self.ctx);
+            if ctx.seen.contains(&addr) {
+                return;
+            }
+            ctx.seen.push(addr.clone());
+            if !ctx.announce || self.quiet {
+                false
+            } else if reachable_from_elsewhere(&addr) {
+                ctx.shown_reachable = true;
+                true
+            } else if ctx.flushed {
+                !ctx.shown_reachable
+            } else {
+                ctx.held.push(addr.clone());
+                false
+            }
+        };
+        if print {
+            self.line(&listening_line(&addr));
         }
     }
 
@@ -143,7 +212,14 @@ impl Reporter {
         Some(match ev {
             Event::Code { code, made_up: true } => json!({"event": "code", "code": code}),
             Event::Code { made_up: false, .. } => json!({"event": "ready"}),
-            Event::Listening { addr } => json!({"event": "listening", "addr": addr.to_string()}),
+            Event::Listening { addr } => {
+                let mut ctx = lock(&self.ctx);
+                if ctx.seen.contains(addr) {
+                    return None;
+                }
+                ctx.seen.push(addr.clone());
+                json!({"event": "listening", "addr": addr.to_string()})
+            }
             Event::Searching => phase("searching"),
             Event::Found { peer, via } => {
                 json!({"event": "peer_found", "peer": peer.to_string(), "via": via.to_string()})
@@ -276,7 +352,10 @@ impl Reporter {
                     self.line("Ready: waiting for a receiver with the given code");
                 }
             }
-            Event::Listening { addr } => tracing::info!(%addr, "listening"),
+            Event::Listening { addr } => {
+                tracing::info!(%addr, "listening");
+                self.listening(addr);
+            }
             Event::Searching => self.status("looking for the peer…"),
             Event::Found { peer, via } => self.status(&format!("found {peer} via {via}")),
             Event::Authenticating { peer } => self.status(&format!("authenticating {peer}…")),
@@ -386,6 +465,26 @@ impl Reporter {
     }
 }
 
+/// `listening on ADDR: give it to pcp receive --peer`.
+fn listening_line(addr: &Multiaddr) -> String {
+    format!("listening on {addr}: give it to pcp receive --peer")
+}
+
+/// Whether another host could dial `addr`: not a loopback, unspecified or IPv6
+/// link-local address (that one needs a zone a multiaddr cannot carry), nor libp2p's
+/// in-process memory transport. Names (`/dns/…`) count as reachable.
+fn reachable_from_elsewhere(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+        Protocol::Ip6(ip) => {
+            !ip.is_loopback() && !ip.is_unspecified() && (ip.segments()[0] & 0xffc0) != 0xfe80
+        }
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => true,
+        _ => false,
+    })
+}
+
 /// The resume accounting of one side: the counters that side keeps.
 fn stats_fields(r: &Report) -> Vec<(&'static str, u64)> {
     let s = &r.stats;
@@ -448,6 +547,25 @@ mod tests {
             .to_json(&Event::Code { code: "bubble-enemy-result-increase".into(), made_up: false })
             .expect("printed");
         assert!(!ready.to_string().contains("bubble"), "{ready}");
+    }
+
+    #[test]
+    fn addresses_another_host_can_dial() {
+        let yes =
+            ["/ip4/198.18.0.1/tcp/1", "/ip6/2001:db8::1/udp/1/quic-v1", "/dns/a.example/tcp/1"];
+        let no = [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip6/::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+            "/memory/1",
+        ];
+        for a in yes {
+            assert!(reachable_from_elsewhere(&a.parse().expect("multiaddr")), "{a}");
+        }
+        for a in no {
+            assert!(!reachable_from_elsewhere(&a.parse().expect("multiaddr")), "{a}");
+        }
     }
 
     #[test]
