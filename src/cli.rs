@@ -133,6 +133,9 @@ pub(crate) async fn run(
         }
         Command::Receive(a) => {
             let (options, yes) = receive_options(a)?;
+            if matches!(options.destination, Destination::Writer(_)) {
+                rep.data_to_stdout();
+            }
             let consent = consent(Arc::clone(&rep), yes);
             match pcp::receive(options, events, consent, cancel).await {
                 // The reader of our stdout went away (`pcp receive … | head`): not a failure.

@@ -288,3 +288,53 @@ fn a_discoverable_sender_does_not_list_its_addresses() {
     let stderr = sender.expect_exit(exit::OK);
     assert!(!stderr.contains("give it to pcp receive --peer"), "{stderr}");
 }
+
+// --- 7: the receiver says when the bytes go to standard output -------------------------
+
+/// Sends `send` (paths) from host 0 and receives with `pcp receive ARGS… CODE` on host 1,
+/// its stdout going to a file; returns the receiver's stderr and what its stdout got.
+fn receive_to_stdout(lan: &Lan, send: &[&str], receive: &[&str]) -> (String, Vec<u8>) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let stdout = tmp.path().join("stdout");
+    let mut sender = start_sender(lan.host(0), CODE, send, Stdio::null());
+    let mut args = receive.to_vec();
+    args.push(CODE);
+    let mut receiver = start_receiver(lan.host(1), &args, util::stdout_to(&stdout));
+    let stderr = receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    (stderr, read(&stdout))
+}
+
+const FILE_TO_STDOUT: &str = "writing the file's bytes to standard output; use -o or -C to save it";
+
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn the_receiver_says_once_that_the_bytes_go_to_standard_output() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("report.pdf");
+    let data = write_random_file(&src, 2 * MIB + 1);
+
+    let (stderr, got) = receive_to_stdout(&lan, &[arg(&src)], &["-y"]);
+    assert_bytes_eq("stdout", &data, &got);
+    assert_eq!(stderr.matches(FILE_TO_STDOUT).count(), 1, "{stderr}");
+
+    let (stderr, _) = receive_to_stdout(&lan, &[arg(&src)], &["-y", "-q"]);
+    assert!(!stderr.contains("standard output"), "-q says nothing:\n{stderr}");
+
+    let tree = util::make_sample_tree(tmp.path(), "album");
+    let (stderr, _) = receive_to_stdout(&lan, &[arg(&tree)], &["-y"]);
+    assert!(stderr.contains("writing the folder's tar stream to standard output"), "{stderr}");
+}
+
+/// `-o` and `-C` write files: nothing is said of standard output.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn saving_to_a_file_says_nothing_of_standard_output() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("report.pdf"), tmp.path().join("got.pdf"));
+    write_random_file(&src, 1000);
+    let (stderr, got) = receive_to_stdout(&lan, &[arg(&src)], &["-y", "-o", arg(&out)]);
+    assert!(got.is_empty() && !stderr.contains("standard output"), "{stderr}");
+}

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use libp2p::Multiaddr;
 use pcp::event::DhtStatus;
-use pcp::{Event, Report, Role};
+use pcp::{Event, OfferKind, Report, Role};
 use serde_json::json;
 
 use super::prompt::{describe_short, human_bytes, sanitize};
@@ -61,6 +61,10 @@ struct Context {
     held: Vec<Multiaddr>,
     /// Held addresses were flushed: from now on print them as they come.
     flushed: bool,
+    /// The receiver writes the data to standard output, which is not a terminal.
+    to_stdout: bool,
+    /// What the receiver was offered.
+    offer_kind: Option<OfferKind>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +111,26 @@ impl Reporter {
         };
         for addr in held {
             self.line(&listening_line(&addr));
+        }
+    }
+
+    /// The receiver writes what it gets to standard output: say so once the data
+    /// starts (unless `--quiet`), as `2>&1 | tee log` would otherwise be a surprise.
+    pub(crate) fn data_to_stdout(&self) {
+        lock(&self.ctx).to_stdout = true;
+    }
+
+    /// Says where the bytes go, when they go to standard output.
+    fn tell_where_the_bytes_go(&self) {
+        let kind = {
+            let mut ctx = lock(&self.ctx);
+            if !std::mem::take(&mut ctx.to_stdout) {
+                return;
+            }
+            ctx.offer_kind
+        };
+        if let Some(kind) = kind {
+            self.emit_line(stdout_notice(kind));
         }
     }
 
@@ -320,6 +344,11 @@ impl Reporter {
 
     /// Reports one event.
     pub(crate) fn emit(&self, ev: Event) {
+        match &ev {
+            Event::Offer(o) => lock(&self.ctx).offer_kind = Some(o.kind),
+            Event::Started { .. } => self.tell_where_the_bytes_go(),
+            _ => {}
+        }
         if let (true, Event::Listening { addr }) = (self.node, &ev) {
             // A node's addresses are its output: stdout, flushed at once.
             let mut out = std::io::stdout().lock();
@@ -465,6 +494,18 @@ impl Reporter {
     }
 }
 
+/// What the receiver says when it writes an offer of `kind` to standard output.
+fn stdout_notice(kind: OfferKind) -> &'static str {
+    match kind {
+        OfferKind::Stream => "writing the stream to standard output; use -o FILE to save it",
+        OfferKind::File => "writing the file's bytes to standard output; use -o or -C to save it",
+        OfferKind::Folder => {
+            "writing the folder's tar stream to standard output; use -C DIR to extract it, \
+             or -o FILE to save it"
+        }
+    }
+}
+
 /// `listening on ADDR: give it to pcp receive --peer`.
 fn listening_line(addr: &Multiaddr) -> String {
     format!("listening on {addr}: give it to pcp receive --peer")
@@ -547,6 +588,13 @@ mod tests {
             .to_json(&Event::Code { code: "bubble-enemy-result-increase".into(), made_up: false })
             .expect("printed");
         assert!(!ready.to_string().contains("bubble"), "{ready}");
+    }
+
+    #[test]
+    fn a_stream_is_not_told_to_use_a_directory() {
+        // A stream has no name to save under -C DIR.
+        assert!(stdout_notice(OfferKind::Stream).starts_with("writing the stream "));
+        assert!(!stdout_notice(OfferKind::Stream).contains("-C"));
     }
 
     #[test]
