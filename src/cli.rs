@@ -108,6 +108,7 @@ pub(crate) async fn run(
                 .filter(|addr| announce && random_port(addr))
                 .map(ToString::to_string)
                 .collect();
+            rep.sending(offer_label(&a.paths));
             let options = send_options(a)?;
             if announce {
                 rep.announce_addresses();
@@ -161,6 +162,26 @@ pub(crate) async fn run(
         }
     }
     Ok(())
+}
+
+/// What the sender sends, in the words of its last line: the one path's name
+/// (`'report.pdf'`, as the receiver is offered it), `stdin`, or `N items`.
+fn offer_label(paths: &[PathBuf]) -> String {
+    match paths {
+        [] => "stdin".into(),
+        [p] if p.as_os_str() == "-" => "stdin".into(),
+        [p] => {
+            // `.` and `..` have no file name of their own: the engine offers the
+            // directory's real name.
+            let name = p
+                .file_name()
+                .map(std::ffi::OsStr::to_os_string)
+                .or_else(|| std::fs::canonicalize(p).ok()?.file_name().map(Into::into))
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+            format!("'{}'", prompt::sanitize(&name))
+        }
+        many => format!("{} items", many.len()),
+    }
 }
 
 /// How long the sender keeps loopback addresses back, waiting for one another host
@@ -275,5 +296,20 @@ fn consent(
         }
         rep.clear();
         prompt::confirm(&prompt::question(offer, rep.is_verbose()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_names_what_it_sent() {
+        assert_eq!(offer_label(&[]), "stdin");
+        assert_eq!(offer_label(&["-".into()]), "stdin");
+        assert_eq!(offer_label(&["dir/report.pdf".into()]), "'report.pdf'");
+        assert_eq!(offer_label(&["photos/".into()]), "'photos'");
+        assert_eq!(offer_label(&["a".into(), "b".into()]), "2 items");
+        assert_eq!(offer_label(&["a\x1b[2Jb".into()]), "'a?[2Jb'");
     }
 }

@@ -338,3 +338,50 @@ fn saving_to_a_file_says_nothing_of_standard_output() {
     let (stderr, got) = receive_to_stdout(&lan, &[arg(&src)], &["-y", "-o", arg(&out)]);
     assert!(got.is_empty() && !stderr.contains("standard output"), "{stderr}");
 }
+
+// --- 9: the sender's last line ----------------------------------------------------------
+
+/// A sender whose stderr is not a terminal (a log) ends with a line saying what it sent,
+/// unless `-q`.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_sender_says_what_it_sent() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("report.pdf"), tmp.path().join("got.pdf"));
+    write_random_file(&src, 2 * MIB);
+    let send = |extra: &[&str]| {
+        let _ = fs::remove_file(&out);
+        let mut args = extra.to_vec();
+        args.push(arg(&src));
+        // Not start_sender: with -q there is no `Ready:` line to wait for, and the
+        // receiver keeps looking until the sender is up anyway.
+        let mut sender = util::spawn_sender(lan.host(0), CODE, &args, Stdio::null());
+        let mut receiver =
+            start_receiver(lan.host(1), &["-y", "-o", arg(&out), CODE], Stdio::null());
+        receiver.expect_exit(exit::OK);
+        sender.expect_exit(exit::OK)
+    };
+
+    let stderr = send(&[]);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("sent 'report.pdf', 2.0 MiB in "), "last line {last:?} of:\n{stderr}");
+    assert!(last.contains(" on the wire)"), "{last}");
+
+    let stderr = send(&["-q"]);
+    assert!(!stderr.contains("sent "), "-q prints no last line:\n{stderr}");
+}
+
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_sender_of_standard_input_says_so() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("in"), tmp.path().join("out"));
+    write_random_file(&src, 1000);
+    let mut sender = start_sender(lan.host(0), CODE, &[], util::stdin_from(&src));
+    let mut receiver = start_receiver(lan.host(1), &["-y", CODE], util::stdout_to(&out));
+    receiver.expect_exit(exit::OK);
+    let stderr = sender.expect_exit(exit::OK);
+    assert!(stderr.contains("\nsent stdin, 1000 B in "), "{stderr}");
+}

@@ -65,6 +65,8 @@ struct Context {
     to_stdout: bool,
     /// What the receiver was offered.
     offer_kind: Option<OfferKind>,
+    /// What the sender sends, in words for its last line (`'report.pdf'`, `stdin`).
+    sending: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +114,12 @@ impl Reporter {
         for addr in held {
             self.line(&listening_line(&addr));
         }
+    }
+
+    /// What this sender sends, in words (`'report.pdf'`, `stdin`, `3 items`), for the
+    /// line that ends a transfer: `sent 'report.pdf', 2.9 MiB in 1.2 s (…)`.
+    pub(crate) fn sending(&self, what: String) {
+        lock(&self.ctx).sending = Some(what);
     }
 
     /// The receiver writes what it gets to standard output: say so once the data
@@ -475,14 +483,22 @@ impl Reporter {
             secs,
             "transfer finished"
         );
-        if self.live() {
-            self.line(&format!(
-                "done: {} in {:.1} s ({}/s), {} on the wire",
-                human_bytes(r.bytes),
-                secs,
-                human_bytes((r.bytes as f64 / secs) as u64),
-                human_bytes(r.wire)
-            ));
+        let totals = format!(
+            "{} in {:.1} s ({}/s, {} on the wire)",
+            human_bytes(r.bytes),
+            secs,
+            human_bytes((r.bytes as f64 / secs) as u64),
+            human_bytes(r.wire)
+        );
+        match r.role {
+            // A sender's stderr is often a log, where this line is all that says it
+            // worked: shown terminal or not.
+            Role::Sender if !self.quiet => {
+                let what = lock(&self.ctx).sending.clone().unwrap_or_else(|| "the data".into());
+                self.line(&format!("sent {what}, {totals}"));
+            }
+            Role::Receiver if self.live() => self.line(&format!("done: {totals}")),
+            _ => {}
         }
     }
 
