@@ -36,17 +36,42 @@ pub(crate) mod exit {
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
-/// A failure as the user sees it: the message chain, a hint, the exit status.
+/// A failure as the user sees it: the message chain, a hint, the exit status, and the
+/// kind a `--json` reader gets (`pcp::ErrorKind::as_str`, or `usage`).
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) hint: Option<String>,
     pub(crate) code: u8,
+    pub(crate) kind: &'static str,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>, hint: Option<String>) -> Failure {
-        Failure { message: message.into(), hint, code: exit::USAGE }
+    pub(crate) fn usage(message: impl Into<String>, hint: Option<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            hint,
+            code: exit::USAGE,
+            kind: ErrorKind::Usage.as_str(),
+        }
+    }
+
+    /// Prints the failure on stderr: `pcp: error: …` and `hint: …`, or with `--json`
+    /// one `error` event.
+    pub(crate) fn print(&self, json: bool) {
+        use std::io::Write;
+        let text = if json {
+            render::error_json(self.kind, &self.message, self.hint.as_deref(), self.code)
+                .to_string()
+        } else {
+            // Declining is a choice, not a failure: said plainly, still exit 4.
+            let label = if self.code == exit::DECLINED { "" } else { "error: " };
+            match &self.hint {
+                Some(hint) => format!("pcp: {label}{}\nhint: {hint}", self.message),
+                None => format!("pcp: {label}{}", self.message),
+            }
+        };
+        let _ = writeln!(std::io::stderr(), "{text}");
     }
 }
 
@@ -63,7 +88,12 @@ fn exit_code(kind: ErrorKind) -> u8 {
 
 impl From<pcp::Error> for Failure {
     fn from(e: pcp::Error) -> Failure {
-        Failure { message: chain(&e), hint: e.hint(), code: exit_code(e.kind()) }
+        Failure {
+            message: chain(&e),
+            hint: e.hint(),
+            code: exit_code(e.kind()),
+            kind: e.kind().as_str(),
+        }
     }
 }
 
@@ -147,17 +177,12 @@ pub(crate) async fn run(
             }
         }
         Command::Node(a) => {
-            let rep = Arc::new(Reporter::new(a.quiet).node());
             let options = node_options(a)?;
-            pcp::serve(options, move |ev| rep.emit(ev), cancel.clone())
+            pcp::serve(options, events, cancel.clone())
                 .await
-                .map_err(|e| Failure { message: chain(&e), hint: None, code: exit::FAILURE })?;
+                .map_err(|e| Failure::from(pcp::Error::from(e)))?;
             if cancel.is_cancelled() {
-                return Err(Failure {
-                    message: "interrupted".into(),
-                    hint: None,
-                    code: exit::INTERRUPTED,
-                });
+                return Err(Failure::from(pcp::Error::Cancelled));
             }
         }
     }
@@ -278,6 +303,7 @@ fn node_options(a: NodeArgs) -> Result<NodeOptions, Failure> {
             message: chain(&e),
             hint: None,
             code: exit::FAILURE,
+            kind: ErrorKind::Io.as_str(),
         })?),
         None => None,
     };

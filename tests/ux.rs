@@ -385,3 +385,109 @@ fn a_sender_of_standard_input_says_so() {
     let stderr = sender.expect_exit(exit::OK);
     assert!(stderr.contains("\nsent stdin, 1000 B in "), "{stderr}");
 }
+
+// --- 10: --json failures and offers -------------------------------------------------------
+
+/// The JSON objects among `stderr`'s lines, and whether every line was one.
+fn json_lines(stderr: &str) -> (Vec<serde_json::Value>, bool) {
+    let parsed: Vec<Option<serde_json::Value>> =
+        stderr.lines().map(|l| serde_json::from_str(l).ok()).collect();
+    let all = parsed.iter().all(Option::is_some);
+    (parsed.into_iter().flatten().collect(), all)
+}
+
+/// The one `error` event of a failed `--json` run, which must be its last line, with
+/// nothing but JSON before it.
+fn json_error(o: &Output) -> serde_json::Value {
+    let e = stderr(o);
+    let (events, all_json) = json_lines(&e);
+    assert!(all_json, "--json printed plain text:\n{e}");
+    let last = events.last().unwrap_or_else(|| panic!("no JSON on stderr:\n{e}")).clone();
+    assert_eq!(last["event"], "error", "{e}");
+    assert_eq!(last["exit"], o.status.code().expect("exited"), "{e}");
+    last
+}
+
+#[test]
+fn json_failures_are_error_events() {
+    // A code pcp refuses, --json before the subcommand.
+    let o = pcp(&["--json", "receive", "-y", "atil-enemy-result-increase"]);
+    let e = json_error(&o);
+    assert_eq!((e["kind"].as_str(), o.status.code()), (Some("usage"), Some(exit::USAGE)));
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("atil")), "{e}");
+    assert!(e["hint"].as_str().is_some_and(|h| h.contains("tail")), "{e}");
+
+    // A command line clap refuses.
+    let o = pcp(&["send", "--json", "--words", "2"]);
+    let e = json_error(&o);
+    assert_eq!((e["kind"].as_str(), o.status.code()), (Some("usage"), Some(exit::USAGE)));
+
+    // A source that is not there: the engine's own kind.
+    let o = pcp(&["send", "--json", "--code", CODE, "/nonexistent/file"]);
+    let e = json_error(&o);
+    assert_eq!((e["kind"].as_str(), o.status.code()), (Some("io"), Some(exit::FAILURE)));
+
+    // pcp node has no JSON output; said in JSON, since JSON was asked for.
+    let o = pcp(&["--json", "node"]);
+    assert_eq!(json_error(&o)["kind"], "usage");
+
+    // Help is no failure.
+    let o = pcp(&["--json", "--help"]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+}
+
+/// A wrong code with `--json`: a `wrong_code` error event and exit 3; then the right
+/// code: an `offer` event with the offer's parts in fields of their own.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn json_reports_a_wrong_code_and_the_offer_in_fields() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("report.pdf"), tmp.path().join("got.pdf"));
+    write_random_file(&src, 1234);
+    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
+
+    let wrong = "bubble-enemy-result-inch";
+    let mut receiver =
+        start_receiver(lan.host(1), &["--json", "-y", "-o", arg(&out), wrong], Stdio::null());
+    let stderr = receiver.expect_exit(exit::AUTH);
+    let (events, all_json) = json_lines(&stderr);
+    assert!(all_json, "--json printed plain text:\n{stderr}");
+    let last = events.last().expect("events");
+    assert_eq!(
+        (last["event"].as_str(), last["kind"].as_str()),
+        (Some("error"), Some("wrong_code"))
+    );
+    assert_eq!(last["exit"], exit::AUTH);
+
+    let mut receiver =
+        start_receiver(lan.host(1), &["-y", "--json", "-o", arg(&out), CODE], Stdio::null());
+    let stderr = receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    let (events, _) = json_lines(&stderr);
+    let offer = events.iter().find(|e| e["event"] == "offer").expect("an offer event");
+    assert_eq!(offer["name"], "report.pdf", "{offer}");
+    assert_eq!(offer["kind"], "file", "{offer}");
+    assert_eq!(offer["size"], 1234, "{offer}");
+    assert_eq!(offer["entries"], serde_json::json!([]), "{offer}");
+}
+
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn json_offers_a_folder_with_its_entries() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tree = util::make_sample_tree(tmp.path(), "album");
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).expect("mkdir");
+    let mut sender = start_sender(lan.host(0), CODE, &[arg(&tree)], Stdio::null());
+    let mut receiver =
+        start_receiver(lan.host(1), &["--json", "-y", "-C", arg(&dst), CODE], Stdio::null());
+    let stderr = receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    let (events, _) = json_lines(&stderr);
+    let offer = events.iter().find(|e| e["event"] == "offer").expect("an offer event");
+    assert_eq!(offer["kind"], "folder", "{offer}");
+    assert_eq!(offer["name"], "album", "{offer}");
+    assert_eq!(offer["entries"], serde_json::json!(["album"]), "{offer}");
+}

@@ -180,6 +180,11 @@ pub(crate) struct CommonArgs {
 
     /// Print one JSON object per event on standard error (phases, peers found, the
     /// offer, progress every second, the totals), terminal or not.
+    ///
+    /// The offer has its name, kind (file, folder or stream), size and entries in
+    /// fields of their own. A failure is an `error` event, with its kind (usage,
+    /// wrong_code, declined, io, network, …), message, exit status and any hint, in
+    /// place of the `pcp: error:` lines.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -14,8 +14,12 @@
 //! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
 //! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
 //! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
-//! `peer_found`, `wrong_code`, `offer`, `progress` (at most once a second), `done` with
-//! the totals, `code` and `notice`.
+//! `listening`, `peer_found`, `wrong_code`, `offer` (`name`, `kind` — `file`, `folder`
+//! or `stream` —, `size`, `entries`: a folder's top-level names, `files`: how many
+//! entries it holds, and `what` in words), `progress` (at most once a
+//! second), `done` with the totals, `code` and `notice`. A failure is the last event:
+//! `error`, with `kind`, `message`, `exit` and perhaps `hint` ([`error_json`]; `main`
+//! prints it instead of the `pcp: error:` lines).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -265,7 +269,15 @@ impl Reporter {
             Event::AwaitingAccept => phase("awaiting_accept"),
             Event::Offer(o) => json!({
                 "event": "offer", "peer": o.peer.to_string(), "what": describe_short(o),
+                "name": sanitize(&o.name),
+                "kind": match o.kind {
+                    OfferKind::Stream => "stream",
+                    OfferKind::File => "file",
+                    OfferKind::Folder => "folder",
+                },
                 "size": o.size,
+                "entries": o.entries.iter().map(|e| sanitize(e)).collect::<Vec<_>>(),
+                "files": o.files,
             }),
             Event::Dht(s) => self.dht_json(s)?,
             Event::Started { total, done } => {
@@ -558,6 +570,22 @@ fn stats_fields(r: &Report) -> Vec<(&'static str, u64)> {
     }
 }
 
+/// The JSON `error` event that ends a run: `{"event":"error","kind":…,"message":…,
+/// "exit":N}`, and `hint` when there is one. `kind` is `pcp::ErrorKind::as_str` (or
+/// `usage` for a command line clap refused); `exit` is the process's exit status.
+pub(crate) fn error_json(
+    kind: &str,
+    message: &str,
+    hint: Option<&str>,
+    exit: u8,
+) -> serde_json::Value {
+    let mut v = json!({"event": "error", "kind": kind, "message": message, "exit": exit});
+    if let Some(hint) = hint {
+        v["hint"] = json!(hint);
+    }
+    v
+}
+
 /// The `done` JSON event: totals and the side's resume accounting.
 fn done_json(r: &Report) -> serde_json::Value {
     let mut done = json!({
@@ -595,6 +623,38 @@ mod tests {
         assert_eq!(done["resent"], 10);
         assert_eq!(done["skipped"], 20);
         assert_eq!(done["reconnects"], 1);
+    }
+
+    #[test]
+    fn the_offer_event_has_its_parts_in_fields() {
+        let rep = Reporter::with_terminal(false, false).json(true);
+        let offer = rep
+            .to_json(&Event::Offer(pcp::OfferInfo {
+                kind: pcp::OfferKind::Folder,
+                name: "2 items".into(),
+                size: None,
+                entries: vec!["a".into(), "b\x1b".into()],
+                files: Some(7),
+                peer: libp2p::PeerId::random(),
+                addr: None,
+            }))
+            .expect("printed");
+        assert_eq!(offer["kind"], "folder");
+        assert_eq!(offer["name"], "2 items");
+        assert!(offer["size"].is_null());
+        assert_eq!(offer["entries"], json!(["a", "b?"]));
+        assert_eq!(offer["files"], 7);
+    }
+
+    #[test]
+    fn the_error_event() {
+        let e = error_json("wrong_code", "the code was wrong", Some("check it"), 3);
+        assert_eq!(
+            e,
+            json!({"event": "error", "kind": "wrong_code", "message": "the code was wrong",
+                   "exit": 3, "hint": "check it"})
+        );
+        assert!(error_json("usage", "x", None, 2).get("hint").is_none());
     }
 
     #[test]
