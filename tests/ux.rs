@@ -491,3 +491,35 @@ fn json_offers_a_folder_with_its_entries() {
     assert_eq!(offer["name"], "album", "{offer}");
     assert_eq!(offer["entries"], serde_json::json!(["album"]), "{offer}");
 }
+
+// --- 11: library logs stay out of normal output -----------------------------------------
+
+/// `pcp node` alone on its network: libp2p's Kademlia warns that it has nobody to
+/// bootstrap from, which is what a lone node is for. Without `-v` nothing of libp2p's
+/// reaches stderr; with `-vv` its logs do, that warning included.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_lone_node_prints_no_library_warnings_unless_vv() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let key = tmp.path().join("node.key");
+    let addrs = tmp.path().join("addrs");
+
+    let mut cmd = lan.host(0).cmd(["node", "--key", arg(&key)]);
+    cmd.stdout(util::stdout_to(&addrs));
+    let mut node = Proc::spawn("node", &mut cmd);
+    util::wait_until("the node's addresses", TIMEOUT, || {
+        node.assert_running();
+        String::from_utf8_lossy(&read(&addrs)).contains("/p2p/12D3KooW")
+    });
+    // Kademlia's warning comes as the node starts; give it time to show.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    node.child.signal("INT");
+    let stderr = node.expect_exit(exit::INTERRUPTED);
+    assert!(!stderr.contains("WARN") && !stderr.contains("libp2p"), "library logs:\n{stderr}");
+
+    let mut cmd = lan.host(0).cmd(["-vv", "node", "--key", arg(&key)]);
+    cmd.stdout(Stdio::null());
+    let mut node = Proc::spawn("node -vv", &mut cmd);
+    node.stderr.wait_for_line(|l| l.contains("libp2p_kad"), TIMEOUT);
+}
