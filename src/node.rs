@@ -4,9 +4,10 @@
 //! Transports: TCP (noise, yamux), QUIC v1, libp2p's in-process memory transport
 //! (noise, yamux; `/memory/N`), DNS, and circuit relay v2 (client).
 //! Behaviours: libp2p-stream for the session streams, identify, ping, mDNS (optional),
-//! Kademlia with the rendezvous of [`dht`] (optional), AutoNAT v1, DCUtR, and for
-//! `pcp node` ([`Config::serve`]) a relay v2 server. Data streams are opened with a
-//! [`libp2p_stream::Control`], which needs no round trip through the event loop.
+//! Kademlia with the rendezvous of [`dht`] and the bounded provider store of [`store`]
+//! (optional), AutoNAT v1, DCUtR, and for `pcp node` ([`Config::serve`]) a relay v2
+//! server. Data streams are opened with a [`libp2p_stream::Control`], which needs no
+//! round trip through the event loop.
 //!
 //! [`Node::link`] settles how a peer is connected before a session stream opens: a
 //! direct connection, waiting for DCUtR to punch one (bounded) and closing the relayed
@@ -21,6 +22,7 @@
 //! - Closing every [`Node`] handle ends the loop.
 
 pub(crate) mod dht;
+mod store;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -145,7 +147,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    kad: Toggle<kad::Behaviour<store::ProviderStore>>,
     autonat: Toggle<autonat::Behaviour>,
     relay_client: relay::client::Behaviour,
     relay_server: Toggle<relay::Behaviour>,
@@ -246,8 +248,8 @@ impl Node {
                     // Records live for a slot or two; pcp re-provides per slot itself.
                     kcfg.set_provider_record_ttl(Some(Duration::from_secs(15 * 60)));
                     kcfg.set_provider_publication_interval(None);
-                    let mut kad =
-                        kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), kcfg);
+                    let store = store::ProviderStore::new(id, store::Limits::default());
+                    let mut kad = kad::Behaviour::with_config(id, store, kcfg);
                     kad.set_mode(Some(if serve { kad::Mode::Server } else { kad::Mode::Client }));
                     kad
                 });
