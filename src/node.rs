@@ -3,7 +3,8 @@
 //!
 //! Transports: TCP (noise, yamux), QUIC v1, libp2p's in-process memory transport
 //! (noise, yamux; `/memory/N`), DNS, and circuit relay v2 (client).
-//! Behaviours: libp2p-stream for the session streams, identify, ping, mDNS (optional),
+//! Behaviours: connection limits ([`limits`]: total, per peer, per IP; strict for
+//! `pcp node`), libp2p-stream for the session streams, identify, ping, mDNS (optional),
 //! Kademlia with the rendezvous of [`dht`] and the bounded provider store of [`store`]
 //! (optional), AutoNAT v1, DCUtR, and for `pcp node` ([`Config::serve`]) a relay v2
 //! server. Data streams are opened with a [`libp2p_stream::Control`], which needs no
@@ -22,6 +23,7 @@
 //! - Closing every [`Node`] handle ends the loop.
 
 pub(crate) mod dht;
+mod limits;
 mod store;
 
 use std::collections::HashMap;
@@ -143,6 +145,9 @@ pub(crate) enum Event {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // The limits come first, so a connection they deny reaches no other behaviour.
+    limits: libp2p::connection_limits::Behaviour,
+    ip_limit: limits::IpLimit,
     stream: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
@@ -266,7 +271,11 @@ impl Node {
                 });
                 let relay_server =
                     serve.then(|| relay::Behaviour::new(id, relay::Config::default()));
+                let conn_limits =
+                    if serve { limits::Limits::SERVE } else { limits::Limits::CLIENT };
                 Ok(Behaviour {
+                    limits: conn_limits.connection_limits(),
+                    ip_limit: limits::IpLimit::new(conn_limits.per_ip),
                     stream: libp2p_stream::Behaviour::new(),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/pcp/1".into(),
