@@ -9,7 +9,7 @@
 //!
 //! | limit                          | value | why |
 //! |--------------------------------|-------|-----|
-//! | records in total               | 4096  | about 1000 concurrent transfers (a sender leaves up to four live records: one per 5-minute slot within the 15-minute TTL); at most ~3 MiB |
+//! | records in total               | 4096  | about 1000 concurrent transfers (a sender leaves up to four live records: one per 5-minute slot within the 15-minute TTL); about 5 MiB at worst (a record with its indexes is at most ~1.25 KiB) |
 //! | providers per key              | 20    | Kademlia's k, what libp2p-kad keeps too; keeps a `GET_PROVIDERS` answer under kad's 16 KiB message limit (with the address cap below) |
 //! | records per provider peer id   | 16    | a pcp peer id lives for one transfer and provides one key per slot; 16 is four times that |
 //! | addresses per record           | 8     | a sender's confirmed addresses (TCP, QUIC, v4, v6, a relay circuit) fit; more is junk |
