@@ -638,6 +638,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.sealer.key()
     }
 
+    /// The stream's write half, for the test adversary's bytes that no honest peer
+    /// writes (garbage, a header over the limit, half a frame).
+    #[cfg(feature = "adversary")]
+    pub(crate) fn raw(&mut self) -> &mut W {
+        &mut self.w
+    }
+
     /// Closes our direction (best effort, within the deadline).
     pub(crate) async fn close(&mut self) {
         let FrameWriter { w, deadline, .. } = self;

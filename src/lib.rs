@@ -79,6 +79,9 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(feature = "adversary")]
+#[doc(hidden)]
+pub mod adversary;
 pub(crate) mod archive;
 pub mod code;
 pub mod error;
