@@ -684,7 +684,12 @@ async fn padded(w: &mut Chunks) -> Step {
     }
     for frame in frames {
         let (header, body) = frame.await.map_err(|_| PipelineError::Worker)?.map_err(frame_err)?;
-        w.w.write_sealed(header, &body).await.map_err(frame_err)?;
+        // Straight to the stream, without the writer's deadline: a receiver slow to open
+        // 16 MiB frames (seconds each in a debug build) must not make the adversary give
+        // up first.
+        let raw = w.w.raw();
+        raw.write_all(&header.to_bytes()).await.map_err(io_err)?;
+        raw.write_all(&body).await.map_err(io_err)?;
         w.bytes += u64::from(w.chunk_size);
         w.index += 1;
     }
