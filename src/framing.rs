@@ -478,8 +478,20 @@ impl Opener {
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
+    read_frame_within(r, MAX_FRAME_LEN).await
+}
+
+/// [`read_frame`] with a tighter bound than [`MAX_FRAME_LEN`]: a frame longer than `max`
+/// is refused ([`FrameError::TooLong`]) before its body is allocated or read.
+///
+/// # Errors
+/// As for [`read_frame`].
+pub(crate) async fn read_frame_within<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
     let mut body = Vec::new();
-    Ok(read_frame_into(r, &mut body).await?.map(|header| (header, body)))
+    Ok(read_frame_into(r, &mut body, max).await?.map(|header| (header, body)))
 }
 
 /// Like [`read_frame`], but reads the body into `buf` (cleared first), so one buffer can
@@ -495,6 +507,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
 pub(crate) async fn read_frame_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    max: u32,
 ) -> Result<Option<Header>, FrameError> {
     buf.clear();
     let mut bytes = [0u8; HEADER_LEN];
@@ -505,6 +518,9 @@ pub(crate) async fn read_frame_into<R: AsyncRead + Unpin>(
     }
     // The length is checked here, before the body is allocated.
     let header = Header::from_bytes(bytes)?;
+    if header.len > max {
+        return Err(FrameError::TooLong { len: u64::from(header.len), max });
+    }
     buf.resize(header.len as usize, 0);
     if read_full(r, buf).await? < buf.len() {
         return Err(FrameError::Truncated);
@@ -659,12 +675,20 @@ pub(crate) struct FrameReader<R> {
     r: R,
     opener: Opener,
     deadline: Option<Duration>,
+    /// The longest frame accepted (at most [`MAX_FRAME_LEN`]).
+    max: u32,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that waits at most `deadline` for each frame (none: forever).
     pub(crate) fn new(r: R, opener: Opener, deadline: Option<Duration>) -> FrameReader<R> {
-        FrameReader { r, opener, deadline }
+        FrameReader { r, opener, deadline, max: MAX_FRAME_LEN }
+    }
+
+    /// Refuses frames longer than `max` from now on, before reading their body: the
+    /// data phase knows how long a chunk frame can be.
+    pub(crate) fn set_max_len(&mut self, max: u32) {
+        self.max = max.min(MAX_FRAME_LEN);
     }
 
     /// Changes the deadline for the frames to come.
@@ -679,9 +703,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// # Errors
     /// Header, I/O and ordering failures, and [`FrameError::Timeout`].
     pub(crate) async fn next_sealed(&mut self) -> Result<(u64, Header, Vec<u8>), FrameError> {
-        let FrameReader { r, deadline, .. } = self;
+        let FrameReader { r, deadline, max, .. } = self;
         let (header, body) =
-            within(*deadline, read_frame(r)).await?.ok_or(FrameError::Truncated)?;
+            within(*deadline, read_frame_within(r, *max)).await?.ok_or(FrameError::Truncated)?;
         let counter = self.opener.reserve(header)?;
         Ok((counter, header, body))
     }
@@ -691,9 +715,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// # Errors
     /// As for [`FrameReader::next_sealed`], and [`FrameError::Decrypt`].
     pub(crate) async fn next_open(&mut self) -> Result<(Vec<u8>, bool), FrameError> {
-        let FrameReader { r, deadline, .. } = self;
+        let FrameReader { r, deadline, max, .. } = self;
         let (header, mut body) =
-            within(*deadline, read_frame(r)).await?.ok_or(FrameError::Truncated)?;
+            within(*deadline, read_frame_within(r, *max)).await?.ok_or(FrameError::Truncated)?;
         self.opener.open_next(header, &mut body)?;
         Ok((body, header.last))
     }
@@ -1172,13 +1196,19 @@ mod tests {
         let mut r = Cursor::new(&wire[..]);
         let mut buf = Vec::new();
         let mut opener = Opener::new(key());
-        let h = block_on(read_frame_into(&mut r, &mut buf)).expect("read").expect("a frame");
+        let h = block_on(read_frame_into(&mut r, &mut buf, MAX_FRAME_LEN))
+            .expect("read")
+            .expect("a frame");
         opener.open_next(h, &mut buf).expect("open");
         assert_eq!(buf, data(1000));
-        let h = block_on(read_frame_into(&mut r, &mut buf)).expect("read").expect("a frame");
+        let h = block_on(read_frame_into(&mut r, &mut buf, MAX_FRAME_LEN))
+            .expect("read")
+            .expect("a frame");
         opener.open_next(h, &mut buf).expect("open");
         assert_eq!(buf, data(10));
-        assert!(block_on(read_frame_into(&mut r, &mut buf)).expect("read").is_none());
+        assert!(
+            block_on(read_frame_into(&mut r, &mut buf, MAX_FRAME_LEN)).expect("read").is_none()
+        );
         assert!(buf.is_empty());
         opener.finish().expect("complete");
     }

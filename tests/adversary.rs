@@ -339,10 +339,6 @@ fn a_frame_header_over_the_limit_is_refused_before_its_body() {
 }
 
 #[test]
-#[ignore = "finds bug: the receiver reads a chunk frame up to the 16 MiB frame limit whatever \
-            the offer's chunk size, and holds several at once: 8 padded 1 MiB chunks took its \
-            peak RSS to 104-147 MiB in five runs on 2 cores (src/transfer/incoming.rs, \
-            read_frames)"]
 fn chunk_frames_padded_to_the_frame_limit_stay_within_memory() {
     let s = Scene::new();
     let (end, outcome) = s.receive_from(AsSender::PaddedFrames, &["-o", "out/data.bin"]);
@@ -525,8 +521,6 @@ fn an_ack_past_the_end_then_a_resume_from_zero_is_refused() {
 }
 
 #[test]
-#[ignore = "finds bug: a receiver's Done before End ends the sender with \"peer sent Done where \
-            Done was expected\" (src/transfer/outgoing.rs, verdict and lost_or_failed)"]
 fn done_before_end_is_refused_clearly() {
     let s = Scene::new();
     let (end, outcome, _) = s.send_to(AsReceiver::DoneEarly, SOURCE_LEN);
