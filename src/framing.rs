@@ -2,7 +2,7 @@
 //!
 //! This module owns the frame format and its nonces: sealing and opening one frame
 //! ([`FrameKey`]), handing out frame counters in order ([`Sealer`], [`Opener`]), and moving
-//! frames over a `futures::io` stream ([`read_frame`], [`write_frame`]), which is what a
+//! frames over a `futures::io` stream ([`read_frame_within`], [`write_frame`]), which is what a
 //! libp2p stream is. [`FrameWriter`] and [`FrameReader`] put a direction's counter state,
 //! its half of the stream and a deadline together: every frame of a session is written
 //! and read through them, so silence or a stuck write is a dead connection
@@ -459,14 +459,22 @@ impl Opener {
     }
 }
 
-/// Read one frame: its header and its body (ciphertext plus tag), still sealed.
+/// [`read_frame_within`] with no bound tighter than [`MAX_FRAME_LEN`].
+#[cfg(test)]
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
+    read_frame_within(r, MAX_FRAME_LEN).await
+}
+
+/// Read one frame of at most `max` bytes (at most [`MAX_FRAME_LEN`]): its header and its body (ciphertext plus tag), still sealed.
 ///
 /// Returns `Ok(None)` on a clean end of stream, before the first header byte; whether that
 /// end was legitimate is for the caller to say (a LAST frame came, or not).
 ///
 /// # Errors
 ///
-/// - [`FrameError::TooLong`] or [`FrameError::TooShort`] for an out-of-range header,
+/// - [`FrameError::TooLong`] (over `max`) or [`FrameError::TooShort`] for an out-of-range header,
 ///   detected before the body is allocated or read.
 /// - [`FrameError::Truncated`] if the stream ends inside the header or the body.
 /// - [`FrameError::Io`] if reading fails.
@@ -475,17 +483,6 @@ impl Opener {
 ///
 /// Not cancel safe: dropping the future part way loses the bytes read so far, and the
 /// stream can no longer be framed.
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
-    read_frame_within(r, MAX_FRAME_LEN).await
-}
-
-/// [`read_frame`] with a tighter bound than [`MAX_FRAME_LEN`]: a frame longer than `max`
-/// is refused ([`FrameError::TooLong`]) before its body is allocated or read.
-///
-/// # Errors
-/// As for [`read_frame`].
 pub(crate) async fn read_frame_within<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u32,
@@ -494,16 +491,16 @@ pub(crate) async fn read_frame_within<R: AsyncRead + Unpin>(
     Ok(read_frame_into(r, &mut body, max).await?.map(|header| (header, body)))
 }
 
-/// Like [`read_frame`], but reads the body into `buf` (cleared first), so one buffer can
+/// Like [`read_frame_within`], but reads the body into `buf` (cleared first), so one buffer can
 /// be reused for every frame.
 ///
 /// # Errors
 ///
-/// As for [`read_frame`].
+/// As for [`read_frame_within`].
 ///
 /// # Cancel safety
 ///
-/// Not cancel safe, as for [`read_frame`].
+/// Not cancel safe, as for [`read_frame_within`].
 pub(crate) async fn read_frame_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
