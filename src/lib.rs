@@ -88,6 +88,9 @@ pub mod error;
 pub mod event;
 pub(crate) mod framing;
 pub(crate) mod fsx;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod options;
