@@ -47,6 +47,20 @@ const CHUNK_COUNTER: u64 = 5;
 /// The top-level names [`unpack`] announces; any other entry is refused.
 pub const TOP: [&str; 2] = ["d", "f"];
 
+/// Where the targets that write files should make their directory for each input:
+/// `$TMPDIR` if set, else `/dev/shm` when it exists, else the system's temporary
+/// directory. A tmpfs matters: [`unpack`] ran at ~3900 inputs/s in `/dev/shm` and ~680
+/// in a disk-backed `/tmp`.
+#[must_use]
+pub fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if std::env::var_os("TMPDIR").is_none() && shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Frame decoding: [`Header::from_bytes`] on the first 4 bytes, then [`read_frame`] over
 /// the whole input, opening each frame with an [`Opener`] under [`KEY`] and decoding what
 /// opens, until the input ends or a frame fails.

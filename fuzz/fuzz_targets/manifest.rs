@@ -4,6 +4,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let dir = tempfile::tempdir_in(pcp::fuzzing::scratch_base()).expect("create a directory");
     pcp::fuzzing::manifest(data, dir.path());
 });
