@@ -31,7 +31,7 @@ use futures::io::Cursor;
 
 use crate::archive::{ArchiveError, Unpacker};
 use crate::code::{Code, MIN_WORDS};
-use crate::framing::{FrameKey, Header, Opener};
+use crate::framing::{FrameKey, FrameReader, Header, Opener};
 use crate::message::{ChunkHeader, Control, Kind, Offer};
 use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::resume::{self, Journal, ResumeError};
@@ -61,11 +61,9 @@ pub fn scratch_base() -> PathBuf {
     }
 }
 
-/// Frame decoding: [`Header::from_bytes`] on the first 4 bytes, then [`read_frame`] over
-/// the whole input, opening each frame with an [`Opener`] under [`KEY`] and decoding what
-/// opens, until the input ends or a frame fails.
-///
-/// [`read_frame`]: crate::framing::read_frame
+/// Frame decoding: [`Header::from_bytes`] on the first 4 bytes, then a [`FrameReader`]
+/// (what a session reads with) over the whole input, opening each frame under [`KEY`]
+/// and decoding what opens, until the input ends or a frame fails.
 pub fn frame(data: &[u8]) {
     if let Some(first) = data.first_chunk()
         && let Ok(header) = Header::from_bytes(*first)
@@ -73,25 +71,13 @@ pub fn frame(data: &[u8]) {
         // The header is exactly the 4 bytes: length and flag, nothing else.
         assert_eq!(header.to_bytes(), *first, "a decoded header re-encodes to its bytes");
     }
-    let mut opener = Opener::new(FrameKey::new(KEY));
-    let mut wire = Cursor::new(data);
+    // No deadline: reading a slice never waits.
+    let mut reader = FrameReader::new(Cursor::new(data), Opener::new(FrameKey::new(KEY)), None);
     block_on(async {
-        loop {
-            match crate::framing::read_frame(&mut wire).await {
-                Ok(Some((header, mut body))) => {
-                    if opener.open_next(header, &mut body).is_err() {
-                        return;
-                    }
-                    assert_eq!(body.len() + crate::framing::TAG_LEN, header.len as usize);
-                    let _ = Control::decode(&body);
-                    let _ = ChunkHeader::parse(&body);
-                }
-                Ok(None) => {
-                    let _ = opener.finish();
-                    return;
-                }
-                Err(_) => return,
-            }
+        // After a LAST frame the next read fails (AfterLast, or Truncated at the end).
+        while let Ok((plaintext, _last)) = reader.next_open().await {
+            let _ = Control::decode(&plaintext);
+            let _ = ChunkHeader::parse(&plaintext);
         }
     });
 }
@@ -183,6 +169,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
         size: Some(part_data.len() as u64),
         entries: Vec::new(),
         chunk_size: MIN_CHUNK_SIZE,
+        files: None,
     });
     let prefix = match resume::load(&part, &offer) {
         Ok(prefix) => prefix,
@@ -211,9 +198,9 @@ pub fn manifest(data: &[u8], dir: &Path) {
 /// The tar unpacker: extracts the input with an [`Unpacker`] into `dir/dest` (announcing
 /// [`TOP`]), commits if that worked, and checks that nothing was written outside
 /// `dir/dest`: a canary directory beside it stays untouched, every symlink stays inside
-/// its top-level entry, every hard link's other names are in the tree, and no setuid,
-/// setgid or sticky bit is set. `dir` MUST be empty; afterwards every directory under it
-/// is owner-writable, so it can be removed.
+/// its top-level entry, every hard link's other names are in the tree, no setuid, setgid
+/// or sticky bit is set, and no permission bit the umask clears. `dir` MUST be empty;
+/// afterwards every directory under it is owner-writable, so it can be removed.
 pub fn unpack(data: &[u8], dir: &Path) {
     const CANARY: &[u8] = b"pcp never writes here";
     let dest = dir.join("dest");
@@ -224,7 +211,8 @@ pub fn unpack(data: &[u8], dir: &Path) {
 
     let top: Vec<String> = TOP.iter().map(|&name| name.to_owned()).collect();
     let mut unpacker = Unpacker::new(&dest, top).expect("create staging in an empty directory");
-    let staging = unpacker.staging().to_owned();
+    let [staging] = names_in(&dest).try_into().expect("staging is all there is in dest");
+    let staging = dest.join(staging);
     let unpacked = unpacker.unpack(data);
     check_tree(&staging);
     assert_eq!(names_in(&dest), [staging.file_name().expect("a name").to_owned()]);
@@ -289,6 +277,7 @@ fn check_tree(root: &Path) {
     fs::set_permissions(root, fs::Permissions::from_mode(0o700)).expect("open the root");
     walk(root, &mut entries);
     let real_root = fs::canonicalize(root).expect("canonicalize the root");
+    let umask = crate::fsx::umask();
     // (device, inode) -> (link count, names seen in the tree)
     let mut files: HashMap<(u64, u64), (u64, u64)> = HashMap::new();
     for (path, meta) in &entries {
@@ -300,6 +289,10 @@ fn check_tree(root: &Path) {
             .collect();
         assert!(TOP.contains(&rel[0]), "{path:?} is under an announced name");
         assert_eq!(meta.mode() & 0o7000, 0, "{path:?} has no setuid, setgid or sticky bit");
+        if !meta.file_type().is_symlink() {
+            let extra = meta.mode() & umask & 0o777;
+            assert_eq!(extra, 0, "{path:?} has mode bits {extra:o} the umask clears");
+        }
         if meta.file_type().is_symlink() {
             let target = fs::read_link(path).expect("read a symlink");
             assert!(stays_inside(&rel, &target), "symlink {path:?} -> {target:?} escapes");
@@ -367,6 +360,7 @@ mod tests {
             size: None,
             entries: vec!["d".into(), "f".into()],
             chunk_size: MIN_CHUNK_SIZE,
+            files: Some(6),
         }
     }
 
@@ -466,14 +460,12 @@ mod tests {
         ] {
             seed("frame", name, &wire);
         }
-        let mut opener = Opener::new(FrameKey::new(KEY));
-        let mut wire = Cursor::new(&stream[..]);
-        while let Some((h, mut body)) =
-            block_on(crate::framing::read_frame(&mut wire)).expect("a seed frame reads")
-        {
-            opener.open_next(h, &mut body).expect("a seed frame opens");
+        let mut reader =
+            FrameReader::new(Cursor::new(&stream[..]), Opener::new(FrameKey::new(KEY)), None);
+        for want_last in [false, false, true] {
+            let (_, last) = block_on(reader.next_open()).expect("a seed frame opens");
+            assert_eq!(last, want_last);
         }
-        opener.finish().expect("the seed stream is complete");
 
         // control: one message of each kind.
         let controls = [
@@ -486,6 +478,8 @@ mod tests {
             ("ack", Control::Ack(300)),
             ("resume", Control::Resume(Resume { chunks: 2, root: [1; 32] })),
             ("keepalive", Control::Keepalive),
+            ("cancel", Control::Cancel),
+            ("refuse", Control::Refuse("the name exists".into())),
         ];
         for (name, msg) in controls {
             seed("control", name, &msg.encode());
@@ -539,6 +533,7 @@ mod tests {
             size: Some(part.len() as u64),
             entries: Vec::new(),
             chunk_size: MIN_CHUNK_SIZE,
+            files: None,
         };
         let intact = manifest_input(part, &file_offer, 1);
         let mut damaged = intact.clone();
