@@ -15,7 +15,8 @@
 
 mod util;
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -60,6 +61,21 @@ fn json_events(stderr: &str) -> Vec<serde_json::Value> {
     stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
+/// `pcp send --no-mdns --json --bootstrap BOOT --code CODE SRC` on `host`, DHT allowed.
+fn dht_sender(host: &Host, boot: &str, src: &Path) -> Command {
+    let mut cmd =
+        host.dht_cmd(["send", "--no-mdns", "--json", "--bootstrap", boot, "--code", CODE]);
+    cmd.arg(src);
+    cmd
+}
+
+/// `pcp receive --no-mdns --json --bootstrap BOOT -y -o OUT CODE` on `host`, DHT allowed.
+fn dht_receiver(host: &Host, boot: &str, out: &Path) -> Command {
+    let mut cmd = host.dht_cmd(["receive", "--no-mdns", "--json", "--bootstrap", boot, "-y", "-o"]);
+    cmd.arg(out).arg(CODE);
+    cmd
+}
+
 fn has_event(events: &[serde_json::Value], event: &str, phase: Option<&str>) -> bool {
     events.iter().any(|e| e["event"] == event && phase.is_none_or(|p| e["phase"] == p))
 }
@@ -76,21 +92,8 @@ fn sender_and_receiver_meet_through_two_pcp_nodes() {
     let a = start_node(lan.host(0), None);
     let b = start_node(lan.host(1), Some(&a.addr));
 
-    let mut sender = Proc::spawn(
-        "sender",
-        lan.host(2)
-            .dht_cmd([
-                "send",
-                "--no-mdns",
-                "--json",
-                "--bootstrap",
-                &a.addr,
-                "--code",
-                CODE,
-                src.to_str().expect("utf-8"),
-            ])
-            .stdin(Stdio::null()),
-    );
+    let mut sender =
+        Proc::spawn("sender", dht_sender(lan.host(2), &a.addr, &src).stdin(Stdio::null()));
     // The sender is findable once its record is stored.
     sender.stderr.wait_for_line(
         |l| l.contains(r#""event":"advertised""#) && l.contains(r#""ok":true"#),
@@ -98,22 +101,8 @@ fn sender_and_receiver_meet_through_two_pcp_nodes() {
     );
 
     let started = Instant::now();
-    let mut receiver = Proc::spawn(
-        "receiver",
-        lan.host(3)
-            .dht_cmd([
-                "receive",
-                "--no-mdns",
-                "--json",
-                "--bootstrap",
-                &b.addr,
-                "-y",
-                "-o",
-                out.to_str().expect("utf-8"),
-                CODE,
-            ])
-            .stdout(Stdio::null()),
-    );
+    let mut receiver =
+        Proc::spawn("receiver", dht_receiver(lan.host(3), &b.addr, &out).stdout(Stdio::null()));
     let rstderr = receiver.expect_exit(0);
     let took = started.elapsed();
     let sstderr = sender.expect_exit(0);
@@ -156,16 +145,7 @@ fn a_slot_rollover_during_the_wait() {
     let a = start_node(lan.host(0), None);
     let b = start_node(lan.host(1), Some(&a.addr));
 
-    let mut cmd = lan.host(2).dht_cmd([
-        "send",
-        "--no-mdns",
-        "--json",
-        "--bootstrap",
-        &a.addr,
-        "--code",
-        CODE,
-        src.to_str().expect("utf-8"),
-    ]);
+    let mut cmd = dht_sender(lan.host(2), &a.addr, &src);
     cmd.env("PCP_SLOT_SECS", "3").stdin(Stdio::null());
     let mut sender = Proc::spawn("sender", &mut cmd);
     let advertising = |l: &str| l.contains(r#""phase":"advertising""#);
@@ -173,17 +153,7 @@ fn a_slot_rollover_during_the_wait() {
     let second = sender.stderr.wait_for_line(|l| advertising(l) && l != first, TIMEOUT);
     assert_ne!(first, second, "a new slot was advertised");
 
-    let mut cmd = lan.host(3).dht_cmd([
-        "receive",
-        "--no-mdns",
-        "--json",
-        "--bootstrap",
-        &b.addr,
-        "-y",
-        "-o",
-        out.to_str().expect("utf-8"),
-        CODE,
-    ]);
+    let mut cmd = dht_receiver(lan.host(3), &b.addr, &out);
     cmd.env("PCP_SLOT_SECS", "3").stdout(Stdio::null());
     let mut receiver = Proc::spawn("receiver", &mut cmd);
     let rstderr = receiver.expect_exit(0);
@@ -276,41 +246,14 @@ fn junk_from_a_few_peer_ids_does_not_stop_a_transfer() {
         "the junk publisher sent every record"
     );
 
-    let mut sender = Proc::spawn(
-        "sender",
-        lan.host(1)
-            .dht_cmd([
-                "send",
-                "--no-mdns",
-                "--json",
-                "--bootstrap",
-                &node.addr,
-                "--code",
-                CODE,
-                src.to_str().expect("utf-8"),
-            ])
-            .stdin(Stdio::null()),
-    );
+    let mut sender =
+        Proc::spawn("sender", dht_sender(lan.host(1), &node.addr, &src).stdin(Stdio::null()));
     sender.stderr.wait_for_line(
         |l| l.contains(r#""event":"advertised""#) && l.contains(r#""ok":true"#),
         TIMEOUT,
     );
-    let mut receiver = Proc::spawn(
-        "receiver",
-        lan.host(2)
-            .dht_cmd([
-                "receive",
-                "--no-mdns",
-                "--json",
-                "--bootstrap",
-                &node.addr,
-                "-y",
-                "-o",
-                out.to_str().expect("utf-8"),
-                CODE,
-            ])
-            .stdout(Stdio::null()),
-    );
+    let mut receiver =
+        Proc::spawn("receiver", dht_receiver(lan.host(2), &node.addr, &out).stdout(Stdio::null()));
     let rstderr = receiver.expect_exit(0);
     sender.expect_exit(0);
     assert_bytes_eq("received file", &data, &read(&out));
