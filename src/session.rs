@@ -516,6 +516,18 @@ mod tests {
         assert!(matches!(r, Err(SessionError::PeerWrongCode { .. })));
     }
 
+    /// Issue 9, item 7: a silent stranger holds a handshake slot for the pre-auth
+    /// deadline only, not the 20 s of a whole handshake.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stranger_is_dropped_after_the_pre_auth_deadline() {
+        let (a, _b) = duplex();
+        let c = code("bubble-enemy-result-increase");
+        let started = tokio::time::Instant::now();
+        let r = Session::accept(a, &c, |_| true, PeerId::random(), PeerId::random()).await;
+        assert!(matches!(r, Err(SessionError::Timeout)), "{r:?}");
+        assert_eq!(started.elapsed(), PRE_AUTH_TIMEOUT);
+    }
+
     /// Issue 9, item 9: a stranger that sends a hello and hangs up at once never gets
     /// the reply, so it had no guess and the code is not spent.
     #[tokio::test]

@@ -488,6 +488,25 @@ mod tests {
         assert_eq!(count, 1);
     }
 
+    /// Issue 9, item 7: one peer, or one address with many peer ids, cannot take every
+    /// handshake slot.
+    #[test]
+    fn handshake_slots_are_capped_per_peer_and_per_address() {
+        let mut slots = Slots::default();
+        let ip: Option<IpAddr> = Some("198.18.0.9".parse().expect("ip"));
+        let one = PeerId::random();
+        assert!(slots.take(one, ip, 0) && slots.take(one, ip, 1));
+        assert!(!slots.take(one, ip, 2), "a third handshake from one peer");
+        let (two, three) = (PeerId::random(), PeerId::random());
+        assert!(slots.take(two, ip, 2) && slots.take(three, ip, 3));
+        assert!(!slots.take(PeerId::random(), ip, 4), "a fifth from one address");
+        let elsewhere: Option<IpAddr> = Some("198.18.0.10".parse().expect("ip"));
+        assert!(slots.take(PeerId::random(), elsewhere, 4), "another address still gets in");
+        assert!(!slots.take(PeerId::random(), None, MAX_CONCURRENT_HANDSHAKES), "8 in all");
+        slots.give_back(one, ip);
+        assert!(slots.take(one, ip, 4), "a slot given back is free again");
+    }
+
     #[test]
     fn a_busy_sender_is_asked_a_bounded_number_of_times() {
         let mut s = Search::default();
