@@ -105,7 +105,7 @@ pub async fn send(
 
 /// One session: the offer, the receiver's answer (accept, or where it resumes), and
 /// the data phase.
-async fn serve<S>(
+pub(super) async fn serve<S>(
     out: &mut Outgoing,
     mut session: Session<S>,
     (started, pinned): (&mut Option<Instant>, Option<libp2p::PeerId>),
