@@ -165,7 +165,7 @@ fn frame_path(c: &mut Criterion) {
         let read_frame = || {
             let mut r = futures::io::Cursor::new(&wire[..]);
             let mut buf = pool.take();
-            let header = block_on(pipeline::read_frame_into(&mut r, buf.vec_mut()))
+            let header = block_on(pipeline::read_frame_into(&mut r, buf.vec_mut(), u32::MAX))
                 .expect("read")
                 .expect("a frame");
             (header, buf)

@@ -32,7 +32,7 @@ _pcp() {
 
     case "${cmd}" in
         pcp)
-            opts="-h -V --help --version send receive node"
+            opts="-q -v -h -V --quiet --verbose --json --help --version send receive node"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -83,7 +83,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__receive)
-            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --verbose --no-mdns --reconnect-timeout --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -161,8 +161,8 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --code --words --level --no-compress --chunk-size --quiet --verbose --no-mdns --reconnect-timeout --listen --bootstrap --no-dht --allow-relay --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+            opts="-q -v -h -V --code --words --level --no-compress --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            if [[ ${cur} == -* ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -176,10 +176,6 @@ _pcp() {
                     return 0
                     ;;
                 --level)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --chunk-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -199,7 +195,8 @@ _pcp() {
                     COMPREPLY=()
                     ;;
             esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            # A PATH: bash completes file names (complete -o default).
+            COMPREPLY=()
             return 0
             ;;
     esac

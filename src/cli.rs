@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pcp::error::chain;
 use pcp::{
     CancellationToken, Code, Compression, Destination, ErrorKind, NetworkOptions, NodeOptions,
     ReceiveOptions, SendOptions, Source,
 };
 
-use args::{Command, CommonArgs, NodeArgs, ReceiveArgs, SendArgs};
+use args::{Cli, Command, CommonArgs, NodeArgs, ReceiveArgs, SendArgs};
 use render::Reporter;
 
 /// Process exit statuses, documented in the man pages' EXIT STATUS section.
@@ -35,17 +36,42 @@ pub(crate) mod exit {
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
-/// A failure as the user sees it: the message chain, a hint, the exit status.
+/// A failure as the user sees it: the message chain, a hint, the exit status, and the
+/// kind a `--json` reader gets (`pcp::ErrorKind::as_str`, or `usage`).
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) hint: Option<String>,
     pub(crate) code: u8,
+    pub(crate) kind: &'static str,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>, hint: Option<String>) -> Failure {
-        Failure { message: message.into(), hint, code: exit::USAGE }
+    pub(crate) fn usage(message: impl Into<String>, hint: Option<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            hint,
+            code: exit::USAGE,
+            kind: ErrorKind::Usage.as_str(),
+        }
+    }
+
+    /// Prints the failure on stderr: `pcp: error: …` and `hint: …`, or with `--json`
+    /// one `error` event.
+    pub(crate) fn print(&self, json: bool) {
+        use std::io::Write;
+        let text = if json {
+            render::error_json(self.kind, &self.message, self.hint.as_deref(), self.code)
+                .to_string()
+        } else {
+            // Declining is a choice, not a failure: said plainly, still exit 4.
+            let label = if self.code == exit::DECLINED { "" } else { "error: " };
+            match &self.hint {
+                Some(hint) => format!("pcp: {label}{}\nhint: {hint}", self.message),
+                None => format!("pcp: {label}{}", self.message),
+            }
+        };
+        let _ = writeln!(std::io::stderr(), "{text}");
     }
 }
 
@@ -62,28 +88,33 @@ fn exit_code(kind: ErrorKind) -> u8 {
 
 impl From<pcp::Error> for Failure {
     fn from(e: pcp::Error) -> Failure {
-        Failure { message: chain(&e), hint: e.hint(), code: exit_code(e.kind()) }
+        Failure {
+            message: chain(&e),
+            hint: e.hint(),
+            code: exit_code(e.kind()),
+            kind: e.kind().as_str(),
+        }
     }
 }
 
-/// `error: cause: cause…`
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    msg
-}
-
-/// What `main` needs to know before running: logging and reporting settings.
-pub(crate) fn verbosity(cmd: &Command) -> (bool, u8, bool) {
-    match cmd {
-        Command::Send(a) => (a.common.quiet, a.common.verbose, a.common.json),
-        Command::Receive(a) => (a.common.quiet, a.common.verbose, a.common.json),
+/// What `main` needs to know before running: `-q`, the `-v` count and `--json`, given
+/// before the subcommand, after it, or both (the counts add up).
+///
+/// # Errors
+/// `--json` before `node`, which has no JSON output (after it, clap refuses it).
+pub(crate) fn verbosity(cli: &Cli) -> Result<(bool, u8, bool), Failure> {
+    let (quiet, verbose, json) = match &cli.command {
+        Command::Send(a) => (a.quiet, a.common.verbose, a.common.json),
+        Command::Receive(a) => (a.quiet, a.common.verbose, a.common.json),
+        Command::Node(_) if cli.json => {
+            return Err(Failure::usage(
+                "--json is for send and receive: pcp node prints its addresses on standard output",
+                None,
+            ));
+        }
         Command::Node(a) => (a.quiet, a.verbose, false),
-    }
+    };
+    Ok((cli.quiet || quiet, cli.verbose.saturating_add(verbose), cli.json || json))
 }
 
 /// Runs one subcommand until it ends or `cancel` stops it.
@@ -98,10 +129,44 @@ pub(crate) async fn run(
     };
     match cmd {
         Command::Send(a) => {
-            pcp::send(send_options(a)?, events, cancel).await?;
+            // Without mDNS and the DHT, the receiver can reach us only with --peer.
+            let announce = a.common.no_mdns && a.common.no_dht;
+            let random: Vec<String> = a
+                .common
+                .listen
+                .iter()
+                .filter(|addr| announce && random_port(addr))
+                .map(ToString::to_string)
+                .collect();
+            rep.sending(offer_label(&a.paths));
+            let options = send_options(a)?;
+            if announce {
+                rep.announce_addresses();
+            }
+            for addr in random {
+                rep.emit_line(&format!(
+                    "--listen {addr} has a random port: the address for --peer changes with \
+                     every run (choose one, e.g. /ip4/0.0.0.0/tcp/4001)"
+                ));
+            }
+            let flush = announce.then(|| {
+                let rep = Arc::clone(&rep);
+                tokio::spawn(async move {
+                    tokio::time::sleep(HOLD_LOCAL_ADDRESSES).await;
+                    rep.flush_held_addresses();
+                })
+            });
+            let sent = pcp::send(options, events, cancel).await;
+            if let Some(f) = flush {
+                f.abort();
+            }
+            sent?;
         }
         Command::Receive(a) => {
             let (options, yes) = receive_options(a)?;
+            if matches!(options.destination, Destination::Writer(_)) {
+                rep.data_to_stdout();
+            }
             let consent = consent(Arc::clone(&rep), yes);
             match pcp::receive(options, events, consent, cancel).await {
                 // The reader of our stdout went away (`pcp receive … | head`): not a failure.
@@ -112,31 +177,56 @@ pub(crate) async fn run(
             }
         }
         Command::Node(a) => {
-            let rep = Arc::new(Reporter::new(a.quiet).node());
             let options = node_options(a)?;
-            pcp::serve(options, move |ev| rep.emit(ev), cancel.clone())
+            pcp::serve(options, events, cancel.clone())
                 .await
-                .map_err(|e| Failure { message: chain(&e), hint: None, code: exit::FAILURE })?;
+                .map_err(|e| Failure::from(pcp::Error::from(e)))?;
             if cancel.is_cancelled() {
-                return Err(Failure {
-                    message: "interrupted".into(),
-                    hint: None,
-                    code: exit::INTERRUPTED,
-                });
+                return Err(Failure::from(pcp::Error::Cancelled));
             }
         }
     }
     Ok(())
 }
 
-fn network(c: &CommonArgs) -> NetworkOptions {
+/// What the sender sends, in the words of its last line: the one path's name
+/// (`'report.pdf'`, as the receiver is offered it), `stdin`, or `N items`.
+fn offer_label(paths: &[PathBuf]) -> String {
+    match paths {
+        [] => "stdin".into(),
+        [p] if p.as_os_str() == "-" => "stdin".into(),
+        [p] => {
+            // `.` and `..` have no file name of their own: the engine offers the
+            // directory's real name.
+            let name = p
+                .file_name()
+                .map(std::ffi::OsStr::to_os_string)
+                .or_else(|| std::fs::canonicalize(p).ok()?.file_name().map(Into::into))
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+            format!("'{}'", prompt::sanitize(&name))
+        }
+        many => format!("{} items", many.len()),
+    }
+}
+
+/// How long the sender keeps loopback addresses back, waiting for one another host
+/// can dial: a node reports all its addresses within milliseconds of starting.
+const HOLD_LOCAL_ADDRESSES: Duration = Duration::from_millis(500);
+
+/// Whether a listen address asks for port 0, a random port.
+fn random_port(addr: &libp2p::Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().any(|p| matches!(p, Protocol::Tcp(0) | Protocol::Udp(0)))
+}
+
+fn network(c: &CommonArgs, reconnect_timeout: u64) -> NetworkOptions {
     NetworkOptions {
         listen: c.listen.clone(),
         mdns: !c.no_mdns,
         dht: !c.no_dht,
         bootstrap: c.bootstrap.clone(),
         allow_relay: c.allow_relay,
-        reconnect_timeout: Duration::from_secs(c.reconnect_timeout),
+        reconnect_timeout: Duration::from_secs(reconnect_timeout),
     }
 }
 
@@ -162,7 +252,7 @@ fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
         (false, None) => Compression::Adaptive,
     };
     o.chunk_size = a.chunk_size;
-    o.network = network(&a.common);
+    o.network = network(&a.common, a.reconnect_timeout);
     Ok(o)
 }
 
@@ -172,6 +262,9 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
         Some(c) => c.parse(),
         None => Code::from_words(&a.words),
     })?;
+    if let Some(dir) = &a.directory {
+        check_directory(dir)?;
+    }
     if !a.yes && !prompt::has_tty() {
         return Err(Failure::usage(
             "no terminal to confirm the offer on",
@@ -189,8 +282,23 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
     let mut o = ReceiveOptions::new(code, destination);
     o.force = a.force;
     o.peers = a.peer;
-    o.network = network(&a.common);
+    o.network = network(&a.common, a.reconnect_timeout);
     Ok((o, a.yes))
+}
+
+/// `-C DIR` must name an existing directory. It is not created: a mistyped DIR would
+/// otherwise leave a stray directory behind, which is what `tar -C` does too.
+fn check_directory(dir: &std::path::Path) -> Result<(), Failure> {
+    let shown = prompt::sanitize(&dir.display().to_string());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Failure::usage(format!("{shown} is not a directory"), None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(
+            format!("{shown} does not exist"),
+            Some(format!("create it first (mkdir -p {shown}), or choose another -C")),
+        )),
+        Err(e) => Err(Failure::usage(format!("{shown}: {e}"), None)),
+    }
 }
 
 fn node_options(a: NodeArgs) -> Result<NodeOptions, Failure> {
@@ -199,6 +307,7 @@ fn node_options(a: NodeArgs) -> Result<NodeOptions, Failure> {
             message: chain(&e),
             hint: None,
             code: exit::FAILURE,
+            kind: ErrorKind::Io.as_str(),
         })?),
         None => None,
     };
@@ -217,5 +326,20 @@ fn consent(
         }
         rep.clear();
         prompt::confirm(&prompt::question(offer, rep.is_verbose()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_names_what_it_sent() {
+        assert_eq!(offer_label(&[]), "stdin");
+        assert_eq!(offer_label(&["-".into()]), "stdin");
+        assert_eq!(offer_label(&["dir/report.pdf".into()]), "'report.pdf'");
+        assert_eq!(offer_label(&["photos/".into()]), "'photos'");
+        assert_eq!(offer_label(&["a".into(), "b".into()]), "2 items");
+        assert_eq!(offer_label(&["a\x1b[2Jb".into()]), "'a?[2Jb'");
     }
 }

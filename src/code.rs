@@ -292,8 +292,10 @@ fn tokens(s: &str) -> impl Iterator<Item = &str> {
 ///
 /// Words sharing `typed`'s first (up to) four letters come first: BIP39 words are unique by
 /// their first four letters, so for a typo late in the word this is usually exactly one.
-/// The rest are the words fewest edits away, at most [`MAX_SUGGESTION_DISTANCE`]. Ties keep
-/// word-list (alphabetical) order.
+/// The rest are the words fewest edits away, at most [`MAX_SUGGESTION_DISTANCE`], where
+/// swapping two adjacent letters counts as one edit (optimal string alignment distance):
+/// `atil` is one edit from `tail`, as `enemx` is from `enemy`. Ties keep word-list
+/// (alphabetical) order.
 fn suggest(typed: &str) -> Vec<String> {
     let typed_bytes = typed.as_bytes();
     let prefix = &typed_bytes[..typed_bytes.len().min(UNIQUE_PREFIX)];
@@ -301,30 +303,13 @@ fn suggest(typed: &str) -> Vec<String> {
         .iter()
         .filter_map(|&w| {
             let by_prefix = !prefix.is_empty() && w.as_bytes().starts_with(prefix);
-            let distance = levenshtein(typed, w);
+            let distance = strsim::osa_distance(typed, w);
             (by_prefix || distance <= MAX_SUGGESTION_DISTANCE).then_some((!by_prefix, distance, w))
         })
         .collect();
     // Stable sort: prefix matches first, then by distance, ties in list order.
     scored.sort_by_key(|&(not_prefix, distance, _)| (not_prefix, distance));
     scored.into_iter().take(MAX_SUGGESTIONS).map(|(_, _, w)| w.to_owned()).collect()
-}
-
-/// The Levenshtein edit distance between `a` and `b`, counted in chars.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    // prev[j] = distance between the first i chars of a and the first j chars of b.
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -561,16 +546,20 @@ mod tests {
     }
 
     #[test]
-    fn levenshtein_distances() {
-        assert_eq!(levenshtein("", ""), 0);
-        assert_eq!(levenshtein("", "abc"), 3);
-        assert_eq!(levenshtein("abc", ""), 3);
-        assert_eq!(levenshtein("enemy", "enemy"), 0);
-        assert_eq!(levenshtein("enemx", "enemy"), 1);
-        assert_eq!(levenshtein("enmy", "enemy"), 1);
-        assert_eq!(levenshtein("bubbel", "bubble"), 2);
-        assert_eq!(levenshtein("kitten", "sitting"), 3);
-        assert_eq!(levenshtein("é", "e"), 1);
+    fn a_swap_is_one_edit() {
+        assert_eq!(strsim::osa_distance("atil", "tail"), 1);
+        assert_eq!(strsim::osa_distance("bubbel", "bubble"), 1);
+        assert_eq!(strsim::osa_distance("enmy", "enemy"), 1);
+        assert_eq!(strsim::osa_distance("é", "e"), 1);
+    }
+
+    #[test]
+    fn unknown_word_suggests_a_swap_of_the_first_letters() {
+        // No word starts with "atil", and acid, aim and air are two edits away: the
+        // swap must rank first.
+        let err = parse("atil-enemy-result").expect_err("typo");
+        let ParseCodeError::UnknownWord { suggestions, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(suggestions.first().map(String::as_str), Some("tail"), "{suggestions:?}");
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub enum Error {
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
     /// The sender saw too many wrong codes and stopped.
-    #[error("{} wrong codes were tried: this code is burnt", crate::MAX_FAILED_ATTEMPTS)]
+    #[error(
+        "{} receivers tried a wrong code: someone else may have tried this code, so it is burnt",
+        crate::MAX_FAILED_ATTEMPTS
+    )]
     CodeBurnt,
     /// The offer was declined: at our prompt ("declined"), or by the receiver (its
     /// reason, as it sent it).
@@ -188,7 +191,9 @@ impl Error {
             Error::Session(SessionError::WrongCode) => Some(
                 "check the code with the sender; the sender allows a few attempts per code".into(),
             ),
-            Error::CodeBurnt => Some("run pcp send again for a new code".into()),
+            Error::CodeBurnt => {
+                Some("start again with a new code: run pcp send again, and give the code only to the receiver".into())
+            }
             Error::Sink(SinkError::Exists(_)) => Some(
                 "use --force to overwrite, or choose another -o / -C; the sender keeps waiting, \
                  so run pcp receive again with the same code"
@@ -232,8 +237,10 @@ impl Error {
     }
 }
 
-/// `error: cause: cause…`, for telling the peer why we stop.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, joined with `: ` (`error: cause: cause…`): how pcp tells
+/// the peer why it stops, and how the binary prints a failure.
+#[must_use]
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

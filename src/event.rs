@@ -59,6 +59,14 @@ pub struct OfferInfo {
     pub addr: Option<Multiaddr>,
 }
 
+impl OfferInfo {
+    /// The IP address the offer came from, when known.
+    #[must_use]
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.addr.as_ref().and_then(crate::node::ip_of)
+    }
+}
+
 /// Counters of one side's transfer, resume included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -2,7 +2,7 @@
 //!
 //! This module owns the frame format and its nonces: sealing and opening one frame
 //! ([`FrameKey`]), handing out frame counters in order ([`Sealer`], [`Opener`]), and moving
-//! frames over a `futures::io` stream ([`read_frame`], [`write_frame`]), which is what a
+//! frames over a `futures::io` stream ([`read_frame_within`], [`write_frame`]), which is what a
 //! libp2p stream is. [`FrameWriter`] and [`FrameReader`] put a direction's counter state,
 //! its half of the stream and a deadline together: every frame of a session is written
 //! and read through them, so silence or a stuck write is a dead connection
@@ -512,14 +512,22 @@ impl Opener {
     }
 }
 
-/// Read one frame: its header and its body (ciphertext plus tag), still sealed.
+/// [`read_frame_within`] with no bound tighter than [`MAX_FRAME_LEN`].
+#[cfg(test)]
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
+    read_frame_within(r, MAX_FRAME_LEN).await
+}
+
+/// Read one frame of at most `max` bytes (at most [`MAX_FRAME_LEN`]): its header and its body (ciphertext plus tag), still sealed.
 ///
 /// Returns `Ok(None)` on a clean end of stream, before the first header byte; whether that
 /// end was legitimate is for the caller to say (a LAST frame came, or not).
 ///
 /// # Errors
 ///
-/// - [`FrameError::TooLong`] or [`FrameError::TooShort`] for an out-of-range header,
+/// - [`FrameError::TooLong`] (over `max`) or [`FrameError::TooShort`] for an out-of-range header,
 ///   detected before the body is allocated or read.
 /// - [`FrameError::Truncated`] if the stream ends inside the header or the body.
 /// - [`FrameError::Io`] if reading fails.
@@ -528,28 +536,30 @@ impl Opener {
 ///
 /// Not cancel safe: dropping the future part way loses the bytes read so far, and the
 /// stream can no longer be framed.
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+pub(crate) async fn read_frame_within<R: AsyncRead + Unpin>(
     r: &mut R,
+    max: u32,
 ) -> Result<Option<(Header, Vec<u8>)>, FrameError> {
     let mut body = Vec::new();
-    Ok(read_frame_into(r, &mut body).await?.map(|header| (header, body)))
+    Ok(read_frame_into(r, &mut body, max).await?.map(|header| (header, body)))
 }
 
-/// Like [`read_frame`], but reads the body into `buf`, so one buffer can be reused for
-/// every frame. `buf` is resized to the body's length, not cleared first: only growth is
-/// zeroed, and every byte of the body is then read over. It is empty after a clean end
+/// Like [`read_frame_within`], but reads the body into `buf`, so one buffer can be reused
+/// for every frame. `buf` is resized to the body's length, not cleared first: only growth
+/// is zeroed, and every byte of the body is then read over. It is empty after a clean end
 /// of stream; after an error its contents are unspecified.
 ///
 /// # Errors
 ///
-/// As for [`read_frame`].
+/// As for [`read_frame_within`].
 ///
 /// # Cancel safety
 ///
-/// Not cancel safe, as for [`read_frame`].
+/// Not cancel safe, as for [`read_frame_within`].
 pub async fn read_frame_into<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
+    max: u32,
 ) -> Result<Option<Header>, FrameError> {
     let mut bytes = [0u8; HEADER_LEN];
     match read_full(r, &mut bytes).await? {
@@ -562,6 +572,9 @@ pub async fn read_frame_into<R: AsyncRead + Unpin>(
     }
     // The length is checked here, before the body is allocated.
     let header = Header::from_bytes(bytes)?;
+    if header.len > max {
+        return Err(FrameError::TooLong { len: u64::from(header.len), max });
+    }
     buf.resize(header.len as usize, 0);
     if read_full(r, buf).await? < buf.len() {
         return Err(FrameError::Truncated);
@@ -748,6 +761,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.sealer.key()
     }
 
+    /// The stream's write half, for the test adversary's bytes that no honest peer
+    /// writes (garbage, a header over the limit, half a frame).
+    #[cfg(feature = "adversary")]
+    pub(crate) fn raw(&mut self) -> &mut W {
+        &mut self.w
+    }
+
     /// Closes our direction (best effort, within the deadline).
     pub(crate) async fn close(&mut self) {
         let FrameWriter { w, deadline, .. } = self;
@@ -762,12 +782,20 @@ pub(crate) struct FrameReader<R> {
     r: R,
     opener: Opener,
     deadline: Option<Duration>,
+    /// The longest frame accepted (at most [`MAX_FRAME_LEN`]).
+    max: u32,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that waits at most `deadline` for each frame (none: forever).
     pub(crate) fn new(r: R, opener: Opener, deadline: Option<Duration>) -> FrameReader<R> {
-        FrameReader { r, opener, deadline }
+        FrameReader { r, opener, deadline, max: MAX_FRAME_LEN }
+    }
+
+    /// Refuses frames longer than `max` from now on, before reading their body: the
+    /// data phase knows how long a chunk frame can be.
+    pub(crate) fn set_max_len(&mut self, max: u32) {
+        self.max = max.min(MAX_FRAME_LEN);
     }
 
     /// Changes the deadline for the frames to come.
@@ -797,9 +825,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self,
         body: &mut Vec<u8>,
     ) -> Result<(u64, Header), FrameError> {
-        let FrameReader { r, deadline, .. } = self;
-        let header =
-            within(*deadline, read_frame_into(r, body)).await?.ok_or(FrameError::Truncated)?;
+        let FrameReader { r, deadline, max, .. } = self;
+        let header = within(*deadline, read_frame_into(r, body, *max))
+            .await?
+            .ok_or(FrameError::Truncated)?;
         let counter = self.opener.reserve(header)?;
         Ok((counter, header))
     }
@@ -809,9 +838,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// # Errors
     /// As for [`FrameReader::next_sealed`], and [`FrameError::Decrypt`].
     pub(crate) async fn next_open(&mut self) -> Result<(Vec<u8>, bool), FrameError> {
-        let FrameReader { r, deadline, .. } = self;
+        let FrameReader { r, deadline, max, .. } = self;
         let (header, mut body) =
-            within(*deadline, read_frame(r)).await?.ok_or(FrameError::Truncated)?;
+            within(*deadline, read_frame_within(r, *max)).await?.ok_or(FrameError::Truncated)?;
         self.opener.open_next(header, &mut body)?;
         Ok((body, header.last))
     }
@@ -1316,13 +1345,19 @@ mod tests {
         let mut r = Cursor::new(&wire[..]);
         let mut buf = Vec::new();
         let mut opener = Opener::new(key());
-        let h = block_on(read_frame_into(&mut r, &mut buf)).expect("read").expect("a frame");
+        let h = block_on(read_frame_into(&mut r, &mut buf, MAX_FRAME_LEN))
+            .expect("read")
+            .expect("a frame");
         opener.open_next(h, &mut buf).expect("open");
         assert_eq!(buf, data(1000));
-        let h = block_on(read_frame_into(&mut r, &mut buf)).expect("read").expect("a frame");
+        let h = block_on(read_frame_into(&mut r, &mut buf, MAX_FRAME_LEN))
+            .expect("read")
+            .expect("a frame");
         opener.open_next(h, &mut buf).expect("open");
         assert_eq!(buf, data(10));
-        assert!(block_on(read_frame_into(&mut r, &mut buf)).expect("read").is_none());
+        assert!(
+            block_on(read_frame_into(&mut r, &mut buf, MAX_FRAME_LEN)).expect("read").is_none()
+        );
         assert!(buf.is_empty());
         opener.finish().expect("complete");
     }

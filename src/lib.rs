@@ -80,12 +80,18 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+#[cfg(feature = "adversary")]
+#[doc(hidden)]
+pub mod adversary;
 pub(crate) mod archive;
 pub mod code;
 pub mod error;
 pub mod event;
 pub(crate) mod framing;
 pub(crate) mod fsx;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod options;

@@ -4,28 +4,44 @@
 
 mod cli;
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use pcp::CancellationToken;
 
-use cli::args::Cli;
-use cli::exit;
+use cli::args::{Cli, Command};
+use cli::{Failure, exit};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (quiet, verbose, json) = cli::verbosity(&cli.command);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let (quiet, verbose, json) = match cli::verbosity(&cli) {
+        Ok(v) => v,
+        Err(f) => {
+            f.print(cli.json);
+            return ExitCode::from(f.code);
+        }
+    };
     init_logging(verbose);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "pcp: error: cannot start the runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
+            let f = Failure {
+                message: format!("cannot start the runtime: {e}"),
+                hint: None,
+                code: exit::FAILURE,
+                kind: pcp::ErrorKind::Io.as_str(),
+            };
+            f.print(json);
+            return ExitCode::from(f.code);
         }
     };
-    let rep = Arc::new(cli::render::Reporter::new(quiet).verbose(verbose > 0).json(json));
+    let rep = cli::render::Reporter::new(quiet).verbose(verbose > 0).json(json);
+    let rep = Arc::new(if matches!(cli.command, Command::Node(_)) { rep.node() } else { rep });
     let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
         tokio::spawn(on_signals(cancel.clone()));
@@ -41,18 +57,29 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => exit::SUCCESS,
         Err(f) => {
-            // Declining is a choice, not a failure: said plainly, still exit 4.
-            let label = if f.code == exit::DECLINED { "" } else { "error: " };
-            let mut msg = format!("pcp: {label}{}", f.message);
-            if let Some(hint) = f.hint {
-                msg.push_str(&format!("\nhint: {hint}"));
-            }
-            let _ = writeln!(std::io::stderr(), "{msg}");
+            f.print(json);
             f.code
         }
     };
     // Reader threads may sit in a blocking read of stdin; don't wait for them.
     runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// A command line clap refused: clap's own message and exit status (help and
+/// `--version` go to stdout with 0), or, when `--json` is among the arguments, the
+/// first line of that message as a JSON `error` event, so a script reading `--json`
+/// output never meets plain text.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if !json || !e.use_stderr() {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    let code = u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
+    Failure::usage(message, None).print(true);
     ExitCode::from(code)
 }
 

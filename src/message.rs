@@ -522,6 +522,8 @@ mod tests {
             b.resize(b.len() + len, b'a');
         }
         varint(&mut b, 1 << 20);
+        // files: None
+        b.push(0);
         b
     }
 

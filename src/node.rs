@@ -3,10 +3,12 @@
 //!
 //! Transports: TCP (noise, yamux), QUIC v1, libp2p's in-process memory transport
 //! (noise, yamux; `/memory/N`), DNS, and circuit relay v2 (client).
-//! Behaviours: libp2p-stream for the session streams, identify, ping, mDNS (optional),
-//! Kademlia with the rendezvous of [`dht`] (optional), AutoNAT v1, DCUtR, and for
-//! `pcp node` ([`Config::serve`]) a relay v2 server. Data streams are opened with a
-//! [`libp2p_stream::Control`], which needs no round trip through the event loop.
+//! Behaviours: connection limits ([`limits`]: total, per peer, per IP; strict for
+//! `pcp node`), libp2p-stream for the session streams, identify, ping, mDNS (optional),
+//! Kademlia with the rendezvous of [`dht`] and the bounded provider store of [`store`]
+//! (optional), AutoNAT v1, DCUtR, and for `pcp node` ([`Config::serve`]) a relay v2
+//! server. Data streams are opened with a [`libp2p_stream::Control`], which needs no
+//! round trip through the event loop.
 //!
 //! [`Node::link`] settles how a peer is connected before a session stream opens: a
 //! direct connection, waiting for DCUtR to punch one (bounded) and closing the relayed
@@ -21,6 +23,8 @@
 //! - Closing every [`Node`] handle ends the loop.
 
 pub(crate) mod dht;
+mod limits;
+mod store;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -141,11 +145,14 @@ pub(crate) enum Event {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // The limits come first, so a connection they deny reaches no other behaviour.
+    limits: libp2p::connection_limits::Behaviour,
+    ip_limit: limits::IpLimit,
     stream: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
-    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    kad: Toggle<kad::Behaviour<store::ProviderStore>>,
     autonat: Toggle<autonat::Behaviour>,
     relay_client: relay::client::Behaviour,
     relay_server: Toggle<relay::Behaviour>,
@@ -169,6 +176,15 @@ pub(crate) enum Link {
     RelayOnly,
     /// The peer could not be reached at all.
     Unreachable,
+}
+
+/// The IP address in a multiaddr, if it has one.
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 /// How long to wait for DCUtR to turn a relayed connection into a direct one.
@@ -237,8 +253,8 @@ impl Node {
                     // Records live for a slot or two; pcp re-provides per slot itself.
                     kcfg.set_provider_record_ttl(Some(Duration::from_secs(15 * 60)));
                     kcfg.set_provider_publication_interval(None);
-                    let mut kad =
-                        kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), kcfg);
+                    let store = store::ProviderStore::new(id, store::Limits::default());
+                    let mut kad = kad::Behaviour::with_config(id, store, kcfg);
                     kad.set_mode(Some(if serve { kad::Mode::Server } else { kad::Mode::Client }));
                     kad
                 });
@@ -255,7 +271,11 @@ impl Node {
                 });
                 let relay_server =
                     serve.then(|| relay::Behaviour::new(id, relay::Config::default()));
+                let conn_limits =
+                    if serve { limits::Limits::SERVE } else { limits::Limits::CLIENT };
                 Ok(Behaviour {
+                    limits: conn_limits.connection_limits(),
+                    ip_limit: limits::IpLimit::new(conn_limits.per_ip),
                     stream: libp2p_stream::Behaviour::new(),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/pcp/1".into(),
@@ -315,6 +335,7 @@ impl Node {
             conns: HashMap::new(),
             remote: HashMap::new(),
             links: HashMap::new(),
+            relayed_peer_addrs: HashMap::new(),
         };
         if let Some(mut d) = event_loop.dht.take() {
             let events = event_loop.events.clone();
@@ -389,9 +410,44 @@ struct EventLoop {
     conns: HashMap<PeerId, Vec<(ConnectionId, bool)>>,
     /// The remote address of each open connection.
     remote: HashMap<ConnectionId, Multiaddr>,
-    /// [`Node::link`] callers waiting for a peer's connection to settle, and since when.
-    links: HashMap<PeerId, (tokio::time::Instant, Vec<oneshot::Sender<Link>>)>,
+    /// [`Node::link`] callers waiting for a peer's connection to settle.
+    links: HashMap<PeerId, Pending>,
+    /// The direct listen addresses identify reported for peers we reach only through a
+    /// relay (a few at most), until their last connection closes; see [`Pending`].
+    relayed_peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
 }
+
+/// A peer whose link is not settled yet: who waits, since when, and how far the
+/// attempts at a direct connection got.
+///
+/// A relayed connection can win the race against the direct addresses of the same dial
+/// (the swarm then drops the others), typically when we are already connected to the
+/// peer's relay. DCUtR then tries to punch a hole, which fails where there is nothing
+/// to punch (both sides on one LAN, or a public peer). So once identify has told us the
+/// peer's listen addresses, they are dialled directly, once; the verdict
+/// [`Link::RelayOnly`] waits until both that dial and DCUtR have failed (or
+/// [`HOLE_PUNCH_WAIT`] has passed).
+struct Pending {
+    since: tokio::time::Instant,
+    waiters: Vec<oneshot::Sender<Link>>,
+    /// The direct dial in flight, if any.
+    direct_dial: Option<ConnectionId>,
+    /// Whether the direct dial was made, or found nothing to dial.
+    direct_tried: bool,
+    /// Whether DCUtR reported a failure.
+    punch_failed: bool,
+}
+
+impl Pending {
+    /// True once nothing is left that could still make a direct connection.
+    fn exhausted(&self) -> bool {
+        self.punch_failed && self.direct_tried && self.direct_dial.is_none()
+    }
+}
+
+/// How many of a peer's listen addresses [`EventLoop::dial_direct`] dials at most (they
+/// come from the peer).
+const MAX_DIRECT_ADDRS: usize = 8;
 
 fn emit_to(events: &mpsc::Sender<Event>, ev: Event) {
     match events.try_send(ev) {
@@ -470,7 +526,17 @@ impl EventLoop {
             }
             Command::Link { peer, reply } => {
                 let since = tokio::time::Instant::now();
-                self.links.entry(peer).or_insert_with(|| (since, Vec::new())).1.push(reply);
+                self.links
+                    .entry(peer)
+                    .or_insert_with(|| Pending {
+                        since,
+                        waiters: Vec::new(),
+                        direct_dial: None,
+                        direct_tried: false,
+                        punch_failed: false,
+                    })
+                    .waiters
+                    .push(reply);
                 if !self.swarm.is_connected(&peer) {
                     let opts = DialOpts::peer_id(peer)
                         .condition(
@@ -485,6 +551,7 @@ impl EventLoop {
                     }
                 } else {
                     self.settle(peer, None);
+                    self.dial_direct(peer);
                 }
             }
         }
@@ -493,7 +560,8 @@ impl EventLoop {
     /// Answers the [`Node::link`] callers waiting on `peer`, if the state allows: with
     /// `verdict` when given, else from the peer's connections.
     fn settle(&mut self, peer: PeerId, verdict: Option<Link>) {
-        let Some((since, _)) = self.links.get(&peer) else { return };
+        let Some(pending) = self.links.get(&peer) else { return };
+        let since = pending.since;
         let conns = self.conns.get(&peer).cloned().unwrap_or_default();
         let direct = conns.iter().any(|(_, relayed)| !relayed);
         let link = match verdict {
@@ -516,10 +584,46 @@ impl EventLoop {
         if link == Link::RelayOnly {
             self.emit(Event::RelayOnly { peer });
         }
-        if let Some((_, waiters)) = self.links.remove(&peer) {
-            for w in waiters {
+        if let Some(pending) = self.links.remove(&peer) {
+            for w in pending.waiters {
                 let _ = w.send(link);
             }
+        }
+    }
+
+    /// Whether every connection to `peer` is relayed (and there is one).
+    fn relayed_only(&self, peer: &PeerId) -> bool {
+        self.conns.get(peer).is_some_and(|c| !c.is_empty() && c.iter().all(|(_, r)| *r))
+    }
+
+    /// If `peer`'s link waits on a relayed connection only and identify has told us its
+    /// listen addresses, dials the direct ones, once (see [`Pending`]).
+    fn dial_direct(&mut self, peer: PeerId) {
+        if !self.relayed_only(&peer) {
+            return;
+        }
+        let Some(addrs) = self.relayed_peer_addrs.get(&peer) else { return };
+        let Some(pending) = self.links.get_mut(&peer) else { return };
+        if pending.direct_tried {
+            return;
+        }
+        pending.direct_tried = true;
+        if !addrs.is_empty() {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs.clone())
+                .condition(libp2p::swarm::dial_opts::PeerCondition::NotDialing)
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    tracing::debug!(%peer, "relayed only: dialling its listen addresses");
+                    pending.direct_dial = Some(id);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot dial directly"),
+            }
+        }
+        if pending.exhausted() {
+            self.settle(peer, Some(Link::RelayOnly));
         }
     }
 
@@ -538,20 +642,26 @@ impl EventLoop {
                     list.retain(|(id, _)| *id != connection_id);
                     if list.is_empty() {
                         self.conns.remove(&peer_id);
+                        self.relayed_peer_addrs.remove(&peer_id);
                     }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(ev)) => match ev.result {
                 Ok(_) => tracing::debug!(peer = %ev.remote_peer_id, "hole punching succeeded"),
                 Err(e) => {
-                    tracing::debug!(peer = %ev.remote_peer_id, error = %e, "hole punching failed");
+                    let peer = ev.remote_peer_id;
+                    tracing::debug!(%peer, error = %e, "hole punching failed");
                     if !self.allow_relay
                         && !self
                             .conns
-                            .get(&ev.remote_peer_id)
+                            .get(&peer)
                             .is_some_and(|c| c.iter().any(|(_, relayed)| !relayed))
+                        && let Some(pending) = self.links.get_mut(&peer)
                     {
-                        self.settle(ev.remote_peer_id, Some(Link::RelayOnly));
+                        pending.punch_failed = true;
+                        if pending.exhausted() {
+                            self.settle(peer, Some(Link::RelayOnly));
+                        }
                     }
                 }
             },
@@ -581,10 +691,17 @@ impl EventLoop {
                     self.emit(Event::DialFailed { addr, error: error.to_string() });
                 }
                 self.with_dht(|d, _, emit| d.on_dial_failed(peer_id, connection_id, emit));
-                if let Some(peer) = peer_id
-                    && !self.swarm.is_connected(&peer)
-                {
-                    self.settle(peer, Some(Link::Unreachable));
+                if let Some(peer) = peer_id {
+                    if !self.swarm.is_connected(&peer) {
+                        self.settle(peer, Some(Link::Unreachable));
+                    } else if let Some(pending) = self.links.get_mut(&peer)
+                        && pending.direct_dial == Some(connection_id)
+                    {
+                        pending.direct_dial = None;
+                        if pending.exhausted() {
+                            self.settle(peer, Some(Link::RelayOnly));
+                        }
+                    }
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -605,6 +722,18 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                if self.relayed_only(&peer_id) {
+                    // Peer input: only plausible addresses, and only a few.
+                    let addrs = info
+                        .listen_addrs
+                        .iter()
+                        .filter(|a| dht::is_direct_candidate(a))
+                        .take(MAX_DIRECT_ADDRS)
+                        .cloned()
+                        .collect();
+                    self.relayed_peer_addrs.insert(peer_id, addrs);
+                    self.dial_direct(peer_id);
+                }
                 if let Some(d) = self.dht.as_mut() {
                     d.on_identify(&mut self.swarm, peer_id, &info);
                 }

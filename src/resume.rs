@@ -156,6 +156,13 @@ fn parse(bytes: &[u8]) -> Parsed {
     Parsed { offer: Some(offer), hashes, damaged }
 }
 
+/// The offer an intact manifest header names: the pure parser behind [`load`], for the
+/// fuzz targets (`fuzz/`), which need it to call [`load`] with a matching offer.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn manifest_offer(bytes: &[u8]) -> Option<Offer> {
+    parse(bytes).offer
+}
+
 /// Works out what of `part` can be resumed for `offer`.
 ///
 /// Re-hashes the part file in chunks of the offer's chunk size; keeps the longest

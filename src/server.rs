@@ -9,6 +9,13 @@
 //! Identity: [`load_or_create_key`] keeps the ed25519 keypair in a file (libp2p's
 //! protobuf key encoding); a missing file is created with mode 0600 and a new key.
 //! Without one, a new identity per run.
+//!
+//! Under load: a node takes at most 512 inbound connections (640 in all), 4 per peer
+//! id and 32 per remote IP (IPv6: per /64), and keeps at most 4096 provider records, 20
+//! per key and 16 per provider peer id; when full, the stalest record of the provider
+//! holding the most goes first, so a few throwaway peer ids cannot crowd out a real
+//! sender. It stores no value records. The numbers, and why, are in `node/limits.rs`
+//! and `node/store.rs`.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

@@ -293,6 +293,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             refuse(&mut stream, status::NOT_SERVING).await;
             return Err(SessionError::NotServing);
         }
+        // A peer that already hung up (or sent more than a hello) gets no reply: without
+        // our SPAKE2 message and confirmation it cannot test a guess, so this costs the
+        // code nothing. A real receiver waits for the reply. (One that hangs up later
+        // has had its guess, and pays below.)
+        let mut probe = [0u8; 1];
+        if futures::FutureExt::now_or_never(stream.read(&mut probe)).is_some() {
+            return Err(SessionError::Protocol("the peer hung up after its hello"));
+        }
         let msg_b = &hello[14..];
         let (id_a, id_b) = identities(&me, &receiver);
         let (spake, msg_a) = Spake2::<Ed25519Group>::start_a(
@@ -506,6 +514,39 @@ mod tests {
         let c2 = code("bubble-enemy-result-increase");
         let (r, ()) = tokio::join!(Session::accept(a, &c2, |r| r.slot == 300, s_id, r_id), guesser);
         assert!(matches!(r, Err(SessionError::PeerWrongCode { .. })));
+    }
+
+    /// Issue 9, item 7: a silent stranger holds a handshake slot for the pre-auth
+    /// deadline only, not the 20 s of a whole handshake.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stranger_is_dropped_after_the_pre_auth_deadline() {
+        let (a, _b) = duplex();
+        let c = code("bubble-enemy-result-increase");
+        let started = tokio::time::Instant::now();
+        let r = Session::accept(a, &c, |_| true, PeerId::random(), PeerId::random()).await;
+        assert!(matches!(r, Err(SessionError::Timeout)), "{r:?}");
+        assert_eq!(started.elapsed(), PRE_AUTH_TIMEOUT);
+    }
+
+    /// Issue 9, item 9: a stranger that sends a hello and hangs up at once never gets
+    /// the reply, so it had no guess and the code is not spent.
+    #[tokio::test]
+    async fn hanging_up_right_after_the_hello_costs_nothing() {
+        let (a, mut b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let mut hello = MAGIC.to_vec();
+        hello.push(VERSION);
+        hello.extend_from_slice(&c.channel().to_be_bytes());
+        hello.extend_from_slice(&300u64.to_be_bytes());
+        hello.extend_from_slice(&[7u8; SPAKE_MSG_LEN]);
+        b.write_all(&hello).await.expect("hello");
+        b.close().await.expect("hang up");
+        let r = Session::accept(a, &c, |r| r.slot == 300, s_id, r_id).await;
+        assert!(matches!(r, Err(SessionError::Protocol(_))), "{r:?}");
+        let mut reply = Vec::new();
+        let _ = b.read_to_end(&mut reply).await;
+        assert!(reply.is_empty(), "the sender replied to a peer that hung up");
     }
 
     #[tokio::test]

@@ -320,6 +320,30 @@ mod tests {
         );
     }
 
+    /// Issue 9, item 9: after a lost connection, another peer that knows the code but
+    /// does not hold the data (it answers Accept, not Resume with the prefix) is turned
+    /// away, and the sender keeps waiting.
+    #[tokio::test]
+    async fn after_a_loss_a_stranger_without_the_data_is_turned_away() {
+        let (s, mut r) = sessions().await;
+        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize));
+        let mut started = Some(std::time::Instant::now());
+        let someone_else = Some(PeerId::random());
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let stranger = async move {
+            assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
+            r.send(&Control::Accept).await.expect("accept");
+            r.recv().await
+        };
+        let (served, answer) = tokio::join!(
+            send::serve(&mut out, s, (&mut started, someone_else), &ev, &none),
+            stranger
+        );
+        assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
+        assert!(matches!(answer, Ok(Control::Decline(_))), "{answer:?}");
+        assert_eq!(out.read, 0, "nothing was read for the stranger");
+    }
+
     #[test]
     fn slots_tolerate_skew() {
         let now = code::current_slot();

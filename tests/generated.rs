@@ -26,17 +26,171 @@ fn built_command() -> clap::Command {
     cmd
 }
 
+/// clap_mangen's page, with two changes: its synopsis names no values (`[--listen]`), so
+/// it is replaced by [`synopsis`]; and it puts the after-help under one `EXTRA` heading,
+/// so the after-help is rendered instead as the sections it holds ([`sections`]:
+/// `EXAMPLES`, `EXIT STATUS`), before `VERSION`.
 fn render_man(cmd: clap::Command) -> String {
+    let after = cmd.get_after_long_help().map(ToString::to_string).unwrap_or_default();
+    let synopsis = roff_lines(&synopsis(&cmd));
+    let sections = roff_lines(&sections(&after));
     let mut out = Vec::new();
-    Man::new(cmd).render(&mut out).expect("rendering to a Vec cannot fail");
-    String::from_utf8(out).expect("clap_mangen writes UTF-8")
+    Man::new(cmd.after_long_help(None::<&'static str>))
+        .render(&mut out)
+        .expect("rendering to a Vec cannot fail");
+    let page = String::from_utf8(out).expect("clap_mangen writes UTF-8");
+
+    const SYNOPSIS: &str = ".SH SYNOPSIS\n";
+    let start = page.find(SYNOPSIS).expect("a SYNOPSIS section") + SYNOPSIS.len();
+    let end = start + page[start..].find('\n').expect("the synopsis is one line") + 1;
+    let page = format!("{}{synopsis}{}", &page[..start], &page[end..]);
+    match page.find(".SH VERSION\n") {
+        Some(at) => format!("{}{sections}{}", &page[..at], &page[at..]),
+        None => page + &sections,
+    }
+}
+
+/// A [`roff::Roff`]'s lines, without the preamble every rendering starts with
+/// (clap_mangen's page has it once already).
+fn roff_lines(r: &roff::Roff) -> String {
+    let preamble = roff::Roff::new().render();
+    r.render().strip_prefix(&preamble).expect("rendering starts with the preamble").to_owned()
+}
+
+/// `pcp send [--code CODE] … [--listen MULTIADDR]... [PATH]...`: every visible option
+/// with its value name, `...` after those that repeat, then the positionals and the
+/// subcommand. Options in clap_mangen's order (display order, then short or long name).
+fn synopsis(cmd: &clap::Command) -> roff::Roff {
+    use roff::{bold, italic, roman};
+    let value = |a: &clap::Arg| {
+        a.get_value_names().map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.join(" "))
+    };
+    let repeats =
+        |a: &clap::Arg| matches!(a.get_action(), clap::ArgAction::Count | clap::ArgAction::Append);
+    let mut line = vec![bold(cmd.get_bin_name().unwrap_or_else(|| cmd.get_name())), roman(" ")];
+    let mut options: Vec<&clap::Arg> =
+        cmd.get_arguments().filter(|a| !a.is_hide_set() && !a.is_positional()).collect();
+    options.sort_by_key(|a| {
+        let key = match (a.get_short(), a.get_long()) {
+            (Some(s), _) => {
+                format!("{}{}", s.to_ascii_lowercase(), u8::from(!s.is_ascii_lowercase()))
+            }
+            (None, Some(l)) => l.to_owned(),
+            (None, None) => a.get_id().to_string(),
+        };
+        (a.get_display_order(), key)
+    });
+    for a in options {
+        line.push(roman("["));
+        match (a.get_short(), a.get_long()) {
+            (Some(s), Some(l)) => {
+                line.extend([bold(format!("-{s}")), roman("|"), bold(format!("--{l}"))]);
+            }
+            (Some(s), None) => line.push(bold(format!("-{s}"))),
+            (None, Some(l)) => line.push(bold(format!("--{l}"))),
+            (None, None) => continue,
+        }
+        if a.get_num_args().is_some_and(|n| n.takes_values()) {
+            line.extend([roman(" "), italic(value(a))]);
+        }
+        line.push(roman(if repeats(a) { "]... " } else { "] " }));
+    }
+    for a in cmd.get_positionals().filter(|a| !a.is_hide_set()) {
+        let (open, close) = if a.is_required_set() { ("<", ">") } else { ("[", "]") };
+        line.extend([roman(open), italic(value(a)), roman(close)]);
+        line.push(roman(if repeats(a) { "... " } else { " " }));
+    }
+    if cmd.has_subcommands() {
+        line.extend([roman("<"), italic("subcommand"), roman(">")]);
+    }
+    let mut r = roff::Roff::new();
+    r.text(line);
+    r
+}
+
+/// The after-help's sections: a line `HEADING:` at the margin opens one (`.SH HEADING`),
+/// and its indented lines follow as they are laid out in `--help` (`.nf`, one space
+/// column, the four-space indent dropped: the page indents a section's body itself).
+fn sections(after: &str) -> roff::Roff {
+    let mut r = roff::Roff::new();
+    let mut open = false;
+    for line in after.lines() {
+        if let Some(heading) = line.strip_suffix(':').filter(|h| !h.starts_with(' ')) {
+            if open {
+                r.control("fi", []);
+            }
+            r.control("SH", [heading]);
+            r.control("nf", []);
+            open = true;
+        } else if !line.trim().is_empty() {
+            r.text([roff::roman(line.strip_prefix("    ").unwrap_or(line))]);
+        }
+    }
+    if open {
+        r.control("fi", []);
+    }
+    r
 }
 
 fn render_completion(shell: Shell) -> String {
-    let mut cmd = built_command();
+    let mut cmd = without_hidden(&built_command());
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "pcp", &mut out);
-    String::from_utf8(out).expect("clap_complete writes UTF-8")
+    let script = String::from_utf8(out).expect("clap_complete writes UTF-8");
+    match shell {
+        Shell::Bash => bash_completes_paths(&script),
+        _ => script,
+    }
+}
+
+/// `cmd` without its hidden arguments, which clap_complete would otherwise offer
+/// (`--chunk-size` is for experiments: hidden from the help, so from Tab too). clap
+/// cannot remove an argument, so each command is rebuilt from what the generators read:
+/// name, about, version, arguments (help and version included, as `build` made them)
+/// and subcommands.
+fn without_hidden(cmd: &clap::Command) -> clap::Command {
+    // clap's names are `&'static str` without its `string` feature; a test may leak.
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    let mut out = clap::Command::new(leak(cmd.get_name()))
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .disable_help_subcommand(true)
+        .args(cmd.get_arguments().filter(|a| !a.is_hide_set()).cloned());
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if let Some(version) = cmd.get_version() {
+        out = out.version(leak(version));
+    }
+    for sub in cmd.get_subcommands() {
+        out = out.subcommand(without_hidden(sub));
+    }
+    out
+}
+
+/// bash: where `pcp send` takes a PATH, clap_complete offers the options, and an empty
+/// word matches them all, so `pcp send <Tab>` never lists files (it leaves positionals
+/// to `complete -o default`, which runs only when nothing matched). In the send case,
+/// only a word starting with `-` gets the options; any other gets no words of ours, and
+/// bash completes file names. Panics when clap_complete's script no longer has the
+/// shape this edits, rather than let the patch silently stop applying.
+fn bash_completes_paths(script: &str) -> String {
+    const CASE: &str = "        pcp__subcmd__send)\n";
+    const OPTIONS_AT_FIRST_WORD: &str = "if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then";
+    const OPTIONS_ONLY_FOR_DASH: &str = "if [[ ${cur} == -* ]] ; then";
+    const OPTIONS_ANYWHERE: &str = "            COMPREPLY=( $(compgen -W \"${opts}\" -- \"${cur}\") )\n            return 0\n            ;;";
+    const FILES: &str = "            # A PATH: bash completes file names (complete -o default).\n            COMPREPLY=()\n            return 0\n            ;;";
+    let start = script.find(CASE).expect("the bash script has a case for pcp send");
+    let len = script[start..].find(OPTIONS_ANYWHERE).expect("the send case ends as expected")
+        + OPTIONS_ANYWHERE.len();
+    let case = &script[start..start + len];
+    assert_eq!(case.matches(OPTIONS_AT_FIRST_WORD).count(), 1, "send case changed shape:\n{case}");
+    let patched = case.replacen(OPTIONS_AT_FIRST_WORD, OPTIONS_ONLY_FOR_DASH, 1).replacen(
+        OPTIONS_ANYWHERE,
+        FILES,
+        1,
+    );
+    format!("{}{patched}{}", &script[..start], &script[start + len..])
 }
 
 /// Compares `contents` with the committed file at `rel` (relative to the package root).

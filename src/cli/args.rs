@@ -66,6 +66,20 @@ EXAMPLES:
 #[derive(Debug, Parser)]
 #[command(name = "pcp", version, propagate_version = true, after_long_help = exit_status!())]
 pub(crate) struct Cli {
+    /// Print nothing on standard error but errors (before or after the subcommand).
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// More logging on standard error: -v for pcp's own, -vv for the network stack too
+    /// (before or after the subcommand).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// Print one JSON object per event on standard error: send and receive only
+    /// (before or after the subcommand).
+    #[arg(long)]
+    pub(crate) json: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -79,7 +93,8 @@ pub(crate) enum Command {
     /// With no PATH, or with `-`, pcp sends its standard input, of any length, without a
     /// temporary file. One file is sent as itself; a directory, or several paths, as a tar
     /// stream (modes, mtimes, symlinks as links, empty directories). The code and the
-    /// matching receive command are printed on standard error.
+    /// matching receive command are printed on standard error; with neither mDNS nor the
+    /// DHT (--no-mdns --no-dht), so are the addresses a receiver gives to --peer.
     #[command(after_long_help = SEND_AFTER)]
     Send(SendArgs),
     /// Receive what a sender offers, given its code.
@@ -116,22 +131,13 @@ pub(crate) enum Command {
 /// Flags both sides share.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CommonArgs {
-    /// Print nothing on standard error but errors (and the code, when pcp made it up).
-    #[arg(short, long, global = true)]
-    pub(crate) quiet: bool,
-
     /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
 
     /// Do not look for peers on the local network (mDNS).
     #[arg(long, env = "PCP_NO_MDNS", global = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub(crate) no_mdns: bool,
-
-    /// After a lost connection, how long to look for the peer again before giving up
-    /// (seconds). With -o the part file is kept, and a later run resumes from it.
-    #[arg(long, value_name = "SECS", default_value_t = 600, global = true)]
-    pub(crate) reconnect_timeout: u64,
 
     /// Listen on this address instead of all interfaces on a random port (repeatable).
     ///
@@ -174,7 +180,12 @@ pub(crate) struct CommonArgs {
 
     /// Print one JSON object per event on standard error (phases, peers found, the
     /// offer, progress every second, the totals), terminal or not.
-    #[arg(long, global = true)]
+    ///
+    /// The offer has its name, kind (file, folder or stream), size and entries in
+    /// fields of their own. A failure is an `error` event, with its kind (usage,
+    /// wrong_code, declined, io, network, …), message, exit status and any hint, in
+    /// place of the `pcp: error:` lines.
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -236,6 +247,15 @@ pub(crate) struct SendArgs {
     #[arg(long, hide = true, default_value_t = pcp::DEFAULT_CHUNK_SIZE)]
     pub(crate) chunk_size: u32,
 
+    /// Print nothing on standard error but errors, and the code when pcp made it up.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// After a lost connection, how long to wait for the receiver to come back before
+    /// giving up (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) reconnect_timeout: u64,
+
     /// Shared flags.
     #[command(flatten)]
     pub(crate) common: CommonArgs,
@@ -254,8 +274,8 @@ pub(crate) struct ReceiveArgs {
 
     /// Dial the sender at this address instead of (or as well as) searching for it.
     ///
-    /// The sender prints its addresses with -v. With /p2p/PEER-ID at the end, only that
-    /// peer is accepted.
+    /// A sender with neither mDNS nor the DHT (--no-mdns --no-dht) prints the addresses
+    /// to give here. With /p2p/PEER-ID at the end, only that peer is accepted.
     #[arg(long, value_name = "MULTIADDR")]
     pub(crate) peer: Vec<Multiaddr>,
 
@@ -264,7 +284,8 @@ pub(crate) struct ReceiveArgs {
     #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub(crate) output: Option<PathBuf>,
 
-    /// Save or extract into DIR instead of the current directory.
+    /// Save or extract into DIR instead of the current directory. DIR must exist: pcp
+    /// does not create it.
     #[arg(short = 'C', long = "directory", value_name = "DIR", value_hint = ValueHint::DirPath, conflicts_with = "output")]
     pub(crate) directory: Option<PathBuf>,
 
@@ -275,6 +296,16 @@ pub(crate) struct ReceiveArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub(crate) force: bool,
+
+    /// Print nothing on standard error but errors.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+
+    /// After a lost connection, how long to look for the sender again before giving up
+    /// (seconds). What arrived stays in the .pcp-part file (unless it went to standard
+    /// output), and a later run resumes from it.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) reconnect_timeout: u64,
 
     /// Shared flags.
     #[command(flatten)]
@@ -317,6 +348,18 @@ mod tests {
             .and_then(|s| s.get_arguments().find(|a| a.get_id() == "no_dht").cloned())
             .expect("--no-dht exists");
         assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("PCP_NO_DHT")));
+    }
+
+    #[test]
+    fn output_flags_go_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from(["pcp", "-v", "--json", "receive", "-v", "-q", "a-b-c"])
+            .expect("parses");
+        assert!(cli.json && cli.verbose == 1 && !cli.quiet);
+        let Command::Receive(args) = cli.command else { panic!("not receive") };
+        assert!(args.quiet && args.common.verbose == 1 && !args.common.json);
+        let cli = Cli::try_parse_from(["pcp", "-q", "node"]).expect("parses");
+        assert!(cli.quiet);
+        assert!(Cli::try_parse_from(["pcp", "node", "--json"]).is_err(), "node has no --json");
     }
 
     #[test]

@@ -84,14 +84,7 @@ pub(crate) fn who(offer: &OfferInfo, verbose: bool) -> String {
     } else {
         format!("{}…{}", &id[..8], &id[id.len() - 4..])
     };
-    let ip = offer.addr.as_ref().and_then(|a| {
-        a.iter().find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
-            libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
-            _ => None,
-        })
-    });
-    match ip {
+    match offer.ip() {
         Some(ip) => format!("{ip} ({id})"),
         None => id,
     }

@@ -5,23 +5,30 @@
 //! decides what to draw. Strings from the peer are sanitized here before they are shown.
 //! Rules: the code is always shown when pcp made it up (without it the transfer cannot
 //! happen), status and progress only when stderr is a terminal and `--quiet` is off,
-//! and notices (warnings the user must see) unless `--quiet`. Nothing here writes to
-//! stdout, which carries data.
+//! and notices (warnings the user must see) unless `--quiet`. A sender with neither
+//! mDNS nor the DHT also prints, unless `--quiet`, each listen address another host can
+//! dial, once, for the receiver's `--peer` (this-host-only ones when there is no other).
+//! Nothing here writes to stdout, which carries data.
 //!
 //! With `--json` ([`Reporter::json`]) every event is instead one JSON object on its own
 //! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
 //! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
 //! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
-//! `peer_found`, `wrong_code`, `offer`, `progress` (at most once a second), `done` with
-//! the totals, `code` and `notice`.
+//! `listening`, `peer_found`, `wrong_code`, `offer` (`name`, `kind` — `file`, `folder`
+//! or `stream` —, `size`, `entries`: a folder's top-level names, `files`: how many
+//! entries it holds, and `what` in words), `progress` (at most once a
+//! second), `done` with the totals, `code` and `notice`. A failure is the last event:
+//! `error`, with `kind`, `message`, `exit` and perhaps `hint` ([`error_json`]; `main`
+//! prints it instead of the `pcp: error:` lines).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use libp2p::Multiaddr;
 use pcp::event::DhtStatus;
-use pcp::{Event, Report, Role};
+use pcp::{Event, OfferKind, Report, Role};
 use serde_json::json;
 
 use super::prompt::{describe_short, human_bytes, sanitize};
@@ -39,6 +46,31 @@ pub(crate) struct Reporter {
     /// JSON: when progress was last printed, and the last DHT search shown (both sides
     /// repeat these often; they are shown when they change).
     last: Mutex<(Option<Instant>, Option<u64>, Option<u64>)>,
+    /// What the binary knows that the events do not say, and what was said once.
+    ctx: Mutex<Context>,
+}
+
+/// The reporter's memory beyond single events.
+#[derive(Debug, Default)]
+struct Context {
+    /// Print the addresses a receiver can give to `--peer`: neither mDNS nor the DHT
+    /// is on, so they are the only way to this sender.
+    announce: bool,
+    /// Listen addresses reported so far (the engine may report one twice).
+    seen: Vec<Multiaddr>,
+    /// Whether an address reachable from another host was printed.
+    shown_reachable: bool,
+    /// Loopback and other this-host-only addresses, held back while a better one may
+    /// still come; printed by [`Reporter::flush_held_addresses`] if none does.
+    held: Vec<Multiaddr>,
+    /// Held addresses were flushed: from now on print them as they come.
+    flushed: bool,
+    /// The receiver writes the data to standard output, which is not a terminal.
+    to_stdout: bool,
+    /// What the receiver was offered.
+    offer_kind: Option<OfferKind>,
+    /// What the sender sends, in words for its last line (`'report.pdf'`, `stdin`).
+    sending: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,6 +95,79 @@ impl Reporter {
             node: false,
             bar: Mutex::new(None),
             last: Mutex::new((None, None, None)),
+            ctx: Mutex::new(Context::default()),
+        }
+    }
+
+    /// Prints the listen addresses for a receiver's `--peer` as they are reported:
+    /// those another host can dial, or, if there are none, the rest
+    /// ([`Reporter::flush_held_addresses`]).
+    pub(crate) fn announce_addresses(&self) {
+        lock(&self.ctx).announce = true;
+    }
+
+    /// Prints the this-host-only addresses held back, unless an address another host
+    /// can dial was printed; later ones are printed as they come. The caller calls this
+    /// once the node has had time to report its addresses.
+    pub(crate) fn flush_held_addresses(&self) {
+        let held = {
+            let mut ctx = lock(&self.ctx);
+            ctx.flushed = true;
+            if ctx.shown_reachable { Vec::new() } else { std::mem::take(&mut ctx.held) }
+        };
+        for addr in held {
+            self.line(&listening_line(&addr));
+        }
+    }
+
+    /// What this sender sends, in words (`'report.pdf'`, `stdin`, `3 items`), for the
+    /// line that ends a transfer: `sent 'report.pdf', 2.9 MiB in 1.2 s (…)`.
+    pub(crate) fn sending(&self, what: String) {
+        lock(&self.ctx).sending = Some(what);
+    }
+
+    /// The receiver writes what it gets to standard output: say so once the data
+    /// starts (unless `--quiet`), as `2>&1 | tee log` would otherwise be a surprise.
+    pub(crate) fn data_to_stdout(&self) {
+        lock(&self.ctx).to_stdout = true;
+    }
+
+    /// Says where the bytes go, when they go to standard output.
+    fn tell_where_the_bytes_go(&self) {
+        let kind = {
+            let mut ctx = lock(&self.ctx);
+            if !std::mem::take(&mut ctx.to_stdout) {
+                return;
+            }
+            ctx.offer_kind
+        };
+        if let Some(kind) = kind {
+            self.emit_line(stdout_notice(kind));
+        }
+    }
+
+    /// A listen address was reported: once per address, and only when announcing.
+    fn listening(&self, addr: Multiaddr) {
+        let print = {
+            let mut ctx = lock(&self.ctx);
+            if ctx.seen.contains(&addr) {
+                return;
+            }
+            ctx.seen.push(addr.clone());
+            if !ctx.announce || self.quiet {
+                false
+            } else if reachable_from_elsewhere(&addr) {
+                ctx.shown_reachable = true;
+                true
+            } else if ctx.flushed {
+                !ctx.shown_reachable
+            } else {
+                ctx.held.push(addr.clone());
+                false
+            }
+        };
+        if print {
+            self.line(&listening_line(&addr));
         }
     }
 
@@ -143,7 +248,14 @@ impl Reporter {
         Some(match ev {
             Event::Code { code, made_up: true } => json!({"event": "code", "code": code}),
             Event::Code { made_up: false, .. } => json!({"event": "ready"}),
-            Event::Listening { addr } => json!({"event": "listening", "addr": addr.to_string()}),
+            Event::Listening { addr } => {
+                let mut ctx = lock(&self.ctx);
+                if ctx.seen.contains(addr) {
+                    return None;
+                }
+                ctx.seen.push(addr.clone());
+                json!({"event": "listening", "addr": addr.to_string()})
+            }
             Event::Searching => phase("searching"),
             Event::Found { peer, via } => {
                 json!({"event": "peer_found", "peer": peer.to_string(), "via": via.to_string()})
@@ -157,7 +269,15 @@ impl Reporter {
             Event::AwaitingAccept => phase("awaiting_accept"),
             Event::Offer(o) => json!({
                 "event": "offer", "peer": o.peer.to_string(), "what": describe_short(o),
+                "name": sanitize(&o.name),
+                "kind": match o.kind {
+                    OfferKind::Stream => "stream",
+                    OfferKind::File => "file",
+                    OfferKind::Folder => "folder",
+                },
                 "size": o.size,
+                "entries": o.entries.iter().map(|e| sanitize(e)).collect::<Vec<_>>(),
+                "files": o.files,
             }),
             Event::Dht(s) => self.dht_json(s)?,
             Event::Started { total, done } => {
@@ -244,6 +364,11 @@ impl Reporter {
 
     /// Reports one event.
     pub(crate) fn emit(&self, ev: Event) {
+        match &ev {
+            Event::Offer(o) => lock(&self.ctx).offer_kind = Some(o.kind),
+            Event::Started { .. } => self.tell_where_the_bytes_go(),
+            _ => {}
+        }
         if let (true, Event::Listening { addr }) = (self.node, &ev) {
             // A node's addresses are its output: stdout, flushed at once.
             let mut out = std::io::stdout().lock();
@@ -276,7 +401,10 @@ impl Reporter {
                     self.line("Ready: waiting for a receiver with the given code");
                 }
             }
-            Event::Listening { addr } => tracing::info!(%addr, "listening"),
+            Event::Listening { addr } => {
+                tracing::info!(%addr, "listening");
+                self.listening(addr);
+            }
             Event::Searching => self.status("looking for the peer…"),
             Event::Found { peer, via } => self.status(&format!("found {peer} via {via}")),
             Event::Authenticating { peer } => self.status(&format!("authenticating {peer}…")),
@@ -367,14 +495,22 @@ impl Reporter {
             secs,
             "transfer finished"
         );
-        if self.live() {
-            self.line(&format!(
-                "done: {} in {:.1} s ({}/s), {} on the wire",
-                human_bytes(r.bytes),
-                secs,
-                human_bytes((r.bytes as f64 / secs) as u64),
-                human_bytes(r.wire)
-            ));
+        let totals = format!(
+            "{} in {:.1} s ({}/s, {} on the wire)",
+            human_bytes(r.bytes),
+            secs,
+            human_bytes((r.bytes as f64 / secs) as u64),
+            human_bytes(r.wire)
+        );
+        match r.role {
+            // A sender's stderr is often a log, where this line is all that says it
+            // worked: shown terminal or not.
+            Role::Sender if !self.quiet => {
+                let what = lock(&self.ctx).sending.clone().unwrap_or_else(|| "the data".into());
+                self.line(&format!("sent {what}, {totals}"));
+            }
+            Role::Receiver if self.live() => self.line(&format!("done: {totals}")),
+            _ => {}
         }
     }
 
@@ -384,6 +520,38 @@ impl Reporter {
             b.finish_and_clear();
         }
     }
+}
+
+/// What the receiver says when it writes an offer of `kind` to standard output.
+fn stdout_notice(kind: OfferKind) -> &'static str {
+    match kind {
+        OfferKind::Stream => "writing the stream to standard output; use -o FILE to save it",
+        OfferKind::File => "writing the file's bytes to standard output; use -o or -C to save it",
+        OfferKind::Folder => {
+            "writing the folder's tar stream to standard output; use -C DIR to extract it, \
+             or -o FILE to save it"
+        }
+    }
+}
+
+/// `listening on ADDR: give it to pcp receive --peer`.
+fn listening_line(addr: &Multiaddr) -> String {
+    format!("listening on {addr}: give it to pcp receive --peer")
+}
+
+/// Whether another host could dial `addr`: not a loopback, unspecified or IPv6
+/// link-local address (that one needs a zone a multiaddr cannot carry), nor libp2p's
+/// in-process memory transport. Names (`/dns/…`) count as reachable.
+fn reachable_from_elsewhere(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+        Protocol::Ip6(ip) => {
+            !ip.is_loopback() && !ip.is_unspecified() && (ip.segments()[0] & 0xffc0) != 0xfe80
+        }
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => true,
+        _ => false,
+    })
 }
 
 /// The resume accounting of one side: the counters that side keeps.
@@ -400,6 +568,22 @@ fn stats_fields(r: &Report) -> Vec<(&'static str, u64)> {
             vec![("received", s.received), ("skipped", s.skipped), ("reconnects", s.reconnects)]
         }
     }
+}
+
+/// The JSON `error` event that ends a run: `{"event":"error","kind":…,"message":…,
+/// "exit":N}`, and `hint` when there is one. `kind` is `pcp::ErrorKind::as_str` (or
+/// `usage` for a command line clap refused); `exit` is the process's exit status.
+pub(crate) fn error_json(
+    kind: &str,
+    message: &str,
+    hint: Option<&str>,
+    exit: u8,
+) -> serde_json::Value {
+    let mut v = json!({"event": "error", "kind": kind, "message": message, "exit": exit});
+    if let Some(hint) = hint {
+        v["hint"] = json!(hint);
+    }
+    v
 }
 
 /// The `done` JSON event: totals and the side's resume accounting.
@@ -442,12 +626,70 @@ mod tests {
     }
 
     #[test]
+    fn the_offer_event_has_its_parts_in_fields() {
+        let rep = Reporter::with_terminal(false, false).json(true);
+        let offer = rep
+            .to_json(&Event::Offer(pcp::OfferInfo {
+                kind: pcp::OfferKind::Folder,
+                name: "2 items".into(),
+                size: None,
+                entries: vec!["a".into(), "b\x1b".into()],
+                files: Some(7),
+                peer: libp2p::PeerId::random(),
+                addr: None,
+            }))
+            .expect("printed");
+        assert_eq!(offer["kind"], "folder");
+        assert_eq!(offer["name"], "2 items");
+        assert!(offer["size"].is_null());
+        assert_eq!(offer["entries"], json!(["a", "b?"]));
+        assert_eq!(offer["files"], 7);
+    }
+
+    #[test]
+    fn the_error_event() {
+        let e = error_json("wrong_code", "the code was wrong", Some("check it"), 3);
+        assert_eq!(
+            e,
+            json!({"event": "error", "kind": "wrong_code", "message": "the code was wrong",
+                   "exit": 3, "hint": "check it"})
+        );
+        assert!(error_json("usage", "x", None, 2).get("hint").is_none());
+    }
+
+    #[test]
     fn a_given_code_is_not_echoed_in_json() {
         let rep = Reporter::with_terminal(false, false).json(true);
         let ready = rep
             .to_json(&Event::Code { code: "bubble-enemy-result-increase".into(), made_up: false })
             .expect("printed");
         assert!(!ready.to_string().contains("bubble"), "{ready}");
+    }
+
+    #[test]
+    fn a_stream_is_not_told_to_use_a_directory() {
+        // A stream has no name to save under -C DIR.
+        assert!(stdout_notice(OfferKind::Stream).starts_with("writing the stream "));
+        assert!(!stdout_notice(OfferKind::Stream).contains("-C"));
+    }
+
+    #[test]
+    fn addresses_another_host_can_dial() {
+        let yes =
+            ["/ip4/198.18.0.1/tcp/1", "/ip6/2001:db8::1/udp/1/quic-v1", "/dns/a.example/tcp/1"];
+        let no = [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip6/::1/tcp/1",
+            "/ip6/fe80::1/tcp/1",
+            "/memory/1",
+        ];
+        for a in yes {
+            assert!(reachable_from_elsewhere(&a.parse().expect("multiaddr")), "{a}");
+        }
+        for a in no {
+            assert!(!reachable_from_elsewhere(&a.parse().expect("multiaddr")), "{a}");
+        }
     }
 
     #[test]

@@ -177,6 +177,14 @@ fn is_link_local(addr: &Multiaddr) -> bool {
     }
 }
 
+/// True for a peer's listen address worth a direct dial from elsewhere: not relayed,
+/// not loopback or unspecified, not link-local.
+pub(super) fn is_direct_candidate(addr: &Multiaddr) -> bool {
+    !is_loopback_or_unspecified(addr)
+        && !is_link_local(addr)
+        && !addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
 /// Splits a trailing `/p2p/ID` off an address.
 fn split_peer(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
     let mut base = addr.clone();

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::{KEEPALIVE, LINGER, unexpected};
 use crate::error::Error;
 use crate::event::{Event, Events, Role, Stats};
-use crate::framing::{FrameKey, FrameReader, FrameWriter, Header};
-use crate::message::{Control, End, Kind, MIN_CHUNK_FRAME_LEN, Offer};
+use crate::framing::{FrameKey, FrameReader, FrameWriter, Header, TAG_LEN};
+use crate::message::{CHUNK_HEADER_LEN, Control, End, Kind, MIN_CHUNK_FRAME_LEN, Offer};
 use crate::pipeline::{self, OpenedChunk, PipelineError, RootHash};
 use crate::pool::Pool;
 use crate::session::{self, Session, SessionError};
@@ -73,7 +73,12 @@ impl Incoming {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (_, reader, mut writer) = session.into_parts();
+        let (_, mut reader, mut writer) = session.into_parts();
+        // A chunk frame holds at most a chunk (pcp sends compressed payloads only when
+        // smaller): anything longer is refused before its body is read, so a peer
+        // cannot make the frames in flight cost 16 MiB each.
+        let longest = CHUNK_HEADER_LEN as u32 + self.offer.chunk_size + TAG_LEN as u32;
+        reader.set_max_len(longest);
         let (tx, mut rx) = mpsc::channel(pipeline::depth());
         let key = reader.key().clone();
         let reading = tokio::spawn(read_frames(reader, self.offer.chunk_size, self.count, tx));

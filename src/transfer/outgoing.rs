@@ -355,7 +355,7 @@ impl Outgoing {
         writer.close().await;
         match last {
             Ok((Control::Done, _)) => Ok(Ending::Done),
-            Ok((other, _)) => Err(verdict(other)),
+            Ok((other, _)) => Err(verdict(other, false)),
             Err(e) if e.is_transient() => Ok(Ending::Lost),
             Err(e) => Err(e.into()),
         }
@@ -387,11 +387,13 @@ impl Outgoing {
     }
 }
 
-/// What a receiver's LAST message other than `Done` means.
-fn verdict(last: Control) -> Error {
+/// What a receiver's LAST message other than `Done` after our `End` means. `early`:
+/// it came while we were still sending, so even `Done` is out of turn.
+fn verdict(last: Control, early: bool) -> Error {
     match last {
         Control::Error(m) => SessionError::Remote(m).into(),
         Control::Cancel => Error::PeerCancelled(Role::Receiver),
+        other if early => unexpected(&other, "acks while the data was still being sent"),
         other => unexpected(&other, "Done"),
     }
 }
@@ -402,7 +404,7 @@ async fn lost_or_failed<R>(
     replies: &mut JoinHandle<Result<(Control, FrameReader<R>), SessionError>>,
 ) -> Result<Ending, Error> {
     match tokio::time::timeout(LINGER, &mut *replies).await {
-        Ok(Ok(Ok((last, _)))) => Err(verdict(last)),
+        Ok(Ok(Ok((last, _)))) => Err(verdict(last, true)),
         Ok(Ok(Err(e))) if !e.is_transient() => Err(e.into()),
         _ => {
             replies.abort();

@@ -245,8 +245,6 @@ pub(super) struct Listener {
     me: PeerId,
     failures: u32,
     events: Events,
-    /// Once a receiver authenticated, only it may come back (after a lost connection).
-    pinned: Option<PeerId>,
 }
 
 /// Handshakes in flight, counted per peer and per remote IP address.
@@ -291,15 +289,6 @@ impl Slots {
     }
 }
 
-/// The IP address in a multiaddr, if it has one.
-fn ip_of(addr: &libp2p::Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        libp2p::multiaddr::Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
-}
-
 impl Listener {
     pub(super) fn new(
         node: &Node,
@@ -312,22 +301,7 @@ impl Listener {
             .accept(session::PROTOCOL)
             .map_err(|_| node::NodeError::Transport("the session protocol is taken".into()))?;
         let me = node.peer_id();
-        Ok(Listener {
-            node: node.clone(),
-            incoming,
-            found,
-            code,
-            me,
-            failures: 0,
-            events,
-            pinned: None,
-        })
-    }
-
-    /// From now on, accept sessions from `peer` only: the receiver that authenticated
-    /// is the one that may resume.
-    pub(super) fn pin(&mut self, peer: PeerId) {
-        self.pinned = Some(peer);
+        Ok(Listener { node: node.clone(), incoming, found, code, me, failures: 0, events })
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
@@ -343,9 +317,8 @@ impl Listener {
                     let Some((peer, stream)) = next else {
                         return Err(node::NodeError::Stopped.into());
                     };
-                    let ip = self.node.remote_addr(peer).await.ok().flatten().as_ref().and_then(ip_of);
-                    let other = self.pinned.is_some_and(|p| p != peer);
-                    if other || !slots.take(peer, ip, pending.len()) {
+                    let ip = self.node.remote_addr(peer).await.ok().flatten().as_ref().and_then(node::ip_of);
+                    if !slots.take(peer, ip, pending.len()) {
                         tokio::spawn(Session::refuse_busy(stream));
                         continue;
                     }
@@ -513,6 +486,25 @@ mod tests {
         .await
         .expect("told within 20 s");
         assert_eq!(count, 1);
+    }
+
+    /// Issue 9, item 7: one peer, or one address with many peer ids, cannot take every
+    /// handshake slot.
+    #[test]
+    fn handshake_slots_are_capped_per_peer_and_per_address() {
+        let mut slots = Slots::default();
+        let ip: Option<IpAddr> = Some("198.18.0.9".parse().expect("ip"));
+        let one = PeerId::random();
+        assert!(slots.take(one, ip, 0) && slots.take(one, ip, 1));
+        assert!(!slots.take(one, ip, 2), "a third handshake from one peer");
+        let (two, three) = (PeerId::random(), PeerId::random());
+        assert!(slots.take(two, ip, 2) && slots.take(three, ip, 3));
+        assert!(!slots.take(PeerId::random(), ip, 4), "a fifth from one address");
+        let elsewhere: Option<IpAddr> = Some("198.18.0.10".parse().expect("ip"));
+        assert!(slots.take(PeerId::random(), elsewhere, 4), "another address still gets in");
+        assert!(!slots.take(PeerId::random(), None, MAX_CONCURRENT_HANDSHAKES), "8 in all");
+        slots.give_back(one, ip);
+        assert!(slots.take(one, ip, 4), "a slot given back is free again");
     }
 
     #[test]

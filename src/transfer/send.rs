@@ -59,6 +59,8 @@ pub async fn send(
 
     let mut out = Outgoing::new(offer, options.compression, source);
     let mut started: Option<Instant> = None;
+    // After a lost connection: the receiver that has the data so far.
+    let mut pinned: Option<libp2p::PeerId> = None;
     loop {
         let waiting = listener.next_session();
         let session = tokio::select! {
@@ -75,15 +77,14 @@ pub async fn send(
         let peer = session.peer();
         tracing::info!(%peer, "authenticated");
         let served = tokio::select! {
-            r = serve(&mut out, session, &mut started, &events, &cancel) => r?,
+            r = serve(&mut out, session, (&mut started, pinned), &events, &cancel) => r?,
             () = listener.refuse_others() => unreachable!("refuse_others never returns"),
         };
         match served {
             Ending::Done => break,
             Ending::Refused => events.emit(Event::Searching),
             Ending::Lost => {
-                // Only the receiver that has the data may come back for the rest.
-                listener.pin(peer);
+                pinned = Some(peer);
                 out.stats.reconnects += 1;
                 events.emit(Event::ConnectionLost);
             }
@@ -104,10 +105,10 @@ pub async fn send(
 
 /// One session: the offer, the receiver's answer (accept, or where it resumes), and
 /// the data phase.
-async fn serve<S>(
+pub(super) async fn serve<S>(
     out: &mut Outgoing,
     mut session: Session<S>,
-    started: &mut Option<Instant>,
+    (started, pinned): (&mut Option<Instant>, Option<libp2p::PeerId>),
     events: &Events,
     cancel: &CancellationToken,
 ) -> Result<Ending, Error>
@@ -142,8 +143,33 @@ where
         Err(e) if e.is_transient() => return Err(Error::PeerGone("before accepting")),
         Err(e) => return Err(e.into()),
     };
-    if let Err(e) = out.position(&from, &mut session).await {
-        session.say_last(&Control::Error(crate::error::last_word(Role::Sender, &e)), LINGER).await;
+    // Once a receiver lost its connection, the rest goes only to a receiver that proves
+    // it holds what was sent (its prefix's root hash, checked in `position`): that one,
+    // or the same one restarted. Anyone else who knows the code is turned away, and the
+    // sender keeps waiting.
+    let stranger = pinned.is_some_and(|p| p != session.peer());
+    if stranger && from.chunks == 0 {
+        let no = Control::Decline("another receiver already took this transfer".into());
+        session.say_last(&no, LINGER).await;
+        return Ok(Ending::Refused);
+    }
+    // Catching up on a rerun reads the whole prefix: it too must stop when told.
+    let positioned = tokio::select! {
+        r = out.position(&from, &mut session) => r,
+        () = cancel.cancelled() => Err(Error::Cancelled),
+    };
+    if let (true, Err(e @ Error::SourceChanged(_))) = (stranger, &positioned) {
+        tracing::debug!(error = %e, "a stranger's prefix does not match; still waiting");
+        let no = Control::Decline("another receiver already took this transfer".into());
+        session.say_last(&no, LINGER).await;
+        return Ok(Ending::Refused);
+    }
+    if let Err(e) = positioned {
+        let last = match e {
+            Error::Cancelled => Control::Cancel,
+            ref e => Control::Error(crate::error::last_word(Role::Sender, e)),
+        };
+        session.say_last(&last, LINGER).await;
         return Err(e);
     }
     if first {

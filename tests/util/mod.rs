@@ -40,7 +40,7 @@ pub use data::{
     random_bytes, read, tree_diff, write_random_file,
 };
 #[allow(unused_imports)]
-pub use netns::{Host, Lan, Netns};
+pub use netns::{Host, Lan, Netns, require_isolated};
 #[allow(unused_imports)]
 pub use pcp::{
     CODE, arg, exit, manifest_path, part_path, spawn_sender, start_receiver, start_sender,

@@ -43,6 +43,22 @@ fn check_isolated_root() -> Result<(), String> {
     if effective_uid() != Some(0) {
         return Err(format!("creating network namespaces needs root; {HOW}"));
     }
+    check_no_default_route(HOW)
+}
+
+/// Panics with a clear message unless this network namespace has no default route, so
+/// that a `pcp` run here, on loopback, cannot reach a real network (`tests/isolated`).
+/// For tests that run pcp in the current namespace instead of making their own.
+pub fn require_isolated() {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    const HOW: &str = "these tests run pcp on loopback in a fresh network namespace: \
+                       `tests/isolated cargo test …` (or `.ci/run`)";
+    if let Err(why) = CHECK.get_or_init(|| check_no_default_route(HOW)) {
+        panic!("{why}");
+    }
+}
+
+fn check_no_default_route(how: &str) -> Result<(), String> {
     for family in ["-4", "-6"] {
         // A failure (no IPv6 in this kernel) prints nothing on stdout: no route either.
         let out = Command::new("ip")
@@ -53,7 +69,7 @@ fn check_isolated_root() -> Result<(), String> {
         if !routes.trim().is_empty() {
             return Err(format!(
                 "refusing to run: this network namespace has a default route ({}), so pcp's \
-                 traffic could leave the host; {HOW}",
+                 traffic could leave the host; {how}",
                 routes.trim()
             ));
         }
