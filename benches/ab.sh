@@ -14,6 +14,8 @@
 #
 # Environment: SIZE_MIB (512), PAIRS (5), DATA ("random text"), MBIT (hold the sender's
 # egress to this rate with tbf; empty: no limit), SEND_ARGS (extra `pcp send` options),
+# OLD_TRANSPORT and NEW_TRANSPORT (tcp or quic, default tcp: which one each binary's
+# sender listens on and its receiver dials; `OLD=NEW NEW_TRANSPORT=quic` compares them),
 # PROFILE (a directory: record NEW once per data set with `perf record`, sender and
 # receiver, into it; no comparison). Needs root. Nothing leaves the host: the script
 # re-runs itself in a fresh network and mount namespace, as compare.sh does.
@@ -26,6 +28,8 @@ DATA=${DATA:-random text}
 MBIT=${MBIT:-}
 SEND_ARGS=${SEND_ARGS:-}
 PROFILE=${PROFILE:-}
+OLD_TRANSPORT=${OLD_TRANSPORT:-tcp}
+NEW_TRANSPORT=${NEW_TRANSPORT:-tcp}
 
 if [ -z "${PCP_AB_ISOLATED:-}" ]; then
   if [ -n "$PROFILE" ]; then
@@ -87,19 +91,21 @@ while [ "$(stat -c %s "$WORK/text")" -lt "$want" ]; do
 done
 
 PORT=21000
-# run BIN DATA CHECK [PERF-PREFIX]: one transfer; prints "seconds cpu_send cpu_recv".
+# run BIN DATA CHECK TRANSPORT [PERF-PREFIX]: one transfer; prints "seconds cpu_send cpu_recv".
 run() {
-  local bin=$1 data=$2 check=$3 perf_s="" perf_r=""
-  if [ -n "${4:-}" ]; then
-    perf_s="perf record -q ${PERF_OPTS:--g} -o $4-send.data --"
-    perf_r="perf record -q ${PERF_OPTS:--g} -o $4-recv.data --"
+  local bin=$1 data=$2 check=$3 transport=$4 prof=${5:-} perf_s="" perf_r=""
+  if [ -n "$prof" ]; then
+    perf_s="perf record -q ${PERF_OPTS:--g} -o $prof-send.data --"
+    perf_r="perf record -q ${PERF_OPTS:--g} -o $prof-recv.data --"
   fi
   PORT=$((PORT + 1))
+  local addr=/ip4/$SADDR/tcp/$PORT
+  [ "$transport" = quic ] && addr=/ip4/$SADDR/udp/$PORT/quic-v1
   : >"$WORK/s.err"
   # shellcheck disable=SC2086
   ip netns exec "$A" env PCP_CODE=bubble-enemy-result-increase \
     /usr/bin/time -f '%U %S %M %R' -o "$WORK/s.time" $perf_s "$bin" send --no-dht --no-mdns \
-    --listen "/ip4/$SADDR/tcp/$PORT" $SEND_ARGS "$WORK/$data" </dev/null >/dev/null 2>"$WORK/s.err" &
+    --listen "$addr" $SEND_ARGS "$WORK/$data" </dev/null >/dev/null 2>"$WORK/s.err" &
   local spid=$!
   for _ in $(seq 2000); do
     grep -q '^Ready:' "$WORK/s.err" 2>/dev/null && break
@@ -111,11 +117,11 @@ run() {
   if [ "$check" = 1 ]; then
     ip netns exec "$B" env PCP_CODE=bubble-enemy-result-increase \
       /usr/bin/time -f '%U %S %M %R' -o "$WORK/r.time" $perf_r "$bin" receive -y --no-dht --no-mdns \
-      --peer "/ip4/$SADDR/tcp/$PORT" </dev/null 2>"$WORK/r.err" | b3sum >"$out"
+      --peer "$addr" </dev/null 2>"$WORK/r.err" | b3sum >"$out"
   else
     ip netns exec "$B" env PCP_CODE=bubble-enemy-result-increase \
       /usr/bin/time -f '%U %S %M %R' -o "$WORK/r.time" $perf_r "$bin" receive -y --no-dht --no-mdns \
-      --peer "/ip4/$SADDR/tcp/$PORT" </dev/null >/dev/null 2>"$WORK/r.err"
+      --peer "$addr" </dev/null >/dev/null 2>"$WORK/r.err"
   fi
   local t1=$EPOCHREALTIME
   wait "$spid" || { echo "ab.sh: sender failed:" >&2; cat "$WORK/s.err" "$WORK/r.err" >&2; exit 1; }
@@ -134,12 +140,12 @@ run() {
 
 echo "ab: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), ${SIZE_MIB} MiB," \
   "${MBIT:+${MBIT} Mbit/s, }pairs $PAIRS, send args '${SEND_ARGS}'"
-echo "old: $OLD"
-echo "new: $NEW"
+echo "old: $OLD ($OLD_TRANSPORT)"
+echo "new: $NEW ($NEW_TRANSPORT)"
 
 if [ -n "$PROFILE" ]; then
   for d in $DATA; do
-    read -r secs cs cr _ < <(run "$NEW" "$d" 0 "$PROFILE/$d")
+    read -r secs cs cr _ < <(run "$NEW" "$d" 0 "$NEW_TRANSPORT" "$PROFILE/$d")
     awk -v d="$d" -v t="$secs" -v b="$want" -v cs="$cs" -v cr="$cr" \
       'BEGIN { printf "%-7s %.2f s  %.1f MiB/s  cpu send %.2f s  recv %.2f s\n", d, t, b / t / 1048576, cs, cr }'
   done
@@ -153,9 +159,9 @@ for d in $DATA; do
     [ "$p" = 1 ] && check=1
     if [ $((p % 2)) = 1 ]; then order="old new"; else order="new old"; fi
     for which in $order; do
-      bin=$OLD
-      [ "$which" = new ] && bin=$NEW
-      read -r secs cs cr ms mr fs fr < <(run "$bin" "$d" "$check")
+      bin=$OLD transport=$OLD_TRANSPORT
+      [ "$which" = new ] && bin=$NEW transport=$NEW_TRANSPORT
+      read -r secs cs cr ms mr fs fr < <(run "$bin" "$d" "$check" "$transport")
       echo "$p $which $secs $cs $cr $ms $mr $fs $fr" >>"$WORK/rows"
       awk -v d="$d" -v p="$p" -v w="$which" -v t="$secs" -v b="$want" -v cs="$cs" -v cr="$cr" \
         -v ms="$ms" -v mr="$mr" -v fs="$fs" -v fr="$fr" 'BEGIN {
