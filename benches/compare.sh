@@ -44,7 +44,8 @@
 #
 # Environment: SIZE_MIB (1024), PAIRS (5), TREE_FILES (0 = all), SHAPED_MIB (256),
 # SHAPED_MBIT (100), CASES ("random text stdin file tree shaped"), RUN_TIMEOUT (600 s,
-# per tool run), TOTAL_TIMEOUT (10800 s, the whole run), PCP (a pcp binary; default:
+# per tool run), TOTAL_TIMEOUT (10800 s, the whole run), QUIC (non-empty: also pcp over
+# QUIC, as pcpq), PCP (a pcp binary; default:
 # cargo build --release --locked). Memory: the data sets and outputs live in RAM,
 # about 3 * SIZE_MIB + 2 * SHAPED_MIB + 0.5 GiB at the peak.
 #
@@ -63,6 +64,7 @@ TREE_FILES=${TREE_FILES:-0}
 SHAPED_MIB=${SHAPED_MIB:-256}
 SHAPED_MBIT=${SHAPED_MBIT:-100}
 CASES=${CASES:-random text stdin file tree shaped}
+QUIC=${QUIC:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-10800}
 
@@ -216,7 +218,7 @@ RESULTS=$WORK/results.tsv
 wait_ready() {
   local pid=$1 tool=$2 port=$3
   for _ in $(seq 2000); do
-    if [ "$tool" = pcp ]; then
+    if [ "$tool" = pcp ] || [ "$tool" = pcpq ]; then
       grep -q '^Ready:' "$LOG/s.err" 2>/dev/null && return 0
     else
       [ -n "$(ip netns exec "$A" ss -Hltn "sport = :$port")" ] && return 0
@@ -258,14 +260,16 @@ run_one() {
       net_r="socat -d -d -b 131072 -u OPENSSL:$SADDR:$PORT,verify=0 STDOUT"
       ;;
   esac
-  if [ "$tool" = pcp ]; then
-    local common="--no-dht --no-mdns"
+  if [ "$tool" = pcp ] || [ "$tool" = pcpq ]; then
+    local common="--no-dht --no-mdns" addr=/ip4/$SADDR/tcp/$PORT
+    [ "$tool" = pcpq ] && addr=/ip4/$SADDR/udp/$PORT/quic-v1
     case $src in
-      file) scmd="exec $PCP send $common --listen /ip4/$SADDR/tcp/$PORT $f" ;;
-      stdin) scmd="cat $f | $PCP send $common --listen /ip4/$SADDR/tcp/$PORT -" ;;
-      tree) scmd="exec $PCP send $common --listen /ip4/$SADDR/tcp/$PORT $DATA/tree" ;;
+      file) scmd="exec $PCP send $common --listen $addr $f" ;;
+      stdin) scmd="cat $f | $PCP send $common --listen $addr -" ;;
+      tree) scmd="exec $PCP send $common --listen $addr $DATA/tree" ;;
     esac
-    rcmd="exec $PCP receive -y $common --peer /ip4/$SADDR/tcp/$PORT"
+    # --json: the done event names the transport that carried the data.
+    rcmd="exec $PCP receive -y --json $common --peer $addr"
     case $sink in
       file) rcmd="$rcmd -o $out" ;;
       tree) rcmd="$rcmd -C $RX" ;;
@@ -317,12 +321,17 @@ run_one() {
   if [ -z "${CIPHER:-}" ] && [ "$tool" = tls ]; then
     CIPHER=$(sed -n 's/.*SSL connection using \([^ ]*\).*/\1/p;T;q' "$LOG/r.err")
   fi
-  local s r
+  local s r transport=tcp
+  if [ "$tool" = pcp ] || [ "$tool" = pcpq ]; then
+    transport=$(sed -n 's/.*"event":"done".*"transport":"\([a-z]*\)".*/\1/p' "$LOG/r.err" | tail -1)
+    [ -n "$transport" ] || transport=$(sed -n 's/.*"transport":"\([a-z]*\)".*"event":"done".*/\1/p' "$LOG/r.err" | tail -1)
+    [ -n "$transport" ] || transport=unknown
+  fi
   read -r -a s < <(tail -1 "$LOG/s.time")
   read -r -a r < <(tail -1 "$LOG/r.time")
-  awk -v c="$case" -v t="$tool" -v p="$pair" -v b="$bytes" -v t0="$t0" -v t1="$t1" \
+  awk -v c="$case" -v t="$tool" -v p="$pair" -v b="$bytes" -v t0="$t0" -v t1="$t1" -v tr="$transport" \
     -v su="${s[1]}" -v ss="${s[2]}" -v sm="${s[3]}" -v ru="${r[1]}" -v rs="${r[2]}" -v rm="${r[3]}" \
-    'BEGIN { printf "%s\t%s\t%d\t%d\t%.6f\t%.2f\t%d\t%.2f\t%d\n", c, t, p, b, t1 - t0, su + ss, sm, ru + rs, rm }' \
+    'BEGIN { printf "%s\t%s\t%d\t%d\t%.6f\t%.2f\t%d\t%.2f\t%d\t%s\n", c, t, p, b, t1 - t0, su + ss, sm, ru + rs, rm, tr }' \
     >>"$RESULTS"
   tail -1 "$RESULTS" | awk -F'\t' '{ printf "  %-14s pair %d  %-5s %8.3f s  %8.1f MiB/s\n", $1, $3, $2, $5, $4 / $5 / 1048576 }' >&2
 }
@@ -355,19 +364,20 @@ summarize() {
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
       }
       $1 == c && $2 == "tls" { tls[$3] = $5 }
-      $1 == c && $2 == t { n++; secs[$3] = $5; rate[n] = $4 / $5; scpu[n] = $6; srss[n] = $7; rcpu[n] = $8; rrss[n] = $9 }
+      $1 == c && $2 == t { n++; secs[$3] = $5; rate[n] = $4 / $5; scpu[n] = $6; srss[n] = $7; rcpu[n] = $8; rrss[n] = $9
+        if (!($10 in seen)) { seen[$10] = 1; tr = tr (tr == "" ? "" : "+") $10 } }
       END {
         if (n == 0) exit
         m = 0
         for (p in secs) if (p in tls) ratio[++m] = tls[p] / secs[p]
         mr = median(rate, n); x = m ? median(ratio, m) : 0
         sc = median(scpu, n); rc = median(rcpu, n); sr = median(srss, n) / 1024; rr = median(rrss, n) / 1024
-        printf "%-6s %9.1f %8.2f %s %13.2f %14.2f %9.0f / %-5.0f  tcp\n", t, mr / 1048576, x,
-          (link ? sprintf("%8.2f", mr / link) : ""), sc, rc, sr, rr
+        printf "%-6s %9.1f %8.2f %s %13.2f %14.2f %9.0f / %-5.0f  %s\n", t, mr / 1048576, x,
+          (link ? sprintf("%8.2f", mr / link) : ""), sc, rc, sr, rr, tr
         if (link)
           printf "| %s | %s | %.0f | %.2f | %.2f |\n", label, t, mr / 1048576, mr / link, x >> mds
         else
-          printf "| %s | %s | %.0f | %.2f | %.2f / %.2f | %.0f / %.0f | tcp |\n", label, t, mr / 1048576, x, sc, rc, sr, rr >> md
+          printf "| %s | %s | %.0f | %.2f | %.2f / %.2f | %.0f / %.0f | %s |\n", label, t, mr / 1048576, x, sc, rc, sr, rr, tr >> md
       }' "$RESULTS"
   done
 }
@@ -391,20 +401,22 @@ echo "pcp: $PCP ($("$PCP" --version)), --no-dht --no-mdns, TCP only (--listen / 
 echo "data: ${SIZE_MIB} MiB random and text; tree of $TREE_N files, $((TREE_BYTES >> 20)) MiB; outputs verified with $DIGEST"
 echo "pairs: $PAIRS per data set; ratios are medians of per-round ratios to the TLS pipe (tls)"
 
+PCPS=pcp
+[ -n "$QUIC" ] && PCPS="pcp pcpq"
 for c in $CASES; do
   case $c in
-    random) run_case random "random, file → stdout" nc tls ztls pcp ;;
-    text) run_case text "text, file → stdout" nc tls ztls pcp ;;
-    stdin) run_case stdin "random, stdin → stdout" nc tls ztls pcp ;;
-    file) run_case file "random, file → -o file (tmpfs)" nc tls ztls pcp ;;
-    tree) run_case tree "tree of $TREE_N files ($((TREE_BYTES >> 20)) MiB) → -C dir (tmpfs)" nc tls ztls pcp ;;
+    random) run_case random "random, file → stdout" nc tls ztls $PCPS ;;
+    text) run_case text "text, file → stdout" nc tls ztls $PCPS ;;
+    stdin) run_case stdin "random, stdin → stdout" nc tls ztls $PCPS ;;
+    file) run_case file "random, file → -o file (tmpfs)" nc tls ztls $PCPS ;;
+    tree) run_case tree "tree of $TREE_N files ($((TREE_BYTES >> 20)) MiB) → -C dir (tmpfs)" nc tls ztls $PCPS ;;
     shaped)
       # tbf segments GSO packets bigger than its bucket, so 256 kB keeps veth's 64 KiB
       # super-packets whole; 50 ms of queue is a modest router buffer at this rate.
       ip netns exec "$A" tc qdisc replace dev veth-s root tbf rate "${SHAPED_MBIT}mbit" \
         burst 256kb latency 50ms
-      run_case "random@$SHAPED_MBIT" "random ${SHAPED_MIB} MiB, ${SHAPED_MBIT} Mbit/s" tls ztls pcp
-      run_case "text@$SHAPED_MBIT" "text ${SHAPED_MIB} MiB, ${SHAPED_MBIT} Mbit/s" tls ztls pcp
+      run_case "random@$SHAPED_MBIT" "random ${SHAPED_MIB} MiB, ${SHAPED_MBIT} Mbit/s" tls ztls $PCPS
+      run_case "text@$SHAPED_MBIT" "text ${SHAPED_MIB} MiB, ${SHAPED_MBIT} Mbit/s" tls ztls $PCPS
       ip netns exec "$A" tc qdisc del dev veth-s root
       ;;
     *) echo "compare.sh: unknown case '$c'" >&2; exit 2 ;;
@@ -413,7 +425,8 @@ done
 
 echo
 echo "TLS pipe cipher: ${CIPHER:-unknown}; ztls is zstd -1 (one thread); pcp adapts its zstd level (none to 6) to the link."
-echo "transport: pcp does not report it yet; TCP is forced by --listen /ip4/…/tcp and --peer."
+echo "transport: what pcp's --json done event named (the pipes are TCP); pcp listens on and dials"
+echo "one TCP address (QUIC=1 adds pcpq, the same over one QUIC address)."
 echo
 echo "Markdown (for the README):"
 echo

@@ -100,6 +100,61 @@ pub struct Report {
     pub stats: Stats,
     /// Where the receiver put what it got (empty for a writer or for the sender).
     pub written: Vec<PathBuf>,
+    /// What carried the last session's data, when known.
+    pub transport: Option<Transport>,
+}
+
+/// What carried a session: the transport of the connection its stream rode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// TCP (noise, yamux).
+    Tcp,
+    /// QUIC v1.
+    Quic,
+    /// A circuit through a relay (`--allow-relay`).
+    Relayed,
+    /// libp2p's in-process memory transport.
+    Memory,
+    /// Something else.
+    Other,
+}
+
+impl Transport {
+    /// The transport of a connection to `addr` (its remote address).
+    #[must_use]
+    pub fn of(addr: &libp2p::Multiaddr) -> Transport {
+        use libp2p::multiaddr::Protocol;
+        let mut found = Transport::Other;
+        for p in addr {
+            match p {
+                Protocol::P2pCircuit => return Transport::Relayed,
+                Protocol::QuicV1 => found = Transport::Quic,
+                Protocol::Tcp(_) if found == Transport::Other => found = Transport::Tcp,
+                Protocol::Memory(_) => found = Transport::Memory,
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// A stable lowercase name: `tcp`, `quic`, `relayed`, `memory`, `other`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+            Transport::Relayed => "relayed",
+            Transport::Memory => "memory",
+            Transport::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Something worth telling the user.
@@ -223,5 +278,30 @@ impl Events {
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Events")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Transport;
+
+    #[test]
+    fn a_connection_s_transport_is_read_from_its_address() {
+        let of = |a: &str| Transport::of(&a.parse().expect("a multiaddr"));
+        assert_eq!(of("/ip4/198.18.0.1/tcp/4001"), Transport::Tcp);
+        assert_eq!(
+            of("/ip6/::1/tcp/4001/p2p/12D3KooWDgtWNX3aqxVRU9xTuUAjugigwg8sxGX5MXFEhHYsTDrF"),
+            Transport::Tcp
+        );
+        assert_eq!(of("/ip4/198.18.0.1/udp/4001/quic-v1"), Transport::Quic);
+        assert_eq!(
+            of(
+                "/ip4/198.18.0.9/tcp/4001/p2p/12D3KooWDgtWNX3aqxVRU9xTuUAjugigwg8sxGX5MXFEhHYsTDrF/p2p-circuit"
+            ),
+            Transport::Relayed
+        );
+        assert_eq!(of("/memory/7"), Transport::Memory);
+        assert_eq!(of("/dns4/example.org"), Transport::Other);
+        assert_eq!(Transport::Quic.to_string(), "quic");
     }
 }

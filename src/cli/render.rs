@@ -484,7 +484,8 @@ impl Reporter {
         if self.verbose {
             let fields: Vec<String> =
                 stats_fields(r).iter().map(|(k, v)| format!("{k}={v}")).collect();
-            self.line(&format!("pcp: stats: {}", fields.join(" ")));
+            let transport = r.transport.map_or("unknown", pcp::Transport::as_str);
+            self.line(&format!("pcp: stats: {} transport={transport}", fields.join(" ")));
         }
         self.clear();
         let secs = r.elapsed.as_secs_f64().max(1e-6);
@@ -591,6 +592,7 @@ fn done_json(r: &Report) -> serde_json::Value {
     let mut done = json!({
         "event": "done", "bytes": r.bytes, "wire": r.wire, "chunks": r.chunks,
         "seconds": r.elapsed.as_secs_f64(),
+        "transport": r.transport.map(pcp::Transport::as_str),
     });
     for (k, v) in stats_fields(r) {
         done[k] = json!(v);
@@ -613,6 +615,7 @@ mod tests {
                 wire: 120,
                 chunks: 2,
                 elapsed: Duration::from_millis(1500),
+                transport: Some(pcp::Transport::Quic),
                 stats,
                 written: Vec::new(),
             }))
@@ -623,6 +626,7 @@ mod tests {
         assert_eq!(done["resent"], 10);
         assert_eq!(done["skipped"], 20);
         assert_eq!(done["reconnects"], 1);
+        assert_eq!(done["transport"], "quic");
     }
 
     #[test]

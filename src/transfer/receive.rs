@@ -17,7 +17,7 @@ use super::incoming::{Ending, Incoming};
 use super::rendezvous::find_sender;
 use super::{LINGER, node_config, unexpected};
 use crate::error::Error;
-use crate::event::{Event, Events, OfferInfo, OfferKind, Report, Role, Stats};
+use crate::event::{Event, Events, OfferInfo, OfferKind, Report, Role, Stats, Transport};
 use crate::message::{Control, Kind, Offer, Resume};
 use crate::node::Node;
 use crate::options::{Destination, ReceiveOptions};
@@ -63,6 +63,7 @@ pub async fn receive(
     let mut state: Option<Incoming> = None;
     let mut first = Some((destination, consent));
     let mut started = Instant::now();
+    let mut transport = None;
     let result = async {
         loop {
             // The node lives as long as this round: dropping it closes the connection.
@@ -71,6 +72,11 @@ pub async fn receive(
                 Met::Offer(so) => *so,
                 Met::Lost => continue,
             };
+            transport = addr.as_ref().map(Transport::of);
+            tracing::info!(
+                transport = %transport.map_or("unknown", Transport::as_str),
+                "the sender's offer arrived"
+            );
             let session = match (&mut state, first.take()) {
                 (Some(inc), _) => {
                     let session = resume_with(inc, session, &offer).await?;
@@ -106,7 +112,7 @@ pub async fn receive(
         }
     }
     .await;
-    finish(result, state, started, &events).await
+    finish(result, state, (started, transport), &events).await
 }
 
 /// What finding the sender again needs.
@@ -317,7 +323,7 @@ fn offer_info(offer: &Offer, peer: libp2p::PeerId, addr: Option<libp2p::Multiadd
 async fn finish(
     result: Result<(), Error>,
     state: Option<Incoming>,
-    started: Instant,
+    (started, transport): (Instant, Option<Transport>),
     events: &Events,
 ) -> Result<Report, Error> {
     let Some(mut inc) = state else {
@@ -349,6 +355,7 @@ async fn finish(
         elapsed: started.elapsed(),
         stats: inc.stats,
         written: written.clone(),
+        transport,
     };
     events.emit(Event::Finished(report.clone()));
     for path in written {

@@ -11,7 +11,7 @@ use super::rendezvous::Listener;
 use super::{LINGER, node_config, unexpected};
 use crate::code::Code;
 use crate::error::Error;
-use crate::event::{Event, Events, Report, Role};
+use crate::event::{Event, Events, Report, Role, Transport};
 use crate::message::{Control, Resume};
 use crate::node::Node;
 use crate::options::SendOptions;
@@ -61,6 +61,7 @@ pub async fn send(
     let mut started: Option<Instant> = None;
     // After a lost connection: the receiver that has the data so far.
     let mut pinned: Option<libp2p::PeerId> = None;
+    let mut transport: Option<Transport>;
     loop {
         let waiting = listener.next_session();
         let session = tokio::select! {
@@ -75,7 +76,8 @@ pub async fn send(
             } => s?,
         };
         let peer = session.peer();
-        tracing::info!(%peer, "authenticated");
+        transport = node.remote_addr(peer).await.ok().flatten().map(|a| Transport::of(&a));
+        tracing::info!(%peer, transport = %transport.map_or("unknown", Transport::as_str), "authenticated");
         let served = tokio::select! {
             r = serve(&mut out, session, (&mut started, pinned), &events, &cancel) => r?,
             () = listener.refuse_others() => unreachable!("refuse_others never returns"),
@@ -98,6 +100,7 @@ pub async fn send(
         elapsed: started.map_or(Duration::ZERO, |t| t.elapsed()),
         stats: out.stats,
         written: Vec::new(),
+        transport,
     };
     events.emit(Event::Finished(report.clone()));
     Ok(report)
