@@ -13,10 +13,11 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use util::{
-    CODE, Lan, MIB, Proc, TIMEOUT, arg, assert_bytes_eq, clean_env, exit, read, start_receiver,
-    start_sender, write_random_file,
+    CODE, Lan, MIB, Proc, Pty, TIMEOUT, arg, assert_bytes_eq, clean_env, exit, read,
+    start_receiver, start_sender, write_random_file,
 };
 
 /// Runs `pcp ARGS…` to completion with a clean environment, no stdin and no terminal.
@@ -522,4 +523,105 @@ fn a_lone_node_prints_no_library_warnings_unless_vv() {
     cmd.stdout(Stdio::null());
     let mut node = Proc::spawn("node -vv", &mut cmd);
     node.stderr.wait_for_line(|l| l.contains("libp2p_kad"), TIMEOUT);
+}
+
+// --- 5 and 8: a folder's offer and progress, and who offers, on a terminal -------------
+
+/// How long a transfer over a rate-limited link may take in a debug build.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Starts `pcp send --code CODE ARGS…` on `host` with mDNS off, so it prints the address
+/// to dial; returns it and the sender's peer id (the address ends in `/p2p/ID`).
+fn undiscoverable_sender(host: &util::Host, args: &[&str]) -> (Proc, String, String) {
+    let mut cmd = host.cmd(["send", "--code", CODE]);
+    cmd.args(args).env("PCP_NO_MDNS", "1");
+    let mut sender = Proc::spawn("sender", &mut cmd);
+    let line = sender.stderr.wait_for_line(|l| l.starts_with("listening on "), TIMEOUT);
+    let addr = peer_address(&line).to_owned();
+    let id = addr.rsplit_once("/p2p/").map(|(_, id)| id.to_owned()).expect("a /p2p/ address");
+    (sender, addr, id)
+}
+
+/// The consent question on a terminal's text: from `Accept` to `[y/N]`.
+fn question(text: &str) -> &str {
+    let start = text.rfind("Accept ").unwrap_or_else(|| panic!("no question in:\n{text}"));
+    let rest = &text[start..];
+    &rest[..rest.find(" [y/N]").map_or(rest.len(), |end| end + " [y/N]".len())]
+}
+
+/// The lines of a terminal's text that are redraws of a progress bar: they show a rate
+/// (`1.9 MiB/s`), and are not the `done: …` line.
+fn bar_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.contains("B/s") && !l.starts_with("done: ")).collect()
+}
+
+/// Item 5: a folder is offered on the terminal as a folder, with how many entries it
+/// holds and its size, not as a "tar stream"; its progress bar has a total, a percentage
+/// and an ETA, as a file's has. Item 8: the question says where the offer comes from, the
+/// address and a short peer id, ending as the sender's real id does; the whole id is
+/// shown nowhere.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_folder_is_offered_and_shown_as_a_folder_on_a_terminal() {
+    let lan = Lan::pair();
+    // 2 MB/s: the bar is drawn for some seconds.
+    lan.host(0).rate_limit("16mbit");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let album = tmp.path().join("album");
+    fs::create_dir(&album).expect("mkdir");
+    for name in ["a.jpg", "b.jpg", "c.jpg"] {
+        write_random_file(&album.join(name), 2 * MIB);
+    }
+    let dst = tmp.path().join("dst");
+    fs::create_dir(&dst).expect("mkdir");
+
+    let (mut sender, addr, id) = undiscoverable_sender(lan.host(0), &[arg(&album)]);
+    let receive = ["receive", "--no-mdns", "--peer", &addr, "-C", arg(&dst), CODE];
+    let mut receiver = Pty::spawn("receiver", lan.host(1), &receive);
+    let text = receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
+    let asked = question(&text);
+    // The album directory and its three files: four entries; 6 MiB and tar headers.
+    let short = format!("{}…{}", &id[..8], &id[id.len() - 4..]);
+    assert_eq!(
+        asked,
+        format!("Accept folder 'album', 4 entries, 6.0 MiB from 198.18.0.1 ({short})? [y/N]")
+    );
+    assert!(!text.contains("tar stream"), "{text}");
+    // Nor anywhere else: the status line before the question says `found 12D3KooW…`.
+    assert!(!text.contains(&id), "the whole peer id without -v:\n{text}");
+
+    receiver.type_line("y");
+    let text = receiver.expect_exit(exit::OK, TRANSFER_TIMEOUT);
+    sender.expect_exit(exit::OK);
+    util::assert_trees_eq(&album, &dst.join("album"));
+    let bars = bar_lines(&text);
+    assert!(!bars.is_empty(), "no progress bar with a total:\n{text}");
+    for line in &bars {
+        assert!(line.contains("/6.00 MiB"), "the total is not the folder's size: {line:?}");
+        assert!(line.contains('%') && line.contains("eta "), "no percentage or ETA: {line:?}");
+    }
+    assert!(!text.contains(&id), "the whole peer id without -v:\n{text}");
+    eprintln!("--- the receiver's terminal:\n{text}");
+}
+
+/// Item 8: with `-v` the question shows the sender's whole peer id.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn the_whole_peer_id_is_shown_with_v() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("report.pdf"), tmp.path().join("got.pdf"));
+    let data = write_random_file(&src, 1000);
+    let (mut sender, addr, id) = undiscoverable_sender(lan.host(0), &[arg(&src)]);
+    let receive = ["receive", "-v", "--no-mdns", "--peer", &addr, "-o", arg(&out), CODE];
+    let mut receiver = Pty::spawn("receiver", lan.host(1), &receive);
+    let text = receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
+    assert_eq!(
+        question(&text),
+        format!("Accept file 'report.pdf', 1000 B from 198.18.0.1 ({id})? [y/N]")
+    );
+    receiver.type_line("y");
+    receiver.expect_exit(exit::OK, TIMEOUT);
+    sender.expect_exit(exit::OK);
+    assert_bytes_eq("got.pdf", &data, &read(&out));
 }

@@ -31,7 +31,7 @@ use pcp::event::DhtStatus;
 use pcp::{Event, OfferKind, Report, Role};
 use serde_json::json;
 
-use super::prompt::{describe_short, human_bytes, sanitize};
+use super::prompt::{describe_short, human_bytes, peer_id, sanitize};
 
 /// Draws events on stderr.
 #[derive(Debug)]
@@ -406,11 +406,16 @@ impl Reporter {
                 self.listening(addr);
             }
             Event::Searching => self.status("looking for the peer…"),
-            Event::Found { peer, via } => self.status(&format!("found {peer} via {via}")),
-            Event::Authenticating { peer } => self.status(&format!("authenticating {peer}…")),
+            Event::Found { peer, via } => {
+                self.status(&format!("found {} via {via}", peer_id(&peer, self.verbose)));
+            }
+            Event::Authenticating { peer } => {
+                self.status(&format!("authenticating {}…", peer_id(&peer, self.verbose)));
+            }
             Event::WrongCode { peer, left } if !self.quiet => {
                 self.line(&format!(
-                    "a receiver ({peer}) tried a wrong code; {left} attempt(s) left"
+                    "a receiver ({}) tried a wrong code; {left} attempt(s) left",
+                    peer_id(&peer, self.verbose)
                 ));
             }
             Event::AwaitingAccept => self.status("waiting for the receiver to accept…"),
@@ -467,7 +472,7 @@ impl Reporter {
         let (b, template) = match total {
             Some(n) => (
                 ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
-                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                "{bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
             ),
             None => (
                 ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
