@@ -625,3 +625,50 @@ fn the_whole_peer_id_is_shown_with_v() {
     sender.expect_exit(exit::OK);
     assert_bytes_eq("got.pdf", &data, &read(&out));
 }
+
+// --- 2: a wrong first word -----------------------------------------------------------------
+
+/// `CODE` with another first word: another channel, so no sender of `CODE` serves it.
+const OTHER_FIRST_WORD: &str = "drill-enemy-result-increase";
+
+/// The receiver's notice when only senders of other codes answer (src/cli/render.rs).
+const NOT_FOR_THIS_CODE: &str =
+    "found 1 sender on the network, but not for this code: check the first word; still looking";
+
+/// A receiver whose code's first word is not the sender's says so within seconds, and
+/// keeps looking: a sender of its own code, started later, is found. The sender of the
+/// other code, on a terminal, goes back from `authenticating …` to waiting when the
+/// stranger's stream goes away, and is not ended by it.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_wrong_first_word_is_said_and_the_receiver_keeps_looking() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("report.pdf"), tmp.path().join("got.pdf"));
+    let data = write_random_file(&src, 1000);
+
+    let mut other = Pty::spawn("sender of CODE", lan.host(0), &["send", "--code", CODE, arg(&src)]);
+    other.wait_for("the ready line", TIMEOUT, |t| t.contains("Ready:"));
+
+    let receive = ["-y", "-o", arg(&out), OTHER_FIRST_WORD];
+    let mut receiver = start_receiver(lan.host(1), &receive, Stdio::null());
+    // mDNS finds the sender within a second or two; the receiver speaks up 3 s after
+    // the first refusal.
+    let start = std::time::Instant::now();
+    receiver.stderr.wait_for_line(|l| l == NOT_FOR_THIS_CODE, Duration::from_secs(15));
+    eprintln!("told after {:?}", start.elapsed());
+
+    // The sender saw a stream, and went back to waiting when it failed.
+    other.wait_for("the status back to waiting", TIMEOUT, |t| {
+        t.find("authenticating ").is_some_and(|at| t[at..].contains("looking for the peer"))
+    });
+
+    // Still looking: the sender of its own code is found.
+    let mut sender = start_sender(lan.host(0), OTHER_FIRST_WORD, &[arg(&src)], Stdio::null());
+    let stderr = receiver.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    assert_bytes_eq("got.pdf", &data, &read(&out));
+    assert_eq!(stderr.matches("not for this code").count(), 1, "said once:\n{stderr}");
+    assert!(other.child.try_wait().expect("try_wait").is_none(), "{}", other.text());
+    eprintln!("--- the other sender's terminal:\n{}", other.text());
+}
