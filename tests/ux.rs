@@ -672,3 +672,110 @@ fn a_wrong_first_word_is_said_and_the_receiver_keeps_looking() {
     assert!(other.child.try_wait().expect("try_wait").is_none(), "{}", other.text());
     eprintln!("--- the other sender's terminal:\n{}", other.text());
 }
+
+// --- 4: after a reconnect or a resume, the rate is this run's ---------------------------
+
+/// The link's rate for [`rates_stay_near_the_link_rate_after_a_reconnect_and_a_resume`]:
+/// 16 Mbit/s, 2 MB/s.
+const LINK: &str = "16mbit";
+const LINK_BYTES_PER_SEC: f64 = 2_000_000.0;
+
+/// The rates (bytes per second) shown by the progress bar lines of `text` after the
+/// last line that holds `mark`.
+fn rates_after(text: &str, mark: &str) -> Vec<f64> {
+    let at = text.rfind(mark).unwrap_or_else(|| panic!("no {mark:?} in:\n{text}"));
+    let mut rates = Vec::new();
+    for line in bar_lines(&text[at..]) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.windows(2) {
+            let unit = match pair[1] {
+                "B/s" => 1.0,
+                "KiB/s" => 1024.0,
+                "MiB/s" => 1024.0 * 1024.0,
+                "GiB/s" => 1024.0 * 1024.0 * 1024.0,
+                _ => continue,
+            };
+            let n: f64 = pair[0].parse().unwrap_or_else(|_| panic!("a rate in {line:?}"));
+            rates.push(n * unit);
+        }
+    }
+    rates
+}
+
+/// Asserts that every rate the bar showed after `mark` is below twice the link's, and
+/// that it showed some.
+fn assert_rates_near_the_link(text: &str, mark: &str) {
+    let rates = rates_after(text, mark);
+    assert!(rates.len() >= 3, "hardly any bar after {mark:?}:\n{text}");
+    let top = rates.iter().copied().fold(0.0, f64::max);
+    assert!(
+        top < 2.0 * LINK_BYTES_PER_SEC,
+        "after {mark:?} the bar showed {:.2} MiB/s on a {LINK} link:\n{text}",
+        top / 1024.0 / 1024.0
+    );
+}
+
+/// Item 4: a receiver on a terminal, over a 2 MB/s link, loses its connection at 25 %
+/// (its address changes, TCP only, so the old connection is dead for good): it says
+/// `connection lost, reconnecting…`, then `reconnected`, and the bar's rate is the
+/// link's again: neither inflated nor held down by the seconds without a connection. Killed at 60 % and run again, it resumes the part file: the rate counts
+/// only what moves in the new run, not the 60 % already on disk (it showed 18 MiB/s on
+/// a 2.4 MiB/s link).
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn rates_stay_near_the_link_rate_after_a_reconnect_and_a_resume() {
+    const SIZE: usize = 16 * MIB;
+    let tcp_only = ["--listen", "/ip4/0.0.0.0/tcp/0"];
+    let lan = Lan::pair();
+    lan.host(0).rate_limit(LINK);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("big.bin"), tmp.path().join("big.out"));
+    let part = util::part_path(&out);
+    let data = write_random_file(&src, SIZE);
+    let at = |pct: usize| u64::try_from(SIZE / 100 * pct).expect("fits");
+
+    let mut sender =
+        start_sender(lan.host(0), CODE, &[&tcp_only[..], &[arg(&src)]].concat(), Stdio::null());
+    let receive = [&["receive", "-y"], &tcp_only[..], &["-o", arg(&out), CODE]].concat();
+    let mut receiver = Pty::spawn("receiver", lan.host(1), &receive);
+    util::wait_for_len(&part, at(25), TRANSFER_TIMEOUT, &mut [&mut sender]);
+    lan.host(1).change_addr(std::net::Ipv4Addr::new(198, 18, 0, 12));
+    receiver.wait_for("the reconnection", TRANSFER_TIMEOUT, |t| {
+        t.find("connection lost, reconnecting").is_some_and(|i| t[i..].contains("\nreconnected"))
+    });
+    util::wait_for_len(&part, at(60), TRANSFER_TIMEOUT, &mut [&mut sender]);
+    let first = receiver.text();
+    assert_rates_near_the_link(&first, "\nreconnected");
+    // Nor is it held down by the seconds without a connection: some MiB after the
+    // reconnection the rate is the link's again (a debug build moves at least 1 MB/s).
+    let last = *rates_after(&first, "\nreconnected").last().expect("rates");
+    assert!(
+        last > LINK_BYTES_PER_SEC / 4.0,
+        "{:.0} KiB/s shown at 60 % on a {LINK} link, the time without a connection \
+         counted:\n{first}",
+        last / 1024.0
+    );
+
+    receiver.signal_program("KILL", TIMEOUT);
+    drop(sender);
+    let code = "garden-oxygen-ladder-punch";
+    let mut sender = start_sender(lan.host(0), code, &[arg(&src)], Stdio::null());
+    let mut receiver =
+        Pty::spawn("receiver", lan.host(1), &["receive", "-y", "-o", arg(&out), code]);
+    let second = receiver.expect_exit(exit::OK, TRANSFER_TIMEOUT);
+    sender.expect_exit(exit::OK);
+    assert_bytes_eq("big.out", &data, &read(&out));
+    assert_rates_near_the_link(&second, "resuming: ");
+    // The last line's rate too: what moved over the time it took.
+    let done = second.lines().find(|l| l.starts_with("done: ")).expect("a done line");
+    let rate = done.split_once('(').and_then(|(_, r)| r.split_once("/s,")).map(|(r, _)| r);
+    let (n, unit) = rate.and_then(|r| r.split_once(' ')).unwrap_or_else(|| panic!("{done}"));
+    let n: f64 = n.parse().unwrap_or_else(|_| panic!("{done}"));
+    let unit = match unit {
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        _ => panic!("a rate in {done:?}"),
+    };
+    assert!(n * unit < 2.0 * LINK_BYTES_PER_SEC, "{done}");
+    eprintln!("--- the first run's terminal:\n{first}\n--- the second run's:\n{second}");
+}

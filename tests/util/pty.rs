@@ -116,6 +116,27 @@ impl Pty {
         }
     }
 
+    /// Sends `signal` ("KILL", "INT", …) to pcp itself, script(1)'s child, and waits up
+    /// to `timeout` for script(1) to exit, which it does when pcp has.
+    ///
+    /// # Panics
+    ///
+    /// If pcp is not running, or script(1) does not exit in time.
+    pub fn signal_program(&mut self, signal: &str, timeout: Duration) -> ExitStatus {
+        let script = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{script}/task/{script}/children"))
+            .unwrap_or_else(|e| panic!("{}: the children of script(1): {e}", self.name));
+        let pid = children.split_whitespace().next().unwrap_or_else(|| {
+            panic!("{}: pcp is not running; its terminal:\n{}", self.name, self.text())
+        });
+        let status = std::process::Command::new("kill")
+            .args(["-s", signal, pid])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -s {signal} {pid} failed");
+        wait_with_timeout(&mut self.child, timeout)
+    }
+
     /// Types `line` and Enter.
     ///
     /// # Panics
