@@ -78,16 +78,18 @@ pub(crate) fn describe_short(offer: &OfferInfo) -> String {
 /// Who offers: the address the connection came from and a short peer id (the whole id
 /// with `-v`).
 pub(crate) fn who(offer: &OfferInfo, verbose: bool) -> String {
-    let id = offer.peer.to_string();
-    let id = if verbose || id.len() < 16 {
-        id
-    } else {
-        format!("{}…{}", &id[..8], &id[id.len() - 4..])
-    };
+    let id = peer_id(&offer.peer, verbose);
     match offer.ip() {
         Some(ip) => format!("{ip} ({id})"),
         None => id,
     }
+}
+
+/// A peer id as a person reads it: its first 8 and last 4 characters (`12D3KooW…5p7B`),
+/// enough to tell two peers apart and not wrap a line; the whole id with `-v`.
+pub(crate) fn peer_id(peer: &libp2p::PeerId, verbose: bool) -> String {
+    let id = peer.to_string();
+    if verbose || id.len() < 16 { id } else { format!("{}…{}", &id[..8], &id[id.len() - 4..]) }
 }
 
 /// The consent question.

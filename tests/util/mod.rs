@@ -17,6 +17,8 @@
 //!   written.
 //! - [`pcp`]: pcp's exit statuses, the `.pcp-part` files, and starting a sender
 //!   ([`start_sender`]) and a receiver ([`start_receiver`]) on a host.
+//! - [`pty`]: [`Pty`] runs `pcp` on a terminal of its own (script(1)), for what only a
+//!   terminal shows: the consent prompt, the status spinner and the progress bar.
 //! - [`data`]: [`random_bytes`], [`make_sample_tree`] and [`assert_trees_eq`] make and
 //!   check data.
 //!
@@ -31,6 +33,7 @@ mod data;
 mod netns;
 mod pcp;
 mod process;
+mod pty;
 
 // Flat re-exports keep call sites short (`util::Lan`); like the dead code above, the
 // ones a test binary does not use would warn.
@@ -51,3 +54,5 @@ pub use process::{
     stdin_from, stdout_to, try_wait_timeout, wait_for_code, wait_for_len, wait_until,
     wait_with_timeout,
 };
+#[allow(unused_imports)]
+pub use pty::{Pty, plain};
