@@ -1850,4 +1850,101 @@ mod tests {
         assert!(!staging.exists());
         assert!(names_in(dest.path()).is_empty());
     }
+
+    // ---- resumable extraction ----
+
+    /// `tree` (a directory), `tree/a`, `tree/b`, the end: and the offset of each entry.
+    fn three_entries() -> (Vec<u8>, Vec<u64>) {
+        let mut tar = Vec::new();
+        let mut at = Vec::new();
+        for (kind, name, data) in [
+            (EntryType::Directory, "tree", &b""[..]),
+            (EntryType::Regular, "tree/a", b"first"),
+            (EntryType::Regular, "tree/b", b"second"),
+        ] {
+            at.push(tar.len() as u64);
+            raw_entry(&mut tar, kind, name.as_bytes(), b"", data);
+        }
+        tar.extend_from_slice(&[0; 1024]);
+        (tar, at)
+    }
+
+    #[test]
+    fn checkpoints_give_where_each_next_entry_begins() {
+        let dest = TempDir::new().unwrap();
+        let (tar, at) = three_entries();
+        let staging = dest.path().join("s");
+        let mut unpacker =
+            Unpacker::resumable(dest.path(), staging.clone(), vec!["tree".into()], None).unwrap();
+        let mut seen = Vec::new();
+        unpacker
+            .unpack_from(&tar[..], 0, |c: &Checkpoint| {
+                seen.push(c.clone());
+                Ok::<(), ArchiveError>(())
+            })
+            .unwrap();
+        let nexts: Vec<u64> = seen.iter().map(|c| c.next).collect();
+        assert_eq!(nexts, [at[1], at[2], tar.len() as u64 - 1024]);
+        assert_eq!(seen[0].dir.as_ref().map(|d| d.parts.clone()), Some(vec!["tree".into()]));
+        assert!(seen[1].dir.is_none());
+        assert_eq!(seen[2].name, "tree/b");
+        drop(unpacker);
+        assert!(staging.join("tree/b").is_file(), "a resumable staging outlives its unpacker");
+    }
+
+    #[test]
+    fn a_resumed_unpacker_replaces_the_entry_it_stopped_in_and_only_that_one() {
+        let dest = TempDir::new().unwrap();
+        let (tar, at) = three_entries();
+        let staging = dest.path().join("s");
+        fs::create_dir_all(staging.join("tree")).unwrap();
+        fs::write(staging.join("tree/a"), b"first").unwrap();
+        // What the earlier run left of `tree/b`: part of it, or a planted symlink, which
+        // is unlinked, never written through.
+        let victim = dest.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, staging.join("tree/b")).unwrap();
+        let dirs = vec![DirMeta { parts: vec!["tree".into()], mode: 0o750, mtime: 1 }];
+        let resume = |staging: &Path| {
+            Unpacker::resumable(
+                dest.path(),
+                staging.to_owned(),
+                vec!["tree".into()],
+                Some(dirs.clone()),
+            )
+            .unwrap()
+        };
+        let mut unpacker = resume(&staging);
+        unpacker
+            .unpack_from(&tar[at[2] as usize..], at[2], |_| Ok::<(), ArchiveError>(()))
+            .unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(staging.join("tree/b")).unwrap(), b"second");
+        let placed = unpacker.commit(false).unwrap();
+        assert_eq!(placed, [dest.path().join("tree")]);
+        assert_eq!(mode(&dest.path().join("tree")), 0o750, "the recorded directory's mode");
+        assert!(!staging.exists());
+
+        // Only the first entry after the resume point is replaced: a later one that
+        // exists is the archive naming a path twice.
+        let staging = dest.path().join("s2");
+        fs::create_dir_all(staging.join("tree")).unwrap();
+        fs::write(staging.join("tree/b"), b"earlier").unwrap();
+        let mut unpacker = resume(&staging);
+        let err =
+            unpacker.unpack_from(&tar[at[1] as usize..], at[1], |_| Ok::<(), ArchiveError>(()));
+        assert!(matches!(err, Err(ArchiveError::Unsafe { .. })), "{err:?}");
+        assert!(staging.exists(), "kept for a later run");
+    }
+
+    #[test]
+    fn a_resumed_unpacker_needs_a_real_staging_directory() {
+        let dest = TempDir::new().unwrap();
+        let staging = dest.path().join("s");
+        symlink(dest.path(), &staging).unwrap();
+        let r = Unpacker::resumable(dest.path(), staging.clone(), vec!["t".into()], Some(vec![]));
+        assert!(matches!(r, Err(ArchiveError::Staging { .. })), "{r:?}");
+        let r = Unpacker::resumable(dest.path(), staging, vec!["t".into()], None);
+        assert!(matches!(r, Err(ArchiveError::Staging { .. })), "a fresh one is created anew");
+    }
 }

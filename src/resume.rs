@@ -682,4 +682,104 @@ mod tests {
         r.push(&hashes[1]);
         assert_eq!(Prefix { hashes, bytes: 0, extraction: None }.root().finish(), r.finish());
     }
+
+    fn archive_offer() -> Offer {
+        Offer {
+            kind: Kind::Archive,
+            name: "t".into(),
+            size: None,
+            entries: vec!["t".into()],
+            chunk_size: 1 << 16,
+            files: None,
+        }
+    }
+
+    fn dir_meta(name: &str) -> DirMeta {
+        DirMeta { parts: vec!["t".into(), name.into()], mode: 0o750, mtime: 1_700_000_000 }
+    }
+
+    /// A staging directory and a journal: chunks 0..4 handed over, then `t/d` (a
+    /// directory) and `t/d/f` extracted whole, the next entry starting inside chunk 2.
+    fn journaled(dir: &Path) -> (PathBuf, Vec<[u8; 32]>, u64) {
+        let staging = dir.join(".pcp-x.partial");
+        std::fs::create_dir(&staging).expect("mkdir");
+        let o = archive_offer();
+        let mut j = Journal::create(&staging, &o, &Prefix::default()).expect("journal");
+        let hashes: Vec<[u8; 32]> = (0..4u8).map(|i| [i; 32]).collect();
+        let next = (2 << 16) + 1536;
+        for h in &hashes[..3] {
+            j.append(h).expect("append");
+        }
+        j.extracted(&Checkpoint { next: 512, name: "t/d".into(), dir: Some(dir_meta("d")) })
+            .expect("entry");
+        j.extracted(&Checkpoint { next, name: "t/d/f".into(), dir: None }).expect("entry");
+        j.append(&hashes[3]).expect("append");
+        (staging, hashes, next)
+    }
+
+    #[test]
+    fn a_directory_resumes_at_the_chunk_holding_the_last_entry_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, hashes, next) = journaled(dir.path());
+        let p = load(&staging, &archive_offer()).expect("load");
+        assert_eq!(p.hashes, hashes[..2], "the chunks before the one holding the offset");
+        assert_eq!(p.bytes, 2 << 16);
+        let x = p.extraction.clone().expect("an extraction");
+        assert_eq!(x.next, next);
+        assert_eq!(x.last.as_deref(), Some("t/d/f"));
+        assert_eq!(x.dirs, [dir_meta("d")]);
+        assert_eq!(x.chunk, Some(hashes[2]), "the chunk holding the offset, to check again");
+        assert_eq!(x.skip(1 << 16), 1536);
+
+        // The journal a resumed run writes says the same, and takes records after it.
+        let mut j = Journal::create(&staging, &archive_offer(), &p).expect("rewrite");
+        assert_eq!(load(&staging, &archive_offer()).expect("load"), p);
+        j.append(&hashes[3]).expect("append");
+        j.extracted(&Checkpoint { next: 3 << 16, name: "t/e".into(), dir: Some(dir_meta("e")) })
+            .expect("entry");
+        let q = load(&staging, &archive_offer()).expect("load");
+        assert_eq!(q.hashes, hashes[..3]);
+        let y = q.extraction.expect("an extraction");
+        assert_eq!((y.next, y.chunk), (3 << 16, None), "at a chunk boundary nothing is skipped");
+        assert_eq!(y.dirs, [dir_meta("d"), dir_meta("e")]);
+    }
+
+    #[test]
+    fn a_directory_journal_stops_at_a_damaged_record_and_a_torn_one_is_no_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, _, next) = journaled(dir.path());
+        let m = manifest_path(&staging);
+        let whole = std::fs::read(&m).expect("read");
+        // Torn inside the last chunk record: the entry records before it stand.
+        std::fs::write(&m, &whole[..whole.len() - 10]).expect("write");
+        let x = load(&staging, &archive_offer()).expect("load").extraction.expect("extraction");
+        assert_eq!(x.next, next);
+        // A flipped byte in the last entry record: the one before it is where we stand.
+        let at = whole.len() - CHUNK_RECORD_LEN - 6;
+        let mut bad = whole.clone();
+        bad[at] ^= 0xff;
+        std::fs::write(&m, &bad).expect("write");
+        let p = load(&staging, &archive_offer()).expect("load");
+        let x = p.extraction.expect("extraction");
+        assert_eq!((x.next, x.last.as_deref()), (512, Some("t/d")));
+        assert_eq!(p.hashes.len(), 0, "offset 512 is inside chunk 0");
+    }
+
+    #[test]
+    fn a_directory_without_a_journal_or_staging_has_nothing_to_resume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, _, _) = journaled(dir.path());
+        std::fs::remove_file(manifest_path(&staging)).expect("rm");
+        assert_eq!(load(&staging, &archive_offer()).expect("load"), Prefix::default());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, _, _) = journaled(dir.path());
+        std::fs::remove_dir(&staging).expect("rmdir");
+        std::os::unix::fs::symlink(dir.path(), &staging).expect("plant");
+        let p = load(&staging, &archive_offer()).expect("load");
+        assert_eq!(p, Prefix::default(), "a symlink at the staging name is not resumed");
+        let mut other = archive_offer();
+        other.entries = vec!["u".into()];
+        assert!(matches!(load(&staging, &other), Err(ResumeError::OtherTransfer(_))));
+    }
 }
