@@ -32,8 +32,14 @@
 //!   see `archive/guard.rs`, which also refuses PAX `size` records and GNU sparse entries
 //!   so that it always knows where the next header is.
 //! - The receiver MUST validate every entry name and link target BEFORE creating anything
-//!   for it, and never writes outside its staging directory `dest/.pcp-staging-<hex>`
+//!   for it, and never writes outside its staging directory (inside `dest`: the sink's
+//!   `dest/.pcp-<id>.partial`, kept for a resume; a test's `dest/.pcp-staging-<hex>`)
 //!   until [`Unpacker::commit`].
+//! - A resumed unpacker ([`Unpacker::resumable`]) starts at an entry's first header, and
+//!   its first entry may replace what an earlier run left at that entry's path (never
+//!   a directory, never following a symlink); any later entry that finds its path taken
+//!   is refused as before. The directory modes and mtimes an earlier run saw come back
+//!   from the journal and meet the same name rules at commit.
 //! - The receiver never writes through a symlink: every ancestor of a new entry inside
 //!   staging MUST be a real directory.
 //! - A symlink target MUST be relative, MUST be some `..` components followed only by names

@@ -1,15 +1,14 @@
 //! Where the receiver's verified bytes go: stdout, a file through `NAME.pcp-part`, or a
-//! staged tar extraction; each runs on a dedicated writer thread.
+//! tar extraction into a staging directory; each runs on a dedicated writer thread.
 //!
 //! Invariants:
 //! - Only verified chunks reach a sink (the pipeline checks them).
 //! - A file appears under its final name only after [`Sink::finish`], i.e. after the
 //!   whole stream verified; until then it is `NAME.pcp-part`.
-//! - An archive's tar stream is first staged whole in `DIR/.pcp-<id>.tar.pcp-part`
-//!   (resumable like a file), and only once it verified is it extracted, through
-//!   [`Unpacker`]'s checks, into a staging directory and moved into place by
-//!   [`Sink::finish`]. This costs a second write of the data, and buys resume across
-//!   runs for directories with the same machinery as files.
+//! - An archive's tar stream is extracted as its chunks verify, through [`Unpacker`]'s
+//!   checks, into the staging directory `DIR/.pcp-<id>.partial` (see `sink/extract.rs`),
+//!   and moved into place by [`Sink::finish`]. The tar bytes are not kept: a rerun
+//!   resumes from the journal's last entry extracted whole (see [`crate::resume`]).
 //! - A sink aborted ([`Sink::abort`]) or dropped without `finish` keeps its part file
 //!   (and manifest) for a later resume, unless told not to (`keep_part: false`). Only
 //!   `abort` waits for the writer thread to have cleaned up; dropping never blocks.
@@ -222,8 +221,9 @@ impl Sink {
     /// # Errors
     /// The part file or staging directory cannot be created.
     ///
-    /// With `journal`, a file target keeps a resume manifest beside its part file (see
-    /// [`crate::resume`]) and continues after the given verified prefix.
+    /// With `journal`, a file target keeps a resume manifest beside its part file, and an
+    /// archive beside its staging directory (see [`crate::resume`]), and continues after
+    /// the given verified prefix (an archive: at the entry its extraction records).
     pub(crate) fn start(
         target: Target,
         force: bool,
@@ -237,7 +237,7 @@ impl Sink {
         };
         let thread = match (target, part) {
             (Target::Writer(w), _) => std::thread::spawn(move || write_to(w, rx)),
-            (_, None) => unreachable!("files and extractions always have a part file"),
+            (_, None) => unreachable!("files and extractions always keep something for resume"),
             (Target::File { path, keep_part }, Some(part)) => {
                 let (file, journal) = open_part(&part, journal, force)?;
                 std::thread::spawn(move || {
