@@ -213,6 +213,22 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// True when the peer's archive itself is at fault (a refused entry or header, a
+    /// broken stream): the same bytes would fail the same way again, so nothing of it
+    /// is worth keeping for a resume.
+    #[must_use]
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ArchiveError::Unsafe { .. }
+                | ArchiveError::ExtensionTooLarge { .. }
+                | ArchiveError::BadHeader(_)
+                | ArchiveError::Stream { .. }
+                | ArchiveError::Truncated { .. }
+                | ArchiveError::Incomplete { .. }
+        )
+    }
+
     /// A recommendation printed under the error, where one helps.
     #[must_use]
     pub fn hint(&self) -> Option<&'static str> {

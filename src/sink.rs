@@ -752,4 +752,31 @@ mod tests {
         assert!(!staging.join("someone's").exists(), "--force starts over");
         drop(sink);
     }
+
+    #[tokio::test]
+    async fn a_refused_archive_leaves_neither_staging_nor_journal() {
+        let (_src, tar) = sample_tar();
+        let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
+        let dest = tempfile::tempdir().expect("tempdir");
+        // Announced as `other`: the first entry, `tree`, is refused.
+        let target = Target::Extract { dir: dest.path().to_owned(), entries: vec!["other".into()] };
+        let mut offer = archive_offer();
+        offer.entries = vec!["other".into()];
+        let mut sink =
+            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        let mut refused = None;
+        for c in &chunks {
+            if let Err(e) = sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        // The writer's error comes from the write it stopped, or else from finish.
+        let err = match refused {
+            Some(e) => e,
+            None => sink.finish().await.expect_err("refused"),
+        };
+        assert!(matches!(err, SinkError::Archive(ArchiveError::Unsafe { .. })), "{err:?}");
+        assert!(listing(dest.path()).is_empty(), "{:?}", listing(dest.path()));
+    }
 }

@@ -33,6 +33,7 @@ use crate::resume::{Journal, Prefix};
 /// An extraction ready to take chunks.
 pub(super) struct Extraction {
     unpacker: Unpacker,
+    staging: PathBuf,
     journal: Option<Journal>,
     /// Tar-stream offset of the first byte extraction gets.
     base: u64,
@@ -80,19 +81,40 @@ impl Extraction {
             (Some(size), Some(r)) => (r.next, r.skip(size), r.chunk),
             _ => (0, 0, None),
         };
-        Ok(Extraction { unpacker, journal, base, skip, resent, force })
+        Ok(Extraction { unpacker, staging, journal, base, skip, resent, force })
     }
 
-    /// Extracts chunks as they come; on `Commit`, moves the result into place.
+    /// Extracts chunks as they come; on `Commit`, moves the result into place. An
+    /// archive refused as unsafe or broken leaves nothing: resuming it would only fail
+    /// the same way. Anything else (a local error, a stop) keeps staging for a rerun.
     pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) -> Result<Written, SinkError> {
         let journal = RefCell::new(self.journal.take());
+        let staging = self.staging.clone();
+        let result = self.extract(rx, &journal);
+        if let Err(SinkError::Archive(e)) = &result
+            && e.is_refusal()
+        {
+            super::discard(&staging);
+            if let Some(j) = journal.into_inner() {
+                j.remove();
+            }
+        }
+        result
+    }
+
+    fn extract(
+        self,
+        rx: mpsc::Receiver<Msg>,
+        journal: &RefCell<Option<Journal>>,
+    ) -> Result<Written, SinkError> {
+        let mut unpacker = self.unpacker;
         let mut chunks = Chunks {
             rx,
             held: None,
             at: 0,
             skip: self.skip,
             resent: self.resent,
-            journal: &journal,
+            journal,
             committed: false,
             failed: None,
         };
@@ -102,14 +124,14 @@ impl Extraction {
                 None => Ok(()),
             }
         };
-        let unpacked = self.unpacker.unpack_from(&mut chunks, self.base, record);
+        let unpacked = unpacker.unpack_from(&mut chunks, self.base, record);
         // The reader's own failure says more than the I/O error the tar crate made of it.
         if let Some(e) = chunks.failed.take() {
             return Err(e);
         }
         unpacked?;
-        let paths = self.unpacker.commit(self.force)?;
-        if let Some(j) = journal.into_inner() {
+        let paths = unpacker.commit(self.force)?;
+        if let Some(j) = journal.take() {
             j.remove();
         }
         Ok(Written { paths })
