@@ -32,8 +32,14 @@
 //!   see `archive/guard.rs`, which also refuses PAX `size` records and GNU sparse entries
 //!   so that it always knows where the next header is.
 //! - The receiver MUST validate every entry name and link target BEFORE creating anything
-//!   for it, and never writes outside its staging directory `dest/.pcp-staging-<hex>`
+//!   for it, and never writes outside its staging directory (inside `dest`: the sink's
+//!   `dest/.pcp-<id>.partial`, kept for a resume; a test's `dest/.pcp-staging-<hex>`)
 //!   until [`Unpacker::commit`].
+//! - A resumed unpacker ([`Unpacker::resumable`]) starts at an entry's first header, and
+//!   its first entry may replace what an earlier run left at that entry's path (never
+//!   a directory, never following a symlink); any later entry that finds its path taken
+//!   is refused as before. The directory modes and mtimes an earlier run saw come back
+//!   from the journal and meet the same name rules at commit.
 //! - The receiver never writes through a symlink: every ancestor of a new entry inside
 //!   staging MUST be a real directory.
 //! - A symlink target MUST be relative, MUST be some `..` components followed only by names
@@ -60,7 +66,10 @@ use guard::HeaderGuard;
 use crate::fsx::shown;
 use crate::term::sanitize;
 
+/// A tar block: headers and data are padded to it.
+const BLOCK: u64 = 512;
 /// The staging directory's name in `dest`, before its random suffix.
+#[cfg(any(test, feature = "fuzzing"))]
 const STAGING_PREFIX: &str = ".pcp-staging-";
 /// The permission bits that travel; setuid, setgid and sticky never do.
 const MODE_MASK: u32 = 0o777;
@@ -204,6 +213,22 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// True when the peer's archive itself is at fault (a refused entry or header, a
+    /// broken stream): the same bytes would fail the same way again, so nothing of it
+    /// is worth keeping for a resume.
+    #[must_use]
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ArchiveError::Unsafe { .. }
+                | ArchiveError::ExtensionTooLarge { .. }
+                | ArchiveError::BadHeader(_)
+                | ArchiveError::Stream { .. }
+                | ArchiveError::Truncated { .. }
+                | ArchiveError::Incomplete { .. }
+        )
+    }
+
     /// A recommendation printed under the error, where one helps.
     #[must_use]
     pub fn hint(&self) -> Option<&'static str> {
@@ -253,7 +278,6 @@ pub(crate) fn top_level_names(paths: &[PathBuf]) -> Result<Vec<String>, ArchiveE
 /// marker). Cheap enough to do before the code is shown; an entry that changes or
 /// cannot be read meanwhile only makes the estimate off, and packing reports it.
 pub(crate) fn measure(paths: &[PathBuf]) -> (u64, u64) {
-    const BLOCK: u64 = 512;
     let padded = |n: u64| n.div_ceil(BLOCK) * BLOCK;
     // A name that does not fit the header's 100 bytes gets a GNU long-name entry.
     let name_cost = |len: usize| if len > 100 { BLOCK + padded(len as u64 + 1) } else { 0 };
@@ -498,17 +522,36 @@ pub(crate) struct Unpacker {
     buf: Vec<u8>,
     /// The receiver's umask, applied to every mode the archive carries.
     umask: u32,
-    /// Set once `commit` has removed staging itself.
+    /// Set once `commit` has removed staging itself, or when staging outlives this
+    /// unpacker for a later resume ([`Unpacker::resumable`]).
     done: bool,
+    /// The next entry may have been partly extracted by an earlier run that stopped
+    /// inside it: whatever (but a directory) sits at its path is removed first.
+    replace_next: bool,
 }
 
-#[derive(Debug)]
-struct DirMeta {
-    /// Relative to staging, and to `dest` after commit.
-    rel: PathBuf,
-    depth: usize,
-    mode: u32,
-    mtime: FileTime,
+/// A directory entry's own mode and mtime, applied at commit (until then every staged
+/// directory is `0o700`). The resume journal keeps them, so that a rerun still knows the
+/// directories an earlier run extracted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DirMeta {
+    /// Path components, relative to staging, and to `dest` after commit.
+    pub(crate) parts: Vec<String>,
+    /// Permission bits, already masked with the umask.
+    pub(crate) mode: u32,
+    /// Seconds since the epoch.
+    pub(crate) mtime: i64,
+}
+
+/// An entry extracted whole: what the resume journal records after each entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// Offset in the tar stream where the next entry (its first header) begins.
+    pub(crate) next: u64,
+    /// The entry's name, as the archive gives it.
+    pub(crate) name: String,
+    /// Its mode and mtime, when it is a directory.
+    pub(crate) dir: Option<DirMeta>,
 }
 
 impl Unpacker {
@@ -523,7 +566,32 @@ impl Unpacker {
     /// [`ArchiveError::Unsafe`] if an announced name is not a [`plain_name`], and
     /// [`ArchiveError::Staging`] if the directory cannot be
     /// created (for instance, `dest` does not exist).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn new(dest: &Path, allowed_top: Vec<String>) -> Result<Unpacker, ArchiveError> {
+        let staging = dest.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
+        Unpacker::resumable(dest, staging, allowed_top, None).map(|mut u| {
+            // A staging directory of our own making, named at random: nobody resumes it.
+            u.done = false;
+            u
+        })
+    }
+
+    /// An unpacker whose staging directory `staging` (in `dest`) survives it, for a
+    /// later run to resume: dropping it without a commit leaves staging as it is.
+    ///
+    /// Without `resumed`, staging is created (`0o700`, and it MUST not exist yet). With
+    /// the directories an earlier run recorded, staging MUST already be a real
+    /// directory (never a symlink), and the first entry extracted may replace what
+    /// that run left of it.
+    ///
+    /// # Errors
+    /// As [`Unpacker::new`]; [`ArchiveError::Staging`] when staging is not what it must be.
+    pub(crate) fn resumable(
+        dest: &Path,
+        staging: PathBuf,
+        allowed_top: Vec<String>,
+        resumed: Option<Vec<DirMeta>>,
+    ) -> Result<Unpacker, ArchiveError> {
         if let Some(bad) = allowed_top.iter().find(|name| plain_name(name).is_none()) {
             return Err(ArchiveError::Unsafe {
                 entry: bad.clone(),
@@ -533,20 +601,22 @@ impl Unpacker {
         let mut allowed = HashSet::with_capacity(allowed_top.len());
         let allowed_top: Vec<String> =
             allowed_top.into_iter().filter(|name| allowed.insert(name.clone())).collect();
-        let staging = dest.join(format!("{STAGING_PREFIX}{:016x}", rand::random::<u64>()));
-        DirBuilder::new()
-            .mode(WORKING_DIR_MODE)
-            .create(&staging)
-            .map_err(|source| ArchiveError::Staging { dest: dest.to_owned(), source })?;
+        let fail = |source| ArchiveError::Staging { dest: dest.to_owned(), source };
+        match &resumed {
+            None => DirBuilder::new().mode(WORKING_DIR_MODE).create(&staging).map_err(fail)?,
+            Some(_) if fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir()) => {}
+            Some(_) => return Err(fail(io::Error::other("is not a directory"))),
+        }
         Ok(Unpacker {
             dest: dest.to_owned(),
             staging,
             allowed,
             allowed_top,
-            dirs: Vec::new(),
+            replace_next: resumed.is_some(),
+            dirs: resumed.unwrap_or_default(),
             buf: Vec::new(),
             umask: crate::fsx::umask(),
-            done: false,
+            done: true,
         })
     }
 
@@ -590,14 +660,31 @@ impl Unpacker {
     /// [`ArchiveError::Extract`] for a local write error. After an error `r` is left
     /// partly read; the caller MUST abandon the stream, and staging holds only what came
     /// before the failing entry.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn unpack<R: Read>(&mut self, r: R) -> Result<(), ArchiveError> {
+        self.unpack_from(r, 0, |_| Ok::<(), ArchiveError>(()))
+    }
+
+    /// [`Unpacker::unpack`] of a tar stream that `r` delivers from offset `base` on (an
+    /// entry's first header: where an earlier run stopped), calling `done` after each
+    /// entry is extracted whole, before the next one is read.
+    ///
+    /// # Errors
+    /// As [`Unpacker::unpack`], and whatever `done` returns.
+    pub(crate) fn unpack_from<R: Read, E: From<ArchiveError>>(
+        &mut self,
+        r: R,
+        base: u64,
+        done: impl FnMut(&Checkpoint) -> Result<(), E>,
+    ) -> Result<(), E> {
         let stream = |source| ArchiveError::Stream { source };
         // The guard refuses oversized extension headers before the tar crate reads them.
+        // It starts at a header, as the crate does, so the two agree from `base` on.
         let mut archive = tar::Archive::new(HeaderGuard::new(r));
-        let result = self.extract_all(&mut archive);
+        let result = self.extract_all(&mut archive, base, done);
         let mut guarded = archive.into_inner();
         if let Some(refusal) = guarded.refused() {
-            return Err(refusal);
+            return Err(refusal.into());
         }
         result?;
         // tar stops reading at the first zero block.
@@ -605,10 +692,22 @@ impl Unpacker {
         Ok(())
     }
 
-    fn extract_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), ArchiveError> {
+    fn extract_all<R: Read, E: From<ArchiveError>>(
+        &mut self,
+        archive: &mut tar::Archive<R>,
+        base: u64,
+        mut done: impl FnMut(&Checkpoint) -> Result<(), E>,
+    ) -> Result<(), E> {
         let stream = |source| ArchiveError::Stream { source };
         for entry in archive.entries().map_err(stream)? {
-            self.extract(&mut entry.map_err(stream)?)?;
+            let mut entry = entry.map_err(stream)?;
+            let dirs = self.dirs.len();
+            self.extract(&mut entry)?;
+            // The crate skips the data's padding before the next header.
+            let end = entry.raw_file_position() + entry.size().next_multiple_of(BLOCK);
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let dir = self.dirs.get(dirs).cloned();
+            done(&Checkpoint { next: base + end, name, dir })?;
         }
         Ok(())
     }
@@ -619,12 +718,14 @@ impl Unpacker {
         let name = String::from_utf8_lossy(&raw_name).into_owned();
         let refuse = |reason| ArchiveError::Unsafe { entry: name.clone(), reason };
         let parts = entry_parts(&raw_name, &self.allowed).map_err(refuse)?;
+        if std::mem::take(&mut self.replace_next) {
+            self.clear_partial(&parts, &name)?;
+        }
         let header = entry.header();
         let stream = |source| ArchiveError::Stream { source };
         // chmod ignores the umask: apply it here, as the kernel does for a create.
         let mode = header.mode().map_err(stream)? & MODE_MASK & !self.umask;
-        let mtime = header.mtime().map_err(stream)?;
-        let mtime = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
+        let mtime = i64::try_from(header.mtime().map_err(stream)?).unwrap_or(i64::MAX);
 
         match header.entry_type() {
             EntryType::Regular | EntryType::Continuous => {
@@ -640,6 +741,7 @@ impl Unpacker {
                 let path = self.vacant(&parts, &name)?;
                 let extract = |source| ArchiveError::Extract { path: path.clone(), source };
                 std::os::unix::fs::symlink(target, &path).map_err(extract)?;
+                let mtime = FileTime::from_unix_time(mtime, 0);
                 filetime::set_symlink_file_times(&path, mtime, mtime).map_err(extract)
             }
             EntryType::Link => {
@@ -660,7 +762,7 @@ impl Unpacker {
         parts: &[String],
         name: &str,
         mode: u32,
-        mtime: FileTime,
+        mtime: i64,
     ) -> Result<(), ArchiveError> {
         let path = self.vacant(parts, name)?;
         let extract = |source| ArchiveError::Extract { path: path.clone(), source };
@@ -688,6 +790,7 @@ impl Unpacker {
             return Err(ArchiveError::Truncated { entry: name.to_owned() });
         }
         file.set_permissions(Permissions::from_mode(mode)).map_err(extract)?;
+        let mtime = FileTime::from_unix_time(mtime, 0);
         filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(extract)
     }
 
@@ -696,7 +799,7 @@ impl Unpacker {
         parts: &[String],
         name: &str,
         mode: u32,
-        mtime: FileTime,
+        mtime: i64,
     ) -> Result<(), ArchiveError> {
         let path = self.parent_of(parts, name)?;
         match fs::symlink_metadata(&path) {
@@ -714,8 +817,21 @@ impl Unpacker {
                 .map_err(|source| ArchiveError::Extract { path: path.clone(), source })?,
             Err(source) => return Err(ArchiveError::Extract { path, source }),
         }
-        self.dirs.push(DirMeta { rel: parts.iter().collect(), depth: parts.len(), mode, mtime });
+        self.dirs.push(DirMeta { parts: parts.to_vec(), mode, mtime });
         Ok(())
+    }
+
+    /// Removes what an earlier run left at the path of the entry it stopped in: that
+    /// entry comes again whole. A directory stays (the entry finds it, as it would a
+    /// parent made for an earlier child); anything else is unlinked, never followed.
+    fn clear_partial(&self, parts: &[String], name: &str) -> Result<(), ArchiveError> {
+        let path = self.parent_of(parts, name)?;
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_dir() => {
+                fs::remove_file(&path).map_err(|source| ArchiveError::Extract { path, source })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn extract_hard_link(
@@ -835,16 +951,24 @@ impl Unpacker {
         }
 
         // Stable sort: a later entry for the same directory still wins.
-        self.dirs.sort_by_key(|dir| std::cmp::Reverse(dir.depth));
+        self.dirs.sort_by_key(|dir| std::cmp::Reverse(dir.parts.len()));
         for dir in &self.dirs {
-            let path = self.dest.join(&dir.rel);
+            // Recorded by an earlier run, the parts come from a file on disk: held to the
+            // rule every entry name meets.
+            let Ok(parts) = entry_parts(dir.parts.join("/").as_bytes(), &self.allowed) else {
+                continue;
+            };
+            let path = self.dest.join(parts.iter().collect::<PathBuf>());
             // A directory merged into is the receiver's. Anything but a directory here
             // means the path was replaced under `force`: never follow a symlink.
             if merged.contains(&path) || !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
-            filetime::set_file_mtime(&path, dir.mtime)
-                .and_then(|()| fs::set_permissions(&path, Permissions::from_mode(dir.mode)))
+            let mtime = FileTime::from_unix_time(dir.mtime, 0);
+            filetime::set_file_mtime(&path, mtime)
+                .and_then(|()| {
+                    fs::set_permissions(&path, Permissions::from_mode(dir.mode & MODE_MASK))
+                })
                 .map_err(|source| ArchiveError::Commit { path, source })?;
         }
 
@@ -1747,5 +1871,102 @@ mod tests {
         drop(unpacker);
         assert!(!staging.exists());
         assert!(names_in(dest.path()).is_empty());
+    }
+
+    // ---- resumable extraction ----
+
+    /// `tree` (a directory), `tree/a`, `tree/b`, the end: and the offset of each entry.
+    fn three_entries() -> (Vec<u8>, Vec<u64>) {
+        let mut tar = Vec::new();
+        let mut at = Vec::new();
+        for (kind, name, data) in [
+            (EntryType::Directory, "tree", &b""[..]),
+            (EntryType::Regular, "tree/a", b"first"),
+            (EntryType::Regular, "tree/b", b"second"),
+        ] {
+            at.push(tar.len() as u64);
+            raw_entry(&mut tar, kind, name.as_bytes(), b"", data);
+        }
+        tar.extend_from_slice(&[0; 1024]);
+        (tar, at)
+    }
+
+    #[test]
+    fn checkpoints_give_where_each_next_entry_begins() {
+        let dest = TempDir::new().unwrap();
+        let (tar, at) = three_entries();
+        let staging = dest.path().join("s");
+        let mut unpacker =
+            Unpacker::resumable(dest.path(), staging.clone(), vec!["tree".into()], None).unwrap();
+        let mut seen = Vec::new();
+        unpacker
+            .unpack_from(&tar[..], 0, |c: &Checkpoint| {
+                seen.push(c.clone());
+                Ok::<(), ArchiveError>(())
+            })
+            .unwrap();
+        let nexts: Vec<u64> = seen.iter().map(|c| c.next).collect();
+        assert_eq!(nexts, [at[1], at[2], tar.len() as u64 - 1024]);
+        assert_eq!(seen[0].dir.as_ref().map(|d| d.parts.clone()), Some(vec!["tree".into()]));
+        assert!(seen[1].dir.is_none());
+        assert_eq!(seen[2].name, "tree/b");
+        drop(unpacker);
+        assert!(staging.join("tree/b").is_file(), "a resumable staging outlives its unpacker");
+    }
+
+    #[test]
+    fn a_resumed_unpacker_replaces_the_entry_it_stopped_in_and_only_that_one() {
+        let dest = TempDir::new().unwrap();
+        let (tar, at) = three_entries();
+        let staging = dest.path().join("s");
+        fs::create_dir_all(staging.join("tree")).unwrap();
+        fs::write(staging.join("tree/a"), b"first").unwrap();
+        // What the earlier run left of `tree/b`: part of it, or a planted symlink, which
+        // is unlinked, never written through.
+        let victim = dest.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, staging.join("tree/b")).unwrap();
+        let dirs = vec![DirMeta { parts: vec!["tree".into()], mode: 0o750, mtime: 1 }];
+        let resume = |staging: &Path| {
+            Unpacker::resumable(
+                dest.path(),
+                staging.to_owned(),
+                vec!["tree".into()],
+                Some(dirs.clone()),
+            )
+            .unwrap()
+        };
+        let mut unpacker = resume(&staging);
+        unpacker
+            .unpack_from(&tar[at[2] as usize..], at[2], |_| Ok::<(), ArchiveError>(()))
+            .unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(staging.join("tree/b")).unwrap(), b"second");
+        let placed = unpacker.commit(false).unwrap();
+        assert_eq!(placed, [dest.path().join("tree")]);
+        assert_eq!(mode(&dest.path().join("tree")), 0o750, "the recorded directory's mode");
+        assert!(!staging.exists());
+
+        // Only the first entry after the resume point is replaced: a later one that
+        // exists is the archive naming a path twice.
+        let staging = dest.path().join("s2");
+        fs::create_dir_all(staging.join("tree")).unwrap();
+        fs::write(staging.join("tree/b"), b"earlier").unwrap();
+        let mut unpacker = resume(&staging);
+        let err =
+            unpacker.unpack_from(&tar[at[1] as usize..], at[1], |_| Ok::<(), ArchiveError>(()));
+        assert!(matches!(err, Err(ArchiveError::Unsafe { .. })), "{err:?}");
+        assert!(staging.exists(), "kept for a later run");
+    }
+
+    #[test]
+    fn a_resumed_unpacker_needs_a_real_staging_directory() {
+        let dest = TempDir::new().unwrap();
+        let staging = dest.path().join("s");
+        symlink(dest.path(), &staging).unwrap();
+        let r = Unpacker::resumable(dest.path(), staging.clone(), vec!["t".into()], Some(vec![]));
+        assert!(matches!(r, Err(ArchiveError::Staging { .. })), "{r:?}");
+        let r = Unpacker::resumable(dest.path(), staging, vec!["t".into()], None);
+        assert!(matches!(r, Err(ArchiveError::Staging { .. })), "a fresh one is created anew");
     }
 }

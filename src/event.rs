@@ -249,7 +249,7 @@ pub enum Event {
     /// The transfer stopped early and the receiver keeps what arrived here, for a
     /// later run to resume from.
     Kept {
-        /// The part file.
+        /// The part file, or for a directory its staging directory.
         path: PathBuf,
         /// Verified bytes it holds.
         bytes: u64,

@@ -1,15 +1,14 @@
 //! Where the receiver's verified bytes go: stdout, a file through `NAME.pcp-part`, or a
-//! staged tar extraction; each runs on a dedicated writer thread.
+//! tar extraction into a staging directory; each runs on a dedicated writer thread.
 //!
 //! Invariants:
 //! - Only verified chunks reach a sink (the pipeline checks them).
 //! - A file appears under its final name only after [`Sink::finish`], i.e. after the
 //!   whole stream verified; until then it is `NAME.pcp-part`.
-//! - An archive's tar stream is first staged whole in `DIR/.pcp-<id>.tar.pcp-part`
-//!   (resumable like a file), and only once it verified is it extracted, through
-//!   [`Unpacker`]'s checks, into a staging directory and moved into place by
-//!   [`Sink::finish`]. This costs a second write of the data, and buys resume across
-//!   runs for directories with the same machinery as files.
+//! - An archive's tar stream is extracted as its chunks verify, through [`Unpacker`]'s
+//!   checks, into the staging directory `DIR/.pcp-<id>.partial` (see `sink/extract.rs`),
+//!   and moved into place by [`Sink::finish`]. The tar bytes are not kept: a rerun
+//!   resumes from the journal's last entry extracted whole (see [`crate::resume`]).
 //! - A sink aborted ([`Sink::abort`]) or dropped without `finish` keeps its part file
 //!   (and manifest) for a later resume, unless told not to (`keep_part: false`). Only
 //!   `abort` waits for the writer thread to have cleaned up; dropping never blocks.
@@ -34,16 +33,21 @@ use std::io::Seek;
 
 use crate::archive::plain_name;
 use crate::archive::{ArchiveError, Unpacker};
+
+mod extract;
 use crate::message::{Kind, Offer};
 use crate::options::Destination;
 use crate::pool::Buf;
 use crate::resume::{Journal, Prefix, ResumeError};
+use extract::Extraction;
 
 /// Chunks that may wait for the writer thread.
 const QUEUE: usize = 4;
 
 /// Suffix of a file being received.
 pub(crate) const PART_SUFFIX: &str = ".pcp-part";
+/// Suffix of the staging directory a directory is extracted into.
+const PARTIAL_SUFFIX: &str = ".partial";
 
 /// Errors writing what was received.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,13 @@ pub enum SinkError {
     /// A stream has no name to save it under.
     #[error("a stream has no name to save it under: redirect stdout or use -o FILE")]
     Unnamed,
+    /// A resumed directory's staging was extracted from other bytes than the sender
+    /// sends now (its source changed after the point the sender proved unchanged).
+    #[error(
+        "the sender's data changed since the earlier run extracted part of it: \
+         rerun with --force to start over"
+    )]
+    Diverged,
     /// The sender announced a name that is unsafe to write.
     #[error("the sender announced an unsafe name {:?}", crate::term::sanitize(.0))]
     UnsafeName(String),
@@ -151,9 +162,10 @@ impl Target {
         }
     }
 
-    /// The part file this target writes through, if any: `NAME.pcp-part` for a file,
-    /// and for an archive its staged tar stream, `DIR/.pcp-<id>.tar.pcp-part`, where
-    /// `<id>` comes from the entry names, so that a rerun finds it again.
+    /// What this target writes through and keeps for a resume, if anything:
+    /// `NAME.pcp-part` for a file, and for an archive its staging directory,
+    /// `DIR/.pcp-<id>.partial`, where `<id>` comes from the entry names, so that a rerun
+    /// finds it again.
     #[must_use]
     pub(crate) fn resume_part(&self) -> Option<PathBuf> {
         match self {
@@ -161,7 +173,7 @@ impl Target {
             Target::File { path, .. } => Some(part_path(path)),
             Target::Extract { dir, entries } => {
                 let id = blake3::hash(entries.join("\0").as_bytes()).to_hex();
-                Some(dir.join(format!(".pcp-{}.tar{PART_SUFFIX}", &id[..16])))
+                Some(dir.join(format!(".pcp-{}{PARTIAL_SUFFIX}", &id[..16])))
             }
         }
     }
@@ -209,8 +221,9 @@ impl Sink {
     /// # Errors
     /// The part file or staging directory cannot be created.
     ///
-    /// With `journal`, a file target keeps a resume manifest beside its part file (see
-    /// [`crate::resume`]) and continues after the given verified prefix.
+    /// With `journal`, a file target keeps a resume manifest beside its part file, and an
+    /// archive beside its staging directory (see [`crate::resume`]), and continues after
+    /// the given verified prefix (an archive: at the entry its extraction records).
     pub(crate) fn start(
         target: Target,
         force: bool,
@@ -224,7 +237,7 @@ impl Sink {
         };
         let thread = match (target, part) {
             (Target::Writer(w), _) => std::thread::spawn(move || write_to(w, rx)),
-            (_, None) => unreachable!("files and extractions always have a part file"),
+            (_, None) => unreachable!("files and extractions always keep something for resume"),
             (Target::File { path, keep_part }, Some(part)) => {
                 let (file, journal) = open_part(&part, journal, force)?;
                 std::thread::spawn(move || {
@@ -244,22 +257,9 @@ impl Sink {
                     write_part(rx, file, journal, &part, keep_part, commit)
                 })
             }
-            (Target::Extract { dir, entries }, Some(part)) => {
-                let (file, journal) = open_part(&part, journal, force)?;
-                std::thread::spawn(move || {
-                    // The whole tar stream verified: extract it (refusing anything
-                    // unsafe), move it into place, then drop the staged stream.
-                    let commit = |part: &Path| -> Result<Written, SinkError> {
-                        let mut unpacker = Unpacker::new(&dir, entries)?;
-                        let tar = crate::fsx::open_regular(part, false)
-                            .map_err(|source| SinkError::File { path: part.to_owned(), source })?;
-                        unpacker.unpack(io::BufReader::with_capacity(1 << 20, tar))?;
-                        let paths = unpacker.commit(force)?;
-                        let _ = std::fs::remove_file(part);
-                        Ok(Written { paths })
-                    };
-                    write_part(rx, file, journal, &part, true, commit)
-                })
+            (Target::Extract { dir, entries }, Some(staging)) => {
+                let extraction = Extraction::open(&dir, staging, entries, journal, force)?;
+                std::thread::spawn(move || extraction.run(rx))
             }
         };
         Ok(Sink { tx: Some(tx), thread: Some(thread), kept })
@@ -328,6 +328,21 @@ impl Drop for Sink {
         // thread. Never join here: this may run on the reactor. Callers that must know
         // the clean-up is done use `abort`.
         self.tx = None;
+    }
+}
+
+/// Removes what a target kept for resume: a part file, or a staging directory with
+/// everything in it (never following a symlink at `path`). Best effort.
+pub(crate) fn discard(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            // Directories extracted so far are still 0o700: nothing blocks the removal.
+            let _ = std::fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
     }
 }
 
@@ -527,7 +542,7 @@ mod tests {
     fn prefix_of(data: &[u8], chunks: usize) -> Prefix {
         let hashes: Vec<[u8; 32]> =
             data.chunks(1 << 16).take(chunks).map(|c| *blake3::hash(c).as_bytes()).collect();
-        Prefix { bytes: (hashes.len() << 16) as u64, hashes }
+        Prefix { bytes: (hashes.len() << 16) as u64, hashes, extraction: None }
     }
 
     #[tokio::test]
@@ -589,9 +604,10 @@ mod tests {
         drop(sink);
 
         let target = Target::Extract { dir: dir.path().to_owned(), entries: vec!["t".into()] };
-        let part = target.resume_part().expect("an archive has a part file");
+        let staging = target.resume_part().expect("an archive has a staging directory");
         let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
-        assert_eq!(mode(&part), 0o600, "the staged archive");
+        assert_eq!(mode(&staging), 0o700, "the staging directory");
+        assert_eq!(mode(&crate::resume::manifest_path(&staging)), 0o600, "its manifest");
         drop(sink);
     }
 
@@ -610,47 +626,157 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_archive_is_staged_then_extracted_and_kept_for_resume_on_abort() {
+    /// A tree whose tar stream spans several 64 KiB chunks: `tree/c`, then `tree/sub/a`
+    /// (300,000 bytes, ending inside chunk 4), then `tree/sub/b`.
+    fn sample_tar() -> (tempfile::TempDir, Vec<u8>) {
+        use std::os::unix::fs::PermissionsExt;
         let src = tempfile::tempdir().expect("tempdir");
         let tree = src.path().join("tree");
         std::fs::create_dir_all(tree.join("sub")).expect("mkdir");
+        std::fs::write(tree.join("c"), b"c").expect("write");
         std::fs::write(tree.join("sub/a"), vec![5u8; 300_000]).expect("write");
+        let b: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(tree.join("sub/b"), b).expect("write");
+        std::fs::set_permissions(tree.join("sub"), std::fs::Permissions::from_mode(0o750))
+            .expect("chmod");
         let tar = crate::archive::pack(&[tree], Vec::new()).expect("pack");
-        let dest = tempfile::tempdir().expect("tempdir");
-        let target =
-            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
-        let part = target().resume_part().expect("an archive has a part file");
-        let offer = Offer {
+        (src, tar)
+    }
+
+    fn archive_offer() -> Offer {
+        Offer {
             kind: crate::message::Kind::Archive,
             name: "tree".into(),
             size: None,
             entries: vec!["tree".into()],
             chunk_size: 1 << 16,
             files: None,
-        };
+        }
+    }
 
-        // Aborted: nothing under the final name, the staged stream and manifest stay.
-        let mut sink =
-            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
-        sink.write(tar[..1000].to_vec().into(), [0; 32]).await.expect("write");
-        sink.abort().await;
-        assert!(!dest.path().join("tree").exists());
-        assert_eq!(std::fs::metadata(&part).expect("kept").len(), 1000);
-        assert!(crate::resume::manifest_path(&part).exists());
-        std::fs::remove_file(&part).expect("rm");
-
-        let mut sink =
-            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
-        for c in tar.chunks(1 << 16) {
+    async fn send_chunks(sink: &mut Sink, chunks: &[&[u8]]) {
+        for c in chunks {
             sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await.expect("write");
         }
+    }
+
+    fn listing(dir: &Path) -> Vec<std::ffi::OsString> {
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn an_archive_is_extracted_as_chunks_arrive_and_resumes_after_an_abort() {
+        use std::os::unix::fs::PermissionsExt;
+        let (src, tar) = sample_tar();
+        let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
+        let dest = tempfile::tempdir().expect("tempdir");
+        let target =
+            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let staging = target().resume_part().expect("an archive has a staging directory");
+        let offer = archive_offer();
+
+        // Stopped inside `tree/sub/b`: what came whole is already in staging, nothing is
+        // under the final name, and staging and the journal stay.
+        let mut sink =
+            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
+        send_chunks(&mut sink, &chunks[..5]).await;
+        sink.abort().await;
+        assert!(!dest.path().join("tree").exists());
+        let a = std::fs::read(staging.join("tree/sub/a")).expect("extracted before the end");
+        assert_eq!(a.len(), 300_000);
+        assert!(staging.join("tree/sub/b").exists(), "the entry it stopped in, partly");
+
+        // The rerun resumes at the chunk holding `tree/sub/b`'s header.
+        let prefix = crate::resume::load(&staging, &offer).expect("load");
+        let x = prefix.extraction.clone().expect("an extraction to resume");
+        assert_eq!(x.last.as_deref(), Some("tree/sub/a"));
+        assert_eq!(tar[x.next as usize..][..10], *b"tree/sub/b", "a header starts there");
+        assert_eq!(prefix.chunks(), x.next >> 16, "the prefix ends at the chunk holding it");
+        assert!(x.chunk.is_some(), "the offset is inside that chunk");
+        let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        send_chunks(&mut sink, &chunks[prefix.chunks() as usize..]).await;
         sink.finish().await.expect("finish");
-        assert_eq!(std::fs::read(dest.path().join("tree/sub/a")).expect("read").len(), 300_000);
-        let left: Vec<_> = std::fs::read_dir(dest.path())
-            .expect("ls")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        assert_eq!(left, ["tree"], "the staged stream and its manifest are gone");
+
+        let got = dest.path().join("tree");
+        for f in ["c", "sub/a", "sub/b"] {
+            let want = std::fs::read(src.path().join("tree").join(f)).expect("source");
+            assert!(std::fs::read(got.join(f)).expect("received") == want, "{f} differs");
+        }
+        let mode = std::fs::metadata(got.join("sub")).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o750 & !crate::fsx::umask(), "a resumed directory's mode");
+        assert_eq!(listing(dest.path()), ["tree"], "staging and its journal are gone");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_archive_refuses_a_changed_chunk_it_extracted_from() {
+        let (_src, tar) = sample_tar();
+        let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
+        let dest = tempfile::tempdir().expect("tempdir");
+        let target =
+            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let staging = target().resume_part().expect("an archive has a staging directory");
+        let offer = archive_offer();
+        let mut sink =
+            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
+        send_chunks(&mut sink, &chunks[..5]).await;
+        sink.abort().await;
+
+        let prefix = crate::resume::load(&staging, &offer).expect("load");
+        let mut changed = chunks[prefix.chunks() as usize].to_vec();
+        changed[0] ^= 1;
+        let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        send_chunks(&mut sink, &[&changed]).await;
+        let err = sink.finish().await.expect_err("refused");
+        assert!(matches!(err, SinkError::Diverged), "{err:?}");
+        assert!(!dest.path().join("tree").exists());
+    }
+
+    #[tokio::test]
+    async fn an_archive_staging_without_a_journal_is_not_taken_over() {
+        let dest = tempfile::tempdir().expect("tempdir");
+        let target =
+            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let staging = target().resume_part().expect("an archive has a staging directory");
+        std::fs::create_dir(&staging).expect("mkdir");
+        std::fs::write(staging.join("someone's"), b"x").expect("write");
+        let offer = archive_offer();
+        let prefix = crate::resume::load(&staging, &offer).expect("load");
+        assert_eq!(prefix, Prefix::default(), "nothing to resume without a journal");
+        let started = Sink::start(target(), false, Some((&offer, &prefix)));
+        assert!(matches!(started, Err(SinkError::Exists(_))), "{started:?}");
+        assert!(staging.join("someone's").exists());
+        let sink = Sink::start(target(), true, Some((&offer, &prefix))).expect("forced");
+        assert!(!staging.join("someone's").exists(), "--force starts over");
+        drop(sink);
+    }
+
+    #[tokio::test]
+    async fn a_refused_archive_leaves_neither_staging_nor_journal() {
+        let (_src, tar) = sample_tar();
+        let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
+        let dest = tempfile::tempdir().expect("tempdir");
+        // Announced as `other`: the first entry, `tree`, is refused.
+        let target = Target::Extract { dir: dest.path().to_owned(), entries: vec!["other".into()] };
+        let mut offer = archive_offer();
+        offer.entries = vec!["other".into()];
+        let mut sink =
+            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        let mut refused = None;
+        for c in &chunks {
+            if let Err(e) = sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await {
+                refused = Some(e);
+                break;
+            }
+        }
+        // The writer's error comes from the write it stopped, or else from finish.
+        let err = match refused {
+            Some(e) => e,
+            None => sink.finish().await.expect_err("refused"),
+        };
+        assert!(matches!(err, SinkError::Archive(ArchiveError::Unsafe { .. })), "{err:?}");
+        assert!(listing(dest.path()).is_empty(), "{:?}", listing(dest.path()));
     }
 }

@@ -109,8 +109,9 @@ pub(crate) enum Command {
     /// A lost connection is a pause: both sides look for each other again with the same
     /// code, authenticate afresh and continue where the receiver stands
     /// (`--reconnect-timeout`). A file is written through NAME.pcp-part, with a manifest
-    /// of verified chunks beside it (NAME.pcp-part.manifest); a directory's tar stream is
-    /// first staged whole in DIR/.pcp-ID.tar.pcp-part, then extracted once verified. Both
+    /// of verified chunks beside it (NAME.pcp-part.manifest); a directory is extracted as
+    /// its chunks verify into DIR/.pcp-ID.partial/ (with DIR/.pcp-ID.partial.manifest),
+    /// and moved into place once all verified. Both
     /// stay when a run fails or is killed, and a later `pcp receive` of the same offer,
     /// with any code, resumes from them: the sender, rerun on the same data, reads and
     /// checks what the receiver holds and sends only the rest. A sender whose data changed

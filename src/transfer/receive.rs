@@ -337,7 +337,7 @@ async fn finish(
                 // Nothing verified arrived: a part file would only be litter.
                 Some(part) if inc.bytes == 0 => {
                     let _ = std::fs::remove_file(resume::manifest_path(&part));
-                    let _ = std::fs::remove_file(&part);
+                    crate::sink::discard(&part);
                 }
                 Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
                 None => {}

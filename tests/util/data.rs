@@ -262,3 +262,38 @@ pub fn list_dir(dir: &Path) -> Vec<String> {
 pub fn data_len(path: &Path) -> u64 {
     fs::metadata(path).map_or(0, |m| m.len().min(m.blocks() * 512))
 }
+
+/// Writes a tree of `files` random files of `each` bytes under `parent/name`, spread over
+/// a few subdirectories, with a mix of file and directory modes; returns its root.
+///
+/// # Panics
+///
+/// If it cannot be written.
+pub fn write_random_tree(parent: &Path, name: &str, files: usize, each: usize) -> PathBuf {
+    let root = parent.join(name);
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 4));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let path = dir.join(format!("f{i:03}"));
+        write_random_file(&path, each);
+        chmod(&path, if i % 3 == 0 { 0o755 } else { 0o640 });
+    }
+    for (i, dir) in (0..files.min(4)).map(|i| (i, root.join(format!("d{i}")))) {
+        chmod(&dir, if i % 2 == 0 { 0o750 } else { 0o755 });
+    }
+    root
+}
+
+/// The bytes of every regular file under `dir`, recursively (0 if it does not exist).
+#[must_use]
+pub fn file_bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .map(|e| e.expect("read a directory entry"))
+        .map(|e| match e.file_type().expect("file type") {
+            t if t.is_dir() => file_bytes_under(&e.path()),
+            t if t.is_file() => e.metadata().expect("stat").len(),
+            _ => 0,
+        })
+        .sum()
+}

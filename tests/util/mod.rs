@@ -39,8 +39,8 @@ mod pty;
 // ones a test binary does not use would warn.
 #[allow(unused_imports)]
 pub use data::{
-    MIB, assert_bytes_eq, assert_trees_eq, chmod, data_len, list_dir, make_sample_tree,
-    random_bytes, read, tree_diff, write_random_file,
+    MIB, assert_bytes_eq, assert_trees_eq, chmod, data_len, file_bytes_under, list_dir,
+    make_sample_tree, random_bytes, read, tree_diff, write_random_file, write_random_tree,
 };
 #[allow(unused_imports)]
 pub use netns::{Host, Lan, Netns, require_isolated};
