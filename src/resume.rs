@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fsx;
 use crate::message::{Kind, Offer};
-use crate::pipeline::RootHash;
+use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, RootHash};
 
 const MAGIC: &[u8; 8] = b"PCPMAN1\n";
 const RECORD_LEN: usize = 36;
@@ -45,6 +45,12 @@ pub enum ResumeError {
     /// The part file is from another transfer (another kind, size or chunk size).
     #[error("{} holds part of another transfer", crate::fsx::shown(.0))]
     OtherTransfer(PathBuf),
+    /// The offer's chunk size is outside pcp's limits: loading with it would read
+    /// nothing per step (0) or allocate without bound, so nothing is read at all.
+    #[error(
+        "a chunk size of {0} bytes is outside pcp's limits ({MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE})"
+    )]
+    ChunkSize(u32),
     /// Reading or writing the files failed.
     #[error("{}", crate::fsx::shown(.path))]
     Io {
@@ -139,6 +145,11 @@ fn parse(bytes: &[u8]) -> Parsed {
         return bad;
     }
     let Ok((offer, [])) = postcard::take_from_bytes::<Offer>(header) else { return bad };
+    // A header no pcp writes (a chunk size outside the limits) is damage, not another
+    // transfer: the part file is re-hashed under the offer's own chunk size instead.
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
+        return bad;
+    }
     let mut hashes = Vec::new();
     let mut damaged = false;
     while records.len() >= RECORD_LEN {
@@ -171,8 +182,13 @@ pub(crate) fn manifest_offer(bytes: &[u8]) -> Option<Offer> {
 /// a file of the offered size.
 ///
 /// # Errors
-/// [`ResumeError::OtherTransfer`] when a valid manifest names another offer; I/O errors.
+/// [`ResumeError::ChunkSize`] when `offer`'s chunk size is outside pcp's limits (the
+/// loop below would never advance on 0); [`ResumeError::OtherTransfer`] when a valid
+/// manifest names another offer; I/O errors.
 pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
+        return Err(ResumeError::ChunkSize(offer.chunk_size));
+    }
     let io_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ResumeError::Io { path, source }
@@ -466,6 +482,34 @@ mod tests {
             assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
             assert!(shown.contains("?[2J"), "{shown:?}");
         }
+    }
+
+    #[test]
+    fn absurd_chunk_sizes_are_refused_not_looped_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        std::fs::write(&part, random(3 << 16)).expect("part");
+        for size in [0, 1, MIN_CHUNK_SIZE - 1, MAX_CHUNK_SIZE + 1, u32::MAX] {
+            let mut o = offer(10 << 16);
+            o.chunk_size = size;
+            let e = load_in_time(&part, &o).expect_err("an absurd chunk size is refused");
+            assert!(matches!(e, ResumeError::ChunkSize(s) if s == size), "{e:?}");
+            assert!(e.to_string().contains("outside pcp's limits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_naming_an_absurd_chunk_size_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        std::fs::write(&part, random(3 << 16)).expect("part");
+        let mut zero = o.clone();
+        zero.chunk_size = 0;
+        // A well-formed header with a valid check, as no pcp writes it.
+        Journal::create(&part, &zero, &Prefix::default()).expect("journal");
+        let p = load_in_time(&part, &o).expect("re-hashed, not another transfer");
+        assert_eq!(p.chunks(), 3);
     }
 
     #[test]
