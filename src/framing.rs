@@ -719,7 +719,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     ///
     /// # Errors
     /// As for [`write_frame`], and [`FrameError::Timeout`].
-    #[cfg(test)]
+    #[cfg(any(test, feature = "adversary"))]
     pub(crate) async fn write_sealed(
         &mut self,
         header: Header,
@@ -809,7 +809,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// # Errors
     /// Header, I/O and ordering failures, and [`FrameError::Timeout`].
-    #[cfg(test)]
+    #[cfg(any(test, feature = "adversary"))]
     pub(crate) async fn next_sealed(&mut self) -> Result<(u64, Header, Vec<u8>), FrameError> {
         let mut body = Vec::new();
         let (counter, header) = self.next_sealed_into(&mut body).await?;
