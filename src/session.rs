@@ -42,6 +42,7 @@ use zeroize::Zeroizing;
 use futures::io::{ReadHalf, WriteHalf};
 
 use crate::code::Code;
+use crate::event::Role;
 use crate::framing::{FrameError, FrameKey, FrameReader, FrameWriter, Opener, Sealer};
 use crate::message::{Control, MessageError};
 
@@ -116,9 +117,20 @@ pub enum SessionError {
     /// A message failed to decode.
     #[error(transparent)]
     Message(#[from] MessageError),
-    /// The peer reported an error (its words, unsanitized).
-    #[error("{}", crate::term::sanitize(.0))]
-    Remote(String),
+    /// The peer reported an error. Its words are the peer's to choose, so they are shown
+    /// only sanitized (and cut short), after "the sender reported: " or "the receiver
+    /// reported: ": never as a line that could pass for one of pcp's own.
+    #[error(
+        "the {} reported: {}",
+        match .from { Role::Sender => "sender", Role::Receiver => "receiver" },
+        crate::term::sanitize(.message)
+    )]
+    Remote {
+        /// Which side sent it: the peer.
+        from: Role,
+        /// Its words, as received (unsanitized).
+        message: String,
+    },
     /// The peer's user stopped it on purpose.
     #[error("the peer cancelled")]
     Cancelled,
@@ -194,6 +206,8 @@ fn derive(shared: &[u8], transcript: &[u8], i_am_sender: bool) -> Keys {
 /// An authenticated, encrypted session over a stream, split into its two directions.
 pub(crate) struct Session<S> {
     peer: PeerId,
+    /// The peer's role: who an `Error` message came from.
+    them: Role,
     reader: FrameReader<ReadHalf<S>>,
     writer: FrameWriter<WriteHalf<S>>,
 }
@@ -256,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !bool::from(keys.confirm_theirs.as_ref().ct_eq(their_confirm)) {
             return Err(SessionError::WrongCode);
         }
-        Ok(Session::new(stream, sender, keys))
+        Ok(Session::new(stream, sender, Role::Sender, keys))
     }
 
     /// Sender side: reads the hello, answers it, runs SPAKE2 and checks the receiver's
@@ -332,7 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             let _ = stream.close().await;
             return Err(SessionError::PeerWrongCode { peer: receiver });
         }
-        Ok(Session::new(stream, receiver, keys))
+        Ok(Session::new(stream, receiver, Role::Receiver, keys))
     }
 
     /// Tells a peer that this sender is busy, and closes the stream.
@@ -340,10 +354,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         refuse(&mut stream, status::BUSY).await;
     }
 
-    fn new(stream: S, peer: PeerId, keys: Keys) -> Session<S> {
+    fn new(stream: S, peer: PeerId, them: Role, keys: Keys) -> Session<S> {
         let (r, w) = stream.split();
         Session {
             peer,
+            them,
             // Waiting for a person (the consent prompt) is the only open-ended wait;
             // the callers that need it lift the deadline with `recv_within(None)`.
             reader: FrameReader::new(r, Opener::new(keys.recv), Some(DEAD_AFTER)),
@@ -390,7 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.reader.set_deadline(Some(DEAD_AFTER));
         let (plain, _) = got?;
         match Control::decode(&plain)? {
-            Control::Error(m) => Err(SessionError::Remote(m)),
+            Control::Error(message) => Err(SessionError::Remote { from: self.them, message }),
             Control::Cancel => Err(SessionError::Cancelled),
             other => Ok(other),
         }

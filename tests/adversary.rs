@@ -564,7 +564,7 @@ fn a_receiver_error_with_escapes_never_reaches_the_terminal() {
         "receiver's error with escapes",
         &outcome,
         exit::FAILURE,
-        &["red.txt"],
+        &["the receiver reported: ", "red.txt"],
     );
     s.assert_nothing_outside("sender.time", &["data.bin", "out"]);
 }

@@ -96,7 +96,7 @@ impl Incoming {
                 return Ok(Ending::Lost);
             }
             Err(Error::Cancelled) => Control::Cancel,
-            Err(ref e) => Control::Error(crate::error::last_word(Role::Receiver, e)),
+            Err(ref e) => Control::Error(crate::error::last_word(e)),
         };
         let _ = session::send(&mut writer, &last).await;
         writer.close().await;
@@ -150,7 +150,9 @@ impl Incoming {
                     key.open(counter, header, &mut buf)?;
                     return match Control::decode(&buf)? {
                         Control::End(end) => self.check_end(&end),
-                        Control::Error(m) => Err(SessionError::Remote(m).into()),
+                        Control::Error(message) => {
+                            Err(SessionError::Remote { from: Role::Sender, message }.into())
+                        }
                         Control::Cancel => Err(Error::PeerCancelled(Role::Sender)),
                         other => Err(unexpected(&other, "End")),
                     };

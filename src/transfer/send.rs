@@ -167,7 +167,7 @@ where
     if let Err(e) = positioned {
         let last = match e {
             Error::Cancelled => Control::Cancel,
-            ref e => Control::Error(crate::error::last_word(Role::Sender, e)),
+            ref e => Control::Error(crate::error::last_word(e)),
         };
         session.say_last(&last, LINGER).await;
         return Err(e);
