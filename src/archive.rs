@@ -204,6 +204,23 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// True when the archive's content itself is refused (an unsafe or malformed entry,
+    /// a missing announced entry): the same verified stream would be refused again, so
+    /// a staged copy of it is no use to a later run. False for local failures (I/O in
+    /// the staging directory, a name taken meanwhile) that a rerun may get past.
+    #[must_use]
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ArchiveError::Stream { .. }
+                | ArchiveError::Truncated { .. }
+                | ArchiveError::Unsafe { .. }
+                | ArchiveError::ExtensionTooLarge { .. }
+                | ArchiveError::BadHeader(_)
+                | ArchiveError::Incomplete { .. }
+        )
+    }
+
     /// A recommendation printed under the error, where one helps.
     #[must_use]
     pub fn hint(&self) -> Option<&'static str> {

@@ -163,6 +163,7 @@ mod tests {
         Incoming {
             offer: out.offer.clone(),
             sink: Some(sink),
+            part: None,
             written: None,
             count: 0,
             bytes: 0,

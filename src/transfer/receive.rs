@@ -243,6 +243,7 @@ async fn first_contact(
     };
     session.send(&answer).await?;
     let inc = Incoming {
+        part: sink.kept().cloned(),
         sink: Some(sink),
         written: None,
         count: prefix.chunks(),
@@ -325,17 +326,18 @@ async fn finish(
     };
     if let Err(e) = result {
         if let Some(sink) = inc.sink.take() {
-            let kept = sink.kept().cloned();
             sink.abort().await;
-            match kept.filter(|p| p.exists()) {
-                // Nothing verified arrived: a part file would only be litter.
-                Some(part) if inc.bytes == 0 => {
-                    let _ = std::fs::remove_file(resume::manifest_path(&part));
-                    let _ = std::fs::remove_file(&part);
-                }
-                Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
-                None => {}
+        }
+        // The sink is gone either way now (aborted here, or consumed by a commit that
+        // failed): whatever part file is still there stays for a rerun, and is said.
+        match inc.part.take().filter(|p| p.symlink_metadata().is_ok()) {
+            // Nothing verified arrived: a part file would only be litter.
+            Some(part) if inc.bytes == 0 => {
+                let _ = std::fs::remove_file(resume::manifest_path(&part));
+                let _ = std::fs::remove_file(&part);
             }
+            Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
+            None => {}
         }
         return Err(e);
     }
@@ -355,4 +357,62 @@ async fn finish(
         events.emit(Event::Written { path });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::pipeline::RootHash;
+    use crate::sink::part_path;
+
+    #[tokio::test]
+    async fn a_part_file_left_by_a_failed_commit_is_said() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let target = Target::File { path: path.clone(), keep_part: true };
+        let mut sink = Sink::start(target, false, None).expect("start");
+        let part = sink.kept().cloned();
+        sink.write(b"abc".to_vec().into(), [0; 32]).await.expect("write");
+        // The name is taken between the check and the commit: the commit fails, having
+        // consumed the sink, and the verified part file stays for a rerun.
+        std::fs::write(&path, b"mine").expect("write");
+        let e = sink.finish().await.expect_err("the name is taken");
+        assert!(matches!(e, SinkError::Exists(_)), "{e:?}");
+        let inc = Incoming {
+            offer: Offer {
+                kind: Kind::File,
+                name: "out".into(),
+                size: Some(3),
+                entries: Vec::new(),
+                chunk_size: MIN_CHUNK_SIZE,
+                files: None,
+            },
+            sink: None,
+            part,
+            written: None,
+            count: 1,
+            bytes: 3,
+            root: RootHash::default(),
+            wire: 0,
+            short: true,
+            stats: Stats::default(),
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let events = {
+            let seen = Arc::clone(&seen);
+            Events::new(move |ev| seen.lock().expect("lock").push(ev))
+        };
+        let r = finish(Err(e.into()), Some(inc), Instant::now(), &events).await;
+        assert!(r.is_err());
+        let seen = seen.lock().expect("lock");
+        assert!(
+            seen.iter().any(
+                |ev| matches!(ev, Event::Kept { path: p, bytes: 3 } if *p == part_path(&path))
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(std::fs::read(part_path(&path)).expect("kept"), b"abc");
+    }
 }
