@@ -23,7 +23,8 @@ pub enum ErrorKind {
     Usage,
     /// The code was wrong.
     WrongCode,
-    /// The sender saw too many wrong codes and stopped.
+    /// Too many wrong codes were tried: the sender stopped taking the code (on the
+    /// sender, and on a receiver the sender told so).
     CodeBurnt,
     /// The receiver declined.
     Declined,
@@ -88,9 +89,11 @@ pub enum Error {
     /// Resume state could not be read or written.
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
-    /// The sender saw too many wrong codes and stopped.
+    /// The sender saw too many wrong codes and stopped. (A receiver told so by the
+    /// sender fails with [`SessionError::Burnt`], of the same [`ErrorKind::CodeBurnt`].)
     #[error(
-        "{} receivers tried a wrong code: someone else may have tried this code, so it is burnt",
+        "{} receivers tried a wrong code: someone else tried this code; start again with a \
+         new one",
         crate::MAX_FAILED_ATTEMPTS
     )]
     CodeBurnt,
@@ -150,7 +153,7 @@ impl Error {
             Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
                 ErrorKind::WrongCode
             }
-            Error::CodeBurnt => ErrorKind::CodeBurnt,
+            Error::CodeBurnt | Error::Session(SessionError::Burnt) => ErrorKind::CodeBurnt,
             Error::Declined(_) => ErrorKind::Declined,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::PeerCancelled(_) | Error::Session(SessionError::Cancelled) => {
@@ -190,6 +193,9 @@ impl Error {
         match self {
             Error::Session(SessionError::WrongCode) => Some(
                 "check the code with the sender; the sender allows a few attempts per code".into(),
+            ),
+            Error::Session(SessionError::Burnt) => Some(
+                "ask the sender to run pcp send again, and use the new code it shows".into(),
             ),
             Error::CodeBurnt => {
                 Some("start again with a new code: run pcp send again, and give the code only to the receiver".into())
