@@ -11,10 +11,11 @@
 //! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 1) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
 //! | reply   | S → R | status `u8`; if 0 (OK): SPAKE2 message A (33) ‖ sender confirmation (32) |
 //! | confirm | R → S | receiver confirmation (32) |
+//! | verdict | S → R | only after a confirmation that does not match: status 4 if the code is burnt now, else nothing (the sender closes) |
 //!
 //! Integers are big-endian. Status: 0 OK, 1 not this channel or slot, 2 busy with another
-//! receiver, 3 unsupported version. After the confirmation both directions carry
-//! [`crate::framing`] frames.
+//! receiver, 3 unsupported version, 4 the code is burnt (too many wrong codes; see
+//! [`Guesses`]). After the confirmation both directions carry [`crate::framing`] frames.
 //!
 //! # Security
 //! - SPAKE2 (Ed25519 group) with the sender as side A and the receiver as side B; the
