@@ -336,6 +336,18 @@ impl Drop for Sink {
     }
 }
 
+/// The part file an offer would resume from at `dest` (none for a writer, or where
+/// the offer cannot go): [`Target::resume_part`] without taking `dest`.
+#[must_use]
+pub(crate) fn resume_part_for(dest: &Destination, offer: &Offer) -> Option<PathBuf> {
+    let dest = match dest {
+        Destination::Writer(_) => return None,
+        Destination::File(p) => Destination::File(p.clone()),
+        Destination::Directory(d) => Destination::Directory(d.clone()),
+    };
+    Target::for_offer(dest, offer).ok()?.resume_part()
+}
+
 /// `path` with [`PART_SUFFIX`] appended.
 #[must_use]
 pub(crate) fn part_path(path: &Path) -> PathBuf {
