@@ -305,11 +305,14 @@ fn verified_prefix(chunks: u64) -> Vec<u8> {
 }
 
 /// The receiver's part file for `-o out/data.bin` holds exactly `chunks` verified chunks,
-/// and its manifest is beside it.
+/// and its manifest and the receiver's identity (for a rerun) are beside it.
 fn assert_part_holds(s: &Scene, chunks: u64) {
     let part = util::part_path(&s.out.join("data.bin"));
     util::assert_bytes_eq("the part file", &verified_prefix(chunks), &util::read(&part));
-    assert_eq!(s.out(), ["data.bin.pcp-part", "data.bin.pcp-part.manifest"]);
+    assert_eq!(
+        s.out(),
+        ["data.bin.pcp-part", "data.bin.pcp-part.key", "data.bin.pcp-part.manifest"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
