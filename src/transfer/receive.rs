@@ -89,13 +89,13 @@ pub async fn receive(
                     )
                     .await?;
                     let (inc, s) = match contact {
-                        Contact::Started(inc, s) => (inc, s),
+                        Contact::Started(started) => *started,
                         Contact::Reidentify(keypair, again) => {
                             tracing::info!(
                                 peer = %keypair.public().to_peer_id(),
                                 "resuming under the identity kept with the part file"
                             );
-                            search.keypair = keypair;
+                            search.keypair = *keypair;
                             first = Some(again);
                             continue;
                         }
@@ -198,11 +198,11 @@ async fn resume_with(
 /// How a first contact went.
 enum Contact<C> {
     /// The transfer started.
-    Started(Incoming, Session<Stream>),
+    Started(Box<(Incoming, Session<Stream>)>),
     /// A part file to resume was kept by a run under another identity: meet the sender
     /// again as that run's peer id (a sender still running takes the rest only from it),
     /// with the destination and consent handed back.
-    Reidentify(libp2p::identity::Keypair, (Destination, C)),
+    Reidentify(Box<libp2p::identity::Keypair>, (Destination, C)),
 }
 
 /// What the receiver tells a sender it leaves to come back under its earlier identity.
@@ -228,7 +228,7 @@ where
         .filter(|saved| saved.public() != keypair.public());
     if let Some(saved) = kept {
         session.say_last(&Control::Refuse(REIDENTIFY.into()), LINGER).await;
-        return Ok(Contact::Reidentify(saved, (dest, consent)));
+        return Ok(Contact::Reidentify(Box::new(saved), (dest, consent)));
     }
     let info = offer_info(&offer, session.peer(), addr);
     events.emit(Event::Offer(info.clone()));
@@ -298,7 +298,7 @@ where
         stats: Stats { skipped: prefix.bytes, ..Stats::default() },
         offer,
     };
-    Ok(Contact::Started(inc, session))
+    Ok(Contact::Started(Box::new((inc, session))))
 }
 
 /// How the receiver tells the sender it will not take the offer: a malformed offer is

@@ -554,9 +554,9 @@ mod tests {
     async fn three_wrong_codes_burn_the_code_and_both_sides_say_so() {
         let code: Code = "bubble-enemy-result-increase".parse().expect("code");
         let wrong: Code = "bubble-enemy-result-abandon".parse().expect("code");
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(256);
         let events = Events::new(move |ev| {
-            let _ = tx.send(ev);
+            let _ = tx.try_send(ev);
         });
         let (_node, mut l, addr) = listener_with(&code, events).await;
         let late = async {
