@@ -438,7 +438,7 @@ async fn offer_accepted(s: &mut Session<Stream>, offer: Offer, out: &mut Outcome
             out.note(format!("answered {}", other.name()));
             false
         }
-        Err(SessionError::Remote(m)) => {
+        Err(SessionError::Remote { message: m, .. }) => {
             out.told = Some(m);
             false
         }

@@ -86,6 +86,13 @@ const UNIQUE_PREFIX: usize = 4;
 /// Words further than this (in edits) from the typed one are not suggested.
 const MAX_SUGGESTION_DISTANCE: usize = 2;
 
+/// The longest BIP39 English word, in letters.
+const MAX_WORD_LEN: usize = 8;
+
+/// A typed word longer than this (in characters) is kept in a [`ParseCodeError`] only up
+/// to here, with `…` after: whatever was pasted, the error stays one short line.
+const MAX_SHOWN_WORD: usize = 32;
+
 /// The start of the time slot containing `unix_secs`: `unix_secs` rounded down to a
 /// multiple of `slot_secs`.
 ///
@@ -173,7 +180,7 @@ impl Code {
                 None => {
                     return Err(ParseCodeError::UnknownWord {
                         suggestions: suggest(&lower),
-                        word: token.to_owned(),
+                        word: shortened(token),
                         position: i + 1,
                     });
                 }
@@ -227,7 +234,7 @@ pub enum ParseCodeError {
     /// A word is not in the BIP39 English list.
     #[error("word {position} of the code, {word:?}, is not a code word")]
     UnknownWord {
-        /// The word as typed.
+        /// The word as typed; past 32 characters, its first 32 and `…`.
         word: String,
         /// Where it is in the code, counting from 1.
         position: usize,
@@ -288,7 +295,21 @@ fn tokens(s: &str) -> impl Iterator<Item = &str> {
     s.split(|c: char| c == '-' || c.is_whitespace()).filter(|t| !t.is_empty())
 }
 
+/// `word`, or its first [`MAX_SHOWN_WORD`] characters and `…` when it is longer.
+fn shortened(word: &str) -> String {
+    match word.char_indices().nth(MAX_SHOWN_WORD) {
+        Some((cut, _)) => format!("{}…", &word[..cut]),
+        None => word.to_owned(),
+    }
+}
+
 /// Up to [`MAX_SUGGESTIONS`] valid words close to `typed` (lowercase), best first.
+///
+/// The work is bounded whatever was typed: a word longer than any code word by more
+/// than [`MAX_SUGGESTION_DISTANCE`] letters is no typo of one and gets no suggestion, and
+/// the edit distance (quadratic in the lengths) is computed only for prefix matches
+/// (which are ranked by it) and words whose length is within [`MAX_SUGGESTION_DISTANCE`]
+/// of the typed one's: any other is further away than that.
 ///
 /// Words sharing `typed`'s first (up to) four letters come first: BIP39 words are unique by
 /// their first four letters, so for a typo late in the word this is usually exactly one.
@@ -297,13 +318,23 @@ fn tokens(s: &str) -> impl Iterator<Item = &str> {
 /// `atil` is one edit from `tail`, as `enemx` is from `enemy`. Ties keep word-list
 /// (alphabetical) order.
 fn suggest(typed: &str) -> Vec<String> {
+    // Counting stops early, so a pasted megabyte costs no more than a short word.
+    let typed_len = typed.chars().take(MAX_WORD_LEN + MAX_SUGGESTION_DISTANCE + 1).count();
+    if typed_len > MAX_WORD_LEN + MAX_SUGGESTION_DISTANCE {
+        return Vec::new();
+    }
     let typed_bytes = typed.as_bytes();
     let prefix = &typed_bytes[..typed_bytes.len().min(UNIQUE_PREFIX)];
     let mut scored: Vec<(bool, usize, &'static str)> = word_list()
         .iter()
         .filter_map(|&w| {
             let by_prefix = !prefix.is_empty() && w.as_bytes().starts_with(prefix);
-            let distance = strsim::osa_distance(typed, w);
+            // Code words are ASCII: their length in bytes is their length in characters.
+            let distance = if !by_prefix && typed_len.abs_diff(w.len()) > MAX_SUGGESTION_DISTANCE {
+                usize::MAX
+            } else {
+                strsim::osa_distance(typed, w)
+            };
             (by_prefix || distance <= MAX_SUGGESTION_DISTANCE).then_some((!by_prefix, distance, w))
         })
         .collect();
@@ -482,6 +513,56 @@ mod tests {
         let ParseCodeError::UnknownWord { suggestions, .. } = &err else { panic!("{err:?}") };
         assert!(suggestions.is_empty(), "{suggestions:?}");
         assert_eq!(err.hint().as_deref(), Some("codes use only words from the BIP39 English list"));
+    }
+
+    #[test]
+    fn the_longest_code_word_is_max_word_len() {
+        let longest = word_list().iter().map(|w| w.len()).max();
+        assert_eq!(longest, Some(MAX_WORD_LEN));
+        assert!(word_list().iter().all(|w| w.is_ascii()));
+    }
+
+    #[test]
+    fn a_huge_word_gets_no_suggestion_and_a_short_error() {
+        // Before the bound, this cost 2048 edit distances over 10,000 letters, and the
+        // prefix "aban" suggested "abandon" for it.
+        let huge = format!("abandon{}", "x".repeat(10_000 - 7));
+        let err = parse(&format!("bubble-{huge}-result")).expect_err("not a code word");
+        let ParseCodeError::UnknownWord { word, position, suggestions } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*position, 2);
+        assert!(suggestions.is_empty(), "{suggestions:?}");
+        assert_eq!(word, &format!("abandon{}…", "x".repeat(25)));
+        assert!(err.to_string().len() < 100, "{err}");
+        // Up to two letters past the longest word is still a typo worth a suggestion.
+        let err = parse("bubble-abandonxx-result").expect_err("typo");
+        let ParseCodeError::UnknownWord { suggestions, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(suggestions.first().map(String::as_str), Some("abandon"));
+        let err = parse("bubble-abandonxxxxx-result").expect_err("not a typo");
+        let ParseCodeError::UnknownWord { suggestions, .. } = &err else { panic!("{err:?}") };
+        assert!(suggestions.is_empty(), "{suggestions:?}");
+    }
+
+    #[test]
+    fn the_length_bound_keeps_every_suggestion() {
+        // Skipping words of another length changes nothing: compare with the full scan.
+        for typed in ["enemx", "xnemy", "atil", "bubbel", "abandonxx", "ab", "zzzzzzzzzz"] {
+            let full: Vec<&str> = {
+                let prefix = &typed.as_bytes()[..typed.len().min(UNIQUE_PREFIX)];
+                let mut v: Vec<(bool, usize, &str)> = word_list()
+                    .iter()
+                    .filter_map(|&w| {
+                        let p = w.as_bytes().starts_with(prefix);
+                        let d = strsim::osa_distance(typed, w);
+                        (p || d <= MAX_SUGGESTION_DISTANCE).then_some((!p, d, w))
+                    })
+                    .collect();
+                v.sort_by_key(|&(p, d, _)| (p, d));
+                v.into_iter().take(MAX_SUGGESTIONS).map(|(_, _, w)| w).collect()
+            };
+            assert_eq!(suggest(typed), full, "{typed}");
+        }
     }
 
     #[test]

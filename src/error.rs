@@ -23,7 +23,8 @@ pub enum ErrorKind {
     Usage,
     /// The code was wrong.
     WrongCode,
-    /// The sender saw too many wrong codes and stopped.
+    /// Too many wrong codes were tried: the sender stopped taking the code (on the
+    /// sender, and on a receiver the sender told so).
     CodeBurnt,
     /// The receiver declined.
     Declined,
@@ -88,9 +89,11 @@ pub enum Error {
     /// Resume state could not be read or written.
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
-    /// The sender saw too many wrong codes and stopped.
+    /// The sender saw too many wrong codes and stopped. (A receiver told so by the
+    /// sender fails with [`SessionError::Burnt`], of the same [`ErrorKind::CodeBurnt`].)
     #[error(
-        "{} receivers tried a wrong code: someone else may have tried this code, so it is burnt",
+        "{} receivers tried a wrong code: someone else tried this code; start again with a \
+         new one",
         crate::MAX_FAILED_ATTEMPTS
     )]
     CodeBurnt,
@@ -150,7 +153,7 @@ impl Error {
             Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
                 ErrorKind::WrongCode
             }
-            Error::CodeBurnt => ErrorKind::CodeBurnt,
+            Error::CodeBurnt | Error::Session(SessionError::Burnt) => ErrorKind::CodeBurnt,
             Error::Declined(_) => ErrorKind::Declined,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::PeerCancelled(_) | Error::Session(SessionError::Cancelled) => {
@@ -158,7 +161,7 @@ impl Error {
             }
             Error::Sink(SinkError::Exists(_)) => ErrorKind::Exists,
             Error::Sink(SinkError::UnsafeName(_)) => ErrorKind::Protocol,
-            Error::Session(SessionError::Remote(_)) => ErrorKind::Remote,
+            Error::Session(SessionError::Remote { .. }) => ErrorKind::Remote,
             Error::Source(_) | Error::Sink(_) | Error::Resume(_) | Error::Consent(_) => {
                 ErrorKind::Io
             }
@@ -190,6 +193,9 @@ impl Error {
         match self {
             Error::Session(SessionError::WrongCode) => Some(
                 "check the code with the sender; the sender allows a few attempts per code".into(),
+            ),
+            Error::Session(SessionError::Burnt) => Some(
+                "ask the sender to run pcp send again, and use the new code it shows".into(),
             ),
             Error::CodeBurnt => {
                 Some("start again with a new code: run pcp send again, and give the code only to the receiver".into())
@@ -251,18 +257,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
-/// What a side that stops on `e` tells its peer, in words for the peer's user: the
-/// sender that cannot read its source says exactly that; anything else is 'the sender
-/// failed: …' or 'the receiver failed: …' with the whole cause.
-pub(crate) fn last_word(role: Role, e: &Error) -> String {
-    let side = match role {
-        Role::Sender => "sender",
-        Role::Receiver => "receiver",
-    };
-    match e {
-        Error::Source(crate::source::SourceError::Read(_)) => format!("the {side} {}", chain(e)),
-        _ => format!("the {side} failed: {}", chain(e)),
-    }
+/// What a side that stops on `e` tells its peer in an `Error` message: the whole cause,
+/// cut to what the peer accepts ([`crate::message::MAX_REASON_LEN`]). The peer shows it
+/// as "the sender reported: …" (or receiver), so it names no side itself.
+pub(crate) fn last_word(e: &Error) -> String {
+    chain(e)
 }
 
 /// Shorthand for the engine's results.
@@ -285,6 +284,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_peers_error_is_shown_as_its_words_sanitized_and_short() {
+        // A sender trying to pass its words off as pcp's own, with escapes and length.
+        let forged =
+            format!("wrong code\n\x1b[2Kpcp: run pcp receive --code x{}", "y".repeat(5000));
+        let e = Error::Session(SessionError::Remote { from: Role::Sender, message: forged });
+        let shown = e.to_string();
+        assert!(shown.starts_with("the sender reported: wrong code??[2Kpcp: "), "{shown}");
+        assert!(!shown.contains(['\n', '\x1b']), "{shown:?}");
+        assert!(shown.chars().count() < 250, "{} characters", shown.chars().count());
+        let e = Error::Session(SessionError::Remote {
+            from: Role::Receiver,
+            message: "disk full".into(),
+        });
+        assert_eq!(e.to_string(), "the receiver reported: disk full");
+    }
+
+    #[test]
     fn kinds() {
         assert_eq!(Error::InvalidOptions("x".into()).kind(), ErrorKind::Usage);
         assert_eq!(Error::Session(SessionError::WrongCode).kind(), ErrorKind::WrongCode);
@@ -293,7 +309,11 @@ mod tests {
         assert_eq!(Error::Cancelled.kind(), ErrorKind::Cancelled);
         assert_eq!(Error::PeerCancelled(Role::Sender).kind(), ErrorKind::PeerCancelled);
         assert_eq!(
-            Error::Session(SessionError::Remote("disk full".into())).kind(),
+            Error::Session(SessionError::Remote {
+                from: Role::Sender,
+                message: "disk full".into()
+            })
+            .kind(),
             ErrorKind::Remote
         );
         assert_eq!(Error::Session(SessionError::NotServing).kind(), ErrorKind::Protocol);

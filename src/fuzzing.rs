@@ -190,6 +190,11 @@ pub fn manifest(data: &[u8], dir: &Path) {
         );
     }
 
+    // A chunk size no receiver accepts is refused by the loader itself, never looped on.
+    let absurd = Offer { chunk_size: 0, ..offer.clone() };
+    let refused = resume::load(&part, &absurd);
+    assert!(matches!(refused, Err(ResumeError::ChunkSize(0))), "{refused:?}");
+
     let _ = Journal::create(&part, &offer, &prefix).expect("write a fresh manifest");
     let again = resume::load(&part, &offer).expect("load a fresh manifest");
     assert_eq!(again, prefix, "a fresh manifest for a prefix loads that prefix");
@@ -432,7 +437,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.pcp-part");
         let mut journal = Journal::create(&path, offer, &Prefix::default()).expect("journal");
-        for piece in part.chunks(offer.chunk_size as usize).take(records) {
+        for piece in part.chunks(offer.chunk_size.max(1) as usize).take(records) {
             journal.append(blake3::hash(piece).as_bytes()).expect("append");
         }
         let manifest = fs::read(resume::manifest_path(&path)).expect("read the manifest");
@@ -525,7 +530,7 @@ mod tests {
         }
 
         // manifest: an intact one with a record per chunk, one without records, one for
-        // another transfer, and one damaged.
+        // another transfer, one damaged, and one whose valid header names a chunk size of 0.
         let part = b"the first and only chunk of a short file";
         let file_offer = Offer {
             kind: Kind::File,
@@ -544,6 +549,7 @@ mod tests {
             ("no-records", manifest_input(part, &file_offer, 0)),
             ("archive", manifest_input(part, &offer(), 0)),
             ("damaged", damaged),
+            ("zero-chunk", manifest_input(part, &Offer { chunk_size: 0, ..file_offer.clone() }, 0)),
         ] {
             seed("manifest", name, &input);
         }

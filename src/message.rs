@@ -37,7 +37,9 @@
 //! [`MAX_ENTRIES`] (65,536) entries, and its name and each entry are at most
 //! [`MAX_NAME_LEN`] (4096) bytes. All three are checked before the memory they would
 //! cost is allocated (an empty entry is one byte on the wire but 24 in memory), and an
-//! Offer over them is refused with [`MessageError::OverLimit`].
+//! Offer over them is refused with [`MessageError::OverLimit`]. The reason an `Error`,
+//! `Decline` or `Refuse` carries is at most [`MAX_REASON_LEN`] (1024) bytes, checked the
+//! same way; a side cuts its own longer reasons to that before sending.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +80,9 @@ pub(crate) const MAX_OFFER_LEN: usize = 1 << 20;
 pub(crate) const MAX_ENTRIES: usize = 65_536;
 /// The longest name (the Offer's name, or one of its entries), in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 4096;
+/// The longest reason an `Error`, `Decline` or `Refuse` carries, in bytes. Longer
+/// reasons of our own are cut (on a character boundary) before they are sent.
+pub(crate) const MAX_REASON_LEN: usize = 1024;
 
 /// Decoding with limits: the Offer's name and entries are checked as postcard reads
 /// them, before anything is allocated for them.
@@ -88,7 +93,7 @@ mod bounded {
     use serde::Deserializer;
     use serde::de::{self, SeqAccess, Visitor};
 
-    use super::{MAX_ENTRIES, MAX_NAME_LEN};
+    use super::{MAX_ENTRIES, MAX_NAME_LEN, MAX_REASON_LEN};
 
     thread_local! {
         /// The limit the last failed decode on this thread hit. postcard drops a
@@ -128,6 +133,32 @@ mod bounded {
     /// A name of at most [`MAX_NAME_LEN`] bytes.
     pub(super) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         d.deserialize_str(Name)
+    }
+
+    struct Reason;
+
+    impl Visitor<'_> for Reason {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a string of at most {MAX_REASON_LEN} bytes")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if v.len() > MAX_REASON_LEN {
+                return Err(over("a reason longer than 1024 bytes"));
+            }
+            Ok(v.to_owned())
+        }
+    }
+
+    /// A reason (`Error`, `Decline`, `Refuse`) of at most [`MAX_REASON_LEN`] bytes.
+    pub(super) struct BoundedReason(pub(super) String);
+
+    impl<'de> de::Deserialize<'de> for BoundedReason {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<BoundedReason, D::Error> {
+            d.deserialize_str(Reason).map(BoundedReason)
+        }
     }
 
     struct BoundedName(String);
@@ -321,15 +352,15 @@ impl Control {
         let (tag, body) = match self {
             Control::Offer(o) => (tag::OFFER, postcard::to_stdvec(o)),
             Control::Accept => (tag::ACCEPT, Ok(Vec::new())),
-            Control::Decline(r) => (tag::DECLINE, postcard::to_stdvec(r)),
+            Control::Decline(r) => (tag::DECLINE, postcard::to_stdvec(cut(r))),
             Control::End(e) => (tag::END, postcard::to_stdvec(e)),
-            Control::Error(m) => (tag::ERROR, postcard::to_stdvec(m)),
+            Control::Error(m) => (tag::ERROR, postcard::to_stdvec(cut(m))),
             Control::Done => (tag::DONE, Ok(Vec::new())),
             Control::Ack(n) => (tag::ACK, postcard::to_stdvec(n)),
             Control::Resume(r) => (tag::RESUME, postcard::to_stdvec(r)),
             Control::Keepalive => (tag::KEEPALIVE, Ok(Vec::new())),
             Control::Cancel => (tag::CANCEL, Ok(Vec::new())),
-            Control::Refuse(r) => (tag::REFUSE, postcard::to_stdvec(r)),
+            Control::Refuse(r) => (tag::REFUSE, postcard::to_stdvec(cut(r))),
         };
         let body = body.expect("serializing plain structs to a Vec cannot fail");
         let mut out = Vec::with_capacity(1 + body.len());
@@ -356,6 +387,15 @@ impl Control {
         fn empty(body: &[u8], what: &'static str, v: Control) -> Result<Control, MessageError> {
             if body.is_empty() { Ok(v) } else { Err(MessageError::Malformed { what }) }
         }
+        fn reason(body: &[u8], what: &'static str) -> Result<String, MessageError> {
+            bounded::take_hit();
+            body_of::<bounded::BoundedReason>(body, what).map(|r| r.0).map_err(|e| {
+                match bounded::take_hit() {
+                    Some(limit) => MessageError::OverLimit { what, limit },
+                    None => e,
+                }
+            })
+        }
         match tag {
             tag::OFFER => {
                 if body.len() > MAX_OFFER_LEN {
@@ -371,21 +411,34 @@ impl Control {
                 })
             }
             tag::ACCEPT => empty(body, "Accept", Control::Accept),
-            tag::DECLINE => Ok(Control::Decline(body_of(body, "Decline")?)),
+            tag::DECLINE => Ok(Control::Decline(reason(body, "Decline")?)),
             tag::END => Ok(Control::End(body_of(body, "End")?)),
-            tag::ERROR => Ok(Control::Error(body_of(body, "Error")?)),
+            tag::ERROR => Ok(Control::Error(reason(body, "Error")?)),
             tag::DONE => empty(body, "Done", Control::Done),
             tag::ACK => Ok(Control::Ack(body_of(body, "Ack")?)),
             tag::RESUME => Ok(Control::Resume(body_of(body, "Resume")?)),
             tag::KEEPALIVE => empty(body, "Keepalive", Control::Keepalive),
             tag::CANCEL => empty(body, "Cancel", Control::Cancel),
-            tag::REFUSE => Ok(Control::Refuse(body_of(body, "Refuse")?)),
+            tag::REFUSE => Ok(Control::Refuse(reason(body, "Refuse")?)),
             tag::CHUNK => {
                 Err(MessageError::Unexpected { got: "a chunk", expected: "a control message" })
             }
             other => Err(MessageError::UnknownTag(other)),
         }
     }
+}
+
+/// `reason`, cut to at most [`MAX_REASON_LEN`] bytes on a character boundary, so that
+/// the peer decodes it.
+fn cut(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// Length of a chunk frame's plaintext before the payload: tag + fixed header.
@@ -552,6 +605,32 @@ mod tests {
         // Refused on its length, before any decoding.
         let e = refused(&offer_frame(0, 2 << 20, 0), "over 1 MiB");
         assert!(e.to_string().contains("1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn reasons_are_bounded_both_ways() {
+        for (make, what) in [
+            (Control::Error as fn(String) -> Control, "Error"),
+            (Control::Decline, "Decline"),
+            (Control::Refuse, "Refuse"),
+        ] {
+            // A peer's long reason is refused before it is copied.
+            let mut frame = make(String::new()).encode();
+            frame.truncate(1);
+            let long = "é".repeat(MAX_REASON_LEN);
+            frame.extend_from_slice(&postcard::to_stdvec(&long).expect("encode"));
+            let e = refused(&frame, "a long reason");
+            assert!(matches!(e, MessageError::OverLimit { what: w, .. } if w == what), "{e}");
+            assert!(e.to_string().contains("1024 bytes"), "{e}");
+            // Our own long reasons are cut on a character boundary, and decode.
+            let (Control::Error(got) | Control::Decline(got) | Control::Refuse(got)) =
+                Control::decode(&make(long.clone()).encode()).expect("a cut reason decodes")
+            else {
+                panic!("{what} decoded as something else")
+            };
+            assert_eq!(got.len(), MAX_REASON_LEN);
+            assert!(long.starts_with(&got));
+        }
     }
 
     #[test]

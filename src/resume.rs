@@ -7,6 +7,17 @@
 //! holds the chunk hashes (so that the sender can still prove the prefix unchanged by its
 //! root hash) and where extraction stands.
 //!
+//! A file's receiver also keeps `FILE.pcp-part.key`, its libp2p identity (its protobuf
+//! encoding).
+//!
+//! # Why the identity is kept
+//! Once a receiver has authenticated, the sender takes the rest of the transfer only
+//! from the same peer id. A receiver killed and run again is a new process: it finds the
+//! part file's key and reconnects under that identity, so that a sender still running
+//! takes it back, and only it. The key file is created like the manifest (`0600`, anew,
+//! never through a symlink) and read only if it is a regular file; a missing or damaged
+//! one only means a fresh identity, which a rerun sender accepts anyway.
+//!
 //! # Manifest format
 //!
 //! | bytes | field |
@@ -64,7 +75,7 @@ use std::path::{Path, PathBuf};
 use crate::archive::{Checkpoint, DirMeta};
 use crate::fsx;
 use crate::message::{Kind, Offer};
-use crate::pipeline::RootHash;
+use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, RootHash};
 
 const MAGIC: &[u8; 8] = b"PCPMAN2\n";
 /// A record's tag, length and check.
@@ -82,6 +93,12 @@ pub enum ResumeError {
     /// The part file is from another transfer (another kind, size or chunk size).
     #[error("{} holds part of another transfer", crate::fsx::shown(.0))]
     OtherTransfer(PathBuf),
+    /// The offer's chunk size is outside pcp's limits: loading with it would read
+    /// nothing per step (0) or allocate without bound, so nothing is read at all.
+    #[error(
+        "a chunk size of {0} bytes is outside pcp's limits ({MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE})"
+    )]
+    ChunkSize(u32),
     /// Reading or writing the files failed.
     #[error("{}", crate::fsx::shown(.path))]
     Io {
@@ -91,6 +108,53 @@ pub enum ResumeError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The identity file's path for a part file.
+#[must_use]
+pub(crate) fn key_path(part: &Path) -> PathBuf {
+    let mut s = part.as_os_str().to_owned();
+    s.push(".key");
+    PathBuf::from(s)
+}
+
+/// The identity an earlier run kept beside `part`, if a readable one is there.
+#[must_use]
+pub(crate) fn load_identity(part: &Path) -> Option<libp2p::identity::Keypair> {
+    let file = fsx::open_regular(&key_path(part), false).ok()?;
+    let mut bytes = Vec::new();
+    // An ed25519 key is 68 bytes encoded: anything much longer is not one.
+    file.take(4096).read_to_end(&mut bytes).ok()?;
+    libp2p::identity::Keypair::from_protobuf_encoding(&bytes).ok()
+}
+
+/// Keeps `key` beside `part` for a later run ([`load_identity`]), replacing what was
+/// there (never writing through it).
+///
+/// # Errors
+/// I/O errors, naming the key file.
+pub(crate) fn save_identity(
+    part: &Path,
+    key: &libp2p::identity::Keypair,
+) -> Result<(), ResumeError> {
+    let path = key_path(part);
+    let err = |source| ResumeError::Io { path: path.clone(), source };
+    if load_identity(part).is_some_and(|k| k.public() == key.public()) {
+        return Ok(());
+    }
+    let bytes = key.to_protobuf_encoding().map_err(|e| err(io::Error::other(e)))?;
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let mut file = fsx::create_new_private(&path).map_err(err)?;
+    file.write_all(&bytes).map_err(err)
+}
+
+/// Removes the files kept beside `part` for a resume (manifest and identity).
+pub(crate) fn remove_side_files(part: &Path) {
+    let _ = std::fs::remove_file(manifest_path(part));
+    let _ = std::fs::remove_file(key_path(part));
 }
 
 /// The manifest's path for a part file.
@@ -229,6 +293,11 @@ fn parse(bytes: &[u8]) -> Parsed {
         return bad;
     }
     let Ok((offer, [])) = postcard::take_from_bytes::<Offer>(header) else { return bad };
+    // A header no pcp writes (a chunk size outside the limits) is damage, not another
+    // transfer: the part file is re-hashed under the offer's own chunk size instead.
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
+        return bad;
+    }
     let mut parsed = Parsed { offer: Some(offer), ..Parsed::default() };
     let mut index = 0;
     while !records.is_empty() {
@@ -284,8 +353,13 @@ pub(crate) fn manifest_offer(bytes: &[u8]) -> Option<Offer> {
 /// a file of the offered size.
 ///
 /// # Errors
-/// [`ResumeError::OtherTransfer`] when a valid manifest names another offer; I/O errors.
+/// [`ResumeError::ChunkSize`] when `offer`'s chunk size is outside pcp's limits (the
+/// loop below would never advance on 0); [`ResumeError::OtherTransfer`] when a valid
+/// manifest names another offer; I/O errors.
 pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
+        return Err(ResumeError::ChunkSize(offer.chunk_size));
+    }
     let parsed = read_manifest(part, offer)?;
     if offer.kind == Kind::Archive {
         return Ok(extraction(part, offer, parsed));
@@ -497,9 +571,13 @@ impl Journal {
             .map_err(|source| ResumeError::Io { path: self.path.clone(), source })
     }
 
-    /// Removes the manifest: the transfer completed.
+    /// Removes the manifest, and the identity kept beside it: the transfer completed
+    /// (or its part file is gone).
     pub(crate) fn remove(self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(part) = self.path.to_str().and_then(|p| p.strip_suffix(".manifest")) {
+            let _ = std::fs::remove_file(key_path(Path::new(part)));
+        }
     }
 }
 
@@ -672,6 +750,68 @@ mod tests {
             assert!(!shown.contains(['\x1b', '\u{202E}']), "{shown:?}");
             assert!(shown.contains("?[2J"), "{shown:?}");
         }
+    }
+
+    #[test]
+    fn absurd_chunk_sizes_are_refused_not_looped_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        std::fs::write(&part, random(3 << 16)).expect("part");
+        for size in [0, 1, MIN_CHUNK_SIZE - 1, MAX_CHUNK_SIZE + 1, u32::MAX] {
+            let mut o = offer(10 << 16);
+            o.chunk_size = size;
+            let e = load_in_time(&part, &o).expect_err("an absurd chunk size is refused");
+            assert!(matches!(e, ResumeError::ChunkSize(s) if s == size), "{e:?}");
+            assert!(e.to_string().contains("outside pcp's limits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_naming_an_absurd_chunk_size_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        std::fs::write(&part, random(3 << 16)).expect("part");
+        let mut zero = o.clone();
+        zero.chunk_size = 0;
+        // A well-formed header with a valid check, as no pcp writes it.
+        Journal::create(&part, &zero, &Prefix::default()).expect("journal");
+        let p = load_in_time(&part, &o).expect("re-hashed, not another transfer");
+        assert_eq!(p.chunks(), 3);
+    }
+
+    #[test]
+    fn the_identity_is_kept_privately_and_never_through_a_planted_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        assert!(load_identity(&part).is_none(), "none yet");
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        save_identity(&part, &key).expect("save");
+        let meta = std::fs::symlink_metadata(key_path(&part)).expect("key file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_identity(&part).expect("load").public(), key.public());
+
+        // A symlink planted at the key's name is replaced, never written through, and
+        // never read as a key.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("victim");
+        std::fs::remove_file(key_path(&part)).expect("rm");
+        std::os::unix::fs::symlink(&victim, key_path(&part)).expect("plant");
+        assert!(load_identity(&part).is_none(), "a symlink is not followed");
+        save_identity(&part, &key).expect("save");
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        assert!(std::fs::symlink_metadata(key_path(&part)).expect("key").is_file());
+
+        // Damaged: no identity (a fresh one is used), no error.
+        std::fs::write(key_path(&part), b"garbage").expect("write");
+        assert!(load_identity(&part).is_none());
+
+        // Removing the journal removes the identity with it.
+        save_identity(&part, &key).expect("save");
+        let j = Journal::create(&part, &offer(1 << 16), &Prefix::default()).expect("journal");
+        j.remove();
+        assert!(!manifest_path(&part).exists() && !key_path(&part).exists());
     }
 
     #[test]

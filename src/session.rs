@@ -11,10 +11,11 @@
 //! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 1) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
 //! | reply   | S → R | status `u8`; if 0 (OK): SPAKE2 message A (33) ‖ sender confirmation (32) |
 //! | confirm | R → S | receiver confirmation (32) |
+//! | verdict | S → R | only after a confirmation that does not match: status 4 if the code is burnt now, else nothing (the sender closes) |
 //!
 //! Integers are big-endian. Status: 0 OK, 1 not this channel or slot, 2 busy with another
-//! receiver, 3 unsupported version. After the confirmation both directions carry
-//! [`crate::framing`] frames.
+//! receiver, 3 unsupported version, 4 the code is burnt (too many wrong codes; see
+//! [`Guesses`]). After the confirmation both directions carry [`crate::framing`] frames.
 //!
 //! # Security
 //! - SPAKE2 (Ed25519 group) with the sender as side A and the receiver as side B; the
@@ -42,8 +43,10 @@ use zeroize::Zeroizing;
 use futures::io::{ReadHalf, WriteHalf};
 
 use crate::code::Code;
+use crate::event::Role;
 use crate::framing::{FrameError, FrameKey, FrameReader, FrameWriter, Opener, Sealer};
 use crate::message::{Control, MessageError};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Silence (or a write that cannot finish) for this long means the connection is dead:
 /// both sides go back to discovery and resume. Well above the 2 s keepalive, well within
@@ -75,6 +78,48 @@ mod status {
     pub(super) const NOT_SERVING: u8 = 1;
     pub(super) const BUSY: u8 = 2;
     pub(super) const VERSION: u8 = 3;
+    /// The code is burnt: too many wrong codes were tried. Also the one byte a sender
+    /// writes after the confirmation that burnt it (see [`super::Guesses`]).
+    pub(super) const BURNT: u8 = 4;
+}
+
+/// How long a receiver whose confirmation of the sender failed waits for the sender's
+/// verdict byte (the sender writes it at once, or closes).
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The guesses a sender's code has cost, shared by the handshakes it runs side by side. At [`crate::MAX_FAILED_ATTEMPTS`] the code is burnt: every
+/// later hello for it is answered [`status::BURNT`] before any SPAKE2 message, so no
+/// more guesses can be tested, and a guess that is spent and burns the code (or comes
+/// after) is told so in one clear byte after the failed confirmation.
+///
+/// Neither answer says anything about the code: "burnt" depends only on how many
+/// guesses failed, and a guesser learns whether its own guess was right from the
+/// sender's confirmation before the byte comes. The byte is not authenticated (a wrong
+/// code has no shared key to do so): a forger can only end a handshake, which anyone on
+/// the path can do anyway.
+#[derive(Debug, Default)]
+pub(crate) struct Guesses {
+    // Atomic only to be Sync: the handshakes are polled on one task, so plain loads and
+    // stores in sequence are enough.
+    spent: std::sync::atomic::AtomicU32,
+}
+
+impl Guesses {
+    /// Whether the code is burnt.
+    pub(crate) fn burnt(&self) -> bool {
+        self.spent.load(Relaxed) >= crate::MAX_FAILED_ATTEMPTS
+    }
+
+    /// Guesses left before the code is burnt.
+    pub(crate) fn left(&self) -> u32 {
+        crate::MAX_FAILED_ATTEMPTS.saturating_sub(self.spent.load(Relaxed))
+    }
+
+    /// Books a failed guess; true when the code is burnt now.
+    fn spend(&self) -> bool {
+        let _ = self.spent.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_add(1)));
+        self.burnt()
+    }
 }
 
 /// Why a session could not be set up or continued.
@@ -83,6 +128,15 @@ pub enum SessionError {
     /// The receiver's check of the sender's confirmation failed.
     #[error("wrong code: the sender could not be authenticated")]
     WrongCode,
+    /// The sender stopped taking this code: too many wrong codes were tried. What a
+    /// receiver is told by a sender whose code is burnt (the sender itself ends with
+    /// [`crate::Error::CodeBurnt`]).
+    #[error(
+        "the sender stopped taking this code after {} wrong tries: someone else tried this \
+         code; start again with a new one",
+        crate::MAX_FAILED_ATTEMPTS
+    )]
+    Burnt,
     /// The sender's check of the receiver's confirmation failed.
     #[error("a receiver ({peer}) tried a wrong code")]
     PeerWrongCode {
@@ -116,9 +170,20 @@ pub enum SessionError {
     /// A message failed to decode.
     #[error(transparent)]
     Message(#[from] MessageError),
-    /// The peer reported an error (its words, unsanitized).
-    #[error("{}", crate::term::sanitize(.0))]
-    Remote(String),
+    /// The peer reported an error. Its words are the peer's to choose, so they are shown
+    /// only sanitized (and cut short), after "the sender reported: " or "the receiver
+    /// reported: ": never as a line that could pass for one of pcp's own.
+    #[error(
+        "the {} reported: {}",
+        match .from { Role::Sender => "sender", Role::Receiver => "receiver" },
+        crate::term::sanitize(.message)
+    )]
+    Remote {
+        /// Which side sent it: the peer.
+        from: Role,
+        /// Its words, as received (unsanitized).
+        message: String,
+    },
     /// The peer's user stopped it on purpose.
     #[error("the peer cancelled")]
     Cancelled,
@@ -194,6 +259,8 @@ fn derive(shared: &[u8], transcript: &[u8], i_am_sender: bool) -> Keys {
 /// An authenticated, encrypted session over a stream, split into its two directions.
 pub(crate) struct Session<S> {
     peer: PeerId,
+    /// The peer's role: who an `Error` message came from.
+    them: Role,
     reader: FrameReader<ReadHalf<S>>,
     writer: FrameWriter<WriteHalf<S>>,
 }
@@ -239,6 +306,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             status::NOT_SERVING => return Err(SessionError::NotServing),
             status::BUSY => return Err(SessionError::Busy),
             status::VERSION => return Err(SessionError::Version),
+            status::BURNT => return Err(SessionError::Burnt),
             _ => return Err(SessionError::Protocol("unknown hello status")),
         }
         let mut reply = [0u8; SPAKE_MSG_LEN + CONFIRM_LEN];
@@ -254,9 +322,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         stream.write_all(keys.confirm_mine.as_ref()).await?;
         stream.flush().await?;
         if !bool::from(keys.confirm_theirs.as_ref().ct_eq(their_confirm)) {
-            return Err(SessionError::WrongCode);
+            // The sender says in one byte whether this guess burnt its code (or came
+            // after); a close or silence means a plain wrong code.
+            let mut verdict = [0u8; 1];
+            let said = tokio::time::timeout(VERDICT_TIMEOUT, stream.read_exact(&mut verdict));
+            return Err(match said.await {
+                Ok(Ok(())) if verdict[0] == status::BURNT => SessionError::Burnt,
+                _ => SessionError::WrongCode,
+            });
         }
-        Ok(Session::new(stream, sender, keys))
+        Ok(Session::new(stream, sender, Role::Sender, keys))
     }
 
     /// Sender side: reads the hello, answers it, runs SPAKE2 and checks the receiver's
@@ -266,12 +341,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// # Errors
     /// [`SessionError::NotServing`] and failures before the reply (no attempt spent);
     /// [`SessionError::PeerWrongCode`] for any failure after it (an attempt spent).
+    #[cfg(any(test, feature = "adversary"))]
     pub(crate) async fn accept(
+        stream: S,
+        code: &Code,
+        serving: impl Fn(Rendezvous) -> bool,
+        me: PeerId,
+        receiver: PeerId,
+    ) -> Result<Session<S>, SessionError> {
+        Self::accept_counted(stream, code, serving, me, receiver, &Guesses::default()).await
+    }
+
+    /// [`Session::accept`], spending a failed guess from `guesses`, which the sender's
+    /// concurrent handshakes share. Once the code is burnt, a hello for it is answered
+    /// [`status::BURNT`] ([`SessionError::Burnt`] here) and nothing else is done.
+    ///
+    /// # Errors
+    /// As for [`Session::accept`], and [`SessionError::Burnt`].
+    pub(crate) async fn accept_counted(
         mut stream: S,
         code: &Code,
         serving: impl Fn(Rendezvous) -> bool,
         me: PeerId,
         receiver: PeerId,
+        guesses: &Guesses,
     ) -> Result<Session<S>, SessionError> {
         let mut hello = [0u8; HELLO_LEN];
         match tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut hello)).await {
@@ -292,6 +385,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if at.channel != code.channel() || !serving(at) {
             refuse(&mut stream, status::NOT_SERVING).await;
             return Err(SessionError::NotServing);
+        }
+        // No more guesses: said before our SPAKE2 message, so nothing can be tested.
+        if guesses.burnt() {
+            refuse(&mut stream, status::BURNT).await;
+            return Err(SessionError::Burnt);
         }
         // A peer that already hung up (or sent more than a hello) gets no reply: without
         // our SPAKE2 message and confirmation it cannot test a guess, so this costs the
@@ -329,10 +427,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if !matches!(confirmed, Ok(Ok(())))
             || !bool::from(keys.confirm_theirs.as_ref().ct_eq(&theirs))
         {
-            let _ = stream.close().await;
+            // Spent before anything is written back, so that the byte below is decided
+            // by the count alone.
+            if guesses.spend() {
+                refuse(&mut stream, status::BURNT).await;
+            } else {
+                let _ = stream.close().await;
+            }
             return Err(SessionError::PeerWrongCode { peer: receiver });
         }
-        Ok(Session::new(stream, receiver, keys))
+        if guesses.burnt() {
+            // A handshake that was in flight when others burnt the code: even the right
+            // code gets no session now.
+            let _ = stream.close().await;
+            return Err(SessionError::Burnt);
+        }
+        Ok(Session::new(stream, receiver, Role::Receiver, keys))
     }
 
     /// Tells a peer that this sender is busy, and closes the stream.
@@ -340,10 +450,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         refuse(&mut stream, status::BUSY).await;
     }
 
-    fn new(stream: S, peer: PeerId, keys: Keys) -> Session<S> {
+    fn new(stream: S, peer: PeerId, them: Role, keys: Keys) -> Session<S> {
         let (r, w) = stream.split();
         Session {
             peer,
+            them,
             // Waiting for a person (the consent prompt) is the only open-ended wait;
             // the callers that need it lift the deadline with `recv_within(None)`.
             reader: FrameReader::new(r, Opener::new(keys.recv), Some(DEAD_AFTER)),
@@ -390,7 +501,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.reader.set_deadline(Some(DEAD_AFTER));
         let (plain, _) = got?;
         match Control::decode(&plain)? {
-            Control::Error(m) => Err(SessionError::Remote(m)),
+            Control::Error(message) => Err(SessionError::Remote { from: self.them, message }),
             Control::Cancel => Err(SessionError::Cancelled),
             other => Ok(other),
         }
@@ -479,6 +590,54 @@ mod tests {
         assert_eq!(r.recv().await.expect("recv"), Control::Accept);
         r.send(&Control::Done).await.expect("send");
         assert_eq!(s.recv().await.expect("recv"), Control::Done);
+    }
+
+    /// One handshake against a sender that shares `guesses`: (sender side, receiver
+    /// side).
+    async fn counted(
+        guesses: &Guesses,
+        receiver_code: &str,
+    ) -> (Result<(), SessionError>, Result<(), SessionError>) {
+        let (a, b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let sc = code("bubble-enemy-result-increase");
+        let rc = code(receiver_code);
+        let at = Rendezvous { channel: rc.channel(), slot: 300 };
+        let (s, r) = tokio::join!(
+            Session::accept_counted(a, &sc, |r| r.slot == 300, s_id, r_id, guesses),
+            Session::connect(b, &rc, at, r_id, s_id)
+        );
+        (s.map(drop), r.map(drop))
+    }
+
+    /// Issue 9, item 9: the receiver whose guess burns the code, and any after it, are
+    /// told "burnt" (not a plain wrong code); before that, a wrong code is just that.
+    #[tokio::test]
+    async fn the_guess_that_burns_the_code_is_told_so_and_so_is_any_later_hello() {
+        const WRONG: &str = "bubble-enemy-result-abandon";
+        let guesses = Guesses::default();
+        for left in (1..crate::MAX_FAILED_ATTEMPTS).rev() {
+            let (s, r) = counted(&guesses, WRONG).await;
+            assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+            assert!(matches!(r, Err(SessionError::WrongCode)), "{r:?}");
+            assert_eq!(guesses.left(), left);
+        }
+        let (s, r) = counted(&guesses, WRONG).await;
+        assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+        assert!(matches!(r, Err(SessionError::Burnt)), "the last guess: {r:?}");
+        assert!(guesses.burnt());
+        let e = crate::Error::Session(r.expect_err("burnt"));
+        assert_eq!(e.kind(), crate::ErrorKind::CodeBurnt);
+        assert!(e.to_string().contains("someone else tried this code; start again with a new one"));
+
+        // Later hellos are refused before any SPAKE2 message: no guess can be tested,
+        // and even the right code is told the code is burnt.
+        for later in [WRONG, "bubble-enemy-result-increase"] {
+            let (s, r) = counted(&guesses, later).await;
+            assert!(matches!(s, Err(SessionError::Burnt)), "{s:?}");
+            assert!(matches!(r, Err(SessionError::Burnt)), "{r:?}");
+        }
+        assert_eq!(guesses.left(), 0);
     }
 
     #[tokio::test]

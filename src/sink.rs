@@ -12,6 +12,11 @@
 //! - A sink aborted ([`Sink::abort`]) or dropped without `finish` keeps its part file
 //!   (and manifest) for a later resume, unless told not to (`keep_part: false`). Only
 //!   `abort` waits for the writer thread to have cleaned up; dropping never blocks.
+//! - A staged tar stream whose extraction is refused for its content
+//!   ([`ArchiveError::is_refusal`]) is removed with its manifest: a rerun would fetch the
+//!   same refused stream. One whose commit failed locally (disk full, a name taken
+//!   meanwhile) stays, like any part file, and the receiver says where
+//!   ([`crate::Event::Kept`]).
 //! - Part files are created `0600` with `create_new`, and a resumed one is reopened only
 //!   if it is a regular file, never through a symlink ([`crate::fsx`]).
 //! - A resumed part file is opened with its write cursor at the verified prefix and is cut
@@ -346,6 +351,18 @@ pub(crate) fn discard(path: &Path) {
     }
 }
 
+/// The part file an offer would resume from at `dest` (none for a writer, or where
+/// the offer cannot go): [`Target::resume_part`] without taking `dest`.
+#[must_use]
+pub(crate) fn resume_part_for(dest: &Destination, offer: &Offer) -> Option<PathBuf> {
+    let dest = match dest {
+        Destination::Writer(_) => return None,
+        Destination::File(p) => Destination::File(p.clone()),
+        Destination::Directory(d) => Destination::Directory(d.clone()),
+    };
+    Target::for_offer(dest, offer).ok()?.resume_part()
+}
+
 /// `path` with [`PART_SUFFIX`] appended.
 #[must_use]
 pub(crate) fn part_path(path: &Path) -> PathBuf {
@@ -456,7 +473,9 @@ fn write_part(
         }
         Err(SinkError::Stopped)
     })();
-    if result.is_err() && !keep_part {
+    // A verified stream refused for what it holds is no use to a rerun.
+    let refused = matches!(&result, Err(SinkError::Archive(e)) if e.is_refusal());
+    if result.is_err() && (!keep_part || refused) {
         let _ = std::fs::remove_file(part);
         if let Some(j) = journal {
             j.remove();
@@ -778,5 +797,89 @@ mod tests {
         };
         assert!(matches!(err, SinkError::Archive(ArchiveError::Unsafe { .. })), "{err:?}");
         assert!(listing(dest.path()).is_empty(), "{:?}", listing(dest.path()));
+    }
+
+    fn ls(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn archive_offer_of(entries: &[&str]) -> Offer {
+        Offer {
+            kind: crate::message::Kind::Archive,
+            name: "x".into(),
+            size: None,
+            entries: entries.iter().map(|&e| e.to_owned()).collect(),
+            chunk_size: 1 << 16,
+            files: None,
+        }
+    }
+
+    /// Starts an extraction of `tar` into `dir` with a manifest, hands it every chunk,
+    /// and finishes.
+    async fn extract(dir: &Path, entries: &[&str], tar: &[u8], before: impl FnOnce()) -> SinkError {
+        let offer = archive_offer_of(entries);
+        let target = Target::Extract { dir: dir.to_owned(), entries: offer.entries.clone() };
+        let mut sink =
+            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        for c in tar.chunks(1 << 16) {
+            sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await.expect("write");
+        }
+        before();
+        sink.finish().await.expect_err("the commit fails")
+    }
+
+    #[tokio::test]
+    async fn a_refused_extraction_leaves_nothing_behind() {
+        // A symlink climbing out of `d`, then a file through it.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "d", io::empty()).expect("dir");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, "d/up", "../..").expect("symlink");
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(1);
+        b.append_data(&mut h, "d/up/x", &b"x"[..]).expect("file");
+        let tar = b.into_inner().expect("tar");
+
+        let dest = tempfile::tempdir().expect("tempdir");
+        let e = extract(dest.path(), &["d"], &tar, || {}).await;
+        assert!(matches!(e, SinkError::Archive(ArchiveError::Unsafe { .. })), "{e:?}");
+        // The stream itself was refused: a rerun would fetch it again.
+        assert_eq!(ls(dest.path()), Vec::<String>::new(), "nothing is left behind");
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_locally_keeps_the_staging_directory() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let tree = src.path().join("tree");
+        std::fs::create_dir(&tree).expect("mkdir");
+        std::fs::write(tree.join("a"), b"data").expect("write");
+        let tar = crate::archive::pack(&[tree], Vec::new()).expect("pack");
+        let dest = tempfile::tempdir().expect("tempdir");
+        // The name is taken after the receiver checked it, before the commit.
+        let taken = dest.path().join("tree");
+        let e =
+            extract(dest.path(), &["tree"], &tar, || std::fs::write(&taken, b"mine").expect("w"))
+                .await;
+        assert!(matches!(e, SinkError::Archive(ArchiveError::Exists { .. })), "{e:?}");
+        let part = Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] }
+            .resume_part()
+            .expect("part");
+        // What was extracted stays for a rerun, with its journal.
+        assert_eq!(std::fs::read(part.join("tree/a")).expect("staged entry"), b"data");
+        assert!(crate::resume::manifest_path(&part).exists());
+        assert_eq!(std::fs::read(&taken).expect("read"), b"mine");
     }
 }

@@ -163,6 +163,7 @@ mod tests {
         Incoming {
             offer: out.offer.clone(),
             sink: Some(sink),
+            part: None,
             written: None,
             count: 0,
             bytes: 0,
@@ -318,6 +319,59 @@ mod tests {
             "{:?}",
             r.err()
         );
+    }
+
+    /// Issue 9, item 9: after a lost connection, another peer id is turned away even when
+    /// it knows the code and holds the data (it answers Resume with the right prefix):
+    /// the rest goes only to the receiver that authenticated (a rerun of it comes back
+    /// under its kept identity). The sender keeps waiting.
+    #[tokio::test]
+    async fn after_a_loss_another_peer_id_with_the_data_is_turned_away() {
+        let (s, mut r) = sessions().await;
+        let source = data(4 * MIN_CHUNK_SIZE as usize);
+        let mut root = RootHash::default();
+        root.push(blake3::hash(&source[..MIN_CHUNK_SIZE as usize]).as_bytes());
+        let held = Resume { chunks: 1, root: root.finish() };
+        let mut out = sender(source);
+        let mut started = Some(std::time::Instant::now());
+        let someone_else = Some(PeerId::random());
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let stranger = async move {
+            assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
+            r.send(&Control::Resume(held)).await.expect("resume");
+            r.recv().await
+        };
+        let both = async {
+            tokio::join!(
+                send::serve(&mut out, s, (&mut started, someone_else), &ev, &none),
+                stranger
+            )
+        };
+        let (served, answer) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), both).await.expect("in time");
+        assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
+        assert!(matches!(answer, Ok(Control::Decline(_))), "{answer:?}");
+        assert_eq!(out.read, 0, "nothing was read for the stranger");
+    }
+
+    /// A rerun receiver that leaves to come back under its kept identity (Refuse after a
+    /// loss) does not end the transfer: the sender keeps waiting.
+    #[tokio::test]
+    async fn after_a_loss_a_refusal_keeps_the_sender_waiting() {
+        let (s, mut r) = sessions().await;
+        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize));
+        let mut started = Some(std::time::Instant::now());
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let rerun = async move {
+            assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
+            r.send(&Control::Refuse("back as the run that holds the data".into()))
+                .await
+                .expect("refuse");
+        };
+        let peer = Some(PeerId::random());
+        let (served, ()) =
+            tokio::join!(send::serve(&mut out, s, (&mut started, peer), &ev, &none), rerun);
+        assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
     }
 
     /// Issue 9, item 9: after a lost connection, another peer that knows the code but

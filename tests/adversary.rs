@@ -305,11 +305,14 @@ fn verified_prefix(chunks: u64) -> Vec<u8> {
 }
 
 /// The receiver's part file for `-o out/data.bin` holds exactly `chunks` verified chunks,
-/// and its manifest is beside it.
+/// and its manifest and the receiver's identity (for a rerun) are beside it.
 fn assert_part_holds(s: &Scene, chunks: u64) {
     let part = util::part_path(&s.out.join("data.bin"));
     util::assert_bytes_eq("the part file", &verified_prefix(chunks), &util::read(&part));
-    assert_eq!(s.out(), ["data.bin.pcp-part", "data.bin.pcp-part.manifest"]);
+    assert_eq!(
+        s.out(),
+        ["data.bin.pcp-part", "data.bin.pcp-part.key", "data.bin.pcp-part.manifest"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -397,8 +400,9 @@ fn a_gib_long_name_is_refused_from_its_header() {
         &["GNU long name", "limit"],
     );
     s.assert_nothing_outside("receiver.time", &["out"]);
-    let left = s.out();
-    assert!(!left.iter().any(|n| n == "x" || n.starts_with(".pcp-")), "{left:?}");
+    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
+    // so a rerun could not use it).
+    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
 }
 
 #[test]
@@ -412,8 +416,9 @@ fn an_offer_at_the_limit_is_taken_and_its_missing_entries_are_said() {
         &["without the announced entry"],
     );
     s.assert_nothing_outside("receiver.time", &["out"]);
-    let left = s.out();
-    assert!(!left.iter().any(|n| n.starts_with('e') || n.starts_with(".pcp-")), "{left:?}");
+    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
+    // so a rerun could not use it).
+    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
 }
 
 #[test]
@@ -445,8 +450,9 @@ fn a_hundred_thousand_entries_then_an_escape_leave_nothing() {
     let (end, outcome) = s.receive_from(AsSender::ManyEntries, &["-C", "out"]);
     end.assert_clean_failure("100,000 entries", &outcome, exit::FAILURE, &["`..`"]);
     s.assert_nothing_outside("receiver.time", &["out"]);
-    let left = s.out();
-    assert!(!left.iter().any(|n| n == "many" || n.starts_with(".pcp-")), "{left:?}");
+    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
+    // so a rerun could not use it).
+    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
 }
 
 #[test]
@@ -472,8 +478,9 @@ fn tar_names_with_escapes_never_reach_the_terminal() {
         &["refused archive entry", "climb"],
     );
     s.assert_nothing_outside("receiver.time", &["out"]);
-    let left = s.out();
-    assert!(!left.iter().any(|n| n.contains("top") || n.starts_with(".pcp-")), "{left:?}");
+    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
+    // so a rerun could not use it).
+    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -564,7 +571,7 @@ fn a_receiver_error_with_escapes_never_reaches_the_terminal() {
         "receiver's error with escapes",
         &outcome,
         exit::FAILURE,
-        &["red.txt"],
+        &["the receiver reported: ", "red.txt"],
     );
     s.assert_nothing_outside("sender.time", &["data.bin", "out"]);
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use util::{
     CODE, Host, Lan, MIB, Proc, arg, assert_bytes_eq, assert_trees_eq, exit, file_bytes_under,
-    finish_all, list_dir, manifest_path, part_path, read, spawn_sender, start_receiver,
+    finish_all, key_path, list_dir, manifest_path, part_path, read, spawn_sender, start_receiver,
     start_sender, stdout_to, wait_for_len, write_random_file, write_random_tree,
 };
 
@@ -396,10 +396,11 @@ fn stdin_to_stdout_survives_three_cuts() {
 
 // --- across restarts -------------------------------------------------------------------
 
-/// Asserts that a killed receiver left its part file and manifest, and no `out`.
+/// Asserts that a killed receiver left its part file, manifest and identity, and no
+/// `out`.
 fn assert_partial_kept(out: &Path) {
     assert!(!out.exists(), "{} exists before the transfer completed", out.display());
-    for kept in [part_path(out), manifest_path(out)] {
+    for kept in [part_path(out), manifest_path(out), key_path(out)] {
         assert!(
             fs::metadata(&kept).is_ok_and(|m| m.len() > 0),
             "{} missing or empty after SIGKILL",
@@ -421,7 +422,9 @@ fn killed_at(rig: &Rig, code: &str, out: &Path, pct: usize) {
 
 /// The receiver SIGKILLed at ~50 % and started again with the same code while the
 /// sender keeps running: the sender notices, waits for a receiver, and the new one
-/// resumes from its part file instead of starting over.
+/// resumes from its part file instead of starting over. The sender takes the rest only
+/// from the receiver's peer id (issue 9, item 9): the rerun comes back under the
+/// identity the first run kept beside its part file.
 #[test]
 #[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn receiver_killed_and_restarted_resumes() {
@@ -437,6 +440,9 @@ fn receiver_killed_and_restarted_resumes() {
     let mut second = rig.receive(CODE, &[], &out);
     let stderr = expect_success(&mut [&mut sender, &mut second], FINISH_TIMEOUT);
     rig.assert_received(&out);
+    for gone in [part_path(&out), manifest_path(&out), key_path(&out)] {
+        assert!(!gone.exists(), "{} is left after success", gone.display());
+    }
     assert!(stderr[0].contains(LOST), "the sender did not report the lost receiver");
     let (s, r) = stats(SIZE, &stderr[0], &stderr[1]);
     assert!(s.get("reconnects") >= 1, "{}", s.line);

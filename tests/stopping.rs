@@ -135,7 +135,10 @@ fn an_unreadable_file_stops_the_receiver_at_once_with_the_reason() {
     sender.wait_until_ready();
     let mut receiver = start_receiver(lan.host(1), &["-y", "-C", arg(&dest), CODE], Stdio::null());
     let said = receiver.expect_exit(exit::FAILURE);
-    assert!(said.contains("the sender cannot read") && said.contains("locked.txt"), "{said}");
+    assert!(
+        said.contains("the sender reported: cannot read") && said.contains("locked.txt"),
+        "{said}"
+    );
     assert!(!said.contains("reconnecting"), "{said}");
     let sent = sender.expect_exit(exit::FAILURE);
     assert!(sent.contains("locked.txt"), "{sent}");

@@ -280,6 +280,32 @@ fn wrong_code_exits_3_and_writes_nothing_then_right_code_succeeds() {
     assert_bytes_eq(arg(&out), &data, &read(&out));
 }
 
+/// Issue 9, item 9: a burnt code is said on both sides. The first wrong guesses are plain
+/// wrong codes; the receiver whose guess burns the code, and the sender, both say
+/// someone else tried it and to start again, and exit 3.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_burnt_code_is_said_on_both_sides() {
+    const BURNT: &str = "someone else tried this code; start again with a new one";
+    let lan = Lan::pair();
+    let tmp = Scratch::new();
+    let (src, out) = (tmp.path("payload.bin"), tmp.path("got.bin"));
+    write_random_file(&src, MIB / 4);
+    let mut sender = start_sender(lan.host(0), &[arg(&src)], Stdio::null());
+    for _ in 1..pcp::MAX_FAILED_ATTEMPTS {
+        let mut wrong =
+            start_receiver(lan.host(1), &["-y", "-o", arg(&out), WRONG_CODE], Stdio::null());
+        let said = wrong.expect_exit(exit::AUTH);
+        assert!(said.contains("wrong code") && !said.contains(BURNT), "{said}");
+    }
+    let mut last = start_receiver(lan.host(1), &["-y", "-o", arg(&out), WRONG_CODE], Stdio::null());
+    let said = last.expect_exit(exit::AUTH);
+    assert!(said.contains(BURNT) && said.contains("pcp send again"), "{said}");
+    let said = sender.expect_exit(exit::AUTH);
+    assert!(said.contains(BURNT), "{said}");
+    assert_not_written(&out);
+}
+
 /// Without `-y` and without a terminal to ask on (every test process runs in a session
 /// of its own, so `/dev/tty` cannot be opened), the receiver refuses before it contacts
 /// anyone: usage error (2) with a hint naming `-y`, nothing written. The sender's code

@@ -32,6 +32,9 @@ pub(super) struct Incoming {
     pub(super) offer: Offer,
     /// Taken when the transfer commits (or aborts).
     pub(super) sink: Option<Sink>,
+    /// The part file the sink keeps for a later run if the transfer stops (the sink's
+    /// own [`Sink::kept`]), remembered here because a failed commit has consumed the sink.
+    pub(super) part: Option<std::path::PathBuf>,
     /// What the sink wrote, once committed.
     pub(super) written: Option<Written>,
     /// Verified chunks so far.
@@ -96,7 +99,7 @@ impl Incoming {
                 return Ok(Ending::Lost);
             }
             Err(Error::Cancelled) => Control::Cancel,
-            Err(ref e) => Control::Error(crate::error::last_word(Role::Receiver, e)),
+            Err(ref e) => Control::Error(crate::error::last_word(e)),
         };
         let _ = session::send(&mut writer, &last).await;
         writer.close().await;
@@ -150,7 +153,9 @@ impl Incoming {
                     key.open(counter, header, &mut buf)?;
                     return match Control::decode(&buf)? {
                         Control::End(end) => self.check_end(&end),
-                        Control::Error(m) => Err(SessionError::Remote(m).into()),
+                        Control::Error(message) => {
+                            Err(SessionError::Remote { from: Role::Sender, message }.into())
+                        }
                         Control::Cancel => Err(Error::PeerCancelled(Role::Sender)),
                         other => Err(unexpected(&other, "End")),
                     };

@@ -218,7 +218,7 @@ impl Outgoing {
                     // Every earlier frame is out, so the next counter is in order.
                     // Issue 10, item 1: the receiver stops at once and says why.
                     let e = Error::from(e);
-                    let why = crate::error::last_word(Role::Sender, &e);
+                    let why = crate::error::last_word(&e);
                     let _ = session::send(&mut writer, &Control::Error(why)).await;
                     writer.close().await;
                     let _ = tokio::time::timeout(LINGER, &mut replies).await;
@@ -391,7 +391,7 @@ impl Outgoing {
 /// it came while we were still sending, so even `Done` is out of turn.
 fn verdict(last: Control, early: bool) -> Error {
     match last {
-        Control::Error(m) => SessionError::Remote(m).into(),
+        Control::Error(message) => SessionError::Remote { from: Role::Receiver, message }.into(),
         Control::Cancel => Error::PeerCancelled(Role::Receiver),
         other if early => unexpected(&other, "acks while the data was still being sent"),
         other => unexpected(&other, "Done"),

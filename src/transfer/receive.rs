@@ -57,9 +57,10 @@ pub async fn receive(
     }
     let ReceiveOptions { code, destination, force, peers, network } = options;
     // One identity for every reconnection: the sender takes the rest of a transfer
-    // only from the receiver that started it.
+    // only from the receiver that started it. A rerun that resumes a part file takes
+    // that run's identity over (see `first_contact`).
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let search = Search { code, peers, network, keypair };
+    let mut search = Search { code, peers, network, keypair };
     let mut state: Option<Incoming> = None;
     let mut first = Some((destination, consent));
     let mut started = Instant::now();
@@ -84,16 +85,27 @@ pub async fn receive(
                     session
                 }
                 (None, Some((dest, consent))) => {
-                    let (inc, s) = first_contact(
+                    let contact = first_contact(
                         session,
                         (offer, addr),
-                        dest,
-                        consent,
-                        force,
+                        (dest, consent),
+                        (force, &search.keypair),
                         &events,
                         &cancel,
                     )
                     .await?;
+                    let (inc, s) = match contact {
+                        Contact::Started(started) => *started,
+                        Contact::Reidentify(keypair, again) => {
+                            tracing::info!(
+                                peer = %keypair.public().to_peer_id(),
+                                "resuming under the identity kept with the part file"
+                            );
+                            search.keypair = *keypair;
+                            first = Some(again);
+                            continue;
+                        }
+                    };
                     started = Instant::now();
                     events.emit(Event::Started { total: inc.offer.size, done: inc.bytes });
                     state = Some(inc);
@@ -189,18 +201,41 @@ async fn resume_with(
     Ok(session)
 }
 
+/// How a first contact went.
+enum Contact<C> {
+    /// The transfer started.
+    Started(Box<(Incoming, Session<Stream>)>),
+    /// A part file to resume was kept by a run under another identity: meet the sender
+    /// again as that run's peer id (a sender still running takes the rest only from it),
+    /// with the destination and consent handed back.
+    Reidentify(Box<libp2p::identity::Keypair>, (Destination, C)),
+}
+
+/// What the receiver tells a sender it leaves to come back under its earlier identity.
+const REIDENTIFY: &str = "the receiver reconnects as the run that holds the data";
+
 /// The first session's offer: decide where it goes, resume from a part file if one
-/// fits, ask for consent, start the sink, and answer (`Accept`, or `Resume` when a part
-/// file holds a prefix).
-async fn first_contact(
+/// fits (under the identity kept with it), ask for consent, start the sink, and answer
+/// (`Accept`, or `Resume` when a part file holds a prefix).
+async fn first_contact<C>(
     mut session: Session<Stream>,
     (offer, addr): (Offer, Option<libp2p::Multiaddr>),
-    dest: Destination,
-    consent: impl FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
-    force: bool,
+    (dest, consent): (Destination, C),
+    (force, keypair): (bool, &libp2p::identity::Keypair),
     events: &Events,
     cancel: &CancellationToken,
-) -> Result<(Incoming, Session<Stream>), Error> {
+) -> Result<Contact<C>, Error>
+where
+    C: FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
+{
+    let kept = crate::sink::resume_part_for(&dest, &offer)
+        .filter(|part| !force && part.exists())
+        .and_then(|part| resume::load_identity(&part))
+        .filter(|saved| saved.public() != keypair.public());
+    if let Some(saved) = kept {
+        session.say_last(&Control::Refuse(REIDENTIFY.into()), LINGER).await;
+        return Ok(Contact::Reidentify(Box::new(saved), (dest, consent)));
+    }
     let info = offer_info(&offer, session.peer(), addr);
     events.emit(Event::Offer(info.clone()));
     let (target, prefix) = match prepare(&offer, dest, force) {
@@ -233,8 +268,16 @@ async fn first_contact(
             return Err(Error::Consent(e));
         }
     }
-    let journal = target.resume_part().is_some().then_some((&offer, &prefix));
-    let sink = match Sink::start(target, force, journal) {
+    let part = target.resume_part();
+    let journal = part.is_some().then_some((&offer, &prefix));
+    let started = Sink::start(target, force, journal).and_then(|sink| {
+        // Kept with the part file, so that a rerun comes back as this peer id.
+        if let Some(part) = &part {
+            resume::save_identity(part, keypair)?;
+        }
+        Ok(sink)
+    });
+    let sink = match started {
         Ok(sink) => sink,
         Err(e) => {
             let reason = "the receiver cannot write its output".into();
@@ -249,6 +292,7 @@ async fn first_contact(
     };
     session.send(&answer).await?;
     let inc = Incoming {
+        part: sink.kept().cloned(),
         sink: Some(sink),
         written: None,
         count: prefix.chunks(),
@@ -260,7 +304,7 @@ async fn first_contact(
         stats: Stats { skipped: prefix.bytes, ..Stats::default() },
         offer,
     };
-    Ok((inc, session))
+    Ok(Contact::Started(Box::new((inc, session))))
 }
 
 /// How the receiver tells the sender it will not take the offer: a malformed offer is
@@ -331,17 +375,18 @@ async fn finish(
     };
     if let Err(e) = result {
         if let Some(sink) = inc.sink.take() {
-            let kept = sink.kept().cloned();
             sink.abort().await;
-            match kept.filter(|p| p.exists()) {
-                // Nothing verified arrived: a part file would only be litter.
-                Some(part) if inc.bytes == 0 => {
-                    let _ = std::fs::remove_file(resume::manifest_path(&part));
-                    crate::sink::discard(&part);
-                }
-                Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
-                None => {}
+        }
+        // The sink is gone either way now (aborted here, or consumed by a commit that
+        // failed): whatever part file is still there stays for a rerun, and is said.
+        match inc.part.take().filter(|p| p.symlink_metadata().is_ok()) {
+            // Nothing verified arrived: a part file would only be litter.
+            Some(part) if inc.bytes == 0 => {
+                resume::remove_side_files(&part);
+                crate::sink::discard(&part);
             }
+            Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
+            None => {}
         }
         return Err(e);
     }
@@ -362,4 +407,62 @@ async fn finish(
         events.emit(Event::Written { path });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::pipeline::RootHash;
+    use crate::sink::part_path;
+
+    #[tokio::test]
+    async fn a_part_file_left_by_a_failed_commit_is_said() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let target = Target::File { path: path.clone(), keep_part: true };
+        let mut sink = Sink::start(target, false, None).expect("start");
+        let part = sink.kept().cloned();
+        sink.write(b"abc".to_vec().into(), [0; 32]).await.expect("write");
+        // The name is taken between the check and the commit: the commit fails, having
+        // consumed the sink, and the verified part file stays for a rerun.
+        std::fs::write(&path, b"mine").expect("write");
+        let e = sink.finish().await.expect_err("the name is taken");
+        assert!(matches!(e, SinkError::Exists(_)), "{e:?}");
+        let inc = Incoming {
+            offer: Offer {
+                kind: Kind::File,
+                name: "out".into(),
+                size: Some(3),
+                entries: Vec::new(),
+                chunk_size: MIN_CHUNK_SIZE,
+                files: None,
+            },
+            sink: None,
+            part,
+            written: None,
+            count: 1,
+            bytes: 3,
+            root: RootHash::default(),
+            wire: 0,
+            short: true,
+            stats: Stats::default(),
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let events = {
+            let seen = Arc::clone(&seen);
+            Events::new(move |ev| seen.lock().expect("lock").push(ev))
+        };
+        let r = finish(Err(e.into()), Some(inc), (Instant::now(), None), &events).await;
+        assert!(r.is_err());
+        let seen = seen.lock().expect("lock");
+        assert!(
+            seen.iter().any(
+                |ev| matches!(ev, Event::Kept { path: p, bytes: 3 } if *p == part_path(&path))
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(std::fs::read(part_path(&path)).expect("kept"), b"abc");
+    }
 }

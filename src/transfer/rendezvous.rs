@@ -11,12 +11,12 @@ use futures::stream::FuturesUnordered;
 use libp2p::{PeerId, Stream};
 use tokio::sync::mpsc;
 
-use super::{MAX_FAILED_ATTEMPTS, slot_ok};
+use super::slot_ok;
 use crate::code::{self, Code};
 use crate::error::Error;
 use crate::event::{Event, Events};
 use crate::node::{self, Event as NodeEvent, Node};
-use crate::session::{self, HANDSHAKE_TIMEOUT, Rendezvous, Session, SessionError};
+use crate::session::{self, Guesses, HANDSHAKE_TIMEOUT, Rendezvous, Session, SessionError};
 
 /// Handshakes a sender runs at once.
 const MAX_CONCURRENT_HANDSHAKES: usize = 8;
@@ -36,6 +36,10 @@ const RETRY: Duration = Duration::from_secs(2);
 /// How long a receiver keeps looking after a candidate failed for good (a wrong code,
 /// a relay-only peer), for the real sender to show up.
 const SETTLE: Duration = Duration::from_secs(3);
+
+/// How long a sender whose code is burnt still answers hellos for it ("burnt"), so that
+/// the receivers in flight and the next to arrive are told why, before it exits.
+const BURNT_LINGER: Duration = Duration::from_secs(3);
 
 /// Busy answers from one sender before the receiver stops asking it (about a minute).
 const MAX_BUSY_TRIES: u32 = 30;
@@ -134,6 +138,8 @@ enum Failure {
     RelayOnly(PeerId),
     /// It rejected our code (or was not the sender at all).
     WrongCode,
+    /// It said its code is burnt: too many wrong codes were tried.
+    Burnt,
 }
 
 /// What the receiver's search knows so far.
@@ -166,6 +172,11 @@ impl Search {
                 self.failed(Failure::WrongCode);
                 None
             }
+            SessionError::Burnt => {
+                tracing::debug!(%peer, "the code is burnt");
+                self.failed(Failure::Burnt);
+                None
+            }
             SessionError::Unsupported => {
                 tracing::trace!(%peer, "not a pcp peer");
                 None
@@ -196,6 +207,7 @@ impl Search {
 
     fn verdict(&self) -> Error {
         match self.worst {
+            Some(Failure::Burnt) => SessionError::Burnt.into(),
             Some(Failure::WrongCode) | None => SessionError::WrongCode.into(),
             Some(Failure::RelayOnly(peer)) => Error::RelayOnly(peer),
             Some(Failure::Busy) => SessionError::Busy.into(),
@@ -243,7 +255,7 @@ pub(super) struct Listener {
     found: mpsc::Receiver<NodeEvent>,
     code: Code,
     me: PeerId,
-    failures: u32,
+    guesses: Guesses,
     events: Events,
 }
 
@@ -301,18 +313,24 @@ impl Listener {
             .accept(session::PROTOCOL)
             .map_err(|_| node::NodeError::Transport("the session protocol is taken".into()))?;
         let me = node.peer_id();
-        Ok(Listener { node: node.clone(), incoming, found, code, me, failures: 0, events })
+        let guesses = Guesses::default();
+        Ok(Listener { node: node.clone(), incoming, found, code, me, guesses, events })
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
     /// stalled or slow peer cannot hold up the real receiver; past the caps (in all, per
     /// peer, per address), newcomers are told we are busy, at no cost to the code.
+    ///
+    /// When the code burns, this goes on for [`BURNT_LINGER`] answering every hello for
+    /// it "burnt" (see [`Guesses`]), then fails with [`Error::CodeBurnt`].
     pub(super) async fn next_session(&mut self) -> Result<Session<Stream>, Error> {
         let mut pending = FuturesUnordered::new();
         let mut slots = Slots::default();
-        let (code, me) = (&self.code, self.me);
+        let (code, me, guesses) = (&self.code, self.me, &self.guesses);
+        let mut burnt_at = guesses.burnt().then(|| tokio::time::Instant::now() + BURNT_LINGER);
         loop {
             tokio::select! {
+                () = until(burnt_at) => return Err(Error::CodeBurnt),
                 next = self.incoming.next() => {
                     let Some((peer, stream)) = next else {
                         return Err(node::NodeError::Stopped.into());
@@ -324,7 +342,9 @@ impl Listener {
                     }
                     self.events.emit(Event::Authenticating { peer });
                     pending.push(async move {
-                        (peer, ip, Session::accept(stream, code, slot_ok, me, peer).await)
+                        let accepted =
+                            Session::accept_counted(stream, code, slot_ok, me, peer, guesses);
+                        (peer, ip, accepted.await)
                     });
                 }
                 Some(ev) = self.found.recv() => report_network(ev, self.me, &self.events),
@@ -332,12 +352,11 @@ impl Listener {
                     slots.give_back(peer, ip);
                     match result {
                         Ok(s) => return Ok(s),
-                        Err(SessionError::PeerWrongCode { peer }) => {
-                            self.failures += 1;
-                            let left = MAX_FAILED_ATTEMPTS.saturating_sub(self.failures);
+                        Err(SessionError::PeerWrongCode { peer }) if burnt_at.is_none() => {
+                            let left = guesses.left();
                             self.events.emit(Event::WrongCode { peer, left });
                             if left == 0 {
-                                return Err(Error::CodeBurnt);
+                                burnt_at = Some(tokio::time::Instant::now() + BURNT_LINGER);
                             }
                         }
                         Err(e) => {
@@ -385,6 +404,7 @@ mod tests {
     //! Rendezvous over libp2p's memory transport: real nodes, real streams, no network.
 
     use super::*;
+    use crate::MAX_FAILED_ATTEMPTS;
     use crate::options::NetworkOptions;
 
     fn memory() -> NetworkOptions {
@@ -393,6 +413,11 @@ mod tests {
 
     /// A sender's node and listener, and the address a receiver can dial.
     async fn listener(code: &Code) -> (Node, Listener, libp2p::Multiaddr) {
+        listener_with(code, Events::new(|_| {})).await
+    }
+
+    /// [`listener`], reporting to `events`.
+    async fn listener_with(code: &Code, events: Events) -> (Node, Listener, libp2p::Multiaddr) {
         let cfg = super::super::node_config(&memory(), Duration::from_secs(60), code, true);
         let (node, mut found) = Node::start(cfg).expect("node");
         let listening = async {
@@ -406,8 +431,7 @@ mod tests {
         };
         let addr =
             tokio::time::timeout(Duration::from_secs(10), listening).await.expect("listening");
-        let listener =
-            Listener::new(&node, found, code.clone(), Events::new(|_| {})).expect("listener");
+        let listener = Listener::new(&node, found, code.clone(), events).expect("listener");
         (node, listener, addr)
     }
 
@@ -523,18 +547,42 @@ mod tests {
         assert!(matches!(s.verdict(), Error::Session(SessionError::WrongCode)));
     }
 
+    /// Issue 9, item 9: the burnt code is said on both sides: by the sender, to the
+    /// receiver whose guess burnt it, and to a receiver that arrives just after (even
+    /// with the right code).
     #[tokio::test]
-    async fn three_wrong_codes_burn_the_code() {
+    async fn three_wrong_codes_burn_the_code_and_both_sides_say_so() {
         let code: Code = "bubble-enemy-result-increase".parse().expect("code");
         let wrong: Code = "bubble-enemy-result-abandon".parse().expect("code");
-        let (_node, mut l, addr) = listener(&code).await;
+        let (tx, mut rx) = mpsc::channel(256);
+        let events = Events::new(move |ev| {
+            let _ = tx.try_send(ev);
+        });
+        let (_node, mut l, addr) = listener_with(&code, events).await;
+        let late = async {
+            // Right after the sender counted the guess that burnt its code.
+            while let Some(ev) = rx.recv().await {
+                if matches!(ev, Event::WrongCode { left: 0, .. }) {
+                    return search(&code, addr.clone()).await.expect_err("too late");
+                }
+            }
+            panic!("the sender never burnt its code")
+        };
         let guesses = async {
-            for _ in 0..MAX_FAILED_ATTEMPTS {
+            for _ in 1..MAX_FAILED_ATTEMPTS {
                 let r = search(&wrong, addr.clone()).await;
                 assert!(matches!(r, Err(Error::Session(SessionError::WrongCode))), "{r:?}");
             }
+            let last = search(&wrong, addr.clone()).await.expect_err("the last guess fails");
+            assert!(matches!(last, Error::Session(SessionError::Burnt)), "{last:?}");
+            assert_eq!(last.kind(), crate::ErrorKind::CodeBurnt);
         };
-        let (burnt, ()) = tokio::join!(l.next_session(), guesses);
-        assert!(matches!(burnt, Err(Error::CodeBurnt)), "{:?}", burnt.err());
+        let (burnt, (), late) = tokio::join!(l.next_session(), guesses, late);
+        assert!(matches!(late, Error::Session(SessionError::Burnt)), "{late:?}");
+        let burnt = burnt.expect_err("the sender gives up");
+        assert!(matches!(burnt, Error::CodeBurnt), "{burnt:?}");
+        assert!(
+            burnt.to_string().contains("someone else tried this code; start again with a new one")
+        );
     }
 }

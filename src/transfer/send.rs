@@ -136,8 +136,12 @@ where
         Ok(Control::Accept) => Resume { chunks: 0, root: RootHash::default().finish() },
         Ok(Control::Resume(r)) => r,
         Ok(Control::Decline(reason)) => return Err(Error::Declined(reason)),
-        Ok(Control::Refuse(reason)) if first => {
-            events.emit(Event::Refused { reason });
+        Ok(Control::Refuse(reason)) => {
+            // After a lost connection this is a rerun receiver going to come back under
+            // the identity it kept with its part file: nothing to tell the user.
+            if first {
+                events.emit(Event::Refused { reason });
+            }
             return Ok(Ending::Refused);
         }
         Ok(other) => return Err(unexpected(&other, "Accept")),
@@ -146,12 +150,11 @@ where
         Err(e) if e.is_transient() => return Err(Error::PeerGone("before accepting")),
         Err(e) => return Err(e.into()),
     };
-    // Once a receiver lost its connection, the rest goes only to a receiver that proves
-    // it holds what was sent (its prefix's root hash, checked in `position`): that one,
-    // or the same one restarted. Anyone else who knows the code is turned away, and the
-    // sender keeps waiting.
-    let stranger = pinned.is_some_and(|p| p != session.peer());
-    if stranger && from.chunks == 0 {
+    // Once a receiver lost its connection, the rest goes only to its peer id: the same
+    // process, or a rerun of it, which reconnects under the identity it kept with its
+    // part file (see `crate::resume`). Anyone else who knows the code is turned away,
+    // whatever it claims to hold, and the sender keeps waiting.
+    if pinned.is_some_and(|p| p != session.peer()) {
         let no = Control::Decline("another receiver already took this transfer".into());
         session.say_last(&no, LINGER).await;
         return Ok(Ending::Refused);
@@ -161,16 +164,10 @@ where
         r = out.position(&from, &mut session) => r,
         () = cancel.cancelled() => Err(Error::Cancelled),
     };
-    if let (true, Err(e @ Error::SourceChanged(_))) = (stranger, &positioned) {
-        tracing::debug!(error = %e, "a stranger's prefix does not match; still waiting");
-        let no = Control::Decline("another receiver already took this transfer".into());
-        session.say_last(&no, LINGER).await;
-        return Ok(Ending::Refused);
-    }
     if let Err(e) = positioned {
         let last = match e {
             Error::Cancelled => Control::Cancel,
-            ref e => Control::Error(crate::error::last_word(Role::Sender, e)),
+            ref e => Control::Error(crate::error::last_word(e)),
         };
         session.say_last(&last, LINGER).await;
         return Err(e);

@@ -46,7 +46,7 @@ pub use data::{
 pub use netns::{Host, Lan, Netns, require_isolated};
 #[allow(unused_imports)]
 pub use pcp::{
-    CODE, arg, exit, manifest_path, part_path, spawn_sender, start_receiver, start_sender,
+    CODE, arg, exit, key_path, manifest_path, part_path, spawn_sender, start_receiver, start_sender,
 };
 #[allow(unused_imports)]
 pub use process::{

@@ -49,6 +49,13 @@ pub fn manifest_path(out: &Path) -> PathBuf {
     with_suffix(out, ".pcp-part.manifest")
 }
 
+/// The receiver's identity kept beside the part file, so that a rerun resumes as the
+/// same peer id.
+#[must_use]
+pub fn key_path(out: &Path) -> PathBuf {
+    with_suffix(out, ".pcp-part.key")
+}
+
 /// Starts `pcp send --code CODE ARGS…` on `host` with `stdin`, named "sender", without
 /// waiting for it.
 #[must_use]
