@@ -677,7 +677,8 @@ fn directory_killed_at_half_way_resumes_from_what_was_extracted() {
     let kept = list_dir(&dst);
     let staging = kept.iter().find(|n| n.starts_with(".pcp-") && n.ends_with(".partial"));
     let staging = dst.join(staging.unwrap_or_else(|| panic!("no staging directory: {kept:?}")));
-    assert_eq!(kept.len(), 2, "staging and its journal, nothing else: {kept:?}");
+    // The journal and the receiver's identity (for the sender to take it back) beside it.
+    assert_eq!(kept.len(), 3, "staging, its journal and key, nothing else: {kept:?}");
     let extracted = file_bytes_under(&staging);
     assert!(extracted >= percent(SIZE, 35), "only {extracted} bytes extracted at half way");
 
