@@ -135,7 +135,7 @@ where
     let from = match reply {
         Ok(Control::Accept) => Resume { chunks: 0, root: RootHash::default().finish() },
         Ok(Control::Resume(r)) => r,
-        Ok(Control::Decline(reason)) => return Err(Error::Declined(reason)),
+        Ok(Control::Decline(reason)) => return Err(declined(reason)),
         Ok(Control::Refuse(reason)) => {
             // After a lost connection this is a rerun receiver going to come back under
             // the identity it kept with its part file: nothing to tell the user.
@@ -179,4 +179,32 @@ where
         events.emit(Event::Reconnected);
     }
     out.run(session, events, cancel).await
+}
+
+/// The receiver's `Decline`, as the sender shows it: a pcp receiver says only "the
+/// receiver declined"; any other reason is the peer's own text, so it comes after that
+/// phrase (sanitized and cut short by [`Error::Declined`]'s display), never as a line
+/// that could pass for one of pcp's own.
+fn declined(reason: String) -> Error {
+    const PLAIN: &str = "the receiver declined";
+    if reason == PLAIN {
+        Error::Declined(reason)
+    } else {
+        Error::Declined(format!("{PLAIN}: {reason}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_receiver_s_own_decline_text_follows_pcp_s_phrase() {
+        let plain = super::declined("the receiver declined".into());
+        assert_eq!(plain.to_string(), "the receiver declined");
+        let own = super::declined("pcp: error: disk full\x1b[2K".into());
+        assert!(
+            own.to_string().starts_with("the receiver declined: pcp: error: disk full"),
+            "{own}"
+        );
+        assert!(!own.to_string().contains('\x1b'), "{own:?}");
+    }
 }
