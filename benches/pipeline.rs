@@ -149,7 +149,7 @@ fn frame_path(c: &mut Criterion) {
             b.iter(|| pipeline::worth_compressing(&data))
         });
         let seal = |c: Compression| {
-            pipeline::seal_chunk_into(0, &data, c, &key, 0, pool.take()).expect("seal")
+            pipeline::seal_chunk_into(0, &data, (c, true), &key, 0, pool.take()).expect("seal")
         };
         g.bench_function(BenchmarkId::new("seal/off", name), |b| b.iter(|| seal(Compression::Off)));
         let zstd1 = Compression::Zstd(1);
@@ -182,7 +182,8 @@ fn frame_path(c: &mut Criterion) {
             b.iter(|| {
                 let raw = read();
                 let sealed =
-                    pipeline::seal_chunk_into(0, &raw, zstd1, &key, 0, pool.take()).expect("seal");
+                    pipeline::seal_chunk_into(0, &raw, (zstd1, true), &key, 0, pool.take())
+                        .expect("seal");
                 block_on(pipeline::write_framed(
                     &mut futures::io::sink(),
                     sealed.header,

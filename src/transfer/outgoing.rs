@@ -279,7 +279,8 @@ impl Outgoing {
             let i = flight.queued;
             let raw = Arc::clone(&self.kept[(i - self.oldest()) as usize].raw);
             let counter = writer.reserve()?;
-            let (key, compression) = (writer.key().clone(), self.governor.current());
+            let key = writer.key().clone();
+            let compression = (self.governor.current(), self.governor.sample());
             let out = self.pool.take();
             let job = tokio::task::spawn_blocking(move || {
                 pipeline::seal_chunk_into(i, &raw, compression, &key, counter, out)
