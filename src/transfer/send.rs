@@ -82,6 +82,13 @@ pub async fn send(
             r = serve(&mut out, session, (&mut started, pinned), &events, &cancel) => r?,
             () = listener.refuse_others() => unreachable!("refuse_others never returns"),
         };
+        // Asked again at the end: the session's stream can reach us before the node has
+        // seen its connection come up (the stream is handed over from the connection's
+        // own task), and by now the receiver has closed a QUIC connection beside a TCP
+        // one (see node::EventLoop::settle). After a loss there is none: keep the last.
+        if let Ok(Some(addr)) = node.remote_addr(peer).await {
+            transport = Some(Transport::of(&addr));
+        }
         match served {
             Ending::Done => break,
             Ending::Refused => events.emit(Event::Searching),
