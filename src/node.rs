@@ -188,6 +188,10 @@ pub(crate) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     })
 }
 
+/// How long a link with only a direct QUIC connection waits for a `--peer` TCP dial in
+/// flight (see [`EventLoop::settle`]).
+const TCP_WAIT: Duration = Duration::from_secs(1);
+
 /// How long to wait for DCUtR to turn a relayed connection into a direct one.
 const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(15);
 
@@ -573,6 +577,15 @@ impl EventLoop {
         let direct = conns.iter().any(|(_, relayed)| !relayed);
         let link = match verdict {
             Some(v) => v,
+            // Only QUIC so far, with a `--peer` TCP dial still in flight: wait a little
+            // for it, so that the session can ride TCP (see below). A failed dial, or
+            // the tick after TCP_WAIT, settles it on QUIC.
+            None if direct && !self.has_direct_tcp(&conns) && self.dialling_tcp() => {
+                if since.elapsed() < TCP_WAIT {
+                    return;
+                }
+                Link::Direct
+            }
             None if direct => Link::Direct,
             None if conns.is_empty() => return,
             None if self.allow_relay => Link::Relayed,
@@ -585,7 +598,7 @@ impl EventLoop {
             // other), and libp2p-stream opens the session stream on one at random. Bulk
             // data moves about 1.35x as fast over TCP (noise, yamux) as over QUIC here
             // (benches/ab.sh, OLD_TRANSPORT=tcp NEW_TRANSPORT=quic), so keep TCP.
-            let tcp = conns.iter().any(|&(id, relayed)| !relayed && self.is(id, Transport::Tcp));
+            let tcp = self.has_direct_tcp(&conns);
             for (id, relayed) in conns {
                 if relayed {
                     tracing::debug!(%peer, "closing the relayed connection: a direct one exists");
@@ -607,6 +620,16 @@ impl EventLoop {
                 let _ = w.send(link);
             }
         }
+    }
+
+    /// Whether one of `conns` is a direct TCP connection.
+    fn has_direct_tcp(&self, conns: &[(ConnectionId, bool)]) -> bool {
+        conns.iter().any(|&(id, relayed)| !relayed && self.is(id, Transport::Tcp))
+    }
+
+    /// Whether a `--peer` dial to a TCP address is still in flight.
+    fn dialling_tcp(&self) -> bool {
+        self.dials.values().any(|a| Transport::of(a) == Transport::Tcp)
     }
 
     /// Whether connection `id` runs over `transport`.
