@@ -499,7 +499,7 @@ impl<W: Write> Write for Tracked<W> {
 /// # Security
 ///
 /// Every entry is checked against the rules in the module docs before anything is created
-/// for it; an entry that breaks one fails [`Unpacker::unpack`] with
+/// for it; an entry that breaks one fails [`Unpacker::unpack_from`] with
 /// [`ArchiveError::Unsafe`], having written nothing outside staging.
 ///
 /// # Cancel safety
@@ -585,7 +585,8 @@ impl Unpacker {
     /// that run left of it.
     ///
     /// # Errors
-    /// As [`Unpacker::new`]; [`ArchiveError::Staging`] when staging is not what it must be.
+    /// [`ArchiveError::Unsafe`] if an announced name is not a [`plain_name`];
+    /// [`ArchiveError::Staging`] when staging cannot be created or is not what it must be.
     pub(crate) fn resumable(
         dest: &Path,
         staging: PathBuf,
@@ -630,7 +631,7 @@ impl Unpacker {
     /// Which of `names` already exist in `dest` (as anything, a dangling symlink included).
     ///
     /// The receiver asks this before accepting an offer. Names that are not plain file
-    /// names are left out: [`Unpacker::new`] refuses them anyway.
+    /// names are left out: [`Unpacker::resumable`] refuses them anyway.
     #[must_use]
     pub(crate) fn conflicts(dest: &Path, names: &[String]) -> Vec<PathBuf> {
         names
@@ -665,12 +666,13 @@ impl Unpacker {
         self.unpack_from(r, 0, |_| Ok::<(), ArchiveError>(()))
     }
 
-    /// [`Unpacker::unpack`] of a tar stream that `r` delivers from offset `base` on (an
+    /// Unpacks the tar stream that `r` delivers from offset `base` on (an
     /// entry's first header: where an earlier run stopped), calling `done` after each
     /// entry is extracted whole, before the next one is read.
     ///
     /// # Errors
-    /// As [`Unpacker::unpack`], and whatever `done` returns.
+    /// [`ArchiveError::Unsafe`] for a refused entry, [`ArchiveError::Extract`] for a local
+    /// write error, and whatever `done` returns.
     pub(crate) fn unpack_from<R: Read, E: From<ArchiveError>>(
         &mut self,
         r: R,

@@ -90,7 +90,7 @@ pub enum Error {
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
     /// The sender saw too many wrong codes and stopped. (A receiver told so by the
-    /// sender fails with [`SessionError::Burnt`], of the same [`ErrorKind::CodeBurnt`].)
+    /// sender fails with a session error of the same [`ErrorKind::CodeBurnt`].)
     #[error(
         "{} receivers tried a wrong code: someone else tried this code; start again with a \
          new one",

@@ -816,11 +816,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok((counter, header, body))
     }
 
-    /// [`FrameReader::next_sealed`] into `body` (see [`read_frame_into`]), so that a
-    /// recycled buffer is neither allocated nor zeroed again.
+    /// Reads the next frame, reserving its counter, into `body` (see [`read_frame_into`]),
+    /// so that a recycled buffer is neither allocated nor zeroed again.
     ///
     /// # Errors
-    /// As for [`FrameReader::next_sealed`].
+    /// Header, I/O and ordering failures, and [`FrameError::Timeout`].
     pub(crate) async fn next_sealed_into(
         &mut self,
         body: &mut Vec<u8>,
@@ -836,7 +836,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads and opens the next frame; returns its plaintext and whether it was LAST.
     ///
     /// # Errors
-    /// As for [`FrameReader::next_sealed`], and [`FrameError::Decrypt`].
+    /// As for [`FrameReader::next_sealed_into`], and [`FrameError::Decrypt`].
     pub(crate) async fn next_open(&mut self) -> Result<(Vec<u8>, bool), FrameError> {
         let FrameReader { r, deadline, max, .. } = self;
         let (header, mut body) =

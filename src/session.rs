@@ -352,12 +352,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Self::accept_counted(stream, code, serving, me, receiver, &Guesses::default()).await
     }
 
-    /// [`Session::accept`], spending a failed guess from `guesses`, which the sender's
+    /// The sender's handshake, spending a failed guess from `guesses`, which the sender's
     /// concurrent handshakes share. Once the code is burnt, a hello for it is answered
     /// [`status::BURNT`] ([`SessionError::Burnt`] here) and nothing else is done.
     ///
     /// # Errors
-    /// As for [`Session::accept`], and [`SessionError::Burnt`].
+    /// [`SessionError::NotServing`] and failures before the reply (no attempt spent);
+    /// [`SessionError::PeerWrongCode`] for any failure after it (an attempt spent); and
+    /// [`SessionError::Burnt`].
     pub(crate) async fn accept_counted(
         mut stream: S,
         code: &Code,

@@ -16,7 +16,7 @@
 //!   holding `size=`), and a GNU sparse entry (whose extension blocks follow its header).
 //!   pcp's own [`super::pack`] writes neither.
 //! - After the first all-zero block (the crate's end of archive) nothing is inspected:
-//!   the rest is padding that [`super::Unpacker::unpack`] reads and drops.
+//!   the rest is padding that [`super::Unpacker::unpack_from`] reads and drops.
 //! - A refusal is sticky: every later read fails too, and [`HeaderGuard::refused`] holds
 //!   the typed error, which `unpack` returns instead of the crate's I/O error.
 
