@@ -14,7 +14,7 @@
 //!   it elsewhere in the crate, and both are refused, so the two never disagree: a PAX
 //!   `size` record (which overrides the next entry's size; the guard refuses any PAX body
 //!   holding `size=`), and a GNU sparse entry (whose extension blocks follow its header).
-//!   pcp's own [`super::pack`] writes neither.
+//!   pcp's own [`super::pack()`] writes neither.
 //! - After the first all-zero block (the crate's end of archive) nothing is inspected:
 //!   the rest is padding that [`super::Unpacker::unpack_from`] reads and drops.
 //! - A refusal is sticky: every later read fails too, and [`HeaderGuard::refused`] holds
