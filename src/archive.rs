@@ -60,7 +60,7 @@ mod unpack;
 pub(crate) use error::ArchiveError;
 pub(crate) use names::plain_name;
 pub(crate) use pack::{measure, pack, top_level_names};
-pub(crate) use unpack::{Checkpoint, DirMeta, Unpacker};
+pub(crate) use unpack::{Checkpoint, DirMeta, Extracted, Unpacker};
 
 /// A tar block: headers and data are padded to it.
 const BLOCK: u64 = 512;

@@ -148,7 +148,9 @@ pub fn code(data: &[u8]) {
 /// The manifest loader: the input is a manifest length `n` (u16 big-endian), `n` bytes
 /// of manifest, then the part file. Both are written into `dir` (which MUST be empty) and
 /// [`resume::load`]ed with the manifest's own offer, or, when it names none (or one a
-/// receiver would refuse), a file offer of the part file's size.
+/// receiver would refuse), a file offer of the part file's size. Manifests are read and
+/// written under the fixed [`resume::test_key`]: the seeds are written under it, so the
+/// fuzzer starts from records whose MACs hold.
 ///
 /// Properties: the loaded prefix is whole chunks of the part file with their true
 /// hashes, and a fresh manifest written for it ([`Journal::create`]) loads the same.
@@ -161,7 +163,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
     fs::write(resume::manifest_path(&part), manifest).expect("write the manifest");
 
     // The receiver refuses an offer with any other chunk size before it loads.
-    let theirs = resume::manifest_offer(manifest)
+    let theirs = resume::manifest_offer(manifest, &resume::test_key())
         .filter(|o| (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&o.chunk_size));
     let offer = theirs.clone().unwrap_or_else(|| Offer {
         kind: Kind::File,
@@ -171,7 +173,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
         chunk_size: MIN_CHUNK_SIZE,
         files: None,
     });
-    let prefix = match resume::load(&part, &offer) {
+    let prefix = match resume::load(&part, &offer, &resume::test_key()) {
         Ok(prefix) => prefix,
         Err(ResumeError::OtherTransfer(_)) if theirs.is_none() => return,
         Err(e) => panic!("loading files just written failed: {e:?}"),
@@ -192,11 +194,12 @@ pub fn manifest(data: &[u8], dir: &Path) {
 
     // A chunk size no receiver accepts is refused by the loader itself, never looped on.
     let absurd = Offer { chunk_size: 0, ..offer.clone() };
-    let refused = resume::load(&part, &absurd);
+    let refused = resume::load(&part, &absurd, &resume::test_key());
     assert!(matches!(refused, Err(ResumeError::ChunkSize(0))), "{refused:?}");
 
-    let _ = Journal::create(&part, &offer, &prefix).expect("write a fresh manifest");
-    let again = resume::load(&part, &offer).expect("load a fresh manifest");
+    let _ = Journal::create(&part, &offer, &prefix, &resume::test_key())
+        .expect("write a fresh manifest");
+    let again = resume::load(&part, &offer, &resume::test_key()).expect("load a fresh manifest");
     assert_eq!(again, prefix, "a fresh manifest for a prefix loads that prefix");
 }
 
@@ -436,7 +439,8 @@ mod tests {
     fn manifest_input(part: &[u8], offer: &Offer, records: usize) -> Vec<u8> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.pcp-part");
-        let mut journal = Journal::create(&path, offer, &Prefix::default()).expect("journal");
+        let mut journal = Journal::create(&path, offer, &Prefix::default(), &resume::test_key())
+            .expect("journal");
         for piece in part.chunks(offer.chunk_size.max(1) as usize).take(records) {
             journal.append(blake3::hash(piece).as_bytes()).expect("append");
         }
@@ -555,7 +559,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         manifest(&intact, dir.path());
-        let loaded = resume::load(&dir.path().join("f.pcp-part"), &file_offer).expect("load");
+        let loaded = resume::load(&dir.path().join("f.pcp-part"), &file_offer, &resume::test_key())
+            .expect("load");
         assert_eq!(loaded.chunks(), 1, "the intact seed holds its one chunk");
 
         // unpack: a good tree and an escape attempt.

@@ -22,24 +22,36 @@
 //!
 //! | bytes | field |
 //! |-------|-------|
-//! | 8     | magic `b"PCPMAN2\n"` |
-//! | 4     | header length `n`, big-endian |
+//! | 8     | magic `b"PCPMAN3\n"` |
+//! | 4     | header length `n`, big-endian, at most [`MAX_HEADER_LEN`] |
 //! | n     | postcard [`Offer`]: what this part file is a part of (kind, size, chunk size, entries) |
-//! | 4     | check: the first 4 bytes of blake3(`"pcp manifest header"` ‖ the `n` bytes) |
-//! | …     | records, each `tag` (1) ‖ body length `m` (4, big-endian) ‖ body (`m`) ‖ check (4) |
+//! | 16    | MAC: keyed blake3(`"pcp manifest header"` ‖ the `n` bytes), first 16 bytes |
+//! | …     | records, each `tag` (1) ‖ body length `m` (4, big-endian, at most [`MAX_RECORD_LEN`]) ‖ body (`m`) ‖ MAC (16) |
 //!
-//! A record's check is the first 4 bytes of blake3(`"pcp manifest record"` ‖ `i` as u64
-//! big-endian ‖ tag ‖ body), `i` being the record's position among all records. Tags:
+//! A record's MAC is the first 16 bytes of keyed blake3(`"pcp manifest record"` ‖ `i` as
+//! u64 big-endian ‖ tag ‖ body), `i` being the record's position among all records.
+//! The key ([`JournalKey`]) is derived from the receiver's libp2p identity, which is
+//! kept beside the part file in the `0600` key file: only the run that holds that key
+//! can write records a later run believes, so a manifest anyone else wrote (or edited)
+//! reads as damage. Tags:
 //!
 //! | tag | body | written |
 //! |-----|------|---------|
 //! | `c` | the next chunk's blake3 hash (32): the `k`-th `c` record is chunk `k` | when the chunk's bytes are in the part file (a file), or handed to the extraction (a directory) |
-//! | `d` | postcard [`DirMeta`]: a directory entry's mode and mtime | with the `e` record of that entry, in one write |
-//! | `e` | postcard `(u64, String)`: the tar-stream offset where the next entry begins, and the name of the entry just extracted whole | after each entry |
+//! | `e` | postcard [`EntryRecord`]: the tar-stream offset where the next entry begins, the name of the entry just extracted whole, and what it is ([`Extracted`]: a file's size and blake3, a directory's mode and mtime, a link) | after each entry |
 //!
-//! A manifest of the first format (`PCPMAN1`, 36-byte chunk records) reads as damaged: a
-//! file's part is then re-hashed; a directory's staging cannot be trusted and is kept
-//! until `--force` or removal.
+//! A manifest of an earlier format (`PCPMAN1`, `PCPMAN2`: unkeyed checks) reads as
+//! damaged: a file's part is then re-hashed; a directory's staging cannot be trusted and
+//! is kept until `--force` or removal.
+//!
+//! # Reading
+//! A manifest is read as a stream, record by record, never whole: the journal of a
+//! million entries is ~100 MB, and a receiver stays within its memory bound on resume.
+//! What a directory's resume keeps in memory is bounded by the tree's depth: the
+//! directories still open at the last entry (its ancestors, whose mode and mtime are
+//! applied when extraction leaves them) and the few whose mode lacks owner `rwx`
+//! (applied at commit), at most [`MAX_EXCEPTIONS`]. Every entry record is checked
+//! against staging by a second pass ([`for_each_entry`]) before anything is resumed.
 //!
 //! # Invariants
 //! - A record is appended only after its chunk's bytes were written to the part file, so
@@ -52,13 +64,16 @@
 //!   checks that chunk's hash against its `c` record (the bytes before the offset came
 //!   from it, and are not part of the prefix the sender proves), skips to the offset,
 //!   and replaces that one entry.
+//! - A resumed directory's manifest is rewritten with the prefix's `c` records first and
+//!   then every `e` record of the earlier runs, so that each later rerun still checks
+//!   every entry extracted so far.
 //! - Nothing in the manifest is trusted on its own: on load the part file is re-hashed
 //!   chunk by chunk, and only the longest prefix whose hashes match the records (or, when
 //!   the records are damaged, whatever the part file holds in whole chunks) is kept. The
 //!   sender then checks that prefix's root hash against its own source before it skips
 //!   anything, so a changed source is reported, never mixed in. (A directory's staging
-//!   cannot be re-hashed: its records up to the first damaged one are what it resumes
-//!   from.)
+//!   cannot be re-hashed as a stream: each entry it holds is checked against its record
+//!   instead — type, size, and a file's blake3.)
 //! - A valid header that names another offer means the part file belongs to another
 //!   transfer: [`ResumeError::OtherTransfer`], never a silent restart.
 //! - The manifest is written whole to a temporary name (created anew, `0600`, never
@@ -69,23 +84,104 @@
 //!   planted at either name is refused, never followed, blocked on or read forever.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{Checkpoint, DirMeta};
+use zeroize::Zeroizing;
+
+use crate::archive::{Checkpoint, DirMeta, Extracted};
 use crate::fsx;
-use crate::message::{Kind, Offer};
+use crate::message::{Kind, MAX_OFFER_LEN, Offer};
 use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, RootHash};
 
-const MAGIC: &[u8; 8] = b"PCPMAN2\n";
-/// A record's tag, length and check.
-const RECORD_OVERHEAD: usize = 1 + 4 + 4;
+const MAGIC: &[u8; 8] = b"PCPMAN3\n";
+/// The longest manifest header: an offer, which is at most this long on the wire too.
+pub(crate) const MAX_HEADER_LEN: usize = MAX_OFFER_LEN;
+/// The longest record body: an entry record holds one tar name (the archive guard
+/// refuses names over 64 KiB) and a few numbers. A longer length is damage, never an
+/// allocation.
+pub(crate) const MAX_RECORD_LEN: usize = 80 * 1024;
+/// Directories whose mode lacks owner `rwx` that a resume keeps in memory, to apply at
+/// commit; more in one journal is damage (the extraction refuses more than it allows).
+pub(crate) const MAX_EXCEPTIONS: usize = 65_536;
+/// A MAC's length in bytes.
+const MAC_LEN: usize = 16;
+/// A record's tag, length and MAC.
+const RECORD_OVERHEAD: usize = 1 + 4 + MAC_LEN;
 /// A chunk record, whole.
 const CHUNK_RECORD_LEN: usize = RECORD_OVERHEAD + 32;
 /// Record tags: see the module docs.
 const CHUNK: u8 = b'c';
-const DIR: u8 = b'd';
 const ENTRY: u8 = b'e';
+/// Domain strings of the MACs.
+const HEADER_DOMAIN: &[u8] = b"pcp manifest header";
+const RECORD_DOMAIN: &[u8] = b"pcp manifest record";
+
+/// The key a receiver's journal is authenticated under: derived from the libp2p
+/// identity kept beside the part file, so only a run holding that identity writes a
+/// journal a later run trusts.
+#[derive(Clone)]
+pub(crate) struct JournalKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for JournalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JournalKey(..)")
+    }
+}
+
+impl JournalKey {
+    /// The journal key of `identity`.
+    ///
+    /// # Panics
+    /// Never for pcp's own identities, which are ed25519 (the only kind that derives).
+    #[must_use]
+    pub(crate) fn of(identity: &libp2p::identity::Keypair) -> JournalKey {
+        let key = identity
+            .derive_secret(b"pcp/v1 resume journal mac")
+            .expect("pcp identities are ed25519, which derive secrets");
+        JournalKey(Zeroizing::new(key))
+    }
+
+    /// A key from raw bytes, for tests and the fuzz targets.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[must_use]
+    pub(crate) fn from_bytes(key: [u8; 32]) -> JournalKey {
+        JournalKey(Zeroizing::new(key))
+    }
+
+    fn mac(&self, domain: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(domain);
+        for p in parts {
+            h.update(p);
+        }
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&h.finalize().as_bytes()[..MAC_LEN]);
+        out
+    }
+
+    fn record_mac(&self, index: u64, tag: u8, body: &[u8]) -> [u8; MAC_LEN] {
+        self.mac(RECORD_DOMAIN, &[&index.to_be_bytes(), &[tag], body])
+    }
+}
+
+/// The key tests and the fuzz targets write and read journals under.
+#[cfg(any(test, feature = "fuzzing"))]
+#[must_use]
+pub(crate) fn test_key() -> JournalKey {
+    JournalKey::from_bytes([7; 32])
+}
+
+/// What an `e` record says: an entry extracted whole.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct EntryRecord {
+    /// Tar-stream offset where the next entry begins.
+    pub(crate) next: u64,
+    /// The entry's name, as the archive gives it.
+    pub(crate) name: String,
+    /// What it is, with what is needed to check it in staging.
+    pub(crate) what: Extracted,
+}
 
 /// Errors reading or writing resume state.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +279,12 @@ pub(crate) struct Extraction {
     pub next: u64,
     /// The name of the last entry extracted whole, if any.
     pub last: Option<String>,
-    /// Every directory entry extracted so far.
+    /// How many entries were extracted whole (the `e` records).
+    pub entries: u64,
+    /// The directories whose own mode and mtime are still to be applied: those open at
+    /// the last entry (its ancestors, and itself if a directory), outermost first, then
+    /// those whose mode lacks owner `rwx` (applied only at commit). Bounded by the depth
+    /// and [`MAX_EXCEPTIONS`], never one per directory of the tree.
     pub dirs: Vec<DirMeta>,
     /// The hash of the chunk that holds `next`, when `next` is inside it (not at its
     /// start): the bytes before `next` came from it.
@@ -217,40 +318,14 @@ impl Prefix {
     }
 }
 
-fn check4(domain: &[u8], parts: &[&[u8]]) -> [u8; 4] {
-    let mut h = blake3::Hasher::new();
-    h.update(domain);
-    for p in parts {
-        h.update(p);
-    }
-    let mut out = [0u8; 4];
-    out.copy_from_slice(&h.finalize().as_bytes()[..4]);
-    out
-}
-
-/// Record `index` (its position among all records) with `tag` and `body`.
-fn record(index: u64, tag: u8, body: &[u8]) -> Vec<u8> {
+/// Record `index` (its position among all records) with `tag` and `body`, appended to
+/// `out`.
+fn push_record(out: &mut Vec<u8>, key: &JournalKey, index: u64, tag: u8, body: &[u8]) {
     let len = u32::try_from(body.len()).expect("records are far smaller than 4 GiB");
-    let mut r = Vec::with_capacity(RECORD_OVERHEAD + body.len());
-    r.push(tag);
-    r.extend_from_slice(&len.to_be_bytes());
-    r.extend_from_slice(body);
-    r.extend_from_slice(&check4(b"pcp manifest record", &[&index.to_be_bytes(), &[tag], body]));
-    r
-}
-
-/// The next record of `bytes`, if whole and intact: its tag, body, and what follows.
-fn take_record(index: u64, bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = bytes.split_first()?;
-    let (len, rest) = rest.split_first_chunk::<4>()?;
-    let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
-    if rest.len() < len.checked_add(4)? {
-        return None;
-    }
-    let (body, rest) = rest.split_at(len);
-    let (check, rest) = rest.split_at(4);
-    let want = check4(b"pcp manifest record", &[&index.to_be_bytes(), &[tag], body]);
-    (check == want).then_some((tag, body, rest))
+    out.push(tag);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&key.record_mac(index, tag, body));
 }
 
 /// Whether two offers can be the same transfer: same kind, size, chunk size and
@@ -261,59 +336,116 @@ pub(crate) fn same_transfer(a: &Offer, b: &Offer) -> bool {
     a.kind == b.kind && a.size == b.size && a.chunk_size == b.chunk_size && a.entries == b.entries
 }
 
-/// Whether `bytes` holds a whole record (intact or not) at its start.
-fn is_whole(bytes: &[u8]) -> bool {
-    let len = bytes.get(1..5).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
-    len.is_some_and(|len| bytes.len() as u64 >= RECORD_OVERHEAD as u64 + u64::from(len))
+/// Reads a manifest record by record, checking each MAC; never holds more than one
+/// record.
+struct Records<R> {
+    r: R,
+    key: JournalKey,
+    /// The next record's position among all records.
+    index: u64,
+    /// Bytes read so far: where the next record starts.
+    at: u64,
+}
+
+/// What the next record of a manifest is.
+enum Next {
+    /// An intact record: its tag; the body is in the caller's buffer.
+    Record(u8),
+    /// The manifest ends here, cleanly.
+    End,
+    /// The manifest ends inside a record: the process died mid-append. Not damage.
+    Torn,
+    /// A whole record whose MAC fails, or a length no pcp writes.
+    Damaged,
+}
+
+impl<R: BufRead> Records<R> {
+    /// Opens a manifest: its offer, if the header is intact, and the records after it.
+    /// `None` when the header is damaged (or of another format).
+    fn open(mut r: R, key: &JournalKey) -> io::Result<Option<(Offer, Records<R>)>> {
+        let mut magic = [0u8; 8];
+        let mut len = [0u8; 4];
+        if !read_all(&mut r, &mut magic)? || &magic != MAGIC || !read_all(&mut r, &mut len)? {
+            return Ok(None);
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        if n > MAX_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header = vec![0u8; n];
+        let mut mac = [0u8; MAC_LEN];
+        if !read_all(&mut r, &mut header)? || !read_all(&mut r, &mut mac)? {
+            return Ok(None);
+        }
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            &mac[..],
+            &key.mac(HEADER_DOMAIN, &[&header])[..],
+        )) {
+            return Ok(None);
+        }
+        let Ok((offer, [])) = postcard::take_from_bytes::<Offer>(&header) else { return Ok(None) };
+        // A header no pcp writes (a chunk size outside the limits) is damage, not another
+        // transfer: the part file is re-hashed under the offer's own chunk size instead.
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
+            return Ok(None);
+        }
+        let at = (8 + 4 + n + MAC_LEN) as u64;
+        Ok(Some((offer, Records { r, key: key.clone(), index: 0, at })))
+    }
+
+    /// Reads the next record's body into `body`.
+    fn next(&mut self, body: &mut Vec<u8>) -> io::Result<Next> {
+        let mut tag = [0u8; 1];
+        if self.r.fill_buf()?.is_empty() {
+            return Ok(Next::End);
+        }
+        let mut len = [0u8; 4];
+        if !read_all(&mut self.r, &mut tag)? || !read_all(&mut self.r, &mut len)? {
+            return Ok(Next::Torn);
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_RECORD_LEN {
+            return Ok(Next::Damaged);
+        }
+        body.resize(len, 0);
+        let mut mac = [0u8; MAC_LEN];
+        if !read_all(&mut self.r, body)? || !read_all(&mut self.r, &mut mac)? {
+            return Ok(Next::Torn);
+        }
+        let want = self.key.record_mac(self.index, tag[0], body);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&mac[..], &want[..])) {
+            return Ok(Next::Damaged);
+        }
+        self.index += 1;
+        self.at += (RECORD_OVERHEAD + len) as u64;
+        Ok(Next::Record(tag[0]))
+    }
+}
+
+/// Fills `buf` from `r`: false if `r` ends first (after a partial read or none).
+fn read_all(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a manifest says, as far as it can be trusted.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Parsed {
     offer: Option<Offer>,
     /// Chunk records up to the first damaged record; `damaged` tells whether one was.
     hashes: Vec<[u8; 32]>,
     damaged: bool,
-    /// Directory records, and the last entry record, up to there.
-    dirs: Vec<DirMeta>,
+    /// The last entry record up to there: where the next entry begins, and its name.
     entry: Option<(u64, String)>,
-}
-
-fn parse(bytes: &[u8]) -> Parsed {
-    let bad = Parsed { damaged: true, ..Parsed::default() };
-    let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else { return bad };
-    let Some((len, rest)) = rest.split_first_chunk::<4>() else { return bad };
-    let len = u32::from_be_bytes(*len) as usize;
-    if rest.len() < len + 4 {
-        return bad;
-    }
-    let (header, rest) = rest.split_at(len);
-    let (check, mut records) = rest.split_at(4);
-    if check != check4(b"pcp manifest header", &[header]) {
-        return bad;
-    }
-    let Ok((offer, [])) = postcard::take_from_bytes::<Offer>(header) else { return bad };
-    // A header no pcp writes (a chunk size outside the limits) is damage, not another
-    // transfer: the part file is re-hashed under the offer's own chunk size instead.
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
-        return bad;
-    }
-    let mut parsed = Parsed { offer: Some(offer), ..Parsed::default() };
-    let mut index = 0;
-    while !records.is_empty() {
-        let Some((tag, body, more)) = take_record(index, records) else {
-            // A torn last record (the process died mid-append) is not damage.
-            parsed.damaged = is_whole(records);
-            break;
-        };
-        if !parsed.take(tag, body) {
-            parsed.damaged = true;
-            break;
-        }
-        records = more;
-        index += 1;
-    }
-    parsed
+    /// Entry records up to there.
+    entries: u64,
+    /// The directories open at the last entry, outermost first.
+    open: Vec<DirMeta>,
+    /// The directories left whose mode lacks owner `rwx`: applied only at commit.
+    exceptions: Vec<DirMeta>,
 }
 
 impl Parsed {
@@ -324,43 +456,94 @@ impl Parsed {
                 Ok(hash) => self.hashes.push(hash),
                 Err(_) => return false,
             },
-            DIR => match postcard::from_bytes(body) {
-                Ok(dir) => self.dirs.push(dir),
-                Err(_) => return false,
-            },
-            ENTRY => match postcard::from_bytes(body) {
-                Ok(entry) => self.entry = Some(entry),
+            ENTRY => match postcard::from_bytes::<EntryRecord>(body) {
+                Ok(e) => return self.entry(e),
                 Err(_) => return false,
             },
             _ => return false,
         }
         true
     }
+
+    /// An entry extracted whole: the directories open are now its ancestors (and it,
+    /// if a directory).
+    fn entry(&mut self, e: EntryRecord) -> bool {
+        let parts = name_parts(&e.name);
+        let parent = &parts[..parts.len().saturating_sub(1)];
+        while let Some(top) = self.open.last() {
+            let inside = top.parts.len() <= parent.len()
+                && top.parts.iter().zip(parent).all(|(a, b)| a.as_str() == *b);
+            if inside {
+                break;
+            }
+            let left = self.open.pop().expect("the loop saw it");
+            if left.mode & 0o700 != 0o700 {
+                if self.exceptions.len() == MAX_EXCEPTIONS {
+                    return false;
+                }
+                self.exceptions.push(left);
+            }
+        }
+        if let Extracted::Dir(meta) = e.what {
+            self.open.push(meta);
+        }
+        self.entry = Some((e.next, e.name));
+        self.entries += 1;
+        true
+    }
+}
+
+/// A tar entry name's components, as the extraction splits it (`""` and `.` dropped).
+fn name_parts(name: &str) -> Vec<&str> {
+    name.split('/').filter(|p| !p.is_empty() && *p != ".").collect()
+}
+
+/// Reads the manifest from `r` (empty and damaged when it is not one of ours).
+fn parse(r: impl BufRead, key: &JournalKey) -> io::Result<Parsed> {
+    let Some((offer, mut records)) = Records::open(r, key)? else {
+        return Ok(Parsed { damaged: true, ..Parsed::default() });
+    };
+    let mut parsed = Parsed { offer: Some(offer), ..Parsed::default() };
+    let mut body = Vec::new();
+    loop {
+        match records.next(&mut body)? {
+            Next::Record(tag) if parsed.take(tag, &body) => {}
+            Next::Record(_) | Next::Damaged => {
+                parsed.damaged = true;
+                break;
+            }
+            Next::End | Next::Torn => break,
+        }
+    }
+    Ok(parsed)
 }
 
 /// The offer an intact manifest header names: the pure parser behind [`load`], for the
 /// fuzz targets (`fuzz/`), which need it to call [`load`] with a matching offer.
 #[cfg(feature = "fuzzing")]
-pub(crate) fn manifest_offer(bytes: &[u8]) -> Option<Offer> {
-    parse(bytes).offer
+pub(crate) fn manifest_offer(bytes: &[u8], key: &JournalKey) -> Option<Offer> {
+    Records::open(bytes, key).ok().flatten().map(|(offer, _)| offer)
 }
 
-/// Works out what of `part` can be resumed for `offer`.
+/// Works out what of `part` can be resumed for `offer`, trusting only a manifest
+/// written under `key`.
 ///
 /// Re-hashes the part file in chunks of the offer's chunk size; keeps the longest
 /// prefix that agrees with the manifest's records, or every whole chunk when the
 /// manifest is missing or damaged. A short last piece counts only when it completes
-/// a file of the offered size.
+/// a file of the offered size. For a directory, says where its extraction stands;
+/// the caller MUST check staging against the entry records ([`for_each_entry`])
+/// before resuming from it.
 ///
 /// # Errors
 /// [`ResumeError::ChunkSize`] when `offer`'s chunk size is outside pcp's limits (the
 /// loop below would never advance on 0); [`ResumeError::OtherTransfer`] when a valid
 /// manifest names another offer; I/O errors.
-pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
+pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefix, ResumeError> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
         return Err(ResumeError::ChunkSize(offer.chunk_size));
     }
-    let parsed = read_manifest(part, offer)?;
+    let parsed = read_manifest(part, offer, key)?;
     if offer.kind == Kind::Archive {
         return Ok(extraction(part, offer, parsed));
     }
@@ -401,24 +584,26 @@ pub(crate) fn load(part: &Path, offer: &Offer) -> Result<Prefix, ResumeError> {
     Ok(prefix)
 }
 
+/// Opens the manifest beside `part` for reading: `None` when there is none.
+fn open_manifest(part: &Path) -> Result<Option<BufReader<File>>, ResumeError> {
+    let manifest = manifest_path(part);
+    match fsx::open_regular(&manifest, false) {
+        Ok(file) => Ok(Some(BufReader::with_capacity(64 * 1024, file))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ResumeError::Io { path: manifest, source }),
+    }
+}
+
 /// The manifest beside `part`, parsed (empty and damaged when there is none).
 ///
 /// # Errors
 /// [`ResumeError::OtherTransfer`] when its header names another offer; I/O errors.
-fn read_manifest(part: &Path, offer: &Offer) -> Result<Parsed, ResumeError> {
-    let manifest = manifest_path(part);
-    let io_err = |source| ResumeError::Io { path: manifest.clone(), source };
-    let parsed = match fsx::open_regular(&manifest, false) {
-        Ok(mut file) => {
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).map_err(io_err)?;
-            parse(&bytes)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Parsed { damaged: true, ..Parsed::default() }
-        }
-        Err(e) => return Err(io_err(e)),
+fn read_manifest(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Parsed, ResumeError> {
+    let Some(file) = open_manifest(part)? else {
+        return Ok(Parsed { damaged: true, ..Parsed::default() });
     };
+    let io_err = |source| ResumeError::Io { path: manifest_path(part), source };
+    let parsed = parse(file, key).map_err(io_err)?;
     if let Some(theirs) = &parsed.offer
         && !same_transfer(theirs, offer)
     {
@@ -436,59 +621,69 @@ fn extraction(staging: &Path, offer: &Offer, parsed: Parsed) -> Prefix {
     if parsed.offer.is_none() || !real_dir {
         return Prefix::default();
     }
-    let (next, last) = parsed.entry.map_or((0, None), |(next, name)| (next, Some(name)));
+    let next = parsed.entry.as_ref().map_or(0, |(next, _)| *next);
     let chunk = u64::from(offer.chunk_size);
-    let (n, inside) = (next / chunk, next % chunk != 0);
+    let (n, inside) = (next / chunk, !next.is_multiple_of(chunk));
     let Ok(n) = usize::try_from(n) else { return Prefix::default() };
     if parsed.hashes.len() < n + usize::from(inside) {
         return Prefix::default();
     }
     let held = inside.then(|| parsed.hashes[n]);
-    let mut hashes = parsed.hashes;
+    let Parsed { mut hashes, entry, entries, mut open, exceptions, .. } = parsed;
     hashes.truncate(n);
+    let last = entry.map(|(_, name)| name);
+    open.extend(exceptions);
     Prefix {
         bytes: n as u64 * chunk,
         hashes,
-        extraction: Some(Extraction { next, last, dirs: parsed.dirs, chunk: held }),
+        extraction: Some(Extraction { next, last, entries, dirs: open, chunk: held }),
     }
 }
 
-/// Appends chunk records to a manifest.
+/// Calls `each` with every entry record of the manifest beside `part`, in order, up to
+/// the first damaged one: the entries [`load`] counted (`extraction.entries` of them).
+/// Reads the manifest as a stream.
+///
+/// # Errors
+/// I/O errors reading the manifest, and whatever `each` returns.
+pub(crate) fn for_each_entry<E: From<ResumeError>>(
+    part: &Path,
+    key: &JournalKey,
+    upto: u64,
+    mut each: impl FnMut(&EntryRecord) -> Result<(), E>,
+) -> Result<(), E> {
+    let io_err = |source| ResumeError::Io { path: manifest_path(part), source };
+    let Some(file) = open_manifest(part)? else { return Ok(()) };
+    let Some((_, mut records)) = Records::open(file, key).map_err(io_err)? else {
+        return Ok(());
+    };
+    let mut body = Vec::new();
+    let mut seen = 0;
+    while seen < upto {
+        let Next::Record(tag) = records.next(&mut body).map_err(io_err)? else { break };
+        if tag == ENTRY {
+            let Ok(e) = postcard::from_bytes::<EntryRecord>(&body) else { break };
+            each(&e)?;
+            seen += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Appends records to a manifest.
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
     path: PathBuf,
-    records: Records,
-}
-
-/// Numbers records as they are written (a record's check covers its position).
-#[derive(Debug, Default)]
-struct Records {
+    key: JournalKey,
+    /// Records written so far: a record's MAC covers its position.
     written: u64,
-}
-
-impl Records {
-    /// Appends the next record to `out`.
-    fn push(&mut self, out: &mut Vec<u8>, tag: u8, body: &[u8]) {
-        out.extend_from_slice(&record(self.written, tag, body));
-        self.written += 1;
-    }
-
-    /// Appends the records of an entry extracted whole: its directory record, if it is
-    /// a directory, then where the next entry begins.
-    fn push_entry(&mut self, out: &mut Vec<u8>, dir: Option<&DirMeta>, next: u64, name: &str) {
-        if let Some(dir) = dir {
-            let body = postcard::to_stdvec(dir).expect("serializing a DirMeta cannot fail");
-            self.push(out, DIR, &body);
-        }
-        let body = postcard::to_stdvec(&(next, name)).expect("serializing cannot fail");
-        self.push(out, ENTRY, &body);
-    }
 }
 
 impl Journal {
     /// Writes a fresh manifest for `offer` holding `prefix` (and, for a directory, where
-    /// its extraction stands), atomically, and opens it for appending.
+    /// its extraction stands: every entry record of the earlier runs is carried over,
+    /// read from the manifest being replaced), atomically, and opens it for appending.
     ///
     /// # Errors
     /// I/O errors, naming the manifest.
@@ -496,33 +691,10 @@ impl Journal {
         part: &Path,
         offer: &Offer,
         prefix: &Prefix,
+        key: &JournalKey,
     ) -> Result<Journal, ResumeError> {
         let path = manifest_path(part);
         let err = |source| ResumeError::Io { path: path.clone(), source };
-        let header = postcard::to_stdvec(offer).expect("serializing an offer cannot fail");
-        let len = u32::try_from(header.len()).expect("an offer is far smaller than 4 GiB");
-        let mut bytes =
-            Vec::with_capacity(16 + header.len() + CHUNK_RECORD_LEN * prefix.hashes.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&check4(b"pcp manifest header", &[&header]));
-        let mut records = Records::default();
-        for h in &prefix.hashes {
-            records.push(&mut bytes, CHUNK, h);
-        }
-        if let Some(x) = &prefix.extraction {
-            // The chunk holding `next` stays recorded: a later rerun checks it again.
-            if let Some(h) = &x.chunk {
-                records.push(&mut bytes, CHUNK, h);
-            }
-            for dir in &x.dirs {
-                records.push(&mut bytes, DIR, &postcard::to_stdvec(dir).expect("serializes"));
-            }
-            if let Some(name) = &x.last {
-                records.push_entry(&mut bytes, None, x.next, name);
-            }
-        }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -534,13 +706,44 @@ impl Journal {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(tmp_err(e)),
             _ => {}
         }
-        let mut file = fsx::create_new_private(&tmp).map_err(tmp_err)?;
-        file.write_all(&bytes).map_err(tmp_err)?;
+        let file = fsx::create_new_private(&tmp).map_err(tmp_err)?;
+        let mut journal = Journal { file, path: path.clone(), key: key.clone(), written: 0 };
+        let mut out = BufWriter::with_capacity(64 * 1024, &journal.file);
+        let header = postcard::to_stdvec(offer).expect("serializing an offer cannot fail");
+        let len = u32::try_from(header.len()).expect("an offer is far smaller than 4 GiB");
+        let mut bytes = Vec::with_capacity(16 + header.len() + CHUNK_RECORD_LEN);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&key.mac(HEADER_DOMAIN, &[&header]));
+        out.write_all(&bytes).map_err(tmp_err)?;
+        let mut push = |out: &mut BufWriter<&File>, tag: u8, body: &[u8]| {
+            let mut bytes = Vec::with_capacity(RECORD_OVERHEAD + body.len());
+            push_record(&mut bytes, key, journal.written, tag, body);
+            journal.written += 1;
+            out.write_all(&bytes)
+        };
+        for h in &prefix.hashes {
+            push(&mut out, CHUNK, h).map_err(tmp_err)?;
+        }
+        if let Some(x) = &prefix.extraction {
+            // The chunk holding `next` stays recorded: a later rerun checks it again.
+            if let Some(h) = &x.chunk {
+                push(&mut out, CHUNK, h).map_err(tmp_err)?;
+            }
+            let copied = for_each_entry(part, key, x.entries, |e| {
+                let body = postcard::to_stdvec(e).expect("serializing an entry cannot fail");
+                push(&mut out, ENTRY, &body).map_err(tmp_err)
+            });
+            copied?;
+        }
+        out.flush().map_err(tmp_err)?;
+        drop(out);
         // rename replaces a symlink at the manifest's name, never its target. The open
         // descriptor is the renamed file: records are appended through it, with no reopen
         // by name.
         std::fs::rename(&tmp, &path).map_err(err)?;
-        Ok(Journal { file, path, records })
+        Ok(journal)
     }
 
     /// Records the next chunk's hash. Call only after its bytes are in the part file
@@ -549,9 +752,7 @@ impl Journal {
     /// # Errors
     /// I/O errors, naming the manifest.
     pub(crate) fn append(&mut self, hash: &[u8; 32]) -> Result<(), ResumeError> {
-        let mut bytes = Vec::with_capacity(CHUNK_RECORD_LEN);
-        self.records.push(&mut bytes, CHUNK, hash);
-        self.write(&bytes)
+        self.write(CHUNK, hash)
     }
 
     /// Records an entry extracted whole. Call only once it is whole in staging.
@@ -559,15 +760,19 @@ impl Journal {
     /// # Errors
     /// I/O errors, naming the manifest.
     pub(crate) fn extracted(&mut self, done: &Checkpoint) -> Result<(), ResumeError> {
-        let mut bytes = Vec::new();
-        self.records.push_entry(&mut bytes, done.dir.as_ref(), done.next, &done.name);
-        // One write: a directory's record never lands without the entry record after it.
-        self.write(&bytes)
+        let record =
+            EntryRecord { next: done.next, name: done.name.clone(), what: done.entry.clone() };
+        let body = postcard::to_stdvec(&record).expect("serializing an entry cannot fail");
+        self.write(ENTRY, &body)
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), ResumeError> {
+    /// Appends one record, in one write.
+    fn write(&mut self, tag: u8, body: &[u8]) -> Result<(), ResumeError> {
+        let mut bytes = Vec::with_capacity(RECORD_OVERHEAD + body.len());
+        push_record(&mut bytes, &self.key, self.written, tag, body);
+        self.written += 1;
         self.file
-            .write_all(bytes)
+            .write_all(&bytes)
             .map_err(|source| ResumeError::Io { path: self.path.clone(), source })
     }
 
@@ -598,7 +803,7 @@ mod tests {
 
     fn write_part(part: &Path, data: &[u8], offer: &Offer, records: usize) {
         std::fs::write(part, data).expect("part");
-        let mut j = Journal::create(part, offer, &Prefix::default()).expect("journal");
+        let mut j = Journal::create(part, offer, &Prefix::default(), &test_key()).expect("journal");
         for c in data.chunks(offer.chunk_size as usize).take(records) {
             j.append(blake3::hash(c).as_bytes()).expect("append");
         }
@@ -617,7 +822,7 @@ mod tests {
         let o = offer(10 << 16);
         let data = random(5 << 16);
         write_part(&part, &data, &o, 4);
-        let p = load(&part, &o).expect("load");
+        let p = load(&part, &o, &test_key()).expect("load");
         assert_eq!(p.chunks(), 4, "data past the last record is not trusted");
         assert_eq!(p.bytes, 4 << 16);
         assert_eq!(p.hashes[3], *blake3::hash(&data[3 << 16..4 << 16]).as_bytes());
@@ -635,14 +840,14 @@ mod tests {
         let mid = bytes.len() - 2 * CHUNK_RECORD_LEN + 5;
         bytes[mid] ^= 0xff;
         std::fs::write(&m, &bytes).expect("write");
-        let p = load(&part, &o).expect("load");
+        let p = load(&part, &o, &test_key()).expect("load");
         assert_eq!(p.chunks(), 5, "every whole chunk of the part file, re-hashed");
         assert_eq!(p.hashes[4], *blake3::hash(&data[4 << 16..5 << 16]).as_bytes());
 
         std::fs::write(&m, b"garbage").expect("write");
-        assert_eq!(load(&part, &o).expect("load").chunks(), 5);
+        assert_eq!(load(&part, &o, &test_key()).expect("load").chunks(), 5);
         std::fs::remove_file(&m).expect("rm");
-        assert_eq!(load(&part, &o).expect("load").chunks(), 5);
+        assert_eq!(load(&part, &o, &test_key()).expect("load").chunks(), 5);
     }
 
     #[test]
@@ -654,7 +859,7 @@ mod tests {
         write_part(&part, &data, &o, 6);
         data[(2 << 16) + 7] ^= 1;
         std::fs::write(&part, &data).expect("rewrite");
-        assert_eq!(load(&part, &o).expect("load").chunks(), 2);
+        assert_eq!(load(&part, &o, &test_key()).expect("load").chunks(), 2);
     }
 
     #[test]
@@ -662,7 +867,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let part = dir.path().join("x.pcp-part");
         write_part(&part, &random(1 << 16), &offer(10 << 16), 1);
-        let r = load(&part, &offer(11 << 16));
+        let r = load(&part, &offer(11 << 16), &test_key());
         assert!(matches!(r, Err(ResumeError::OtherTransfer(_))));
     }
 
@@ -673,10 +878,10 @@ mod tests {
         let data = random((2 << 16) + 10);
         let o = offer(data.len() as u64);
         write_part(&part, &data, &o, 3);
-        assert_eq!(load(&part, &o).expect("load").chunks(), 3);
+        assert_eq!(load(&part, &o, &test_key()).expect("load").chunks(), 3);
         let bigger = offer(data.len() as u64 + 5);
         write_part(&part, &data, &bigger, 3);
-        assert_eq!(load(&part, &bigger).expect("load").chunks(), 2);
+        assert_eq!(load(&part, &bigger, &test_key()).expect("load").chunks(), 2);
     }
 
     #[test]
@@ -689,7 +894,7 @@ mod tests {
         tmp.push(".tmp");
         std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
         let o = offer(10 << 16);
-        let mut j = Journal::create(&part, &o, &Prefix::default()).expect("journal");
+        let mut j = Journal::create(&part, &o, &Prefix::default(), &test_key()).expect("journal");
         j.append(&[7; 32]).expect("append");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"precious", "the target is untouched");
         assert!(std::fs::symlink_metadata(manifest_path(&part)).expect("manifest").is_file());
@@ -700,7 +905,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (part, offer) = (part.to_owned(), offer.clone());
         std::thread::spawn(move || {
-            let _ = tx.send(load(&part, &offer));
+            let _ = tx.send(load(&part, &offer, &test_key()));
         });
         rx.recv_timeout(std::time::Duration::from_secs(5)).expect("load returns in time")
     }
@@ -775,7 +980,7 @@ mod tests {
         let mut zero = o.clone();
         zero.chunk_size = 0;
         // A well-formed header with a valid check, as no pcp writes it.
-        Journal::create(&part, &zero, &Prefix::default()).expect("journal");
+        Journal::create(&part, &zero, &Prefix::default(), &test_key()).expect("journal");
         let p = load_in_time(&part, &o).expect("re-hashed, not another transfer");
         assert_eq!(p.chunks(), 3);
     }
@@ -809,7 +1014,8 @@ mod tests {
 
         // Removing the journal removes the identity with it.
         save_identity(&part, &key).expect("save");
-        let j = Journal::create(&part, &offer(1 << 16), &Prefix::default()).expect("journal");
+        let j = Journal::create(&part, &offer(1 << 16), &Prefix::default(), &test_key())
+            .expect("journal");
         j.remove();
         assert!(!manifest_path(&part).exists() && !key_path(&part).exists());
     }
@@ -834,6 +1040,10 @@ mod tests {
         }
     }
 
+    fn file_entry() -> Extracted {
+        Extracted::File { size: 3, hash: *blake3::hash(b"abc").as_bytes() }
+    }
+
     fn dir_meta(name: &str) -> DirMeta {
         DirMeta { parts: vec!["t".into(), name.into()], mode: 0o750, mtime: 1_700_000_000 }
     }
@@ -844,15 +1054,21 @@ mod tests {
         let staging = dir.join(".pcp-x.partial");
         std::fs::create_dir(&staging).expect("mkdir");
         let o = archive_offer();
-        let mut j = Journal::create(&staging, &o, &Prefix::default()).expect("journal");
+        let mut j =
+            Journal::create(&staging, &o, &Prefix::default(), &test_key()).expect("journal");
         let hashes: Vec<[u8; 32]> = (0..4u8).map(|i| [i; 32]).collect();
         let next = (2 << 16) + 1536;
         for h in &hashes[..3] {
             j.append(h).expect("append");
         }
-        j.extracted(&Checkpoint { next: 512, name: "t/d".into(), dir: Some(dir_meta("d")) })
+        j.extracted(&Checkpoint {
+            next: 512,
+            name: "t/d".into(),
+            entry: Extracted::Dir(dir_meta("d")),
+        })
+        .expect("entry");
+        j.extracted(&Checkpoint { next, name: "t/d/f".into(), entry: file_entry() })
             .expect("entry");
-        j.extracted(&Checkpoint { next, name: "t/d/f".into(), dir: None }).expect("entry");
         j.append(&hashes[3]).expect("append");
         (staging, hashes, next)
     }
@@ -861,27 +1077,129 @@ mod tests {
     fn a_directory_resumes_at_the_chunk_holding_the_last_entry_offset() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (staging, hashes, next) = journaled(dir.path());
-        let p = load(&staging, &archive_offer()).expect("load");
+        let p = load(&staging, &archive_offer(), &test_key()).expect("load");
         assert_eq!(p.hashes, hashes[..2], "the chunks before the one holding the offset");
         assert_eq!(p.bytes, 2 << 16);
         let x = p.extraction.clone().expect("an extraction");
         assert_eq!(x.next, next);
         assert_eq!(x.last.as_deref(), Some("t/d/f"));
-        assert_eq!(x.dirs, [dir_meta("d")]);
+        assert_eq!(x.dirs, [dir_meta("d")], "t/d is open: its last entry t/d/f is inside it");
         assert_eq!(x.chunk, Some(hashes[2]), "the chunk holding the offset, to check again");
         assert_eq!(x.skip(1 << 16), 1536);
 
         // The journal a resumed run writes says the same, and takes records after it.
-        let mut j = Journal::create(&staging, &archive_offer(), &p).expect("rewrite");
-        assert_eq!(load(&staging, &archive_offer()).expect("load"), p);
+        let mut j = Journal::create(&staging, &archive_offer(), &p, &test_key()).expect("rewrite");
+        assert_eq!(load(&staging, &archive_offer(), &test_key()).expect("load"), p);
         j.append(&hashes[3]).expect("append");
-        j.extracted(&Checkpoint { next: 3 << 16, name: "t/e".into(), dir: Some(dir_meta("e")) })
-            .expect("entry");
-        let q = load(&staging, &archive_offer()).expect("load");
+        j.extracted(&Checkpoint {
+            next: 3 << 16,
+            name: "t/e".into(),
+            entry: Extracted::Dir(dir_meta("e")),
+        })
+        .expect("entry");
+        let q = load(&staging, &archive_offer(), &test_key()).expect("load");
         assert_eq!(q.hashes, hashes[..3]);
         let y = q.extraction.expect("an extraction");
         assert_eq!((y.next, y.chunk), (3 << 16, None), "at a chunk boundary nothing is skipped");
-        assert_eq!(y.dirs, [dir_meta("d"), dir_meta("e")]);
+        // `t/d` was left when `t/e` came: its mode was applied then, and only the
+        // directory still open is to be applied later.
+        assert_eq!(y.dirs, [dir_meta("e")]);
+        assert_eq!(y.entries, 3);
+        let mut names = Vec::new();
+        for_each_entry(&staging, &test_key(), y.entries, |e| {
+            names.push(e.name.clone());
+            Ok::<_, ResumeError>(())
+        })
+        .expect("entries");
+        assert_eq!(names, ["t/d", "t/d/f", "t/e"], "a rewrite carries every earlier entry over");
+    }
+
+    #[test]
+    fn a_journal_written_under_another_key_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, _, _) = journaled(dir.path());
+        let other = JournalKey::from_bytes([8; 32]);
+        assert_eq!(load(&staging, &archive_offer(), &other).expect("load"), Prefix::default());
+
+        // A file's part under a foreign key is re-hashed whole: the records vouch for
+        // nothing.
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        let data = random(5 << 16);
+        write_part(&part, &data, &o, 2);
+        assert_eq!(load(&part, &o, &test_key()).expect("load").chunks(), 2);
+        assert_eq!(load(&part, &o, &other).expect("load").chunks(), 5);
+    }
+
+    #[test]
+    fn a_forged_record_stops_the_journal_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, hashes, _) = journaled(dir.path());
+        let m = manifest_path(&staging);
+        let mut bytes = std::fs::read(&m).expect("read");
+        // Someone who can write the file but lacks the key appends an entry record with
+        // a well-formed body and an unkeyed check.
+        let forged = EntryRecord { next: 9 << 16, name: "t/evil".into(), what: Extracted::Symlink };
+        let body = postcard::to_stdvec(&forged).expect("serialize");
+        let mut record = vec![ENTRY];
+        record.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+        record.extend_from_slice(&body);
+        record.extend_from_slice(&blake3::hash(&body).as_bytes()[..MAC_LEN]);
+        bytes.extend_from_slice(&record);
+        std::fs::write(&m, &bytes).expect("write");
+        let x = load(&staging, &archive_offer(), &test_key()).expect("load");
+        let e = x.extraction.expect("extraction");
+        assert_eq!(e.last.as_deref(), Some("t/d/f"), "the forged entry is not believed");
+        assert_eq!(x.hashes, hashes[..2]);
+    }
+
+    #[test]
+    fn a_record_longer_than_any_pcp_writes_is_damage_not_an_allocation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (staging, _, next) = journaled(dir.path());
+        let m = manifest_path(&staging);
+        let mut bytes = std::fs::read(&m).expect("read");
+        bytes.push(ENTRY);
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        bytes.extend_from_slice(&[0; 64]);
+        std::fs::write(&m, &bytes).expect("write");
+        let x = load(&staging, &archive_offer(), &test_key()).expect("load");
+        assert_eq!(x.extraction.expect("extraction").next, next);
+    }
+
+    #[test]
+    fn only_open_and_read_only_directories_are_kept_for_a_deep_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let staging = dir.path().join(".pcp-x.partial");
+        std::fs::create_dir(&staging).expect("mkdir");
+        let o = archive_offer();
+        let mut j = Journal::create(&staging, &o, &Prefix::default(), &test_key()).expect("j");
+        // The chunks that hold the entries' 5,000 KiB of headers.
+        for _ in 0..80 {
+            j.append(&[0; 32]).expect("append");
+        }
+        // 200 chains of 50 directories each, depth first; the 7th chain's top is read-only.
+        let mut at = 0;
+        for chain in 0..200 {
+            let mut parts = vec!["t".to_owned(), format!("c{chain}")];
+            for depth in 0..50 {
+                if depth > 0 {
+                    parts.push(format!("d{depth}"));
+                }
+                let mode = if chain == 7 && depth == 0 { 0o555 } else { 0o755 };
+                let meta = DirMeta { parts: parts.clone(), mode, mtime: 1 };
+                at += 512;
+                let done =
+                    Checkpoint { next: at, name: parts.join("/"), entry: Extracted::Dir(meta) };
+                j.extracted(&done).expect("entry");
+            }
+        }
+        let x = load(&staging, &o, &test_key()).expect("load").extraction.expect("extraction");
+        assert_eq!(x.entries, 200 * 50);
+        assert_eq!(x.dirs.len(), 50 + 1, "the last chain's 50, and the read-only one");
+        assert_eq!(x.dirs[0].parts, ["t", "c199"]);
+        assert_eq!(x.dirs[50].parts, ["t", "c7"]);
+        assert_eq!(x.dirs[50].mode, 0o555);
     }
 
     #[test]
@@ -892,14 +1210,17 @@ mod tests {
         let whole = std::fs::read(&m).expect("read");
         // Torn inside the last chunk record: the entry records before it stand.
         std::fs::write(&m, &whole[..whole.len() - 10]).expect("write");
-        let x = load(&staging, &archive_offer()).expect("load").extraction.expect("extraction");
+        let x = load(&staging, &archive_offer(), &test_key())
+            .expect("load")
+            .extraction
+            .expect("extraction");
         assert_eq!(x.next, next);
         // A flipped byte in the last entry record: the one before it is where we stand.
         let at = whole.len() - CHUNK_RECORD_LEN - 6;
         let mut bad = whole.clone();
         bad[at] ^= 0xff;
         std::fs::write(&m, &bad).expect("write");
-        let p = load(&staging, &archive_offer()).expect("load");
+        let p = load(&staging, &archive_offer(), &test_key()).expect("load");
         let x = p.extraction.expect("extraction");
         assert_eq!((x.next, x.last.as_deref()), (512, Some("t/d")));
         assert_eq!(p.hashes.len(), 0, "offset 512 is inside chunk 0");
@@ -910,16 +1231,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (staging, _, _) = journaled(dir.path());
         std::fs::remove_file(manifest_path(&staging)).expect("rm");
-        assert_eq!(load(&staging, &archive_offer()).expect("load"), Prefix::default());
+        assert_eq!(load(&staging, &archive_offer(), &test_key()).expect("load"), Prefix::default());
 
         let dir = tempfile::tempdir().expect("tempdir");
         let (staging, _, _) = journaled(dir.path());
         std::fs::remove_dir(&staging).expect("rmdir");
         std::os::unix::fs::symlink(dir.path(), &staging).expect("plant");
-        let p = load(&staging, &archive_offer()).expect("load");
+        let p = load(&staging, &archive_offer(), &test_key()).expect("load");
         assert_eq!(p, Prefix::default(), "a symlink at the staging name is not resumed");
         let mut other = archive_offer();
         other.entries = vec!["u".into()];
-        assert!(matches!(load(&staging, &other), Err(ResumeError::OtherTransfer(_))));
+        assert!(matches!(load(&staging, &other, &test_key()), Err(ResumeError::OtherTransfer(_))));
     }
 }

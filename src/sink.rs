@@ -43,7 +43,7 @@ mod extract;
 use crate::message::{Kind, Offer};
 use crate::options::Destination;
 use crate::pool::Buf;
-use crate::resume::{Journal, Prefix, ResumeError};
+use crate::resume::{Journal, JournalKey, Prefix, ResumeError};
 use extract::Extraction;
 
 /// Chunks that may wait for the writer thread.
@@ -232,7 +232,7 @@ impl Sink {
     pub(crate) fn start(
         target: Target,
         force: bool,
-        journal: Option<(&Offer, &Prefix)>,
+        journal: Option<(&Offer, &Prefix, &JournalKey)>,
     ) -> Result<Sink, SinkError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let part = target.resume_part();
@@ -392,12 +392,12 @@ fn write_to(
 /// [`write_part`]), or created anew; and opens its manifest when resume state is kept.
 fn open_part(
     part: &Path,
-    journal: Option<(&Offer, &Prefix)>,
+    journal: Option<(&Offer, &Prefix, &JournalKey)>,
     force: bool,
 ) -> Result<(File, Option<Journal>), SinkError> {
     let err = |source| SinkError::File { path: part.to_owned(), source };
     let file = match &journal {
-        Some((_, prefix)) if prefix.chunks() > 0 => {
+        Some((_, prefix, _)) if prefix.chunks() > 0 => {
             // A regular file, not followed through a symlink: see crate::fsx.
             let file = crate::fsx::open_regular(part, true).map_err(err)?;
             if file.metadata().map_err(err)?.len() < prefix.bytes {
@@ -419,7 +419,7 @@ fn open_part(
         }
     };
     let journal = match journal {
-        Some((offer, prefix)) => Some(Journal::create(part, offer, prefix)?),
+        Some((offer, prefix, key)) => Some(Journal::create(part, offer, prefix, key)?),
         None => None,
     };
     Ok((file, journal))
@@ -487,6 +487,7 @@ fn write_part(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resume::test_key;
 
     #[tokio::test]
     async fn file_appears_only_on_finish() {
@@ -577,13 +578,15 @@ mod tests {
 
         // The sender has not confirmed the prefix yet (it may find its source changed):
         // nothing of the part file is lost.
-        let sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        let sink =
+            Sink::start(target(), false, Some((&offer, &prefix, &test_key()))).expect("start");
         assert_eq!(std::fs::metadata(&part).expect("part").len(), 3 << 16, "not cut at start");
         sink.abort().await;
         assert_eq!(std::fs::read(&part).expect("part"), data, "kept whole when refused");
 
         // Confirmed: the first new chunk goes right after the prefix.
-        let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        let mut sink =
+            Sink::start(target(), false, Some((&offer, &prefix, &test_key()))).expect("start");
         let new = vec![9u8; 2 << 16];
         for c in new.chunks(1 << 16) {
             sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await.expect("write");
@@ -605,7 +608,7 @@ mod tests {
         let offer = file_offer(4 << 16);
         let prefix = prefix_of(&precious, 1);
         let target = Target::File { path: path.clone(), keep_part: true };
-        assert!(Sink::start(target, false, Some((&offer, &prefix))).is_err());
+        assert!(Sink::start(target, false, Some((&offer, &prefix, &test_key()))).is_err());
         assert_eq!(std::fs::read(&victim).expect("victim"), precious, "the target is untouched");
     }
 
@@ -617,14 +620,16 @@ mod tests {
         let path = dir.path().join("out");
         let offer = file_offer(10);
         let target = Target::File { path: path.clone(), keep_part: true };
-        let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        let sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
+            .expect("start");
         assert_eq!(mode(&part_path(&path)), 0o600, "the part file");
         assert_eq!(mode(&crate::resume::manifest_path(&part_path(&path))), 0o600, "its manifest");
         drop(sink);
 
         let target = Target::Extract { dir: dir.path().to_owned(), entries: vec!["t".into()] };
         let staging = target.resume_part().expect("an archive has a staging directory");
-        let sink = Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        let sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
+            .expect("start");
         assert_eq!(mode(&staging), 0o700, "the staging directory");
         assert_eq!(mode(&crate::resume::manifest_path(&staging)), 0o600, "its manifest");
         drop(sink);
@@ -693,7 +698,8 @@ mod tests {
         // Stopped inside `tree/sub/b`: what came whole is already in staging, nothing is
         // under the final name, and staging and the journal stay.
         let mut sink =
-            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
+            Sink::start(target(), false, Some((&offer, &Prefix::default(), &test_key())))
+                .expect("start");
         send_chunks(&mut sink, &chunks[..5]).await;
         sink.abort().await;
         assert!(!dest.path().join("tree").exists());
@@ -702,13 +708,14 @@ mod tests {
         assert!(staging.join("tree/sub/b").exists(), "the entry it stopped in, partly");
 
         // The rerun resumes at the chunk holding `tree/sub/b`'s header.
-        let prefix = crate::resume::load(&staging, &offer).expect("load");
+        let prefix = crate::resume::load(&staging, &offer, &test_key()).expect("load");
         let x = prefix.extraction.clone().expect("an extraction to resume");
         assert_eq!(x.last.as_deref(), Some("tree/sub/a"));
         assert_eq!(tar[x.next as usize..][..10], *b"tree/sub/b", "a header starts there");
         assert_eq!(prefix.chunks(), x.next >> 16, "the prefix ends at the chunk holding it");
         assert!(x.chunk.is_some(), "the offset is inside that chunk");
-        let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        let mut sink =
+            Sink::start(target(), false, Some((&offer, &prefix, &test_key()))).expect("start");
         send_chunks(&mut sink, &chunks[prefix.chunks() as usize..]).await;
         sink.finish().await.expect("finish");
 
@@ -732,14 +739,16 @@ mod tests {
         let staging = target().resume_part().expect("an archive has a staging directory");
         let offer = archive_offer();
         let mut sink =
-            Sink::start(target(), false, Some((&offer, &Prefix::default()))).expect("start");
+            Sink::start(target(), false, Some((&offer, &Prefix::default(), &test_key())))
+                .expect("start");
         send_chunks(&mut sink, &chunks[..5]).await;
         sink.abort().await;
 
-        let prefix = crate::resume::load(&staging, &offer).expect("load");
+        let prefix = crate::resume::load(&staging, &offer, &test_key()).expect("load");
         let mut changed = chunks[prefix.chunks() as usize].to_vec();
         changed[0] ^= 1;
-        let mut sink = Sink::start(target(), false, Some((&offer, &prefix))).expect("start");
+        let mut sink =
+            Sink::start(target(), false, Some((&offer, &prefix, &test_key()))).expect("start");
         send_chunks(&mut sink, &[&changed]).await;
         let err = sink.finish().await.expect_err("refused");
         assert!(matches!(err, SinkError::Diverged), "{err:?}");
@@ -755,12 +764,13 @@ mod tests {
         std::fs::create_dir(&staging).expect("mkdir");
         std::fs::write(staging.join("someone's"), b"x").expect("write");
         let offer = archive_offer();
-        let prefix = crate::resume::load(&staging, &offer).expect("load");
+        let prefix = crate::resume::load(&staging, &offer, &test_key()).expect("load");
         assert_eq!(prefix, Prefix::default(), "nothing to resume without a journal");
-        let started = Sink::start(target(), false, Some((&offer, &prefix)));
+        let started = Sink::start(target(), false, Some((&offer, &prefix, &test_key())));
         assert!(matches!(started, Err(SinkError::Exists(_))), "{started:?}");
         assert!(staging.join("someone's").exists());
-        let sink = Sink::start(target(), true, Some((&offer, &prefix))).expect("forced");
+        let sink =
+            Sink::start(target(), true, Some((&offer, &prefix, &test_key()))).expect("forced");
         assert!(!staging.join("someone's").exists(), "--force starts over");
         drop(sink);
     }
@@ -774,8 +784,8 @@ mod tests {
         let target = Target::Extract { dir: dest.path().to_owned(), entries: vec!["other".into()] };
         let mut offer = archive_offer();
         offer.entries = vec!["other".into()];
-        let mut sink =
-            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        let mut sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
+            .expect("start");
         let mut refused = None;
         for c in &chunks {
             if let Err(e) = sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await {
@@ -808,8 +818,8 @@ mod tests {
     async fn extract(dir: &Path, entries: &[&str], tar: &[u8], before: impl FnOnce()) -> SinkError {
         let offer = archive_offer_of(entries);
         let target = Target::Extract { dir: dir.to_owned(), entries: offer.entries.clone() };
-        let mut sink =
-            Sink::start(target, false, Some((&offer, &Prefix::default()))).expect("start");
+        let mut sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
+            .expect("start");
         for c in tar.chunks(1 << 16) {
             sink.write(c.to_vec().into(), *blake3::hash(c).as_bytes()).await.expect("write");
         }

@@ -72,8 +72,26 @@ pub(crate) struct Checkpoint {
     pub(crate) next: u64,
     /// The entry's name, as the archive gives it.
     pub(crate) name: String,
-    /// Its mode and mtime, when it is a directory.
-    pub(crate) dir: Option<DirMeta>,
+    /// What it is, with what is needed to check it in staging later.
+    pub(crate) entry: Extracted,
+}
+
+/// What an entry extracted whole is, with what a later run needs to check it in staging.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Extracted {
+    /// A regular file: its size and the blake3 of its bytes, computed as they were written.
+    File {
+        /// Bytes.
+        size: u64,
+        /// blake3 of the bytes.
+        hash: [u8; 32],
+    },
+    /// A directory, with its own mode and mtime.
+    Dir(DirMeta),
+    /// A symlink.
+    Symlink,
+    /// A hard link to a file extracted earlier.
+    HardLink,
 }
 
 impl Unpacker {
@@ -225,19 +243,20 @@ impl Unpacker {
         let stream = |source| ArchiveError::Stream { source };
         for entry in archive.entries().map_err(stream)? {
             let mut entry = entry.map_err(stream)?;
-            let dirs = self.dirs.len();
-            self.extract(&mut entry)?;
+            let what = self.extract(&mut entry)?;
             // The crate skips the data's padding before the next header.
             let end = entry.raw_file_position() + entry.size().next_multiple_of(BLOCK);
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let dir = self.dirs.get(dirs).cloned();
-            done(&Checkpoint { next: base + end, name, dir })?;
+            done(&Checkpoint { next: base + end, name, entry: what })?;
         }
         Ok(())
     }
 
     /// Checks one entry and creates it in staging.
-    fn extract<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ArchiveError> {
+    fn extract<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<Extracted, ArchiveError> {
         let raw_name = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_name).into_owned();
         let refuse = |reason| ArchiveError::Unsafe { entry: name.clone(), reason };
@@ -255,7 +274,11 @@ impl Unpacker {
             EntryType::Regular | EntryType::Continuous => {
                 self.extract_file(entry, &parts, &name, mode, mtime)
             }
-            EntryType::Directory => self.extract_dir(&parts, &name, mode, mtime),
+            EntryType::Directory => {
+                self.extract_dir(&parts, &name, mode, mtime)?;
+                let meta = self.dirs.last().cloned().expect("just pushed");
+                Ok(Extracted::Dir(meta))
+            }
             EntryType::Symlink => {
                 let target =
                     entry.link_name_bytes().ok_or_else(|| refuse("symlink has no target"))?;
@@ -266,12 +289,14 @@ impl Unpacker {
                 let extract = |source| ArchiveError::Extract { path: path.clone(), source };
                 std::os::unix::fs::symlink(target, &path).map_err(extract)?;
                 let mtime = FileTime::from_unix_time(mtime, 0);
-                filetime::set_symlink_file_times(&path, mtime, mtime).map_err(extract)
+                filetime::set_symlink_file_times(&path, mtime, mtime).map_err(extract)?;
+                Ok(Extracted::Symlink)
             }
             EntryType::Link => {
                 let target =
                     entry.link_name_bytes().ok_or_else(|| refuse("hard link has no target"))?;
-                self.extract_hard_link(&parts, &name, &target)
+                self.extract_hard_link(&parts, &name, &target)?;
+                Ok(Extracted::HardLink)
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 Err(refuse("device and fifo entries are not accepted"))
@@ -287,7 +312,7 @@ impl Unpacker {
         name: &str,
         mode: u32,
         mtime: i64,
-    ) -> Result<(), ArchiveError> {
+    ) -> Result<Extracted, ArchiveError> {
         let path = self.vacant(parts, name)?;
         let extract = |source| ArchiveError::Extract { path: path.clone(), source };
         // `create_new` never opens an existing file or follows a symlink at `path`.
@@ -299,6 +324,7 @@ impl Unpacker {
             .map_err(extract)?;
         self.buf.resize(64 * 1024, 0);
         let mut copied = 0u64;
+        let mut hash = blake3::Hasher::new();
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -307,6 +333,7 @@ impl Unpacker {
                 Err(source) => return Err(ArchiveError::Stream { source }),
             };
             file.write_all(&self.buf[..n]).map_err(extract)?;
+            hash.update(&self.buf[..n]);
             copied += n as u64;
         }
         // tar's reader just stops short when the stream ends inside the data.
@@ -315,7 +342,8 @@ impl Unpacker {
         }
         file.set_permissions(Permissions::from_mode(mode)).map_err(extract)?;
         let mtime = FileTime::from_unix_time(mtime, 0);
-        filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(extract)
+        filetime::set_file_handle_times(&file, None, Some(mtime)).map_err(extract)?;
+        Ok(Extracted::File { size: copied, hash: *hash.finalize().as_bytes() })
     }
 
     fn extract_dir(
@@ -1220,8 +1248,9 @@ mod tests {
             .unwrap();
         let nexts: Vec<u64> = seen.iter().map(|c| c.next).collect();
         assert_eq!(nexts, [at[1], at[2], tar.len() as u64 - 1024]);
-        assert_eq!(seen[0].dir.as_ref().map(|d| d.parts.clone()), Some(vec!["tree".into()]));
-        assert!(seen[1].dir.is_none());
+        let Extracted::Dir(dir) = &seen[0].entry else { panic!("a directory first") };
+        assert_eq!(dir.parts, ["tree"]);
+        assert!(!matches!(seen[1].entry, Extracted::Dir(_)));
         assert_eq!(seen[2].name, "tree/b");
         drop(unpacker);
         assert!(staging.join("tree/b").is_file(), "a resumable staging outlives its unpacker");

@@ -28,7 +28,7 @@ use super::{Msg, SinkError, Written};
 use crate::archive::{ArchiveError, Unpacker};
 use crate::message::Offer;
 use crate::pool::Buf;
-use crate::resume::{Journal, Prefix};
+use crate::resume::{Journal, JournalKey, Prefix};
 
 /// An extraction ready to take chunks.
 pub(super) struct Extraction {
@@ -55,10 +55,10 @@ impl Extraction {
         dir: &Path,
         staging: PathBuf,
         entries: Vec<String>,
-        journal: Option<(&Offer, &Prefix)>,
+        journal: Option<(&Offer, &Prefix, &JournalKey)>,
         force: bool,
     ) -> Result<Extraction, SinkError> {
-        let resumed = journal.and_then(|(_, prefix)| prefix.extraction.clone());
+        let resumed = journal.and_then(|(_, prefix, _)| prefix.extraction.clone());
         if resumed.is_none() && force {
             super::discard(&staging);
         }
@@ -72,9 +72,9 @@ impl Extraction {
                 }
                 e => e.into(),
             })?;
-        let chunk_size = journal.map(|(offer, _)| offer.chunk_size);
+        let chunk_size = journal.map(|(offer, _, _)| offer.chunk_size);
         let journal = match journal {
-            Some((offer, prefix)) => Some(Journal::create(&staging, offer, prefix)?),
+            Some((offer, prefix, key)) => Some(Journal::create(&staging, offer, prefix, key)?),
             None => None,
         };
         let (base, skip, resent) = match (chunk_size, resumed) {

@@ -238,7 +238,10 @@ where
     }
     let info = offer_info(&offer, session.peer(), addr);
     events.emit(Event::Offer(info.clone()));
-    let (target, prefix) = match prepare(&offer, dest, force) {
+    // The journal beside a part file is trusted only under the identity kept with it,
+    // which is this run's once it has re-identified.
+    let key = resume::JournalKey::of(keypair);
+    let (target, prefix) = match prepare(&offer, dest, force, &key) {
         Ok(t) => t,
         Err((e, reason)) => {
             session.say_last(&refusal(&e, reason), LINGER).await;
@@ -269,7 +272,7 @@ where
         }
     }
     let part = target.resume_part();
-    let journal = part.is_some().then_some((&offer, &prefix));
+    let journal = part.is_some().then_some((&offer, &prefix, &key));
     let started = Sink::start(target, force, journal).and_then(|sink| {
         // Kept with the part file, so that a rerun comes back as this peer id.
         if let Some(part) = &part {
@@ -323,6 +326,7 @@ fn prepare(
     offer: &Offer,
     dest: Destination,
     force: bool,
+    key: &resume::JournalKey,
 ) -> Result<(Target, Prefix), (Error, &'static str)> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
         let e = crate::message::MessageError::Malformed { what: "Offer" };
@@ -338,7 +342,7 @@ fn prepare(
         return Err((e, "the receiver already has something by that name"));
     }
     let prefix = match &resuming {
-        Some(part) if !force => resume::load(part, offer)
+        Some(part) if !force => resume::load(part, offer, key)
             .map_err(|e| (e.into(), "the receiver holds part of another transfer"))?,
         _ => Prefix::default(),
     };
