@@ -76,6 +76,21 @@ pub enum PipelineError {
         /// Which total.
         what: &'static str,
     },
+    /// The sender sent more than its offer's size, which is what the receiver
+    /// accepted: the chunk that would pass it was not written.
+    #[error("the sender sent more than the {offered} bytes it offered")]
+    OverOffer {
+        /// The size in the offer.
+        offered: u64,
+    },
+    /// The sender's stream ended short of its offer's size.
+    #[error("the sender sent {sent} bytes, fewer than the {offered} it offered")]
+    ShortOfOffer {
+        /// The size in the offer.
+        offered: u64,
+        /// What arrived.
+        sent: u64,
+    },
     /// A frame failed.
     #[error(transparent)]
     Frame(#[from] FrameError),

@@ -159,9 +159,14 @@ mod tests {
     }
 
     fn receiver(out: &Outgoing, into: Shared) -> Incoming {
+        incoming_for(out.offer.clone(), into)
+    }
+
+    /// A receiver of `offer` that writes into `into`, as to standard output.
+    fn incoming_for(offer: crate::message::Offer, into: Shared) -> Incoming {
         let sink = Sink::start(Target::Writer(Box::new(into)), false, None).expect("sink");
         Incoming {
-            offer: out.offer.clone(),
+            offer,
             sink: Some(sink),
             part: None,
             written: None,
@@ -289,6 +294,108 @@ mod tests {
         };
         let (none, ev) = (CancellationToken::new(), quiet());
         tokio::join!(inc.run(r, &ev, &none), script).0
+    }
+
+    /// A folder of `offered` bytes, as a receiver accepts it.
+    fn folder(offered: u64) -> crate::message::Offer {
+        crate::message::Offer {
+            kind: crate::message::Kind::Archive,
+            name: "top".into(),
+            size: Some(offered),
+            entries: vec!["top".into()],
+            chunk_size: MIN_CHUNK_SIZE,
+            files: Some(2),
+        }
+    }
+
+    /// A scripted sender that offers a folder of `offered` bytes and then sends chunks
+    /// of zeros of these lengths (compressed: they cost it next to nothing) and an `End`
+    /// whose totals match them. Returns how the receiver ended and what it wrote to its
+    /// output, a writer as standard output is.
+    async fn receive_folder(
+        offered: u64,
+        lens: &[usize],
+    ) -> (crate::Result<incoming::Ending>, Vec<u8>) {
+        let (s, r) = sessions().await;
+        let got = Shared::default();
+        let mut inc = incoming_for(folder(offered), got.clone());
+        let lens = lens.to_vec();
+        let script = async move {
+            let (_, reader, mut w) = s.into_parts();
+            let mut root = RootHash::default();
+            let mut bytes = 0;
+            for (i, len) in lens.iter().enumerate() {
+                let counter = w.reserve().expect("counter");
+                let raw = vec![0u8; *len];
+                let sealed = crate::pipeline::seal_chunk(
+                    i as u64,
+                    &raw,
+                    Compression::Zstd(1),
+                    w.key(),
+                    counter,
+                )
+                .expect("seal");
+                // The receiver may stop before the last chunks: they go nowhere then.
+                if w.write_sealed(sealed.header, &sealed.frame).await.is_err() {
+                    return (reader, w);
+                }
+                root.push(&sealed.hash);
+                bytes += *len as u64;
+            }
+            let end = crate::message::End { chunks: lens.len() as u64, bytes, root: root.finish() };
+            let _ = crate::session::send(&mut w, &Control::End(end)).await;
+            // Kept open until the receiver is done, like a sender waiting for its verdict.
+            (reader, w)
+        };
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let ended = tokio::join!(inc.run(r, &ev, &none), script).0;
+        let written = got.0.lock().expect("lock").clone();
+        (ended, written)
+    }
+
+    /// Issue 14, item 3: a folder's size in the offer is a bound, as a file's is. The
+    /// chunk that would pass it is refused before it reaches the output (here a writer,
+    /// as standard output is: the tar stream of a folder is bounded too), and the
+    /// error says what was offered.
+    #[tokio::test]
+    async fn a_folder_longer_than_its_offer_is_refused_before_the_chunk_past_it() {
+        let full = MIN_CHUNK_SIZE as usize;
+        let offered = full as u64 + 2560;
+        let (ended, written) = receive_folder(offered, &[full; 64]).await;
+        match ended {
+            Err(crate::Error::Pipeline(
+                ref e @ crate::pipeline::PipelineError::OverOffer { offered: o },
+            )) => {
+                assert_eq!(o, offered);
+                assert_eq!(
+                    e.to_string(),
+                    format!("the sender sent more than the {offered} bytes it offered")
+                );
+            }
+            other => panic!("not refused for its size: {:?}", other.err()),
+        }
+        assert_eq!(written.len(), full, "only the chunk within the offer was written");
+    }
+
+    /// Issue 14, item 3: a folder whose stream ends short of its offer is refused at
+    /// `End`, as a file is, even when `End`'s own totals are consistent.
+    #[tokio::test]
+    async fn a_folder_shorter_than_its_offer_is_refused_at_the_end() {
+        let full = MIN_CHUNK_SIZE as usize;
+        let (ended, _) = receive_folder(3 * full as u64, &[full, full]).await;
+        match ended {
+            Err(crate::Error::Pipeline(
+                ref e @ crate::pipeline::PipelineError::ShortOfOffer { offered, sent },
+            )) => {
+                assert_eq!((offered, sent), (3 * full as u64, 2 * full as u64));
+                assert!(e.to_string().contains("fewer than"), "{e}");
+            }
+            other => panic!("not refused for its size: {:?}", other.err()),
+        }
+        // Exactly the offer is taken.
+        let (ended, written) = receive_folder(2 * full as u64 + 1, &[full, full, 1]).await;
+        assert!(matches!(ended, Ok(incoming::Ending::End)), "{:?}", ended.err());
+        assert_eq!(written.len(), 2 * full + 1);
     }
 
     /// Issue 9, item 6: chunks are cut at fixed offsets, so only the last may be short.

@@ -39,30 +39,48 @@ pub(crate) fn top_level_names(paths: &[PathBuf]) -> Result<Vec<String>, ArchiveE
 /// What a metadata walk of `paths` finds, without reading a byte of any file: the
 /// number of entries (files, directories, links) and the length of the tar stream
 /// [`pack`] will write for them (headers, GNU long-name headers, padding and the end
-/// marker). Cheap enough to do before the code is shown; an entry that changes or
-/// cannot be read meanwhile only makes the estimate off, and packing reports it.
+/// marker). It MUST follow what [`pack`] does (the symlinks it follows, the entries it
+/// skips): the length is the offer's size, which the receiver holds the stream to, and
+/// the sender stops with "changed while sending" if its tar would differ from it.
 pub(crate) fn measure(paths: &[PathBuf]) -> (u64, u64) {
     let padded = |n: u64| n.div_ceil(BLOCK) * BLOCK;
     // A name that does not fit the header's 100 bytes gets a GNU long-name entry.
     let name_cost = |len: usize| if len > 100 { BLOCK + padded(len as u64 + 1) } else { 0 };
     let (mut entries, mut bytes) = (0u64, 2 * BLOCK);
-    let mut todo: Vec<(PathBuf, String)> =
-        paths.iter().filter_map(|p| top_level_name(p).ok().map(|n| (p.clone(), n))).collect();
-    while let Some((path, name)) = todo.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+    // (path, name in the archive, given as a path: `pack` follows those if symlinks).
+    let mut todo: Vec<(PathBuf, String, bool)> =
+        paths.iter().filter_map(|p| top_level_name(p).ok().map(|n| (p.clone(), n, true))).collect();
+    while let Some((path, name, given)) = todo.pop() {
+        let meta = if given { fs::metadata(&path) } else { fs::symlink_metadata(&path) };
+        let Ok(meta) = meta else { continue };
+        let kind = meta.file_type();
+        // What `pack` skips costs nothing: sockets, fifos, devices, and links the
+        // receiver would refuse.
+        let target = if kind.is_symlink() {
+            let target = fs::read_link(&path).map(|t| t.to_string_lossy().into_owned());
+            let components: Vec<&str> = name.split('/').collect();
+            match target {
+                Ok(t) if check_symlink_target(&components, &t).is_ok() => Some(t),
+                _ => continue,
+            }
+        } else if kind.is_file() || kind.is_dir() {
+            None
+        } else {
+            continue;
+        };
         entries += 1;
-        bytes += BLOCK + name_cost(name.len() + usize::from(meta.is_dir()));
+        // `pack` names a directory without a trailing slash: 100 bytes still fit.
+        bytes += BLOCK + name_cost(name.len());
         if meta.is_file() {
             bytes += padded(meta.len());
-        } else if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).map(|t| t.as_os_str().len()).unwrap_or(0);
-            bytes += name_cost(target);
+        } else if let Some(target) = target {
+            bytes += name_cost(target.len());
         } else if meta.is_dir()
             && let Ok(dir) = fs::read_dir(&path)
         {
             for e in dir.flatten() {
                 let child = e.file_name().to_string_lossy().into_owned();
-                todo.push((e.path(), format!("{name}/{child}")));
+                todo.push((e.path(), format!("{name}/{child}"), false));
             }
         }
     }
@@ -286,6 +304,49 @@ mod tests {
         let (entries, bytes) = measure(&paths);
         assert_eq!(bytes, packed.len() as u64);
         assert_eq!(entries, 10);
+    }
+
+    /// The offer's size is a bound the receiver holds the sender to (issue 14, item 3):
+    /// `measure` MUST skip what `pack` skips (fifos, links the receiver would refuse)
+    /// and follow a symlink given as a path, as `pack` does, or an honest transfer
+    /// fails; names at the header's 100-byte edge cost what `pack` makes of them.
+    #[test]
+    fn measure_matches_pack_where_pack_skips_or_follows() {
+        let dir = TempDir::new().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tree.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        symlink("/etc/passwd", tree.join("absolute")).unwrap();
+        symlink("../../outside", tree.join("sub/escaping")).unwrap();
+        symlink("../sub", tree.join("sub/fine")).unwrap();
+        // `tree/` is 5 bytes: these names put the entry at 99, 100 and 101 bytes.
+        for len in [94, 95, 96] {
+            fs::write(tree.join("f".repeat(len)), b"x").unwrap();
+            fs::create_dir(tree.join("d".repeat(len))).unwrap();
+        }
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::write(real.join("inside"), vec![3u8; 700]).unwrap();
+        let via_link = dir.path().join("via-link");
+        symlink(&real, &via_link).unwrap();
+        let file_link = dir.path().join("file-link");
+        symlink(real.join("inside"), &file_link).unwrap();
+        let all = [tree, via_link, file_link];
+        // Each alone, and together (errors of opposite signs must not cancel out).
+        for paths in all.iter().map(std::slice::from_ref).chain([&all[..]]) {
+            let packed = pack(paths, Vec::new()).unwrap();
+            let (entries, bytes) = measure(paths);
+            assert_eq!(bytes, packed.len() as u64, "{paths:?}");
+            let mut archive = tar::Archive::new(&packed[..]);
+            assert_eq!(entries, archive.entries().unwrap().count() as u64, "{paths:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! - A chunk reaches the sink only after it was opened and its index, length and hash
 //!   checked; the file or extraction is committed only after `End`'s totals and root
 //!   hash matched.
+//! - The offer's size is what the user accepted, for a folder as for a file, whatever
+//!   the sink (a file, an extraction, standard output): a chunk that would take the
+//!   stream past it is refused before it is counted or written, and a stream that ends
+//!   short of it is refused at `End`. (A file or folder offer without a size is refused
+//!   before the prompt, in `receive`.)
 //! - Once the commit has started it runs to its end: cancelling is checked only while
 //!   chunks arrive.
 
@@ -21,7 +26,7 @@ use super::{KEEPALIVE, LINGER, unexpected};
 use crate::error::Error;
 use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameKey, FrameReader, FrameWriter, Header, TAG_LEN};
-use crate::message::{CHUNK_HEADER_LEN, Control, End, Kind, MIN_CHUNK_FRAME_LEN, Offer};
+use crate::message::{CHUNK_HEADER_LEN, Control, End, MIN_CHUNK_FRAME_LEN, Offer};
 use crate::pipeline::{self, OpenedChunk, PipelineError, RootHash};
 use crate::pool::Pool;
 use crate::session::{self, Session, SessionError};
@@ -174,31 +179,39 @@ impl Incoming {
                 PipelineError::ShortChunk { index: self.count, len: chunk.data.len() }.into()
             );
         }
+        // Before anything is counted or written: what the receiver keeps (and a rerun
+        // resumes from) is only what verified within the offer.
+        if let Some(offered) = self.offer.size
+            && self.bytes.saturating_add(len) > offered
+        {
+            return Err(PipelineError::OverOffer { offered }.into());
+        }
         self.short = len < u64::from(self.offer.chunk_size);
         self.root.push(&chunk.hash);
         self.bytes += len;
         self.stats.received += len;
         self.wire += chunk.wire_len as u64 + 4;
         self.count += 1;
-        if limit(&self.offer).is_some_and(|n| self.bytes > n) {
-            return Err(PipelineError::EndMismatch { what: "more bytes than offered" }.into());
-        }
         let sink = self.sink.as_mut().ok_or(PipelineError::Worker)?;
         sink.write(chunk.data, chunk.hash).await?;
         Ok(())
     }
 
-    /// The sender's totals against what arrived.
+    /// The sender's totals against what arrived, and what arrived against the offer.
     fn check_end(&self, end: &End) -> Result<(), Error> {
         let checks = [
             (end.chunks == self.count, "chunk count"),
             (end.bytes == self.bytes, "byte count"),
-            (limit(&self.offer).is_none_or(|n| n == self.bytes), "size in the offer"),
             (end.root == self.root.finish(), "root hash"),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, what)) => Err(PipelineError::EndMismatch { what }.into()),
-            None => Ok(()),
+        if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(PipelineError::EndMismatch { what }.into());
+        }
+        match self.offer.size {
+            Some(offered) if offered != self.bytes => {
+                Err(PipelineError::ShortOfOffer { offered, sent: self.bytes }.into())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -223,11 +236,6 @@ impl Incoming {
         self.written = Some(written);
         Ok(())
     }
-}
-
-/// A file's announced size is what the user agreed to: more is refused.
-fn limit(offer: &Offer) -> Option<u64> {
-    if offer.kind == Kind::File { offer.size } else { None }
 }
 
 /// Reads frames, assigns counters and starts an open job per chunk, until the LAST

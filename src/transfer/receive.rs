@@ -332,6 +332,12 @@ fn prepare(
         let e = crate::message::MessageError::Malformed { what: "Offer" };
         return Err((e.into(), "the offer was malformed"));
     }
+    // The size is what the user accepts, and the bound the data is held to: a file or
+    // a folder without one would be a transfer of any length (issue 14, item 3).
+    if offer.kind != Kind::Stream && offer.size.is_none() {
+        let e = crate::message::MessageError::Malformed { what: "Offer" };
+        return Err((e.into(), "the offer was malformed: a file or folder without its size"));
+    }
     let target = Target::for_offer(dest, offer)
         .map_err(|e| (e.into(), "the receiver cannot write this kind of offer where it is"))?;
     // An existing part file is what we resume from, not a conflict.
@@ -420,6 +426,31 @@ mod tests {
     use super::*;
     use crate::pipeline::RootHash;
     use crate::sink::part_path;
+
+    /// Issue 14, item 3: the size is the bound, so a file or folder offer must carry
+    /// one; a stream has none to give.
+    #[test]
+    fn a_file_or_folder_offer_without_a_size_is_refused_before_asking() {
+        for (kind, refused) in [(Kind::File, true), (Kind::Archive, true), (Kind::Stream, false)] {
+            let offer = Offer {
+                kind,
+                name: "top".into(),
+                size: None,
+                entries: vec!["top".into()],
+                chunk_size: MIN_CHUNK_SIZE,
+                files: None,
+            };
+            let got = prepare(&offer, Destination::Writer(Box::new(io::sink())), false);
+            match got {
+                Err((Error::Session(SessionError::Message(_)), reason)) if refused => {
+                    assert!(reason.contains("without its size"), "{reason}");
+                }
+                Ok(_) if !refused => {}
+                Err((e, _)) => panic!("{kind:?}: {e}"),
+                Ok(_) => panic!("{kind:?} without a size was taken"),
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_part_file_left_by_a_failed_commit_is_said() {
