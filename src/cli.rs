@@ -177,7 +177,10 @@ pub(crate) async fn run(
             }
         }
         Command::Node(a) => {
-            let options = node_options(a)?;
+            let (options, warning) = node_options(a)?;
+            if let Some(w) = warning {
+                rep.emit_line(&w);
+            }
             pcp::serve(options, events, cancel.clone())
                 .await
                 .map_err(|e| Failure::from(pcp::Error::from(e)))?;
@@ -301,17 +304,21 @@ fn check_directory(dir: &std::path::Path) -> Result<(), Failure> {
     }
 }
 
-fn node_options(a: NodeArgs) -> Result<NodeOptions, Failure> {
-    let keypair = match &a.key {
-        Some(path) => Some(pcp::load_or_create_key(path).map_err(|e| Failure {
-            message: chain(&e),
-            hint: None,
-            code: exit::FAILURE,
-            kind: ErrorKind::Io.as_str(),
-        })?),
-        None => None,
+/// The node's options, and a warning about its key file to show, if any.
+fn node_options(a: NodeArgs) -> Result<(NodeOptions, Option<String>), Failure> {
+    let (keypair, warning) = match &a.key {
+        Some(path) => {
+            let key = pcp::load_or_create_key(path).map_err(|e| Failure {
+                message: chain(&e),
+                hint: e.hint().map(str::to_owned),
+                code: exit::FAILURE,
+                kind: ErrorKind::Io.as_str(),
+            })?;
+            (Some(key.keypair), key.warning)
+        }
+        None => (None, None),
     };
-    Ok(NodeOptions { listen: a.listen, bootstrap: a.bootstrap, keypair })
+    Ok((NodeOptions { listen: a.listen, bootstrap: a.bootstrap, keypair }, warning))
 }
 
 /// Consent: with `-y`, say what is coming and accept; otherwise ask on the terminal.

@@ -216,6 +216,12 @@ impl Error {
             Error::ReconnectTimeout(_) => Some(
                 "with -o, run pcp receive -o again (any code) with a new pcp send to resume".into(),
             ),
+            // A part file, manifest or key file that is not ours: move it away or --force.
+            Error::Resume(crate::resume::ResumeError::NotOurs(e))
+            | Error::Sink(
+                SinkError::NotOurs(e)
+                | SinkError::Resume(crate::resume::ResumeError::NotOurs(e)),
+            ) => e.hint().map(str::to_owned),
             Error::Resume(crate::resume::ResumeError::OtherTransfer(_)) => {
                 Some("use --force to start over, or choose another -o".into())
             }

@@ -10,9 +10,16 @@
 //! - A file pcp creates is created with `O_CREAT | O_EXCL` (`create_new`) and mode `0600`:
 //!   it never opens what is already there, and the sender's (possibly private) bytes are
 //!   the owner's only.
-//! - A file pcp reopens is opened with `O_NONBLOCK` too, so that a FIFO cannot block the
-//!   open, and MUST be a regular file (`fstat` on the opened descriptor, so nothing can be
-//!   swapped in between) before a byte is read or written.
+//! - A file pcp reopens (a part file, a manifest, a kept identity, `pcp node --key`) is
+//!   opened with [`open_ours`]: `O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC` (a FIFO cannot block
+//!   the open), then checked with `fstat` on the opened descriptor, so that nothing can
+//!   be swapped in between, before a byte is read or written. It MUST be a regular file,
+//!   owned by the effective uid, with no group or other write bit (`mode & 0o022 == 0`)
+//!   and exactly one link (`st_nlink == 1`). Anything else is refused with an
+//!   [`OwnershipError`] that names the path and what is wrong: a file another local user
+//!   planted (in `/tmp`, in a shared download directory), left writable for others, or
+//!   hard-linked to a name pcp does not control is never taken for pcp's own state.
+//!   The directory holding it is not checked here (see `crate::archive` for staging).
 //!
 //! - A result is moved under its final name with [`rename_noreplace`] unless the user
 //!   gave `--force`: a file that appears under that name after pcp checked it is free is
@@ -27,8 +34,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rustix::fs::OFlags;
@@ -67,25 +74,140 @@ pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
         .map_err(explain)
 }
 
-/// Opens an existing regular file, for reading or for writing (without truncating it),
-/// refusing a symlink, FIFO, device, socket or directory without blocking on it.
+/// What to do about a file [`open_ours`] refused.
+pub(crate) const NOT_OURS_HINT: &str = "move it away or pass --force to start over";
+
+/// Why a file pcp would reopen is not one it can take for its own (see the module docs).
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    /// A symbolic link is at the name.
+    #[error("{} is a symbolic link", shown(.0))]
+    Symlink(PathBuf),
+    /// A directory, FIFO, device or socket is at the name.
+    #[error("{} is not a regular file", shown(.0))]
+    NotRegular(PathBuf),
+    /// Another user owns it.
+    #[error("{} is owned by uid {uid}, not you", shown(.path))]
+    Owner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// Its group or everyone may write it.
+    #[error("{} is writable by {} (mode {mode:04o})", shown(.path), writers(*.mode))]
+    Writable {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It has other names, which pcp does not control.
+    #[error("{} has {links} links", shown(.path))]
+    Links {
+        /// The file.
+        path: PathBuf,
+        /// Its link count.
+        links: u64,
+    },
+    /// Opening or examining it failed (`NotFound` included: see [`Self::is_not_found`]).
+    #[error("{}", shown(.path))]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl OwnershipError {
+    /// Nothing is at the name.
+    #[must_use]
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, OwnershipError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// What the user can do: for a file that is not pcp's own, move it away or start
+    /// over; nothing for an I/O error.
+    #[must_use]
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            OwnershipError::Io { .. } => None,
+            _ => Some(NOT_OURS_HINT),
+        }
+    }
+}
+
+/// Who may write a file of `mode`, in words: "others" whenever everyone may.
+fn writers(mode: u32) -> &'static str {
+    if mode & 0o002 != 0 { "others" } else { "its group" }
+}
+
+/// Opens an existing file that pcp left for itself, for reading or for writing (without
+/// truncating it), refusing anything another user could have planted or can change:
+/// see the module docs for the rules. Never follows a symlink, never blocks on a FIFO.
+///
+/// `O_CLOEXEC` is std's default for every open; `O_NONBLOCK` only covers the open and is
+/// cleared afterwards.
 ///
 /// # Errors
-/// `InvalidInput` for anything but a regular file; other I/O errors (`NotFound` included).
-pub(crate) fn open_regular(path: &Path, write: bool) -> io::Result<File> {
+/// [`OwnershipError`] naming the path: the rule broken, or the I/O error (`NotFound`
+/// when nothing is there).
+pub(crate) fn open_ours(path: &Path, write: bool) -> Result<File, OwnershipError> {
+    let io_err = |source: io::Error| {
+        if source.raw_os_error() == Some(Errno::LOOP.raw_os_error()) {
+            OwnershipError::Symlink(path.to_owned())
+        } else {
+            OwnershipError::Io { path: path.to_owned(), source }
+        }
+    };
     let file = OpenOptions::new()
         .read(!write)
         .write(write)
-        .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+        .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC))
         .open(path)
-        .map_err(explain)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "is not a regular file"));
-    }
+        .map_err(io_err)?;
+    check_ours(path, &file.metadata().map_err(io_err)?)?;
     // O_NONBLOCK only had to cover the open; drop it so the file behaves as any other.
-    let fl = rustix::fs::fcntl_getfl(&file)?;
-    rustix::fs::fcntl_setfl(&file, fl - OFlags::NONBLOCK)?;
+    let fl = rustix::fs::fcntl_getfl(&file).map_err(|e| io_err(e.into()))?;
+    rustix::fs::fcntl_setfl(&file, fl - OFlags::NONBLOCK).map_err(|e| io_err(e.into()))?;
     Ok(file)
+}
+
+/// The checks of [`open_ours`] on an opened file's metadata, in the order a user would
+/// fix them.
+fn check_ours(path: &Path, meta: &std::fs::Metadata) -> Result<(), OwnershipError> {
+    let path = || path.to_owned();
+    if !meta.is_file() {
+        return Err(OwnershipError::NotRegular(path()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(OwnershipError::Owner { path: path(), uid: meta.uid() });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(OwnershipError::Writable { path: path(), mode });
+    }
+    if meta.nlink() != 1 {
+        return Err(OwnershipError::Links { path: path(), links: meta.nlink() });
+    }
+    Ok(())
+}
+
+/// True when the test runs as root, which it needs to give a file to another uid;
+/// otherwise says why the rest of `test` is skipped.
+#[cfg(test)]
+pub(crate) fn as_root(test: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{test}: skipped the part that needs root (chown to uid 65534)");
+        }
+    }
+    root
 }
 
 /// Makes a FIFO at `path`, for tests (rustix has no `mknodat` on every Unix).
@@ -247,18 +369,70 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f");
         std::fs::write(&path, b"data").expect("write");
-        open_regular(&path, true).expect("a regular file opens");
+        open_ours(&path, true).expect("a regular file of ours opens");
         let link = dir.path().join("link");
         symlink(&path, &link).expect("plant");
-        let e = open_regular(&link, false).expect_err("symlink");
-        assert_eq!(e.to_string(), "is a symbolic link");
-        let e = open_regular(dir.path(), false).expect_err("directory");
-        assert_eq!(e.to_string(), "is not a regular file");
-        let e = open_regular(Path::new("/dev/null"), false).expect_err("device");
-        assert_eq!(e.to_string(), "is not a regular file");
+        let e = open_ours(&link, false).expect_err("symlink");
+        assert!(matches!(e, OwnershipError::Symlink(_)), "{e:?}");
+        assert_eq!(e.to_string(), format!("{} is a symbolic link", link.display()));
+        let e = open_ours(dir.path(), false).expect_err("directory");
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+        let e = open_ours(Path::new("/dev/null"), false).expect_err("device");
+        assert!(matches!(e, OwnershipError::NotRegular(_)), "{e:?}");
         let fifo = dir.path().join("fifo");
         mkfifo(&fifo);
-        let e = open_regular(&fifo, false).expect_err("a FIFO, without blocking");
-        assert_eq!(e.to_string(), "is not a regular file");
+        let e = open_ours(&fifo, false).expect_err("a FIFO, without blocking");
+        assert!(matches!(e, OwnershipError::NotRegular(_)), "{e:?}");
+        let e = open_ours(&dir.path().join("none"), false).expect_err("missing");
+        assert!(e.is_not_found() && e.hint().is_none(), "{e:?}");
+    }
+
+    #[test]
+    fn a_file_others_may_write_is_not_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.pcp-part");
+        std::fs::write(&path, b"planted").expect("write");
+        for (mode, who) in [(0o666, "others"), (0o620, "its group"), (0o602, "others")] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = open_ours(&path, false).expect_err("writable by others");
+            assert!(matches!(e, OwnershipError::Writable { .. }), "{e:?}");
+            let want = format!("{} is writable by {who} (mode {mode:04o})", path.display());
+            assert_eq!(e.to_string(), want);
+            assert_eq!(e.hint(), Some("move it away or pass --force to start over"));
+        }
+        // Read bits are no reason to refuse: the file is still only ours to change.
+        for mode in [0o600, 0o644, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            open_ours(&path, false).expect("ours");
+        }
+    }
+
+    #[test]
+    fn a_hard_linked_file_is_not_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.pcp-part");
+        std::fs::write(&path, b"data").expect("write");
+        std::fs::hard_link(&path, dir.path().join("elsewhere")).expect("link");
+        let e = open_ours(&path, true).expect_err("two links");
+        assert!(matches!(e, OwnershipError::Links { links: 2, .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("{} has 2 links", path.display()));
+        std::fs::remove_file(dir.path().join("elsewhere")).expect("rm");
+        open_ours(&path, true).expect("one link again");
+    }
+
+    #[test]
+    fn a_file_another_user_owns_is_not_ours() {
+        if !as_root("a_file_another_user_owns_is_not_ours") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.pcp-part");
+        std::fs::write(&path, b"planted").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+        let e = open_ours(&path, false).expect_err("someone else's");
+        assert!(matches!(e, OwnershipError::Owner { uid: 65534, .. }), "{e:?}");
+        assert_eq!(e.to_string(), format!("{} is owned by uid 65534, not you", path.display()));
+        assert!(e.hint().is_some());
     }
 }

@@ -111,7 +111,7 @@ pub use event::{Event, OfferInfo, OfferKind, Report, Role, Stats, Transport};
 pub use node::NodeError;
 pub use options::{Destination, NetworkOptions, NodeOptions, ReceiveOptions, SendOptions, Source};
 pub use pipeline::{Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-pub use server::{KeyError, load_or_create_key, serve};
+pub use server::{KeyError, NodeKey, load_or_create_key, serve};
 pub use term::sanitize;
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::{MAX_FAILED_ATTEMPTS, receive, send};

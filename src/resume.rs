@@ -15,8 +15,12 @@
 //! from the same peer id. A receiver killed and run again is a new process: it finds the
 //! part file's key and reconnects under that identity, so that a sender still running
 //! takes it back, and only it. The key file is created like the manifest (`0600`, anew,
-//! never through a symlink) and read only if it is a regular file; a missing or damaged
-//! one only means a fresh identity, which a rerun sender accepts anyway.
+//! never through a symlink) and read only if it is ours ([`fsx::open_ours`]: a regular
+//! file, owned by us, writable by no one else, one link) and at most 4 KiB; a missing or
+//! damaged one only means a fresh identity, which a rerun sender accepts anyway. One
+//! that is not ours (planted by another user, say in `/tmp`) MUST never become the
+//! receiver's identity: [`load_identity`] refuses it, and the receiver stops with an
+//! error naming it rather than silently resuming under another identity.
 //!
 //! # Manifest format
 //!
@@ -79,9 +83,11 @@
 //! - The manifest is written whole to a temporary name (created anew, `0600`, never
 //!   through a planted symlink) and renamed into place when a run (re)starts, then only
 //!   appended to, through the descriptor that wrote it.
-//! - [`load`] opens the part file and the manifest with `O_NOFOLLOW | O_NONBLOCK` and reads
-//!   them only if they are regular files (see [`crate::fsx`]): a symlink, FIFO or device
-//!   planted at either name is refused, never followed, blocked on or read forever.
+//! - [`load`] opens the part file and the manifest with [`fsx::open_ours`] and reads them
+//!   only if they are ours: regular files owned by the effective uid, writable by no one
+//!   else, with one link. A symlink, FIFO or device planted at either name is refused,
+//!   never followed, blocked on or read forever; a file another user planted or can
+//!   change is refused ([`ResumeError::NotOurs`]), never resumed from.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -195,6 +201,10 @@ pub enum ResumeError {
         "a chunk size of {0} bytes is outside pcp's limits ({MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE})"
     )]
     ChunkSize(u32),
+    /// A file is at the part, manifest or key file's name that is not ours to resume
+    /// from (another user's, writable by others, hard-linked, not a regular file).
+    #[error(transparent)]
+    NotOurs(fsx::OwnershipError),
     /// Reading or writing the files failed.
     #[error("{}", crate::fsx::shown(.path))]
     Io {
@@ -206,6 +216,18 @@ pub enum ResumeError {
     },
 }
 
+impl From<fsx::OwnershipError> for ResumeError {
+    fn from(e: fsx::OwnershipError) -> ResumeError {
+        match e {
+            fsx::OwnershipError::Io { path, source } => ResumeError::Io { path, source },
+            not_ours => ResumeError::NotOurs(not_ours),
+        }
+    }
+}
+
+/// The most a key file may hold: an ed25519 key is 68 bytes encoded.
+pub(crate) const MAX_KEY_FILE: u64 = 4096;
+
 /// The identity file's path for a part file.
 #[must_use]
 pub(crate) fn key_path(part: &Path) -> PathBuf {
@@ -214,14 +236,30 @@ pub(crate) fn key_path(part: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The identity an earlier run kept beside `part`, if a readable one is there.
-#[must_use]
-pub(crate) fn load_identity(part: &Path) -> Option<libp2p::identity::Keypair> {
-    let file = fsx::open_regular(&key_path(part), false).ok()?;
+/// The identity an earlier run kept beside `part`: `None` when there is none, or when
+/// our own key file holds no key (damaged, or longer than [`MAX_KEY_FILE`]), so that a
+/// fresh identity is used and replaces it.
+///
+/// # Errors
+/// [`ResumeError::NotOurs`] when the file at the key's name is not ours
+/// ([`fsx::open_ours`]): it MUST never become the receiver's identity; other I/O errors.
+pub(crate) fn load_identity(part: &Path) -> Result<Option<libp2p::identity::Keypair>, ResumeError> {
+    let path = key_path(part);
+    let file = match fsx::open_ours(&path, false) {
+        Ok(file) => file,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let mut bytes = Vec::new();
-    // An ed25519 key is 68 bytes encoded: anything much longer is not one.
-    file.take(4096).read_to_end(&mut bytes).ok()?;
-    libp2p::identity::Keypair::from_protobuf_encoding(&bytes).ok()
+    let read = file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes);
+    if let Err(source) = read {
+        return Err(ResumeError::Io { path, source });
+    }
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        tracing::info!(path = %path.display(), "the kept identity is too long: a fresh one");
+        return Ok(None);
+    }
+    Ok(libp2p::identity::Keypair::from_protobuf_encoding(&bytes).ok())
 }
 
 /// Keeps `key` beside `part` for a later run ([`load_identity`]), replacing what was
@@ -235,7 +273,7 @@ pub(crate) fn save_identity(
 ) -> Result<(), ResumeError> {
     let path = key_path(part);
     let err = |source| ResumeError::Io { path: path.clone(), source };
-    if load_identity(part).is_some_and(|k| k.public() == key.public()) {
+    if matches!(load_identity(part), Ok(Some(k)) if k.public() == key.public()) {
         return Ok(());
     }
     let bytes = key.to_protobuf_encoding().map_err(|e| err(io::Error::other(e)))?;
@@ -554,7 +592,7 @@ pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefi
     }
 
     let io_err = |source| ResumeError::Io { path: part.to_owned(), source };
-    let mut file = fsx::open_regular(part, false).map_err(io_err)?;
+    let mut file = fsx::open_ours(part, false)?;
     let chunk = offer.chunk_size as usize;
     let mut prefix = Prefix::default();
     let mut buf = vec![0u8; chunk];
@@ -587,10 +625,10 @@ pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefi
 /// Opens the manifest beside `part` for reading: `None` when there is none.
 fn open_manifest(part: &Path) -> Result<Option<BufReader<File>>, ResumeError> {
     let manifest = manifest_path(part);
-    match fsx::open_regular(&manifest, false) {
+    match fsx::open_ours(&manifest, false) {
         Ok(file) => Ok(Some(BufReader::with_capacity(64 * 1024, file))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ResumeError::Io { path: manifest, source }),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -918,12 +956,12 @@ mod tests {
 
         crate::fsx::mkfifo(&part);
         let e = load_in_time(&part, &o).expect_err("a FIFO is refused, without blocking");
-        assert!(matches!(e, ResumeError::Io { .. }), "{e:?}");
+        assert!(matches!(e, ResumeError::NotOurs(_)), "{e:?}");
         std::fs::remove_file(&part).expect("rm");
 
         std::os::unix::fs::symlink("/dev/zero", &part).expect("plant");
         let e = load_in_time(&part, &o).expect_err("a symlink to a device is refused");
-        assert!(matches!(e, ResumeError::Io { .. }), "{e:?}");
+        assert!(matches!(e, ResumeError::NotOurs(_)), "{e:?}");
         std::fs::remove_file(&part).expect("rm");
 
         let real = dir.path().join("real");
@@ -941,6 +979,50 @@ mod tests {
         assert!(load_in_time(&part, &o).is_err(), "a symlinked manifest is refused");
         std::fs::remove_file(manifest_path(&part)).expect("rm");
         assert_eq!(load_in_time(&part, &o).expect("a plain part file loads").chunks(), 2);
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    /// Issue 14, item 7: a part file or manifest another user planted (with the true
+    /// first chunk, say) or can still change is refused, never resumed from.
+    #[test]
+    fn load_refuses_a_part_or_manifest_that_is_not_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let o = offer(10 << 16);
+        let data = random(2 << 16);
+        write_part(&part, &data, &o, 2);
+        assert_eq!(load(&part, &o, &test_key()).expect("ours").chunks(), 2);
+
+        let not_ours = |what: &str| {
+            let e = load(&part, &o, &test_key()).expect_err(what);
+            assert!(matches!(e, ResumeError::NotOurs(_)), "{what}: {e:?}");
+            e.to_string()
+        };
+        chmod(&part, 0o666);
+        assert!(not_ours("a planted 0666 part file").contains("is writable by"));
+        chmod(&part, 0o600);
+        let manifest = manifest_path(&part);
+        chmod(&manifest, 0o606);
+        assert!(not_ours("a manifest others may write").contains(".manifest is writable by"));
+        chmod(&manifest, 0o600);
+
+        let other = dir.path().join("other-name");
+        std::fs::hard_link(&part, &other).expect("link");
+        assert!(not_ours("a hard-linked part file").ends_with("has 2 links"));
+        std::fs::remove_file(&other).expect("rm");
+        assert_eq!(load(&part, &o, &test_key()).expect("ours again").chunks(), 2);
+
+        if crate::fsx::as_root("load_refuses_a_part_or_manifest_that_is_not_ours") {
+            std::os::unix::fs::chown(&part, Some(65534), None).expect("chown");
+            assert!(not_ours("another user's part").ends_with("is owned by uid 65534, not you"));
+            std::os::unix::fs::chown(&part, Some(0), None).expect("chown");
+            std::os::unix::fs::chown(&manifest, Some(65534), None).expect("chown");
+            assert!(not_ours("another user's manifest").contains(".manifest is owned by uid"));
+        }
     }
 
     #[test]
@@ -990,12 +1072,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let part = dir.path().join("x.pcp-part");
-        assert!(load_identity(&part).is_none(), "none yet");
+        assert!(load_identity(&part).expect("none").is_none(), "none yet");
         let key = libp2p::identity::Keypair::generate_ed25519();
         save_identity(&part, &key).expect("save");
         let meta = std::fs::symlink_metadata(key_path(&part)).expect("key file");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(load_identity(&part).expect("load").public(), key.public());
+        let loaded = load_identity(&part).expect("load").expect("a key");
+        assert_eq!(loaded.public(), key.public());
 
         // A symlink planted at the key's name is replaced, never written through, and
         // never read as a key.
@@ -1003,14 +1086,17 @@ mod tests {
         std::fs::write(&victim, b"precious").expect("victim");
         std::fs::remove_file(key_path(&part)).expect("rm");
         std::os::unix::fs::symlink(&victim, key_path(&part)).expect("plant");
-        assert!(load_identity(&part).is_none(), "a symlink is not followed");
+        let e = load_identity(&part).expect_err("a symlink is not followed");
+        assert!(matches!(e, ResumeError::NotOurs(_)), "{e:?}");
         save_identity(&part, &key).expect("save");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
         assert!(std::fs::symlink_metadata(key_path(&part)).expect("key").is_file());
 
         // Damaged: no identity (a fresh one is used), no error.
         std::fs::write(key_path(&part), b"garbage").expect("write");
-        assert!(load_identity(&part).is_none());
+        assert!(load_identity(&part).expect("damaged").is_none());
+        std::fs::write(key_path(&part), vec![0u8; MAX_KEY_FILE as usize + 1]).expect("write");
+        assert!(load_identity(&part).expect("too long").is_none());
 
         // Removing the journal removes the identity with it.
         save_identity(&part, &key).expect("save");
@@ -1018,6 +1104,31 @@ mod tests {
             .expect("journal");
         j.remove();
         assert!(!manifest_path(&part).exists() && !key_path(&part).exists());
+    }
+
+    /// Issue 14, item 7: a key file another user planted, or can change, never becomes
+    /// the receiver's identity: it is refused, not read.
+    #[test]
+    fn a_planted_key_file_is_never_an_identity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("x.pcp-part");
+        let planted = libp2p::identity::Keypair::generate_ed25519();
+        let bytes = planted.to_protobuf_encoding().expect("encode");
+        std::fs::write(key_path(&part), &bytes).expect("plant");
+        chmod(&key_path(&part), 0o666);
+        let e = load_identity(&part).expect_err("a key file others may write");
+        assert!(matches!(e, ResumeError::NotOurs(_)), "{e:?}");
+        assert!(e.to_string().contains(".key is writable by"), "{e}");
+        chmod(&key_path(&part), 0o600);
+        std::fs::hard_link(key_path(&part), dir.path().join("copy")).expect("link");
+        assert!(load_identity(&part).is_err(), "a hard-linked key file");
+        std::fs::remove_file(dir.path().join("copy")).expect("rm");
+        assert!(load_identity(&part).expect("ours").is_some());
+        if crate::fsx::as_root("a_planted_key_file_is_never_an_identity") {
+            std::os::unix::fs::chown(key_path(&part), Some(65534), Some(65534)).expect("chown");
+            let e = load_identity(&part).expect_err("another user's key file");
+            assert!(e.to_string().ends_with("is owned by uid 65534, not you"), "{e}");
+        }
     }
 
     #[test]

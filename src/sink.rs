@@ -18,7 +18,8 @@
 //!   meanwhile) stays, like any part file, and the receiver says where
 //!   ([`crate::Event::Kept`]).
 //! - Part files are created `0600` with `create_new`, and a resumed one is reopened only
-//!   if it is a regular file, never through a symlink ([`crate::fsx`]).
+//!   if it is ours ([`crate::fsx::open_ours`]: a regular file owned by the effective uid,
+//!   writable by no one else, with one link), never through a symlink.
 //! - A resumed part file is opened with its write cursor at the verified prefix and is cut
 //!   to it only when the first new chunk is written, or at commit: by then the sender has
 //!   checked the prefix's root hash against its source. Until then the bytes after the
@@ -69,6 +70,10 @@ pub enum SinkError {
         #[source]
         source: io::Error,
     },
+    /// A file at the part file's name is not ours to resume into (another user's,
+    /// writable by others, hard-linked, not a regular file).
+    #[error(transparent)]
+    NotOurs(crate::fsx::OwnershipError),
     /// The target exists and `--force` was not given.
     #[error("{} already exists", crate::fsx::shown(.0))]
     Exists(PathBuf),
@@ -94,6 +99,15 @@ pub enum SinkError {
     /// The sender announced a name that is unsafe to write.
     #[error("the sender announced an unsafe name {:?}", crate::term::sanitize(.0))]
     UnsafeName(String),
+}
+
+impl From<crate::fsx::OwnershipError> for SinkError {
+    fn from(e: crate::fsx::OwnershipError) -> SinkError {
+        match e {
+            crate::fsx::OwnershipError::Io { path, source } => SinkError::File { path, source },
+            not_ours => SinkError::NotOurs(not_ours),
+        }
+    }
 }
 
 impl SinkError {
@@ -351,18 +365,6 @@ pub(crate) fn discard(path: &Path) {
     }
 }
 
-/// The part file an offer would resume from at `dest` (none for a writer, or where
-/// the offer cannot go): [`Target::resume_part`] without taking `dest`.
-#[must_use]
-pub(crate) fn resume_part_for(dest: &Destination, offer: &Offer) -> Option<PathBuf> {
-    let dest = match dest {
-        Destination::Writer(_) => return None,
-        Destination::File(p) => Destination::File(p.clone()),
-        Destination::Directory(d) => Destination::Directory(d.clone()),
-    };
-    Target::for_offer(dest, offer).ok()?.resume_part()
-}
-
 /// `path` with [`PART_SUFFIX`] appended.
 #[must_use]
 pub(crate) fn part_path(path: &Path) -> PathBuf {
@@ -398,8 +400,8 @@ fn open_part(
     let err = |source| SinkError::File { path: part.to_owned(), source };
     let file = match &journal {
         Some((_, prefix, _)) if prefix.chunks() > 0 => {
-            // A regular file, not followed through a symlink: see crate::fsx.
-            let file = crate::fsx::open_regular(part, true).map_err(err)?;
+            // Ours, and not followed through a symlink: see crate::fsx.
+            let file = crate::fsx::open_ours(part, true)?;
             if file.metadata().map_err(err)?.len() < prefix.bytes {
                 return Err(err(io::Error::other("is shorter than when it was checked")));
             }
@@ -610,6 +612,44 @@ mod tests {
         let target = Target::File { path: path.clone(), keep_part: true };
         assert!(Sink::start(target, false, Some((&offer, &prefix, &test_key()))).is_err());
         assert_eq!(std::fs::read(&victim).expect("victim"), precious, "the target is untouched");
+    }
+
+    /// Issue 14, item 7: a part file planted with the true first chunk, or one another
+    /// user can still write or owns, or one hard-linked elsewhere, never collects the
+    /// rest of the transfer, even with a prefix that names it.
+    #[tokio::test]
+    async fn a_resumed_part_file_that_is_not_ours_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let part = part_path(&path);
+        let first = vec![3u8; 1 << 16];
+        std::fs::write(&part, &first).expect("plant");
+        let offer = file_offer(4 << 16);
+        let prefix = prefix_of(&first, 1);
+        let start = || {
+            let target = Target::File { path: path.clone(), keep_part: true };
+            Sink::start(target, false, Some((&offer, &prefix, &test_key())))
+        };
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let e = start().expect_err("a 0666 part file");
+        assert!(matches!(e, SinkError::NotOurs(_)), "{e:?}");
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::hard_link(&part, &elsewhere).expect("link");
+        let e = start().expect_err("a hard-linked part file");
+        assert!(matches!(e, SinkError::NotOurs(_)), "{e:?}");
+        std::fs::remove_file(&elsewhere).expect("rm");
+
+        if crate::fsx::as_root("a_resumed_part_file_that_is_not_ours_is_refused") {
+            std::os::unix::fs::chown(&part, Some(65534), Some(65534)).expect("chown");
+            let e = start().expect_err("another user's part file");
+            assert!(e.to_string().ends_with("is owned by uid 65534, not you"), "{e}");
+            std::os::unix::fs::chown(&part, Some(0), Some(0)).expect("chown");
+        }
+        assert_eq!(std::fs::read(&part).expect("part"), first, "nothing was written to it");
+        drop(start().expect("ours: resumed"));
     }
 
     #[tokio::test]

@@ -92,3 +92,19 @@ fn output_and_directory_conflict() {
     let o = pcp(&["receive", "-y", "-o", "x", "-C", "/tmp", "bubble-enemy-result-increase"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Issue 14, item 7: `pcp node --key` through a symlink (to a real key of ours) is
+/// refused before the node starts, with what is wrong and what to do.
+#[test]
+fn a_node_key_through_a_symlink_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real.key");
+    pcp::load_or_create_key(&real).expect("a key of ours");
+    let link = dir.path().join("node.key");
+    std::os::unix::fs::symlink(&real, &link).expect("plant");
+    let o = pcp(&["node", "--key", link.to_str().expect("utf-8"), "--listen", "/memory/1"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("node.key is a symbolic link"), "{e}");
+    assert!(e.contains("hint:") && e.contains("chmod 600"), "{e}");
+}

@@ -205,6 +205,10 @@ pub(crate) struct NodeArgs {
 
     /// Keep the node's identity (an ed25519 key) in FILE, so its /p2p/ id stays the same
     /// across restarts; created, with mode 0600, when missing.
+    ///
+    /// An existing FILE is used only if it is yours alone: a regular file (not a
+    /// symlink) that you own, with one link, no write bit for group or others, and at
+    /// most 4 KiB. One that group or others can read is used with a warning.
     #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub(crate) key: Option<PathBuf>,
 

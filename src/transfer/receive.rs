@@ -6,6 +6,18 @@
 //! A reconnection starts a fresh libp2p node, so no stream can land on the dead
 //! connection, runs the PAKE again (fresh keys and counters) and answers the sender's
 //! offer with `Resume` instead of asking again. It is accepted only for the same offer.
+//!
+//! # What an earlier run kept, and consent
+//! Whether a part file (with its manifest and kept identity) is here for this offer is
+//! decided only after the user accepted the offer: before that, what the sender hears
+//! (a refusal for an offer that cannot be written here, a decline, or nothing while the
+//! prompt waits) MUST NOT depend on what earlier runs kept, so that a sender cannot probe
+//! which kept transfers exist before the prompt. After consent the receiver answers
+//! `Accept`, or `Resume` with the prefix it holds; or, once per run at most, it leaves to
+//! come back under the identity kept with the part file (a sender still running takes
+//! the rest only from that peer id), and then takes the same offer without asking again.
+//! A kept identity that is not ours ([`crate::fsx::open_ours`]) is refused with an error
+//! naming it: it never becomes the receiver's identity.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -62,7 +74,9 @@ pub async fn receive(
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     let mut search = Search { code, peers, network, keypair };
     let mut state: Option<Incoming> = None;
-    let mut first = Some((destination, consent));
+    let mut first = Some((destination, Consent::Ask(consent)));
+    // A run takes a kept identity over once at most.
+    let mut reidentified = false;
     let mut started = Instant::now();
     let mut transport = None;
     let result = async {
@@ -89,7 +103,7 @@ pub async fn receive(
                         session,
                         (offer, addr),
                         (dest, consent),
-                        (force, &search.keypair),
+                        (force, &search.keypair, !reidentified),
                         &events,
                         &cancel,
                     )
@@ -101,6 +115,7 @@ pub async fn receive(
                                 peer = %keypair.public().to_peer_id(),
                                 "resuming under the identity kept with the part file"
                             );
+                            reidentified = true;
                             search.keypair = *keypair;
                             first = Some(again);
                             continue;
@@ -201,77 +216,134 @@ async fn resume_with(
     Ok(session)
 }
 
+/// The user's answer to the first offer: not asked yet, or given for this offer (a run
+/// asks once; after re-identifying it meets the sender again with the answer given).
+enum Consent<C> {
+    /// Ask with this callback when the offer arrives.
+    Ask(C),
+    /// The user accepted this offer.
+    Given(Offer),
+}
+
 /// How a first contact went.
-enum Contact<C> {
+enum Contact<S, C> {
     /// The transfer started.
-    Started(Box<(Incoming, Session<Stream>)>),
+    Started(Box<(Incoming, Session<S>)>),
     /// A part file to resume was kept by a run under another identity: meet the sender
     /// again as that run's peer id (a sender still running takes the rest only from it),
-    /// with the destination and consent handed back.
-    Reidentify(Box<libp2p::identity::Keypair>, (Destination, C)),
+    /// with the destination and the consent given handed back.
+    Reidentify(Box<libp2p::identity::Keypair>, (Destination, Consent<C>)),
 }
 
 /// What the receiver tells a sender it leaves to come back under its earlier identity.
 const REIDENTIFY: &str = "the receiver reconnects as the run that holds the data";
 
-/// The first session's offer: decide where it goes, resume from a part file if one
-/// fits (under the identity kept with it), ask for consent, start the sink, and answer
-/// (`Accept`, or `Resume` when a part file holds a prefix).
-async fn first_contact<C>(
-    mut session: Session<Stream>,
+/// What the receiver tells a sender when what it kept here cannot be resumed from.
+const CANNOT_RESUME: &str = "the receiver cannot resume from the data it holds";
+
+/// The first session's offer: decide where it goes, ask for consent (unless given),
+/// then, and only then, look at what an earlier run kept: come back under its identity
+/// (once per run at most), resume from its part file if one fits, start the sink, and
+/// answer (`Accept`, or `Resume` when a part file holds a prefix). See the module docs.
+async fn first_contact<S, C>(
+    mut session: Session<S>,
     (offer, addr): (Offer, Option<libp2p::Multiaddr>),
-    (dest, consent): (Destination, C),
-    (force, keypair): (bool, &libp2p::identity::Keypair),
+    (dest, consent): (Destination, Consent<C>),
+    (force, keypair, may_reidentify): (bool, &libp2p::identity::Keypair, bool),
     events: &Events,
     cancel: &CancellationToken,
-) -> Result<Contact<C>, Error>
+) -> Result<Contact<S, C>, Error>
 where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
     C: FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
 {
-    let kept = crate::sink::resume_part_for(&dest, &offer)
-        .filter(|part| !force && part.exists())
-        .and_then(|part| resume::load_identity(&part))
-        .filter(|saved| saved.public() != keypair.public());
-    if let Some(saved) = kept {
-        session.say_last(&Control::Refuse(REIDENTIFY.into()), LINGER).await;
-        return Ok(Contact::Reidentify(Box::new(saved), (dest, consent)));
-    }
-    let info = offer_info(&offer, session.peer(), addr);
-    events.emit(Event::Offer(info.clone()));
-    // The journal beside a part file is trusted only under the identity kept with it,
-    // which is this run's once it has re-identified.
-    let key = resume::JournalKey::of(keypair);
-    let (target, prefix) = match prepare(&offer, dest, force, &key) {
+    // Handed back if the receiver re-identifies (a writer keeps nothing to resume).
+    let again = match &dest {
+        Destination::Writer(_) => None,
+        Destination::File(p) => Some(Destination::File(p.clone())),
+        Destination::Directory(d) => Some(Destination::Directory(d.clone())),
+    };
+    let target = match prepare(&offer, dest, force) {
         Ok(t) => t,
         Err((e, reason)) => {
             session.say_last(&refusal(&e, reason), LINGER).await;
             return Err(e);
         }
     };
+    match consent {
+        Consent::Ask(consent) => {
+            let info = offer_info(&offer, session.peer(), addr);
+            events.emit(Event::Offer(info.clone()));
+            let asked = tokio::task::spawn_blocking(move || consent(&info));
+            let answer = tokio::select! {
+                a = asked => a.map_err(|_| PipelineError::Worker)?,
+                () = cancel.cancelled() => {
+                    session.say_last(&Control::Cancel, LINGER).await;
+                    return Err(Error::Cancelled);
+                }
+            };
+            match answer {
+                Ok(true) => {}
+                Ok(false) => {
+                    let declined = Control::Decline("the receiver declined".into());
+                    session.say_last(&declined, LINGER).await;
+                    return Err(Error::Declined("declined".into()));
+                }
+                Err(e) => {
+                    let reason = "the receiver could not be asked".into();
+                    session.say_last(&Control::Refuse(reason), LINGER).await;
+                    return Err(Error::Consent(e));
+                }
+            }
+        }
+        // Only what the user accepted, byte for byte (the name included).
+        Consent::Given(accepted) if accepted == offer => {}
+        Consent::Given(_) => {
+            let reason = "the sender offers something else than before".to_owned();
+            session.say_last(&Control::Decline(reason), LINGER).await;
+            return Err(Error::OfferChanged);
+        }
+    }
+    // Consent is given: from here on, what an earlier run kept may show.
+    let part = target.resume_part();
+    let kept = part.as_ref().filter(|p| !force && p.symlink_metadata().is_ok());
+    if let (Some(kept), true) = (kept, may_reidentify) {
+        let saved = match resume::load_identity(kept) {
+            Ok(saved) => saved,
+            Err(e) => {
+                session.say_last(&Control::Refuse(CANNOT_RESUME.into()), LINGER).await;
+                return Err(e.into());
+            }
+        };
+        if let (Some(saved), Some(dest)) = (saved, again)
+            && saved.public() != keypair.public()
+        {
+            session.say_last(&Control::Refuse(REIDENTIFY.into()), LINGER).await;
+            return Ok(Contact::Reidentify(Box::new(saved), (dest, Consent::Given(offer))));
+        }
+    }
+    // The journal beside a part file is trusted only under the identity kept with it,
+    // which is this run's once it has re-identified.
+    let key = resume::JournalKey::of(keypair);
+    let prefix = match kept {
+        Some(kept) => match resume::load(kept, &offer, &key) {
+            Ok(prefix) => prefix,
+            Err(e) => {
+                let reason = match e {
+                    resume::ResumeError::OtherTransfer(_) => {
+                        "the receiver holds part of another transfer"
+                    }
+                    _ => CANNOT_RESUME,
+                };
+                session.say_last(&Control::Refuse(reason.into()), LINGER).await;
+                return Err(e.into());
+            }
+        },
+        None => Prefix::default(),
+    };
     if prefix.chunks() > 0 {
         events.emit(Event::Resuming { bytes: prefix.bytes });
     }
-    let asked = tokio::task::spawn_blocking(move || consent(&info));
-    let answer = tokio::select! {
-        a = asked => a.map_err(|_| PipelineError::Worker)?,
-        () = cancel.cancelled() => {
-            session.say_last(&Control::Cancel, LINGER).await;
-            return Err(Error::Cancelled);
-        }
-    };
-    match answer {
-        Ok(true) => {}
-        Ok(false) => {
-            session.say_last(&Control::Decline("the receiver declined".into()), LINGER).await;
-            return Err(Error::Declined("declined".into()));
-        }
-        Err(e) => {
-            let reason = "the receiver could not be asked".into();
-            session.say_last(&Control::Refuse(reason), LINGER).await;
-            return Err(Error::Consent(e));
-        }
-    }
-    let part = target.resume_part();
     let journal = part.is_some().then_some((&offer, &prefix, &key));
     let started = Sink::start(target, force, journal).and_then(|sink| {
         // Kept with the part file, so that a rerun comes back as this peer id.
@@ -320,14 +392,11 @@ fn refusal(e: &Error, reason: &str) -> Control {
     }
 }
 
-/// Everything the receiver can refuse, it refuses before asking, and tells the sender
-/// why in words meant for the sender's user.
-fn prepare(
-    offer: &Offer,
-    dest: Destination,
-    force: bool,
-    key: &resume::JournalKey,
-) -> Result<(Target, Prefix), (Error, &'static str)> {
+/// Everything the receiver can refuse before asking, it refuses before asking, and tells
+/// the sender why in words meant for the sender's user. Nothing here depends on what an
+/// earlier run kept: the part file's name is never a conflict (it is what a resume
+/// continues from, decided after consent).
+fn prepare(offer: &Offer, dest: Destination, force: bool) -> Result<Target, (Error, &'static str)> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&offer.chunk_size) {
         let e = crate::message::MessageError::Malformed { what: "Offer" };
         return Err((e.into(), "the offer was malformed"));
@@ -340,19 +409,13 @@ fn prepare(
     }
     let target = Target::for_offer(dest, offer)
         .map_err(|e| (e.into(), "the receiver cannot write this kind of offer where it is"))?;
-    // An existing part file is what we resume from, not a conflict.
-    let resuming = target.resume_part().filter(|p| p.exists());
+    let part = target.resume_part();
     let conflicts = if force { Vec::new() } else { target.conflicts() };
-    if let Some(first) = conflicts.into_iter().find(|c| Some(c) != resuming.as_ref()) {
+    if let Some(first) = conflicts.into_iter().find(|c| Some(c) != part.as_ref()) {
         let e = SinkError::Exists(first).into();
         return Err((e, "the receiver already has something by that name"));
     }
-    let prefix = match &resuming {
-        Some(part) if !force => resume::load(part, offer, key)
-            .map_err(|e| (e.into(), "the receiver holds part of another transfer"))?,
-        _ => Prefix::default(),
-    };
-    Ok((target, prefix))
+    Ok(target)
 }
 
 /// The offer as the caller sees it.
@@ -421,6 +484,7 @@ async fn finish(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -449,6 +513,195 @@ mod tests {
                 Err((e, _)) => panic!("{kind:?}: {e}"),
                 Ok(_) => panic!("{kind:?} without a size was taken"),
             }
+        }
+    }
+
+    type Side = Session<tokio_util::compat::Compat<tokio::io::DuplexStream>>;
+
+    /// An authenticated session pair over a duplex pipe: (sender, receiver).
+    async fn sessions() -> (Side, Side) {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (s_id, r_id) = (libp2p::PeerId::random(), libp2p::PeerId::random());
+        let code: crate::code::Code = "bubble-enemy-result-increase".parse().expect("code");
+        let at = crate::session::Rendezvous { channel: code.channel(), slot: 300 };
+        let (s, r) = tokio::join!(
+            Session::accept(a.compat(), &code, |_| true, s_id, r_id),
+            Session::connect(b.compat(), &code, at, r_id, s_id)
+        );
+        (s.expect("sender side"), r.expect("receiver side"))
+    }
+
+    fn file_offer() -> Offer {
+        Offer {
+            kind: Kind::File,
+            name: "out".into(),
+            size: Some(4 * u64::from(MIN_CHUNK_SIZE)),
+            entries: Vec::new(),
+            chunk_size: MIN_CHUNK_SIZE,
+            files: None,
+        }
+    }
+
+    /// What an earlier run of `-o path` keeps: one verified chunk in the part file, its
+    /// manifest, and that run's identity, which is returned.
+    fn kept_run(path: &std::path::Path) -> libp2p::identity::Keypair {
+        let part = part_path(path);
+        let chunk = vec![7u8; MIN_CHUNK_SIZE as usize];
+        crate::fsx::create_new_private(&part).and_then(|mut f| f.write_all(&chunk)).expect("part");
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mac = resume::JournalKey::of(&key);
+        let mut j =
+            resume::Journal::create(&part, &file_offer(), &Prefix::default(), &mac).expect("j");
+        j.append(blake3::hash(&chunk).as_bytes()).expect("record");
+        resume::save_identity(&part, &key).expect("identity");
+        key
+    }
+
+    /// The sender's side of a first contact: offers, and returns what it hears back.
+    async fn offer_and_hear(mut s: Side, offer: Offer) -> Control {
+        s.send(&Control::Offer(offer)).await.expect("offer");
+        s.recv().await.expect("an answer")
+    }
+
+    type Asked = Arc<Mutex<u32>>;
+
+    /// A consent callback that counts its calls and answers `yes`.
+    fn answering(yes: bool, asked: &Asked) -> impl FnOnce(&OfferInfo) -> io::Result<bool> + use<> {
+        let asked = Arc::clone(asked);
+        move |_| {
+            *asked.lock().expect("lock") += 1;
+            Ok(yes)
+        }
+    }
+
+    /// Runs one first contact of a receiver writing to `-o path` against a sender that
+    /// offers `offer`: what the sender heard, and how the contact went.
+    async fn contact<C>(
+        path: &std::path::Path,
+        offer: Offer,
+        consent: Consent<C>,
+        (keypair, may_reidentify): (&libp2p::identity::Keypair, bool),
+    ) -> (Control, Result<Contact<tokio_util::compat::Compat<tokio::io::DuplexStream>, C>, Error>)
+    where
+        C: FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
+    {
+        let (s, r) = sessions().await;
+        let dest = Destination::File(path.to_owned());
+        let (none, events) = (CancellationToken::new(), Events::new(|_| {}));
+        let both = async {
+            tokio::join!(
+                offer_and_hear(s, offer.clone()),
+                first_contact(
+                    r,
+                    (offer, None),
+                    (dest, consent),
+                    (false, keypair, may_reidentify),
+                    &events,
+                    &none
+                )
+            )
+        };
+        tokio::time::timeout(Duration::from_secs(20), both).await.expect("in time")
+    }
+
+    /// Issue 14, item 7: before the prompt, a sender hears nothing that depends on what
+    /// an earlier run kept here. Declined at the prompt, it hears the same decline
+    /// whether or not a part file and an earlier run's identity are there (the old
+    /// receiver left at once to come back under the kept identity, unasked).
+    #[tokio::test]
+    async fn before_consent_a_sender_cannot_tell_whether_a_transfer_was_kept() {
+        let mut heard = Vec::new();
+        for kept in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("out");
+            if kept {
+                kept_run(&path);
+            }
+            let asked = Asked::default();
+            let me = libp2p::identity::Keypair::generate_ed25519();
+            let consent = Consent::Ask(answering(false, &asked));
+            let (said, result) = contact(&path, file_offer(), consent, (&me, true)).await;
+            assert_eq!(*asked.lock().expect("lock"), 1, "kept: {kept}: the user was asked");
+            assert!(matches!(result, Err(Error::Declined(_))), "kept: {kept}");
+            heard.push(said);
+        }
+        assert_eq!(heard[0], Control::Decline("the receiver declined".into()));
+        assert_eq!(heard[0], heard[1], "what the sender heard depends on what was kept");
+    }
+
+    /// After consent, the receiver comes back as the run that holds the data, once, and
+    /// is not asked again; the sender then hears `Resume` with the kept prefix.
+    #[tokio::test]
+    async fn a_kept_identity_is_taken_after_consent_once_per_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        let earlier = kept_run(&path);
+        let me = libp2p::identity::Keypair::generate_ed25519();
+        let asked = Asked::default();
+        let consent = Consent::Ask(answering(true, &asked));
+        let (said, result) = contact(&path, file_offer(), consent, (&me, true)).await;
+        assert_eq!(said, Control::Refuse(REIDENTIFY.into()), "only after consent");
+        let Ok(Contact::Reidentify(saved, (_, again))) = result else { panic!("re-identifies") };
+        assert_eq!(saved.public(), earlier.public());
+        assert!(matches!(&again, Consent::Given(o) if *o == file_offer()));
+
+        // The second round: the same offer, under the kept identity, not asked again.
+        let (said, result) = contact(&path, file_offer(), again, (&saved, false)).await;
+        assert!(matches!(said, Control::Resume(Resume { chunks: 1, .. })), "{said:?}");
+        assert!(matches!(result, Ok(Contact::Started(_))));
+        assert_eq!(*asked.lock().expect("lock"), 1, "asked once");
+
+        // A second re-identification in one run never happens, whatever the key file
+        // says by then: this identity is kept instead.
+        let other = libp2p::identity::Keypair::generate_ed25519();
+        let given: Consent<fn(&OfferInfo) -> io::Result<bool>> = Consent::Given(file_offer());
+        let (said, result) = contact(&path, file_offer(), given, (&other, false)).await;
+        assert!(matches!(said, Control::Resume(_)), "{said:?}");
+        drop(result);
+        let now = resume::load_identity(&part_path(&path)).expect("ours").expect("a key");
+        assert_eq!(now.public(), other.public());
+
+        // Consent given for one offer is not consent for another.
+        let mut changed = file_offer();
+        changed.name = "other".into();
+        let given: Consent<fn(&OfferInfo) -> io::Result<bool>> = Consent::Given(file_offer());
+        let (said, result) = contact(&path, changed, given, (&other, false)).await;
+        assert!(matches!(said, Control::Decline(_)), "{said:?}");
+        assert!(matches!(result, Err(Error::OfferChanged)));
+    }
+
+    /// Issue 14, item 7: a key file another user planted, or may write, beside our part
+    /// file never becomes the receiver's identity. The receiver stops, after consent,
+    /// with an error naming it and the way out, rather than resume under it or quietly
+    /// under another.
+    #[tokio::test]
+    async fn a_planted_key_file_stops_the_resume_with_a_clear_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out");
+        kept_run(&path);
+        let key = resume::key_path(&part_path(&path));
+        let planted = libp2p::identity::Keypair::generate_ed25519();
+        std::fs::remove_file(&key).expect("rm");
+        std::fs::write(&key, planted.to_protobuf_encoding().expect("encode")).expect("plant");
+        let mut cases = vec![("writable by others", 0o666, None)];
+        if crate::fsx::as_root("a_planted_key_file_stops_the_resume_with_a_clear_error") {
+            cases.push(("owned by uid 65534", 0o600, Some(65534)));
+        }
+        for (what, mode, owner) in cases {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            std::os::unix::fs::chown(&key, owner, None).expect("chown");
+            let me = libp2p::identity::Keypair::generate_ed25519();
+            let asked = Asked::default();
+            let consent = Consent::Ask(answering(true, &asked));
+            let (said, result) = contact(&path, file_offer(), consent, (&me, true)).await;
+            assert_eq!(*asked.lock().expect("lock"), 1, "{what}: asked first");
+            assert_eq!(said, Control::Refuse(CANNOT_RESUME.into()), "{what}");
+            let Err(e) = result else { panic!("{what}: refused") };
+            let shown = crate::error::chain(&e);
+            assert!(shown.contains(".pcp-part.key is") && shown.contains(what), "{shown}");
+            assert_eq!(e.hint().as_deref(), Some("move it away or pass --force to start over"));
         }
     }
 
