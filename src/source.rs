@@ -5,6 +5,13 @@
 //! and an empty source yields no chunk at all) through a bounded channel, so it never
 //! reads more than two chunks ahead of the network. Nothing is read before the session
 //! is accepted, and the source is read once, front to back: there is no pre-pass.
+//!
+//! The offer's size is a promise the receiver holds the sender to (issue 14, item 3).
+//! It is measured by [`Source::offer`] when the offer is sent (metadata only), and a
+//! source started with that size MUST hand over exactly that many bytes: the chunk that
+//! would pass it is never handed over, and a source that ends short of it ends with
+//! [`SourceError::Changed`] instead of its last chunk, so the sender says on its own
+//! side what the receiver would refuse.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,6 +48,13 @@ pub enum SourceError {
     /// Packing a directory failed.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// What is sent changed after the offer was measured: its bytes would pass the
+    /// size the receiver accepted, or end short of it.
+    #[error("{} changed while sending", term::sanitize(&path.display().to_string()))]
+    Changed {
+        /// The file, or the path given to send that holds what changed.
+        path: PathBuf,
+    },
 }
 
 /// What the sender was asked to send, checked and (for a file) opened before the code
@@ -56,14 +70,21 @@ pub(crate) enum Source {
         file: File,
     },
     /// Files and directories, packed as tar.
-    Archive(Vec<PathBuf>),
+    Archive {
+        /// The paths given to send.
+        paths: Vec<PathBuf>,
+        /// The tar length of each path alone, end marker not included, as last
+        /// measured: to tell which one changed.
+        measured: Vec<u64>,
+    },
 }
 
 impl Source {
-    /// Checks the caller's source: every path exists, a single regular file opens.
+    /// Checks the caller's source: every path exists, a single regular file opens, and
+    /// the names can be sent. Nothing is measured yet: see [`Source::offer`].
     ///
     /// # Errors
-    /// No path, a missing or unreadable path.
+    /// No path, a missing or unreadable path, names that cannot be sent.
     pub(crate) fn new(source: crate::options::Source) -> Result<Source, SourceError> {
         let paths = match source {
             crate::options::Source::Reader(r) => return Ok(Source::Reader(r)),
@@ -83,40 +104,26 @@ impl Source {
             let meta = std::fs::metadata(one).map_err(path_err(one))?;
             if meta.is_file() {
                 let file = File::open(one).map_err(path_err(one))?;
-                return Ok(Source::File { path: one.clone(), file });
+                let source = Source::File { path: one.clone(), file };
+                source.check()?;
+                return Ok(source);
             }
         }
-        Ok(Source::Archive(paths))
+        let source = Source::Archive { paths, measured: Vec::new() };
+        source.check()?;
+        Ok(source)
     }
 
-    /// The offer for this source.
+    /// Checks what can be checked before a code is shown: names the offer cannot
+    /// carry. Cheap (no walk of a tree).
     ///
     /// # Errors
-    /// Unreadable metadata, or names that cannot be sent.
-    pub(crate) fn offer(&self, chunk_size: u32) -> Result<Offer, SourceError> {
-        Ok(match self {
-            Source::Reader(_) => Offer {
-                kind: Kind::Stream,
-                name: "stdin".into(),
-                size: None,
-                entries: Vec::new(),
-                chunk_size,
-                files: None,
-            },
-            Source::File { path, file } => {
-                let meta = file
-                    .metadata()
-                    .map_err(|source| SourceError::Path { path: path.clone(), source })?;
-                Offer {
-                    kind: Kind::File,
-                    name: file_name(path)?,
-                    size: Some(meta.len()),
-                    entries: Vec::new(),
-                    chunk_size,
-                    files: None,
-                }
-            }
-            Source::Archive(paths) => {
+    /// Names that cannot be sent, too many paths.
+    fn check(&self) -> Result<Vec<String>, SourceError> {
+        match self {
+            Source::Reader(_) => Ok(Vec::new()),
+            Source::File { path, .. } => Ok(vec![file_name(path)?]),
+            Source::Archive { paths, .. } => {
                 let entries = archive::top_level_names(paths)?;
                 // The receiver refuses an offer past these bounds before decoding it:
                 // say so here, before a code is shown.
@@ -134,7 +141,52 @@ impl Source {
                         term::sanitize(bad)
                     )));
                 }
-                let (files, bytes) = archive::measure(paths);
+                Ok(entries)
+            }
+        }
+    }
+
+    /// The offer for this source as it is now: a file's size, or a walk of the tree
+    /// (metadata only, no file is read). The sender calls it when it sends the offer,
+    /// so that what is offered is what is read next; the size is then the bound its
+    /// chunks are held to (see [`Source::spawn`]).
+    ///
+    /// # Errors
+    /// Unreadable metadata, or names that cannot be sent.
+    pub(crate) fn offer(&mut self, chunk_size: u32) -> Result<Offer, SourceError> {
+        let checked = self.check()?;
+        Ok(match self {
+            Source::Reader(_) => Offer {
+                kind: Kind::Stream,
+                name: "stdin".into(),
+                size: None,
+                entries: Vec::new(),
+                chunk_size,
+                files: None,
+            },
+            Source::File { path, file } => {
+                // The open file's own size: it is what the reader thread reads.
+                let meta = file
+                    .metadata()
+                    .map_err(|source| SourceError::Path { path: path.clone(), source })?;
+                Offer {
+                    kind: Kind::File,
+                    name: checked.into_iter().next().expect("check names the file"),
+                    size: Some(meta.len()),
+                    entries: Vec::new(),
+                    chunk_size,
+                    files: None,
+                }
+            }
+            Source::Archive { paths, measured } => {
+                let entries = checked;
+                // Each path alone, to tell later which one changed; the end marker once.
+                let end = archive::measure(&[]).1;
+                let each: Vec<(u64, u64)> =
+                    paths.iter().map(|p| archive::measure(std::slice::from_ref(p))).collect();
+                *measured = each.iter().map(|(_, bytes)| bytes - end).collect();
+                let files = each.iter().map(|(files, _)| files).sum();
+                let bytes = measured.iter().sum::<u64>() + end;
                 let name = match entries.as_slice() {
                     [one] => one.clone(),
                     many => format!("{} items", many.len()),
@@ -154,23 +206,38 @@ impl Source {
     /// Starts the reader thread; chunks (or the error that ended reading) arrive on the
     /// returned channel, which closes after the last chunk. Chunks are read into
     /// buffers from `pool`.
-    pub(crate) fn spawn(self, chunk_size: usize, pool: Pool) -> mpsc::Receiver<io::Result<Buf>> {
+    ///
+    /// `offered`: the size in the offer this source was sent under. A file or tar that
+    /// would pass it, or ends short of it, ends with [`SourceError::Changed`] instead of
+    /// the chunk that would hold the difference.
+    pub(crate) fn spawn(self, chunk_size: usize, pool: Pool, offered: Option<u64>) -> Chunks {
         let (tx, rx) = mpsc::channel(AHEAD);
         match self {
             Source::Reader(r) => {
-                std::thread::spawn(move || read_chunks(r, chunk_size, &pool, &tx));
+                let bound = offered.map(|size| (size, PathBuf::from("standard input")));
+                std::thread::spawn(move || read_chunks(r, chunk_size, &pool, &tx, bound));
             }
-            Source::File { file, .. } => {
-                std::thread::spawn(move || read_chunks(file, chunk_size, &pool, &tx));
+            Source::File { file, path } => {
+                let bound = offered.map(|size| (size, path));
+                std::thread::spawn(move || read_chunks(file, chunk_size, &pool, &tx, bound));
             }
-            Source::Archive(paths) => {
+            Source::Archive { paths, measured } => {
                 std::thread::spawn(move || {
                     let buf = pool.take_empty();
-                    let mut w = ChunkWriter { buf, chunk_size, pool, tx };
-                    let packed = archive::pack(&paths, &mut w)
-                        .map_err(|e| io::Error::other(e.to_string()))
-                        .and_then(|w| w.flush_last());
-                    if let Err(e) = packed {
+                    let limit = offered.unwrap_or(u64::MAX);
+                    let mut w =
+                        ChunkWriter { buf, chunk_size, pool, tx, limit, total: 0, overran: false };
+                    let packed = archive::pack(&paths, &mut w).map(|_| ());
+                    let result = match packed {
+                        // Our own refusal, surfacing as the tar's write error.
+                        Err(_) if w.overran => Err(changed(&paths, &measured)),
+                        Err(e) => Err(SourceError::Archive(e)),
+                        Ok(()) if offered.is_some_and(|size| w.total != size) => {
+                            Err(changed(&paths, &measured))
+                        }
+                        Ok(()) => w.flush_last().map_err(SourceError::Read),
+                    };
+                    if let Err(e) = result {
                         let _ = w.tx.blocking_send(Err(e));
                     }
                 });
@@ -178,6 +245,23 @@ impl Source {
         }
         rx
     }
+}
+
+/// What a source's reader thread hands over: chunks, or the error that ended reading.
+pub(crate) type Chunks = mpsc::Receiver<Result<Buf, SourceError>>;
+
+/// The path to blame when a tar's length is not what was offered: the first path given
+/// whose own tar length differs now from when the offer was measured, else the first.
+fn changed(paths: &[PathBuf], measured: &[u64]) -> SourceError {
+    let end = archive::measure(&[]).1;
+    let now = |p: &PathBuf| archive::measure(std::slice::from_ref(p)).1 - end;
+    let path = paths
+        .iter()
+        .zip(measured)
+        .find(|(p, then)| now(p) != **then)
+        .or_else(|| paths.iter().zip(measured).next())
+        .map_or_else(PathBuf::new, |(p, _)| p.clone());
+    SourceError::Changed { path }
 }
 
 fn file_name(p: &Path) -> Result<String, SourceError> {
@@ -189,26 +273,38 @@ fn file_name(p: &Path) -> Result<String, SourceError> {
     })
 }
 
+/// Reads `r` in chunks onto `tx`. `bound`: the size offered and the path to name if
+/// `r` passes it or ends short of it; the chunk that shows it is not handed over.
 fn read_chunks(
     mut r: impl Read,
     chunk_size: usize,
     pool: &Pool,
-    tx: &mpsc::Sender<io::Result<Buf>>,
+    tx: &mpsc::Sender<Result<Buf, SourceError>>,
+    bound: Option<(u64, PathBuf)>,
 ) {
+    let mut total = 0u64;
     loop {
         let mut buf = pool.take_empty();
         let filled = match read_chunk(&mut r, chunk_size, &mut buf) {
             Ok(n) => n,
             Err(e) => {
-                let _ = tx.blocking_send(Err(e));
+                let _ = tx.blocking_send(Err(SourceError::Read(e)));
                 return;
             }
         };
+        total += filled as u64;
+        let at_end = filled < chunk_size;
+        if let Some((size, path)) = &bound
+            && (total > *size || (at_end && total < *size))
+        {
+            let _ = tx.blocking_send(Err(SourceError::Changed { path: path.clone() }));
+            return;
+        }
         if filled == 0 {
             return;
         }
         // A closed channel means the transfer ended; stop reading.
-        if tx.blocking_send(Ok(buf)).is_err() || filled < chunk_size {
+        if tx.blocking_send(Ok(buf)).is_err() || at_end {
             return;
         }
     }
@@ -244,12 +340,18 @@ pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> 
     Ok(filled)
 }
 
-/// Cuts what tar writes into chunks.
+/// Cuts what tar writes into chunks, and refuses a write past `limit` (the offered
+/// size): what passes it never reaches a chunk.
 struct ChunkWriter {
     buf: Buf,
     chunk_size: usize,
     pool: Pool,
-    tx: mpsc::Sender<io::Result<Buf>>,
+    tx: mpsc::Sender<Result<Buf, SourceError>>,
+    limit: u64,
+    /// Bytes taken so far, at most `limit`.
+    total: u64,
+    /// A write was refused: the tar would have passed `limit`.
+    overran: bool,
 }
 
 impl ChunkWriter {
@@ -267,7 +369,16 @@ impl ChunkWriter {
 
 impl Write for ChunkWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(self.chunk_size - self.buf.len());
+        let room = self.limit - self.total;
+        if !data.is_empty() && room == 0 {
+            self.overran = true;
+            return Err(io::Error::other("the archive is longer than offered"));
+        }
+        let n = data
+            .len()
+            .min(self.chunk_size - self.buf.len())
+            .min(room.try_into().unwrap_or(usize::MAX));
+        self.total += n as u64;
         self.buf.vec_mut().extend_from_slice(&data[..n]);
         if self.buf.len() == self.chunk_size {
             self.send_buf()?;
@@ -284,12 +395,32 @@ impl Write for ChunkWriter {
 mod tests {
     use super::*;
 
-    fn collect(mut rx: mpsc::Receiver<io::Result<Buf>>) -> Vec<Vec<u8>> {
+    /// The chunks a source hands over, and the error that ended it, if one did.
+    fn drain(mut rx: Chunks) -> (Vec<Vec<u8>>, Option<SourceError>) {
         let mut out = Vec::new();
         while let Some(c) = rx.blocking_recv() {
-            out.push(c.expect("chunk").to_vec());
+            match c {
+                Ok(c) => out.push(c.to_vec()),
+                Err(e) => return (out, Some(e)),
+            }
         }
-        out
+        (out, None)
+    }
+
+    fn collect(rx: Chunks) -> Vec<Vec<u8>> {
+        match drain(rx) {
+            (chunks, None) => chunks,
+            (_, Some(e)) => panic!("the source failed: {e}"),
+        }
+    }
+
+    fn source(paths: &[PathBuf]) -> Source {
+        Source::new(crate::options::Source::Paths(paths.to_vec())).expect("source")
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("open");
+        f.write_all(bytes).expect("append");
     }
 
     #[test]
@@ -298,11 +429,120 @@ mod tests {
         for len in [0usize, 1, 999, 1000, 1001, 5000] {
             let p = dir.path().join(format!("f{len}"));
             std::fs::write(&p, vec![7u8; len]).expect("write");
-            let src = Source::new(crate::options::Source::Paths(vec![p])).expect("source");
-            let chunks = collect(src.spawn(1000, Pool::new(1000, 2)));
+            let mut src = source(&[p]);
+            let size = src.offer(1000).expect("offer").size;
+            assert_eq!(size, Some(len as u64));
+            let chunks = collect(src.spawn(1000, Pool::new(1000, 2), size));
             assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), len);
             assert_eq!(chunks.len(), len.div_ceil(1000));
             assert!(chunks.iter().rev().skip(1).all(|c| c.len() == 1000));
+        }
+    }
+
+    /// Issue 14, item 3: the offer is measured when it is sent, so a file that grew
+    /// before then (after the code was shown) is offered at its new size.
+    #[test]
+    fn the_offer_is_measured_when_asked_not_when_the_source_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 1500]).expect("write");
+        let mut src = source(std::slice::from_ref(&p));
+        append(&p, &[2u8; 700]);
+        let size = src.offer(1000).expect("offer").size;
+        assert_eq!(size, Some(2200));
+        let chunks = collect(src.spawn(1000, Pool::new(1000, 2), size));
+        assert_eq!(chunks.concat().len(), 2200);
+    }
+
+    /// Issue 14, item 3: a file that grows or shrinks after its offer was measured ends
+    /// with "changed while sending", and the chunk that would pass the offer is never
+    /// handed over.
+    #[test]
+    fn a_file_that_changes_size_after_its_offer_is_changed_while_sending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        for (len, change) in [(2500usize, 10i64), (2500, 600), (2000, 1), (2500, -1), (2500, -2500)]
+        {
+            std::fs::write(&p, vec![1u8; len]).expect("write");
+            let mut src = source(std::slice::from_ref(&p));
+            let size = src.offer(1000).expect("offer").size;
+            if change > 0 {
+                append(&p, &vec![2u8; change as usize]);
+            } else {
+                let f = std::fs::OpenOptions::new().write(true).open(&p).expect("open");
+                f.set_len((len as i64 + change) as u64).expect("truncate");
+            }
+            let (chunks, e) = drain(src.spawn(1000, Pool::new(1000, 2), size));
+            let what = format!("{len} bytes, then {change:+}");
+            match e {
+                Some(e @ SourceError::Changed { .. }) => {
+                    assert_eq!(e.to_string(), format!("{} changed while sending", p.display()));
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+            let sent = chunks.concat();
+            assert!(sent.len() <= len, "{what}: {} bytes handed over", sent.len());
+            assert!(sent.iter().all(|b| *b == 1), "{what}: a changed byte was handed over");
+        }
+    }
+
+    /// Issue 14, item 3: a file that grows while it is being read (here, after its
+    /// first chunk was handed over) ends with "changed while sending".
+    #[test]
+    fn a_file_that_grows_while_it_is_read_is_changed_while_sending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![1u8; 10_000]).expect("write");
+        let mut src = source(std::slice::from_ref(&p));
+        let size = src.offer(1000).expect("offer").size;
+        let mut rx = src.spawn(1000, Pool::new(1000, 2), size);
+        // The reader stays at most a few chunks ahead: it has not reached the end yet.
+        assert!(matches!(rx.blocking_recv(), Some(Ok(_))));
+        append(&p, b"more");
+        let (chunks, e) = drain(rx);
+        assert!(matches!(e, Some(SourceError::Changed { .. })), "{e:?}");
+        // Everything offered, nothing of what came after.
+        assert_eq!(chunks.concat(), vec![1u8; 9000]);
+    }
+
+    /// Issue 14, item 3: a folder's tar is held to the offer as a file is; the path to
+    /// blame is the path given to send that changed.
+    #[test]
+    fn a_folder_that_changes_after_its_offer_is_changed_while_sending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).expect("mkdir");
+            std::fs::write(d.join("f"), vec![1u8; 3000]).expect("write");
+        }
+        // Unchanged: exactly the offer, and a whole tar.
+        let mut src = source(&[a.clone(), b.clone()]);
+        let offer = src.offer(1024).expect("offer");
+        let chunks = collect(src.spawn(1024, Pool::new(1024, 2), offer.size));
+        assert_eq!(Some(chunks.concat().len() as u64), offer.size);
+        assert_eq!(offer.files, Some(4));
+        // Grown past its last tar block, or by an entry, or shrunk. (Growth within
+        // the padding of its last block keeps the tar's length: that tar, consistent
+        // with itself, is what the receiver accepted.)
+        type Change = fn(&Path);
+        let changes: [(&str, Change); 3] = [
+            ("grown", |d| append(&d.join("f"), &[2u8; 600])),
+            ("new entry", |d| std::fs::write(d.join("g"), b"").expect("write")),
+            ("shrunk", |d| std::fs::write(d.join("f"), b"short").expect("write")),
+        ];
+        for (what, change) in changes {
+            let mut src = source(&[a.clone(), b.clone()]);
+            let offered = src.offer(1024).expect("offer").size.expect("a size");
+            change(&b);
+            let (chunks, e) = drain(src.spawn(1024, Pool::new(1024, 2), Some(offered)));
+            match e {
+                Some(SourceError::Changed { path }) => assert_eq!(path, b, "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+            let sent = chunks.concat().len() as u64;
+            assert!(sent <= offered, "{what}: {sent} of {offered} bytes handed over");
+            let _ = std::fs::remove_file(b.join("g"));
+            std::fs::write(b.join("f"), vec![1u8; 3000]).expect("write");
         }
     }
 
@@ -315,8 +555,12 @@ mod tests {
         let paths = |p: &[PathBuf]| Source::new(Given::Paths(p.to_vec()));
         assert!(matches!(Source::new(Given::Reader(Box::new(io::empty()))), Ok(Source::Reader(_))));
         assert!(matches!(paths(std::slice::from_ref(&f)), Ok(Source::File { .. })));
-        assert!(matches!(paths(&[dir.path().into()]), Ok(Source::Archive(_))));
-        assert!(matches!(paths(&[f.clone(), f.clone()]), Ok(Source::Archive(_))));
+        assert!(matches!(paths(&[dir.path().into()]), Ok(Source::Archive { .. })));
+        // Two paths with one name: refused before a code is shown.
+        assert!(matches!(
+            paths(&[f.clone(), f.clone()]),
+            Err(SourceError::Archive(ArchiveError::DuplicateName { .. }))
+        ));
         assert!(matches!(paths(&[]), Err(SourceError::Usage(_))));
         assert!(matches!(paths(&[dir.path().join("missing")]), Err(SourceError::Path { .. })));
         let offer = paths(std::slice::from_ref(&f)).expect("file").offer(1 << 20).expect("offer");

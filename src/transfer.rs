@@ -150,16 +150,17 @@ mod tests {
         (0..len).map(|i| (i * 7 + i / 1000) as u8).collect()
     }
 
-    fn sender(bytes: Vec<u8>) -> Outgoing {
+    async fn sender(bytes: Vec<u8>) -> Outgoing {
         let source =
             Source::new(crate::options::Source::Reader(Box::new(std::io::Cursor::new(bytes))))
                 .expect("source");
-        let offer = source.offer(MIN_CHUNK_SIZE).expect("offer");
-        Outgoing::new(offer, Compression::Zstd(1), source)
+        let mut out = Outgoing::new(MIN_CHUNK_SIZE, Compression::Zstd(1), source);
+        out.offer().await.expect("offer");
+        out
     }
 
     fn receiver(out: &Outgoing, into: Shared) -> Incoming {
-        incoming_for(out.offer.clone(), into)
+        incoming_for(out.offered().expect("offered").clone(), into)
     }
 
     /// A receiver of `offer` that writes into `into`, as to standard output.
@@ -191,7 +192,7 @@ mod tests {
     async fn a_stream_arrives_whole_over_a_duplex() {
         let bytes = data(5 * MIN_CHUNK_SIZE as usize + 123);
         let (mut s, r) = sessions().await;
-        let mut out = sender(bytes.clone());
+        let mut out = sender(bytes.clone()).await;
         let got = Shared::default();
         let mut inc = receiver(&out, got.clone());
         out.position(&start(), &mut s).await.expect("position");
@@ -211,7 +212,7 @@ mod tests {
     ) -> (crate::Result<outgoing::Ending>, crate::Result<incoming::Ending>) {
         let bytes = data(64 * MIN_CHUNK_SIZE as usize);
         let (mut s, r) = sessions().await;
-        let mut out = sender(bytes);
+        let mut out = sender(bytes).await;
         let mut inc = receiver(&out, Shared::default());
         out.position(&start(), &mut s).await.expect("position");
         let (cancelled, none, ev) = (CancellationToken::new(), CancellationToken::new(), quiet());
@@ -241,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn an_ack_past_what_was_resent_cannot_panic_the_sender() {
         let bytes = data(32 * MIN_CHUNK_SIZE as usize);
-        let mut out = sender(bytes);
+        let mut out = sender(bytes).await;
         // First session: the scripted receiver reads a few chunks, then the link dies.
         let (mut s, r) = sessions().await;
         out.position(&start(), &mut s).await.expect("position");
@@ -276,7 +277,7 @@ mod tests {
     /// ended.
     async fn receive_chunks(lens: &[usize]) -> crate::Result<incoming::Ending> {
         let (s, r) = sessions().await;
-        let out = sender(Vec::new());
+        let out = sender(Vec::new()).await;
         let mut inc = receiver(&out, Shared::default());
         let lens = lens.to_vec();
         let script = async move {
@@ -398,6 +399,50 @@ mod tests {
         assert_eq!(written.len(), 2 * full + 1);
     }
 
+    /// Issue 14, item 3: a file that grows after its offer was sent stops the sender
+    /// with "changed while sending", which the receiver hears; nothing past the offer
+    /// reaches the receiver's output.
+    #[tokio::test]
+    async fn a_file_grown_after_its_offer_stops_the_sender_as_changed_while_sending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let before = data(3 * MIN_CHUNK_SIZE as usize + 5);
+        std::fs::write(&path, &before).expect("write");
+        let source =
+            Source::new(crate::options::Source::Paths(vec![path.clone()])).expect("source");
+        let mut out = Outgoing::new(MIN_CHUNK_SIZE, Compression::Zstd(1), source);
+        let offered = out.offer().await.expect("offer").size;
+        assert_eq!(offered, Some(before.len() as u64));
+        let got = Shared::default();
+        let mut inc = receiver(&out, got.clone());
+        // After the offer, before the receiver's answer starts the reading.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&data(2 * MIN_CHUNK_SIZE as usize)))
+            .expect("append");
+        let (mut s, r) = sessions().await;
+        out.position(&start(), &mut s).await.expect("position");
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let (a, b) = tokio::join!(out.run(s, &ev, &none), inc.run(r, &ev, &none));
+        match a {
+            Err(crate::Error::Source(crate::source::SourceError::Changed { path: p })) => {
+                assert_eq!(p, path);
+            }
+            other => panic!("the sender went on: {:?}", other.err()),
+        }
+        match b {
+            Err(crate::Error::Session(crate::session::SessionError::Remote {
+                message, ..
+            })) => {
+                assert!(message.ends_with("changed while sending"), "{message}");
+            }
+            other => panic!("the receiver was not told: {:?}", other.err()),
+        }
+        let got = got.0.lock().expect("lock");
+        assert!(got.len() <= before.len() && before.starts_with(&got), "{} bytes", got.len());
+    }
+
     /// Issue 9, item 6: chunks are cut at fixed offsets, so only the last may be short.
     #[tokio::test]
     async fn a_short_or_empty_chunk_before_the_last_is_refused() {
@@ -439,7 +484,7 @@ mod tests {
         let mut root = RootHash::default();
         root.push(blake3::hash(&source[..MIN_CHUNK_SIZE as usize]).as_bytes());
         let held = Resume { chunks: 1, root: root.finish() };
-        let mut out = sender(source);
+        let mut out = sender(source).await;
         let mut started = Some(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());
@@ -466,7 +511,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_loss_a_refusal_keeps_the_sender_waiting() {
         let (s, mut r) = sessions().await;
-        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize));
+        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize)).await;
         let mut started = Some(std::time::Instant::now());
         let (none, ev) = (CancellationToken::new(), quiet());
         let rerun = async move {
@@ -487,7 +532,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_loss_a_stranger_without_the_data_is_turned_away() {
         let (s, mut r) = sessions().await;
-        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize));
+        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize)).await;
         let mut started = Some(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());

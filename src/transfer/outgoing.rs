@@ -1,12 +1,16 @@
 //! The sender's data phase, over any session stream: the window of unacknowledged
 //! chunks, sealing on worker threads, resending after a reconnection, and the end.
 //!
-//! State that outlives a session ([`Outgoing`]): the source's chunk channel, the chunks
+//! State that outlives a session ([`Outgoing`]): the offer, the source's chunk channel, the chunks
 //! read but not yet acknowledged (at most [`pipeline::window_chunks`], with each one's
 //! hash and the root hash before it), the running root hash, and the counters.
 //!
 //! Invariants:
 //! - No source byte is read before a receiver accepted or asked to resume.
+//! - The offer is measured when it is sent (after authentication), as long as the
+//!   source has not started; from then on every session gets the same offer, since the
+//!   stream it describes is under way. The source is held to its size: see
+//!   [`crate::source`].
 //! - A chunk is dropped from memory only once the receiver acknowledged it, so any
 //!   point a receiver can resume from (at least its last Ack, at most what was sent) is
 //!   still at hand, for stdin as for files.
@@ -23,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +39,7 @@ use crate::message::{Control, End, MessageError, Offer, Resume};
 use crate::pipeline::{self, Compression, Governor, PipelineError, RootHash, SealedChunk};
 use crate::pool::{Buf, Pool};
 use crate::session::{self, Session, SessionError};
-use crate::source::{Source, SourceError};
+use crate::source::{Chunks, Source, SourceError};
 
 /// How long a cancelled sender waits for the receiver to have read its `Cancel`.
 const CANCEL_LINGER: Duration = Duration::from_secs(5);
@@ -47,7 +51,6 @@ struct Kept {
     root_before: Option<RootHash>,
 }
 
-type Chunks = mpsc::Receiver<std::io::Result<Buf>>;
 type SealJob = (u64, JoinHandle<Result<SealedChunk, PipelineError>>);
 
 /// How a session's data phase ended.
@@ -63,7 +66,9 @@ pub(super) enum Ending {
 
 /// Everything the sender keeps across sessions.
 pub(super) struct Outgoing {
-    pub(super) offer: Offer,
+    /// What was last offered: set by [`Outgoing::offer`].
+    offer: Option<Offer>,
+    chunk_size: u32,
     /// Each chunk's compression, adapted to what the link takes.
     governor: Governor,
     /// The source until a receiver accepts; then its chunks.
@@ -105,10 +110,11 @@ impl Flight {
 }
 
 impl Outgoing {
-    pub(super) fn new(offer: Offer, compression: Compression, source: Source) -> Outgoing {
-        let pool = Pool::for_chunks(offer.chunk_size);
+    pub(super) fn new(chunk_size: u32, compression: Compression, source: Source) -> Outgoing {
+        let pool = Pool::for_chunks(chunk_size);
         Outgoing {
-            offer,
+            offer: None,
+            chunk_size,
             governor: Governor::new(compression, pipeline::depth()),
             source: Some(source),
             chunks: None,
@@ -124,6 +130,38 @@ impl Outgoing {
             high: 0,
             stats: Stats::default(),
         }
+    }
+
+    /// The offer for a receiver that just authenticated. While the source has not
+    /// started, it is measured now (a walk of a tree's metadata, on a blocking thread),
+    /// so that it describes what will be read, however long ago the code was shown:
+    /// a receiver that refused or went away before anything was read leaves the next
+    /// one a fresh measure. Once the source has started, the same offer as before.
+    ///
+    /// # Errors
+    /// Unreadable metadata.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped while it measures, it loses the source, and the
+    /// transfer cannot go on (which a caller that drops it ends anyway).
+    pub(super) async fn offer(&mut self) -> Result<&Offer, Error> {
+        if let Some(mut source) = self.source.take() {
+            let chunk_size = self.chunk_size;
+            let (source, offer) = tokio::task::spawn_blocking(move || {
+                let offer = source.offer(chunk_size);
+                (source, offer)
+            })
+            .await
+            .map_err(|_| PipelineError::Worker)?;
+            self.source = Some(source);
+            self.offer = Some(offer?);
+        }
+        self.offer.as_ref().ok_or_else(|| PipelineError::Worker.into())
+    }
+
+    /// What was last offered, if anything was.
+    pub(super) fn offered(&self) -> Option<&Offer> {
+        self.offer.as_ref()
     }
 
     fn oldest(&self) -> u64 {
@@ -143,8 +181,10 @@ impl Outgoing {
             return Err(Error::ResumeTooOld { held: n, oldest: self.oldest() });
         }
         if let Some(source) = self.source.take() {
-            // The first receiver accepted: only now is the source read.
-            self.chunks = Some(source.spawn(self.offer.chunk_size as usize, self.pool.clone()));
+            // The first receiver accepted: only now is the source read, held to the
+            // size it was offered at.
+            let size = self.offer.as_ref().expect("offered before a receiver answers").size;
+            self.chunks = Some(source.spawn(self.chunk_size as usize, self.pool.clone(), size));
         }
         let chunks = self.chunks.as_mut().expect("spawned just above or before");
         let mut last_sign_of_life = Instant::now();
@@ -153,7 +193,7 @@ impl Outgoing {
             let Some(raw) = chunks.recv().await else {
                 return Err(Error::SourceChanged("it is shorter than what the receiver holds"));
             };
-            let raw = raw.map_err(SourceError::Read)?;
+            let raw = raw?;
             let len = raw.len() as u64;
             let hash = tokio::task::spawn_blocking(move || *blake3::hash(&raw).as_bytes())
                 .await
@@ -200,7 +240,7 @@ impl Outgoing {
         let (acked_tx, mut acked_rx) = watch::channel(self.acked);
         let mut replies = tokio::spawn(read_replies(reader, acked_tx));
         let mut flight = Flight { jobs: VecDeque::new(), queued: self.acked };
-        let (window, depth) = (pipeline::window_chunks(self.offer.chunk_size), pipeline::depth());
+        let (window, depth) = (pipeline::window_chunks(self.chunk_size), pipeline::depth());
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
         let mut wrote = false;
@@ -244,7 +284,7 @@ impl Outgoing {
                     last_write = Instant::now();
                     wrote = true;
                     self.record_sent(i, &sealed);
-                    let bytes = (self.high.min(self.read)) * u64::from(self.offer.chunk_size);
+                    let bytes = (self.high.min(self.read)) * u64::from(self.chunk_size);
                     events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
                 }
                 chunk = chunks.recv(), if may_read => self.take(chunk),
@@ -292,7 +332,7 @@ impl Outgoing {
     }
 
     /// A chunk (or the end, or an error) from the source.
-    fn take(&mut self, chunk: Option<std::io::Result<Buf>>) {
+    fn take(&mut self, chunk: Option<Result<Buf, SourceError>>) {
         match chunk {
             Some(Ok(raw)) => {
                 self.bytes_read += raw.len() as u64;
@@ -301,7 +341,7 @@ impl Outgoing {
             }
             Some(Err(e)) => {
                 // Stop reading; the error goes out once the chunks in flight are.
-                self.failed = Some(SourceError::Read(e));
+                self.failed = Some(e);
                 self.source_done = true;
             }
             None => self.source_done = true,

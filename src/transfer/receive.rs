@@ -190,7 +190,20 @@ async fn meet(
     tracing::info!(peer = %session.peer(), "authenticated");
     // The sender offers right after the PAKE; silence means it died meanwhile.
     let addr = node.remote_addr(session.peer()).await.ok().flatten();
-    let met = match session.recv().await {
+    // Keepalives come while the sender measures what it offers (a large tree takes a
+    // while to walk); they may go on as long as the user lets them.
+    let first = tokio::select! {
+        () = cancel.cancelled() => return Err(Error::Cancelled),
+        first = async {
+            loop {
+                match session.recv().await {
+                    Ok(Control::Keepalive) => {}
+                    other => return other,
+                }
+            }
+        } => first,
+    };
+    let met = match first {
         Ok(Control::Offer(o)) => Met::Offer(Box::new((session, o, addr))),
         Ok(other) => return Err(unexpected(&other, "Offer")),
         Err(SessionError::Cancelled) => return Err(Error::PeerCancelled(Role::Sender)),

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outgoing::{Ending, Outgoing};
 use super::rendezvous::Listener;
-use super::{LINGER, node_config, unexpected};
+use super::{KEEPALIVE, LINGER, node_config, unexpected};
 use crate::code::Code;
 use crate::error::Error;
 use crate::event::{Event, Events, Report, Role, Transport};
@@ -47,8 +47,9 @@ pub async fn send(
             crate::code::MIN_WORDS
         )));
     }
+    // Checked now, so that a source that cannot be sent fails before a code is shown;
+    // measured only when the offer is sent (see `Outgoing::offer`).
     let source = Source::new(options.source)?;
-    let offer = source.offer(chunk_size)?;
     let made_up = options.code.is_none();
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
     let net = &options.network;
@@ -57,7 +58,7 @@ pub async fn send(
     events.emit(Event::Code { code: code.to_string(), made_up });
     events.emit(Event::Searching);
 
-    let mut out = Outgoing::new(offer, options.compression, source);
+    let mut out = Outgoing::new(chunk_size, options.compression, source);
     let mut started: Option<Instant> = None;
     // After a lost connection: the receiver that has the data so far.
     let mut pinned: Option<libp2p::PeerId> = None;
@@ -125,7 +126,24 @@ pub(super) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    session.send(&Control::Offer(out.offer.clone())).await?;
+    let offer = {
+        let measuring = out.offer();
+        tokio::pin!(measuring);
+        // A large tree takes a while to walk, and the receiver waits for the offer only
+        // so long: keepalives say that we are still here.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        loop {
+            tokio::select! {
+                offer = &mut measuring => break offer?.clone(),
+                _ = tick.tick() => session.send(&Control::Keepalive).await?,
+                () = cancel.cancelled() => {
+                    session.say_last(&Control::Cancel, LINGER).await;
+                    return Err(Error::Cancelled);
+                }
+            }
+        }
+    };
+    session.send(&Control::Offer(offer)).await?;
     let first = started.is_none();
     if first {
         events.emit(Event::AwaitingAccept);
@@ -181,7 +199,8 @@ where
     }
     if first {
         *started = Some(Instant::now());
-        events.emit(Event::Started { total: out.offer.size, done: out.bytes_read });
+        let total = out.offered().and_then(|o| o.size);
+        events.emit(Event::Started { total, done: out.bytes_read });
     } else {
         events.emit(Event::Reconnected);
     }
