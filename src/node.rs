@@ -7,7 +7,7 @@
 //! `pcp node`), libp2p-stream for the session streams, identify, ping, mDNS (optional),
 //! Kademlia with the rendezvous of [`dht`] and the bounded provider store of [`store`]
 //! (optional), AutoNAT v1, DCUtR, and for `pcp node` ([`Config::serve`]) a relay v2
-//! server. Data streams are opened with a [`libp2p_stream::Control`], which needs no
+//! server, its reservations and circuits limited per peer and per IP ([`limits`]). Data streams are opened with a [`libp2p_stream::Control`], which needs no
 //! round trip through the event loop.
 //!
 //! [`Node::link`] settles how a peer is connected before a session stream opens: a
@@ -274,13 +274,18 @@ impl Node {
                         },
                     )
                 });
-                let relay_server =
-                    serve.then(|| relay::Behaviour::new(id, relay::Config::default()));
+                // Reservations and circuits per peer and per IP: see limits.rs.
+                let (relay_server, held) = serve
+                    .then(|| {
+                        let (config, held) = limits::RelayLimits::SERVE.config();
+                        (relay::Behaviour::new(id, config), held)
+                    })
+                    .unzip();
                 let conn_limits =
                     if serve { limits::Limits::SERVE } else { limits::Limits::CLIENT };
                 Ok(Behaviour {
                     limits: conn_limits.connection_limits(),
-                    ip_limit: limits::IpLimit::new(conn_limits.per_ip),
+                    ip_limit: limits::IpLimit::new(conn_limits.per_ip).releasing(held),
                     stream: libp2p_stream::Behaviour::new(),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/pcp/1".into(),
