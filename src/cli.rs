@@ -79,7 +79,7 @@ impl Failure {
 fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Usage => exit::USAGE,
-        ErrorKind::WrongCode | ErrorKind::CodeBurnt => exit::AUTH,
+        ErrorKind::WrongCode | ErrorKind::CodeBurnt | ErrorKind::Guessing => exit::AUTH,
         ErrorKind::Declined => exit::DECLINED,
         ErrorKind::Cancelled => exit::INTERRUPTED,
         _ => exit::FAILURE,
@@ -348,5 +348,12 @@ mod tests {
         assert_eq!(offer_label(&["photos/".into()]), "'photos'");
         assert_eq!(offer_label(&["a".into(), "b".into()]), "2 items");
         assert_eq!(offer_label(&["a\x1b[2Jb".into()]), "'a?[2Jb'");
+    }
+
+    #[test]
+    fn authentication_failures_exit_3() {
+        for kind in [ErrorKind::WrongCode, ErrorKind::CodeBurnt, ErrorKind::Guessing] {
+            assert_eq!(exit_code(kind), exit::AUTH, "{kind:?}");
+        }
     }
 }

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     /// Too many wrong codes were tried: the sender stopped taking the code (on the
     /// sender, and on a receiver the sender told so).
     CodeBurnt,
+    /// Several peers posing as the sender failed to prove they knew the code: someone
+    /// is guessing it, and the receiver stopped.
+    Guessing,
     /// The receiver declined.
     Declined,
     /// We were cancelled.
@@ -52,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Usage => "usage",
             ErrorKind::WrongCode => "wrong_code",
             ErrorKind::CodeBurnt => "code_burnt",
+            ErrorKind::Guessing => "guessing",
             ErrorKind::Declined => "declined",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::PeerCancelled => "peer_cancelled",
@@ -92,11 +96,28 @@ pub enum Error {
     /// The sender saw too many wrong codes and stopped. (A receiver told so by the
     /// sender fails with a session error of the same [`ErrorKind::CodeBurnt`].)
     #[error(
-        "{} receivers tried a wrong code: someone else tried this code; start again with a \
-         new one",
-        crate::MAX_FAILED_ATTEMPTS
+        "too many wrong codes were tried: someone else tried this code; start again with a \
+         new one"
     )]
     CodeBurnt,
+    /// The receiver stopped looking without meeting the sender: the only peers that
+    /// answered failed before the key exchange (one said the code is burnt, which
+    /// anyone can say), and no other turned up.
+    #[error(
+        "the sender was not found{}",
+        if *.said_burnt > 0 {
+            format!(
+                ": {} said this code is burnt, without proving it knew the code",
+                if *.said_burnt == 1 { "a peer".to_owned() } else { format!("{} peers", .said_burnt) }
+            )
+        } else {
+            String::new()
+        }
+    )]
+    NotFound {
+        /// Peers that said "burnt" before any key exchange.
+        said_burnt: usize,
+    },
     /// The offer was declined: at our prompt ("declined"), or by the receiver (its
     /// reason, as it sent it).
     #[error("{}", term::sanitize(.0))]
@@ -154,6 +175,7 @@ impl Error {
                 ErrorKind::WrongCode
             }
             Error::CodeBurnt | Error::Session(SessionError::Burnt) => ErrorKind::CodeBurnt,
+            Error::Session(SessionError::Guessing { .. }) => ErrorKind::Guessing,
             Error::Declined(_) => ErrorKind::Declined,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::PeerCancelled(_) | Error::Session(SessionError::Cancelled) => {
@@ -166,6 +188,7 @@ impl Error {
                 ErrorKind::Io
             }
             Error::Node(_)
+            | Error::NotFound { .. }
             | Error::ReconnectTimeout(_)
             | Error::PeerGone(_)
             | Error::RelayOnly(_) => ErrorKind::Network,
@@ -196,6 +219,16 @@ impl Error {
             ),
             Error::Session(SessionError::Burnt) => Some(
                 "ask the sender to run pcp send again, and use the new code it shows".into(),
+            ),
+            Error::Session(SessionError::Guessing { .. }) => Some(
+                "ask the sender to run pcp send again, and give the new code only to the \
+                 receiver"
+                    .into(),
+            ),
+            Error::NotFound { said_burnt } if *said_burnt > 0 => Some(
+                "if the sender says its code is burnt, run pcp send again for a new one; \
+                 otherwise check the code, and that both sides are on the same network"
+                    .into(),
             ),
             Error::CodeBurnt => {
                 Some("start again with a new code: run pcp send again, and give the code only to the receiver".into())
@@ -311,6 +344,14 @@ mod tests {
         assert_eq!(Error::InvalidOptions("x".into()).kind(), ErrorKind::Usage);
         assert_eq!(Error::Session(SessionError::WrongCode).kind(), ErrorKind::WrongCode);
         assert_eq!(Error::CodeBurnt.kind(), ErrorKind::CodeBurnt);
+        assert_eq!(Error::Session(SessionError::Guessing { peers: 3 }).kind(), ErrorKind::Guessing);
+        assert_eq!(Error::NotFound { said_burnt: 1 }.kind(), ErrorKind::Network);
+        let said = Error::NotFound { said_burnt: 1 }.to_string();
+        assert_eq!(
+            said,
+            "the sender was not found: a peer said this code is burnt, without proving it knew the code"
+        );
+        assert!(!said.contains("someone else tried"), "{said}");
         assert_eq!(Error::Declined("no".into()).kind(), ErrorKind::Declined);
         assert_eq!(Error::Cancelled.kind(), ErrorKind::Cancelled);
         assert_eq!(Error::PeerCancelled(Role::Sender).kind(), ErrorKind::PeerCancelled);

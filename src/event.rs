@@ -157,6 +157,58 @@ impl std::fmt::Display for Transport {
     }
 }
 
+/// Where a handshake comes from, as a sender counts them: the unit of its per-source
+/// limits (handshake slots and wrong codes; see [`crate::send`]).
+///
+/// One host usually owns one IPv4 address but a whole IPv6 /64, and every peer that
+/// comes through a relay shares the relay's address: counting single IPv6 addresses or
+/// relayed peer ids would count nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Origin {
+    /// An IPv4 address (IPv4-mapped IPv6 addresses count here too).
+    Ipv4(std::net::Ipv4Addr),
+    /// An IPv6 /64: the address with its last 64 bits cleared.
+    Ipv6(std::net::Ipv6Addr),
+    /// A relay, by its address (everything before `/p2p-circuit`): every peer that comes
+    /// through it counts as one.
+    Relay(Multiaddr),
+    /// A peer whose address is not known, or has no IP (libp2p's memory transport).
+    Peer(PeerId),
+}
+
+impl Origin {
+    /// The origin of a connection from `peer` whose remote address is `addr`.
+    #[must_use]
+    pub fn of(addr: Option<&Multiaddr>, peer: PeerId) -> Origin {
+        use libp2p::multiaddr::Protocol;
+        let Some(addr) = addr else { return Origin::Peer(peer) };
+        if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+            let relay: Multiaddr = addr.iter().take_while(|p| *p != Protocol::P2pCircuit).collect();
+            return Origin::Relay(relay);
+        }
+        match addr.iter().next() {
+            Some(Protocol::Ip4(ip)) => Origin::Ipv4(ip),
+            Some(Protocol::Ip6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => Origin::Ipv4(v4),
+                None => Origin::Ipv6((u128::from(ip) & !u128::from(u64::MAX)).into()),
+            },
+            _ => Origin::Peer(peer),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Ipv4(ip) => write!(f, "{ip}"),
+            Origin::Ipv6(net) => write!(f, "{net}/64"),
+            Origin::Relay(addr) => write!(f, "the relay {addr}"),
+            Origin::Peer(peer) => write!(f, "peer {peer}"),
+        }
+    }
+}
+
 /// Something worth telling the user.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -189,12 +241,32 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
-    /// A receiver tried a wrong code.
+    /// A receiver tried a wrong code. Always followed by [`Event::FailedAttempt`], which
+    /// also says where it came from.
     WrongCode {
         /// Who.
         peer: PeerId,
         /// Attempts left before the code is burnt.
         left: u32,
+    },
+    /// A receiver tried a wrong code (the sender's side), and where it came from: each
+    /// [`Origin`] gets a few tries, then waits a doubling delay between tries; the code
+    /// burns only once the whole budget is spent.
+    FailedAttempt {
+        /// Who.
+        peer: PeerId,
+        /// Where from.
+        from: Origin,
+        /// Wrong codes from there so far, this one included.
+        from_there: u32,
+        /// Wrong codes the sender still takes before the code is burnt.
+        left: u32,
+    },
+    /// The sender asked us to try again later (wrong codes were tried from our network,
+    /// or as many as it still takes are being tried); the receiver does, after `secs`.
+    TryLater {
+        /// Seconds until the next try.
+        secs: u64,
     },
     /// The sender is busy with another receiver; the receiver tries again, up to `max`
     /// times.

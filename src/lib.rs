@@ -107,14 +107,15 @@ pub(crate) mod transfer;
 
 pub use code::{Code, ParseCodeError};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, OfferInfo, OfferKind, Report, Role, Stats, Transport};
+pub use event::{Event, OfferInfo, OfferKind, Origin, Report, Role, Stats, Transport};
 pub use node::NodeError;
 pub use options::{Destination, NetworkOptions, NodeOptions, ReceiveOptions, SendOptions, Source};
 pub use pipeline::{Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use server::{KeyError, NodeKey, load_or_create_key, serve};
+pub use session::guesses::guess_budget;
 pub use term::sanitize;
 pub use tokio_util::sync::CancellationToken;
-pub use transfer::{MAX_FAILED_ATTEMPTS, receive, send};
+pub use transfer::{receive, send};
 
 /// Internals the benches measure; not part of the API, and not covered by semver.
 #[doc(hidden)]

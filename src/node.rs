@@ -18,15 +18,19 @@
 //! Invariants:
 //! - The swarm is polled only by `EventLoop::run`; nothing else touches it.
 //! - The event loop never blocks on the caller: events go out with `try_send` on a
-//!   bounded channel, and a full channel drops the event with a warning (discovery
-//!   repeats itself, so a lost event costs a delay, not a transfer).
+//!   bounded channel ([`EVENT_CAPACITY`]). A discovery that finds it full waits in the
+//!   [`Outbox`], at most one per peer and [`MAX_HELD_DISCOVERIES`] in all, and goes out
+//!   in order as the caller reads: a flood of made-up peers cannot push the real one
+//!   out (mDNS reports a peer once, so a dropped discovery would be lost for minutes).
+//!   Any other event that finds the channel full is dropped with a warning: those
+//!   repeat, or only inform.
 //! - Closing every [`Node`] handle ends the loop.
 
 pub(crate) mod dht;
 mod limits;
 mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::event::Transport;
@@ -51,8 +55,12 @@ const DHT_TICK: Duration = Duration::from_millis(250);
 /// session stream open, so this only bounds connections nobody uses.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How many events may wait for the caller before new ones are dropped.
+/// How many events may wait for the caller in the channel.
 const EVENT_CAPACITY: usize = 256;
+
+/// How many discoveries may wait in the [`Outbox`] once the channel is full, one per
+/// peer; past this, new peers are dropped with a warning.
+const MAX_HELD_DISCOVERIES: usize = 16_384;
 
 /// Errors starting or talking to the node.
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +169,20 @@ struct Behaviour {
 }
 
 enum Command {
-    Dial { addr: Multiaddr },
-    Link { peer: PeerId, reply: oneshot::Sender<Link> },
-    RemoteAddr { peer: PeerId, reply: oneshot::Sender<Option<Multiaddr>> },
+    Dial {
+        addr: Multiaddr,
+    },
+    Link {
+        peer: PeerId,
+        reply: oneshot::Sender<Link>,
+    },
+    RemoteAddr {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Multiaddr>>,
+    },
+    /// Events to report as if the swarm had produced them, all at once (tests).
+    #[cfg(test)]
+    Emit(Vec<Event>),
 }
 
 /// What connects us to a peer, once [`Node::link`] has settled it.
@@ -337,7 +356,7 @@ impl Node {
         let mut event_loop = EventLoop {
             swarm,
             commands: cmd_rx,
-            events: ev_tx,
+            events: Outbox::new(ev_tx),
             dials: HashMap::new(),
             dht,
             serve,
@@ -349,8 +368,8 @@ impl Node {
             prefer_tcp: HashSet::new(),
         };
         if let Some(mut d) = event_loop.dht.take() {
-            let events = event_loop.events.clone();
-            d.start(&mut event_loop.swarm, &mut |ev| emit_to(&events, ev));
+            let events = &mut event_loop.events;
+            d.start(&mut event_loop.swarm, &mut |ev| events.emit(ev));
             event_loop.dht = Some(d);
         }
         tokio::spawn(event_loop.run());
@@ -402,13 +421,19 @@ impl Node {
         self.commands.send(Command::Link { peer, reply }).await.map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)
     }
+
+    /// Has the event loop report `events` in one go, as a burst of discoveries would.
+    #[cfg(test)]
+    pub(crate) async fn emit(&self, events: Vec<Event>) {
+        let _ = self.commands.send(Command::Emit(events)).await;
+    }
 }
 
 /// Owns the swarm; see the module invariants.
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<Event>,
+    events: Outbox,
     /// Outstanding `--peer` dials, by connection.
     dials: HashMap<ConnectionId, Multiaddr>,
     /// The DHT rendezvous, if any.
@@ -463,12 +488,64 @@ impl Pending {
 /// come from the peer).
 const MAX_DIRECT_ADDRS: usize = 8;
 
-fn emit_to(events: &mpsc::Sender<Event>, ev: Event) {
-    match events.try_send(ev) {
-        Ok(()) => {}
-        // Nobody listens any more (the transfer is under way): nothing to report.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
-        Err(e) => tracing::warn!(error = %e, "dropping a network event"),
+/// The event loop's end of the event channel: discoveries that find it full are held,
+/// one per peer, and sent in order as room comes (see the module invariants).
+#[derive(Debug)]
+struct Outbox {
+    tx: mpsc::Sender<Event>,
+    held: VecDeque<(PeerId, Via)>,
+    held_peers: HashSet<PeerId>,
+}
+
+impl Outbox {
+    fn new(tx: mpsc::Sender<Event>) -> Outbox {
+        Outbox { tx, held: VecDeque::new(), held_peers: HashSet::new() }
+    }
+
+    fn emit(&mut self, ev: Event) {
+        if let Event::Discovered { peer, via } = ev {
+            // Behind those held already, so that discoveries keep their order.
+            self.flush();
+            if self.held.is_empty() {
+                match self.tx.try_send(ev) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                }
+            }
+            self.hold(peer, via);
+            return;
+        }
+        match self.tx.try_send(ev) {
+            Ok(()) => {}
+            // Nobody listens any more (the transfer is under way): nothing to report.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "dropping a network event"),
+        }
+    }
+
+    fn hold(&mut self, peer: PeerId, via: Via) {
+        if self.held_peers.contains(&peer) {
+            return;
+        }
+        if self.held.len() >= MAX_HELD_DISCOVERIES {
+            tracing::warn!(%peer, "too many discoveries waiting; dropping one");
+            return;
+        }
+        self.held_peers.insert(peer);
+        self.held.push_back((peer, via));
+    }
+
+    /// Sends held discoveries while the channel has room.
+    fn flush(&mut self) {
+        while let Some(&(peer, via)) = self.held.front() {
+            match self.tx.try_reserve() {
+                Ok(permit) => permit.send(Event::Discovered { peer, via }),
+                Err(mpsc::error::TrySendError::Full(())) => return,
+                Err(mpsc::error::TrySendError::Closed(())) => {}
+            }
+            self.held.pop_front();
+            self.held_peers.remove(&peer);
+        }
     }
 }
 
@@ -488,12 +565,15 @@ impl EventLoop {
                     self.expire_links();
                 }
             }
+            // The caller may have made room for held discoveries meanwhile (at the
+            // latest, the next tick comes within DHT_TICK).
+            self.events.flush();
         }
         tracing::debug!("network task done");
     }
 
-    fn emit(&self, ev: Event) {
-        emit_to(&self.events, ev);
+    fn emit(&mut self, ev: Event) {
+        self.events.emit(ev);
     }
 
     /// Runs `f` on the DHT state, if there is one, with the swarm and an emitter.
@@ -502,8 +582,8 @@ impl EventLoop {
         f: impl FnOnce(&mut dht::Dht, &mut Swarm<Behaviour>, &mut dyn FnMut(Event)),
     ) {
         if let Some(d) = self.dht.as_mut() {
-            let events = &self.events;
-            f(d, &mut self.swarm, &mut |ev| emit_to(events, ev));
+            let events = &mut self.events;
+            f(d, &mut self.swarm, &mut |ev| events.emit(ev));
         }
     }
 
@@ -524,6 +604,12 @@ impl EventLoop {
                         self.dials.insert(id, addr);
                     }
                     Err(e) => self.emit(Event::DialFailed { addr, error: e.to_string() }),
+                }
+            }
+            #[cfg(test)]
+            Command::Emit(events) => {
+                for ev in events {
+                    self.emit(ev);
                 }
             }
             Command::RemoteAddr { peer, reply } => {
@@ -733,7 +819,7 @@ impl EventLoop {
                     self.emit(Event::Discovered { peer: peer_id, via: Via::Direct });
                 }
                 self.conns.entry(peer_id).or_default().push((connection_id, endpoint.is_relayed()));
-                self.remote.insert(connection_id, endpoint.get_remote_address().clone());
+                self.remote.insert(connection_id, remote_of(peer_id, &endpoint));
                 if self.prefer_tcp.contains(&peer_id)
                     && self.is(connection_id, Transport::Quic)
                     && !endpoint.is_relayed()
@@ -806,5 +892,75 @@ impl EventLoop {
             }
             other => tracing::trace!(?other, "swarm event"),
         }
+    }
+}
+
+/// What a connection's remote address is taken to be: its own, except for an inbound
+/// relayed connection, whose remote address names only the peer (`/p2p/ID`): there it
+/// is our circuit address through the relay, then the peer, so that the relay it came
+/// through shows (the sender counts handshakes and wrong codes per relay).
+fn remote_of(peer: PeerId, endpoint: &libp2p::core::ConnectedPoint) -> Multiaddr {
+    match endpoint {
+        libp2p::core::ConnectedPoint::Listener { local_addr, .. } if endpoint.is_relayed() => {
+            local_addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer))
+        }
+        _ => endpoint.get_remote_address().clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, item 5: a burst of made-up peers larger than the channel does not push
+    /// out the real one that comes after them; a peer found twice waits once.
+    #[test]
+    fn a_flood_of_discoveries_is_coalesced_not_dropped() {
+        let (tx, mut rx) = mpsc::channel(EVENT_CAPACITY);
+        let mut out = Outbox::new(tx);
+        let fakes: Vec<PeerId> = (0..10 * EVENT_CAPACITY).map(|_| PeerId::random()).collect();
+        for &peer in fakes.iter().chain(&fakes) {
+            out.emit(Event::Discovered { peer, via: Via::Mdns });
+        }
+        let real = PeerId::random();
+        out.emit(Event::Discovered { peer: real, via: Via::Mdns });
+        // Other events still go, or are dropped, as before: never held.
+        out.emit(Event::Dht(DhtStatus::BootstrapFailed { total: 1 }));
+        let mut seen = Vec::new();
+        loop {
+            while let Ok(ev) = rx.try_recv() {
+                if let Event::Discovered { peer, .. } = ev {
+                    seen.push(peer);
+                }
+            }
+            if out.held.is_empty() {
+                break;
+            }
+            out.flush();
+        }
+        // Each fake once (the second round found them sent or held), then the real one.
+        assert_eq!(seen.len(), fakes.len() + 1 + EVENT_CAPACITY, "{}", seen.len());
+        assert_eq!(seen.last(), Some(&real), "in order, the real one last");
+        let unique: HashSet<&PeerId> = seen.iter().collect();
+        assert_eq!(unique.len(), fakes.len() + 1);
+    }
+
+    #[test]
+    fn an_inbound_relayed_connection_names_its_relay() {
+        let peer = PeerId::random();
+        let local: Multiaddr = "/ip4/198.18.0.9/tcp/4001/p2p-circuit".parse().expect("addr");
+        let relayed = libp2p::core::ConnectedPoint::Listener {
+            local_addr: local.clone(),
+            send_back_addr: Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer)),
+        };
+        let addr = remote_of(peer, &relayed);
+        assert_eq!(addr, local.with(libp2p::multiaddr::Protocol::P2p(peer)));
+        assert_eq!(Transport::of(&addr), Transport::Relayed);
+        let direct: Multiaddr = "/ip4/198.18.0.2/tcp/5000".parse().expect("addr");
+        let plain = libp2p::core::ConnectedPoint::Listener {
+            local_addr: "/ip4/198.18.0.1/tcp/4001".parse().expect("addr"),
+            send_back_addr: direct.clone(),
+        };
+        assert_eq!(remote_of(peer, &plain), direct);
     }
 }

@@ -9,13 +9,16 @@
 //! | step | direction | bytes |
 //! |------|-----------|-------|
 //! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 1) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
-//! | reply   | S → R | status `u8`; if 0 (OK): SPAKE2 message A (33) ‖ sender confirmation (32) |
+//! | reply   | S → R | status `u8`; if 0 (OK): SPAKE2 message A (33) ‖ sender confirmation (32); if 5 (try later): seconds `u16` |
 //! | confirm | R → S | receiver confirmation (32) |
 //! | verdict | S → R | only after a confirmation that does not match: status 4 if the code is burnt now, else nothing (the sender closes) |
 //!
 //! Integers are big-endian. Status: 0 OK, 1 not this channel or slot, 2 busy with another
 //! receiver, 3 unsupported version, 4 the code is burnt (too many wrong codes; see
-//! [`Guesses`]). After the confirmation both directions carry [`crate::framing`] frames.
+//! [`Guesses`]), 5 try again in N seconds (wrong codes came from the receiver's network
+//! lately, or every guess left is being tried; see [`guesses`]). A receiver that predates
+//! status 5 takes it for a broken hello and retries after its usual pause. After the
+//! confirmation both directions carry [`crate::framing`] frames.
 //!
 //! # Security
 //! - SPAKE2 (Ed25519 group) with the sender as side A and the receiver as side B; the
@@ -28,7 +31,14 @@
 //!   writes anything. A hello that does not match costs the sender no attempt; a failed
 //!   confirmation does.
 //! - Each side sends its confirmation without waiting for the other's: SPAKE2 allows
-//!   one online guess per handshake whatever the order.
+//!   one online guess per handshake whatever the order. [`guesses`] bounds how many
+//!   handshakes may fail on each side.
+//! - Every status before the SPAKE2 step, "burnt" included, is unauthenticated: anyone
+//!   can send it. A receiver MUST NOT take a "burnt" hello answer as proof that the
+//!   sender it wants is done ([`SessionError::SaidBurnt`]); only a peer that ran the
+//!   key exchange can end its search.
+
+pub(crate) mod guesses;
 
 use std::time::Duration;
 
@@ -43,10 +53,12 @@ use zeroize::Zeroizing;
 use futures::io::{ReadHalf, WriteHalf};
 
 use crate::code::Code;
+use crate::event::Origin;
 use crate::event::Role;
 use crate::framing::{FrameError, FrameKey, FrameReader, FrameWriter, Opener, Sealer};
 use crate::message::{Control, MessageError};
-use std::sync::atomic::Ordering::Relaxed;
+
+pub(crate) use guesses::{Gate, Guesses, Impostors};
 
 /// Silence (or a write that cannot finish) for this long means the connection is dead:
 /// both sides go back to discovery and resume. Well above the 2 s keepalive, well within
@@ -81,46 +93,17 @@ mod status {
     /// The code is burnt: too many wrong codes were tried. Also the one byte a sender
     /// writes after the confirmation that burnt it (see [`super::Guesses`]).
     pub(super) const BURNT: u8 = 4;
+    /// Try again in the seconds that follow (`u16`).
+    pub(super) const TRY_LATER: u8 = 5;
 }
+
+/// The longest a receiver waits when a sender asks it to try again later, whatever the
+/// sender says.
+pub(crate) const MAX_TRY_LATER: Duration = guesses::MAX_WAIT;
 
 /// How long a receiver whose confirmation of the sender failed waits for the sender's
 /// verdict byte (the sender writes it at once, or closes).
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The guesses a sender's code has cost, shared by the handshakes it runs side by side. At [`crate::MAX_FAILED_ATTEMPTS`] the code is burnt: every
-/// later hello for it is answered [`status::BURNT`] before any SPAKE2 message, so no
-/// more guesses can be tested, and a guess that is spent and burns the code (or comes
-/// after) is told so in one clear byte after the failed confirmation.
-///
-/// Neither answer says anything about the code: "burnt" depends only on how many
-/// guesses failed, and a guesser learns whether its own guess was right from the
-/// sender's confirmation before the byte comes. The byte is not authenticated (a wrong
-/// code has no shared key to do so): a forger can only end a handshake, which anyone on
-/// the path can do anyway.
-#[derive(Debug, Default)]
-pub(crate) struct Guesses {
-    // Atomic only to be Sync: the handshakes are polled on one task, so plain loads and
-    // stores in sequence are enough.
-    spent: std::sync::atomic::AtomicU32,
-}
-
-impl Guesses {
-    /// Whether the code is burnt.
-    pub(crate) fn burnt(&self) -> bool {
-        self.spent.load(Relaxed) >= crate::MAX_FAILED_ATTEMPTS
-    }
-
-    /// Guesses left before the code is burnt.
-    pub(crate) fn left(&self) -> u32 {
-        crate::MAX_FAILED_ATTEMPTS.saturating_sub(self.spent.load(Relaxed))
-    }
-
-    /// Books a failed guess; true when the code is burnt now.
-    fn spend(&self) -> bool {
-        let _ = self.spent.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_add(1)));
-        self.burnt()
-    }
-}
 
 /// Why a session could not be set up or continued.
 #[derive(Debug, thiserror::Error)]
@@ -129,14 +112,34 @@ pub enum SessionError {
     #[error("wrong code: the sender could not be authenticated")]
     WrongCode,
     /// The sender stopped taking this code: too many wrong codes were tried. What a
-    /// receiver is told by a sender whose code is burnt (the sender itself ends with
-    /// [`crate::Error::CodeBurnt`]).
+    /// receiver is told by a sender whose code is burnt, after the key exchange (the
+    /// sender itself ends with [`crate::Error::CodeBurnt`]).
     #[error(
-        "the sender stopped taking this code after {} wrong tries: someone else tried this \
-         code; start again with a new one",
-        crate::MAX_FAILED_ATTEMPTS
+        "the sender stopped taking this code after too many wrong tries: someone else \
+         tried this code; start again with a new one"
     )]
     Burnt,
+    /// A peer answered our hello "burnt", before any key exchange: unproven, since
+    /// anyone can say it. The search goes on.
+    #[error("a peer said this code is burnt, without proving it knew the code")]
+    SaidBurnt,
+    /// The sender asked us to try again later: wrong codes came from our network, or
+    /// every guess it still takes is being tried.
+    #[error("the sender asks to try again in {secs} s")]
+    TryLater {
+        /// Seconds, as the sender said.
+        secs: u16,
+    },
+    /// Peers whose key confirmation failed reached the limit: someone posing as the
+    /// sender is guessing the code, and the receiver stops before it gives more guesses.
+    #[error(
+        "someone is guessing: {peers} peers failed to prove they knew this code; start \
+         again with a new code"
+    )]
+    Guessing {
+        /// How many.
+        peers: u32,
+    },
     /// The sender's check of the receiver's confirmation failed.
     #[error("a receiver ({peer}) tried a wrong code")]
     PeerWrongCode {
@@ -272,17 +275,38 @@ impl<S> std::fmt::Debug for Session<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// Receiver side: says hello, runs SPAKE2 and checks the sender's confirmation.
+    /// [`Session::connect_counted`] with no limit on failed confirmations.
     ///
     /// # Errors
-    /// [`SessionError::WrongCode`] when the sender's confirmation does not match, the hello
-    /// refusals, and stream failures. Nothing is decrypted before the check.
+    /// As for [`Session::connect_counted`].
+    #[cfg(any(test, feature = "adversary"))]
     pub(crate) async fn connect(
+        stream: S,
+        code: &Code,
+        at: Rendezvous,
+        me: PeerId,
+        sender: PeerId,
+    ) -> Result<Session<S>, SessionError> {
+        Self::connect_counted(stream, code, at, me, sender, &Impostors::new(u32::MAX)).await
+    }
+
+    /// Receiver side: says hello, runs SPAKE2 and checks the sender's confirmation,
+    /// booking a failed one in `impostors`, which the receiver's concurrent attempts
+    /// share; once it is exhausted, no more of the senders' confirmations are checked.
+    ///
+    /// # Errors
+    /// [`SessionError::WrongCode`] when the sender's confirmation does not match
+    /// ([`SessionError::Burnt`] when the sender then says its code burnt),
+    /// [`SessionError::Guessing`] once `impostors` is exhausted, the hello refusals
+    /// ([`SessionError::SaidBurnt`] and [`SessionError::TryLater`] among them), and
+    /// stream failures. Nothing is decrypted before the check.
+    pub(crate) async fn connect_counted(
         mut stream: S,
         code: &Code,
         at: Rendezvous,
         me: PeerId,
         sender: PeerId,
+        impostors: &Impostors,
     ) -> Result<Session<S>, SessionError> {
         let (id_a, id_b) = identities(&sender, &me);
         let (spake, msg_b) = Spake2::<Ed25519Group>::start_b(
@@ -306,22 +330,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             status::NOT_SERVING => return Err(SessionError::NotServing),
             status::BUSY => return Err(SessionError::Busy),
             status::VERSION => return Err(SessionError::Version),
-            status::BURNT => return Err(SessionError::Burnt),
+            status::BURNT => return Err(SessionError::SaidBurnt),
+            status::TRY_LATER => {
+                let mut secs = [0u8; 2];
+                stream.read_exact(&mut secs).await?;
+                return Err(SessionError::TryLater { secs: u16::from_be_bytes(secs) });
+            }
             _ => return Err(SessionError::Protocol("unknown hello status")),
         }
         let mut reply = [0u8; SPAKE_MSG_LEN + CONFIRM_LEN];
         stream.read_exact(&mut reply).await?;
+        // Checking the peer's confirmation is where an impostor's guess is tested: not
+        // once the limit is reached.
+        if impostors.exhausted() {
+            let _ = stream.close().await;
+            return Err(SessionError::Guessing { peers: impostors.count() });
+        }
         let (msg_a, their_confirm) = reply.split_at(SPAKE_MSG_LEN);
         let shared = Zeroizing::new(
             spake.finish(msg_a).map_err(|_| SessionError::Protocol("bad SPAKE2 message"))?,
         );
         let transcript = [&hello[..], msg_a].concat();
         let keys = derive(&shared, &transcript, false);
+        let confirmed = bool::from(keys.confirm_theirs.as_ref().ct_eq(their_confirm));
+        if !confirmed {
+            // Booked before the next await, so that attempts running side by side
+            // cannot all pass the check above (see `guesses`).
+            impostors.book();
+        }
         // Send ours first, whatever theirs says, so that a sender facing a wrong code
         // counts the attempt instead of waiting for a timeout.
         stream.write_all(keys.confirm_mine.as_ref()).await?;
         stream.flush().await?;
-        if !bool::from(keys.confirm_theirs.as_ref().ct_eq(their_confirm)) {
+        if !confirmed {
             // The sender says in one byte whether this guess burnt its code (or came
             // after); a close or silence means a plain wrong code.
             let mut verdict = [0u8; 1];
@@ -343,36 +384,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// [`SessionError::PeerWrongCode`] for any failure after it (an attempt spent).
     #[cfg(any(test, feature = "adversary"))]
     pub(crate) async fn accept(
-        stream: S,
-        code: &Code,
-        serving: impl Fn(Rendezvous) -> bool,
-        me: PeerId,
-        receiver: PeerId,
-    ) -> Result<Session<S>, SessionError> {
-        Self::accept_counted(stream, code, serving, me, receiver, &Guesses::default()).await
-    }
-
-    /// The sender's handshake, spending a failed guess from `guesses`, which the sender's
-    /// concurrent handshakes share. Once the code is burnt, a hello for it is answered
-    /// [`status::BURNT`] ([`SessionError::Burnt`] here) and nothing else is done.
-    ///
-    /// # Errors
-    /// [`SessionError::NotServing`] and failures before the reply (no attempt spent);
-    /// [`SessionError::PeerWrongCode`] for any failure after it (an attempt spent); and
-    /// [`SessionError::Burnt`].
-    pub(crate) async fn accept_counted(
         mut stream: S,
         code: &Code,
         serving: impl Fn(Rendezvous) -> bool,
         me: PeerId,
         receiver: PeerId,
+    ) -> Result<Session<S>, SessionError> {
+        let hello = read_hello(&mut stream).await?;
+        let guesses = Guesses::new(u32::MAX);
+        let origin = Origin::Peer(receiver);
+        Self::answer(stream, &hello, code, serving, (me, receiver, &origin), &guesses).await
+    }
+
+    /// The sender's handshake after the [`Hello`]: answers it, runs SPAKE2 and checks
+    /// the receiver's confirmation, within what `guesses` (shared by the sender's
+    /// concurrent handshakes) lets the receiver's `origin` do: a hello from an origin
+    /// that must wait is answered [`status::TRY_LATER`], and once the code is burnt one
+    /// is answered [`status::BURNT`] ([`SessionError::Burnt`] here), both before any
+    /// SPAKE2 message.
+    ///
+    /// # Errors
+    /// [`SessionError::NotServing`], [`SessionError::TryLater`] and failures before the
+    /// reply (no attempt spent); [`SessionError::PeerWrongCode`] for any failure after it
+    /// (an attempt spent); and [`SessionError::Burnt`].
+    pub(crate) async fn answer(
+        mut stream: S,
+        hello: &Hello,
+        code: &Code,
+        serving: impl Fn(Rendezvous) -> bool,
+        (me, receiver, origin): (PeerId, PeerId, &Origin),
         guesses: &Guesses,
     ) -> Result<Session<S>, SessionError> {
-        let mut hello = [0u8; HELLO_LEN];
-        match tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut hello)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(SessionError::Timeout),
-        }
+        let hello = &hello.0;
         if &hello[..3] != MAGIC {
             return Err(SessionError::Protocol("bad hello"));
         }
@@ -388,11 +431,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             refuse(&mut stream, status::NOT_SERVING).await;
             return Err(SessionError::NotServing);
         }
-        // No more guesses: said before our SPAKE2 message, so nothing can be tested.
-        if guesses.burnt() {
-            refuse(&mut stream, status::BURNT).await;
-            return Err(SessionError::Burnt);
-        }
+        // Said before our SPAKE2 message, so nothing can be tested.
+        let mut ticket = match guesses.gate(origin) {
+            Gate::Open(ticket) => ticket,
+            Gate::Burnt => {
+                refuse(&mut stream, status::BURNT).await;
+                return Err(SessionError::Burnt);
+            }
+            Gate::Wait(d) => {
+                let secs = u16::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u16::MAX).max(1);
+                let [a, b] = secs.to_be_bytes();
+                // Best effort, like every refusal.
+                let _ = stream.write_all(&[status::TRY_LATER, a, b]).await;
+                let _ = stream.close().await;
+                return Err(SessionError::TryLater { secs });
+            }
+        };
         // A peer that already hung up (or sent more than a hello) gets no reply: without
         // our SPAKE2 message and confirmation it cannot test a guess, so this costs the
         // code nothing. A real receiver waits for the reply. (One that hangs up later
@@ -417,12 +471,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         reply.push(status::OK);
         reply.extend_from_slice(&msg_a);
         reply.extend_from_slice(keys.confirm_mine.as_ref());
+        // From here on the peer may hold our SPAKE2 message and confirmation: it has had
+        // its one guess. Anything but a matching confirmation (a wrong one, a closed
+        // stream, silence, this future dropped) MUST count as a failed attempt, or a
+        // guesser could hang up after each try and never burn the code.
+        ticket.arm();
         stream.write_all(&reply).await?;
         stream.flush().await?;
-        // From here on the peer holds our SPAKE2 message and confirmation: it has had
-        // its one guess. Anything but a matching confirmation (a wrong one, a closed
-        // stream, silence) MUST count as a failed attempt, or a guesser could hang up
-        // after each try and never burn the code.
         let mut theirs = [0u8; CONFIRM_LEN];
         let confirmed =
             tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut theirs)).await;
@@ -431,19 +486,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             // Spent before anything is written back, so that the byte below is decided
             // by the count alone.
-            if guesses.spend() {
+            if ticket.fail() {
                 refuse(&mut stream, status::BURNT).await;
             } else {
                 let _ = stream.close().await;
             }
             return Err(SessionError::PeerWrongCode { peer: receiver });
         }
-        if guesses.burnt() {
-            // A handshake that was in flight when others burnt the code: even the right
-            // code gets no session now.
-            let _ = stream.close().await;
-            return Err(SessionError::Burnt);
-        }
+        // The right code cannot find the code burnt here: its own guess was in flight,
+        // so the others could not spend the whole budget (see `guesses`).
+        ticket.succeed();
         Ok(Session::new(stream, receiver, Role::Receiver, keys))
     }
 
@@ -544,6 +596,40 @@ pub(crate) async fn send<W: AsyncWrite + Unpin>(
     Ok(w.send(msg.encode(), msg.is_last()).await?)
 }
 
+/// A receiver's hello, as read; [`Session::answer`] checks it.
+#[derive(Debug, Clone)]
+pub(crate) struct Hello([u8; HELLO_LEN]);
+
+/// Reads a receiver's hello, waiting at most [`PRE_AUTH_TIMEOUT`]: a sender reads it
+/// before it knows whether the stream deserves a handshake slot for longer.
+///
+/// # Errors
+/// [`SessionError::Timeout`] and stream failures.
+pub(crate) async fn read_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Hello, SessionError> {
+    let mut hello = [0u8; HELLO_LEN];
+    match tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut hello)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(SessionError::Timeout),
+    }
+    Ok(Hello(hello))
+}
+
+/// Answers a hello "burnt" whatever it says, before any key exchange, as anyone can:
+/// for the tests and the adversary.
+///
+/// # Errors
+/// As for [`read_hello`].
+#[cfg(any(test, feature = "adversary"))]
+pub(crate) async fn claim_burnt<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+) -> Result<(), SessionError> {
+    read_hello(&mut stream).await?;
+    refuse(&mut stream, status::BURNT).await;
+    Ok(())
+}
+
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: u8) {
     // Best effort: the peer may already be gone, and this refusal is a courtesy.
     let _ = stream.write_all(&[code]).await;
@@ -594,22 +680,29 @@ mod tests {
         assert_eq!(s.recv().await.expect("recv"), Control::Done);
     }
 
-    /// One handshake against a sender that shares `guesses`: (sender side, receiver
-    /// side).
+    /// One handshake from `origin` against a sender that shares `guesses`: (sender
+    /// side, receiver side).
     async fn counted(
         guesses: &Guesses,
         receiver_code: &str,
+        origin: &Origin,
     ) -> (Result<(), SessionError>, Result<(), SessionError>) {
-        let (a, b) = duplex();
+        let (mut a, b) = duplex();
         let (s_id, r_id) = (PeerId::random(), PeerId::random());
         let sc = code("bubble-enemy-result-increase");
         let rc = code(receiver_code);
         let at = Rendezvous { channel: rc.channel(), slot: 300 };
-        let (s, r) = tokio::join!(
-            Session::accept_counted(a, &sc, |r| r.slot == 300, s_id, r_id, guesses),
-            Session::connect(b, &rc, at, r_id, s_id)
-        );
+        let sender = async {
+            let hello = read_hello(&mut a).await?;
+            let who = (s_id, r_id, origin);
+            Session::answer(a, &hello, &sc, |r| r.slot == 300, who, guesses).await
+        };
+        let (s, r) = tokio::join!(sender, Session::connect(b, &rc, at, r_id, s_id));
         (s.map(drop), r.map(drop))
+    }
+
+    fn anywhere() -> Origin {
+        Origin::Peer(PeerId::random())
     }
 
     /// Issue 9, item 9: the receiver whose guess burns the code, and any after it, are
@@ -617,14 +710,15 @@ mod tests {
     #[tokio::test]
     async fn the_guess_that_burns_the_code_is_told_so_and_so_is_any_later_hello() {
         const WRONG: &str = "bubble-enemy-result-abandon";
-        let guesses = Guesses::default();
-        for left in (1..crate::MAX_FAILED_ATTEMPTS).rev() {
-            let (s, r) = counted(&guesses, WRONG).await;
+        const BUDGET: u32 = 3;
+        let guesses = Guesses::new(BUDGET);
+        for left in (1..BUDGET).rev() {
+            let (s, r) = counted(&guesses, WRONG, &anywhere()).await;
             assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
             assert!(matches!(r, Err(SessionError::WrongCode)), "{r:?}");
             assert_eq!(guesses.left(), left);
         }
-        let (s, r) = counted(&guesses, WRONG).await;
+        let (s, r) = counted(&guesses, WRONG, &anywhere()).await;
         assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
         assert!(matches!(r, Err(SessionError::Burnt)), "the last guess: {r:?}");
         assert!(guesses.burnt());
@@ -633,13 +727,66 @@ mod tests {
         assert!(e.to_string().contains("someone else tried this code; start again with a new one"));
 
         // Later hellos are refused before any SPAKE2 message: no guess can be tested,
-        // and even the right code is told the code is burnt.
+        // and even the right code is told the code is burnt (which it cannot take as
+        // proven: anyone can say so before the key exchange).
         for later in [WRONG, "bubble-enemy-result-increase"] {
-            let (s, r) = counted(&guesses, later).await;
+            let (s, r) = counted(&guesses, later, &anywhere()).await;
             assert!(matches!(s, Err(SessionError::Burnt)), "{s:?}");
-            assert!(matches!(r, Err(SessionError::Burnt)), "{r:?}");
+            assert!(matches!(r, Err(SessionError::SaidBurnt)), "{r:?}");
         }
         assert_eq!(guesses.left(), 0);
+    }
+
+    /// Issue 14, item 6: past its free tries an origin is told on the wire to try again
+    /// later, at no cost to the code, while another origin goes straight through.
+    #[tokio::test]
+    async fn an_origin_past_its_free_tries_is_told_to_try_later() {
+        const WRONG: &str = "bubble-enemy-result-abandon";
+        let guesses = Guesses::new(256);
+        let guesser = Origin::Ipv4("198.18.0.2".parse().expect("ip"));
+        for _ in 0..guesses::FREE_PER_ORIGIN {
+            let (s, _) = counted(&guesses, WRONG, &guesser).await;
+            assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+        }
+        let (s, r) = counted(&guesses, "bubble-enemy-result-increase", &guesser).await;
+        assert!(matches!(s, Err(SessionError::TryLater { secs: 1 })), "{s:?}");
+        assert!(matches!(r, Err(SessionError::TryLater { secs: 1 })), "{r:?}");
+        assert_eq!(guesses.left(), 256 - guesses::FREE_PER_ORIGIN, "waiting costs nothing");
+        let elsewhere = Origin::Ipv4("198.18.0.3".parse().expect("ip"));
+        let (s, r) = counted(&guesses, "bubble-enemy-result-increase", &elsewhere).await;
+        assert!(s.is_ok() && r.is_ok(), "{s:?} {r:?}");
+    }
+
+    /// Issue 14, item 5: a receiver checks the confirmations of at most
+    /// [`guesses::MAX_IMPOSTORS`] peers that do not know the code; past that it stops
+    /// without testing another guess.
+    #[tokio::test]
+    async fn a_receiver_tests_a_bounded_number_of_impostors() {
+        let impostors = Impostors::new(guesses::MAX_IMPOSTORS);
+        let rc = code("bubble-enemy-result-increase");
+        let at = Rendezvous { channel: rc.channel(), slot: 300 };
+        let one = |sender_code: &'static str| {
+            let (rc, impostors) = (&rc, &impostors);
+            async move {
+                let (a, b) = duplex();
+                let (s_id, r_id) = (PeerId::random(), PeerId::random());
+                let sc = code(sender_code);
+                let (_, r) = tokio::join!(
+                    Session::accept(a, &sc, |r| r.slot == 300, s_id, r_id),
+                    Session::connect_counted(b, rc, at, r_id, s_id, impostors)
+                );
+                r.map(drop)
+            }
+        };
+        for _ in 0..guesses::MAX_IMPOSTORS {
+            let r = one("bubble-enemy-result-abandon").await;
+            assert!(matches!(r, Err(SessionError::WrongCode)), "{r:?}");
+        }
+        let r = one("bubble-enemy-result-abandon").await;
+        assert!(matches!(r, Err(SessionError::Guessing { peers: 3 })), "{r:?}");
+        let e = crate::Error::Session(r.expect_err("stopped"));
+        assert_eq!(e.kind(), crate::ErrorKind::Guessing);
+        assert!(e.to_string().starts_with("someone is guessing: "), "{e}");
     }
 
     #[tokio::test]

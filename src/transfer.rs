@@ -19,12 +19,15 @@
 //! - The sender reads no source byte before the receiver accepted.
 //! - The receiver writes a chunk only after it opened and verified it, and commits a
 //!   file or an extraction only after `End`'s totals and root hash matched.
-//! - The sender gives up after [`MAX_FAILED_ATTEMPTS`] wrong codes: the code is burnt.
+//! - The sender's code burns after [`guess_budget`] wrong codes (each network, a few
+//!   at a time; see [`crate::session::guesses`]); the receiver stops after a few peers
+//!   failed to prove the code.
 //! - Acks only ever move forward, and never past what this session sent; the sender
 //!   ignores one that goes back and clamps one that goes too far.
 //! - A deliberate stop (cancellation) is said to the peer with `Cancel`, which then
 //!   stops at once; a lost connection is a pause, resumed after a reconnection.
 //!
+//! [`guess_budget`]: crate::guess_budget
 //! [`pipeline::ack_every`]: crate::pipeline::ack_every
 //! [`pipeline::window_chunks`]: crate::pipeline::window_chunks
 
@@ -44,9 +47,6 @@ mod send;
 
 pub use receive::receive;
 pub use send::send;
-
-/// Wrong codes a sender tolerates before it stops.
-pub const MAX_FAILED_ATTEMPTS: u32 = 3;
 
 /// How long a side waits for the peer to close after its own LAST frame, so that the
 /// frame is not cut off by the process exiting.

@@ -16,7 +16,8 @@ EXIT STATUS:
     0    the transfer completed and every chunk verified
     1    the transfer or local I/O failed (nothing unverified was written)
     2    usage error
-    3    authentication failed: wrong code, or the sender saw too many wrong codes
+    3    authentication failed: wrong code, the sender saw too many wrong codes, or
+         someone posing as the sender is guessing the code
     4    the receiver declined the offer
     130  interrupted (SIGINT)"
     };

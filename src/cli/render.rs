@@ -14,7 +14,9 @@
 //! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
 //! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
 //! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
-//! `listening`, `peer_found`, `wrong_code`, `offer` (`name`, `kind` — `file`, `folder`
+//! `listening`, `peer_found`, `wrong_code` (`peer`, `from`: the address or network it
+//! came from, `from_there`: how many from there so far, `left`: how many more the
+//! sender takes before the code is burnt), `offer` (`name`, `kind` — `file`, `folder`
 //! or `stream` —, `size`, `entries`: a folder's top-level names, `files`: how many
 //! entries it holds, and `what` in words), `progress` (at most once a
 //! second), `done` with the totals, `code` and `notice`. A failure is the last event:
@@ -210,6 +212,10 @@ impl Reporter {
             Event::SenderBusy { tries, max } => {
                 format!("the sender is busy with another receiver; retrying ({tries}/{max})")
             }
+            Event::TryLater { secs } => format!(
+                "the sender asks to try again in {secs} s (wrong codes were tried from this \
+                 network); retrying then"
+            ),
             Event::OtherSenders { count } => format!(
                 "found {count} sender{} on the network, but not for this code: check the \
                  first word; still looking",
@@ -263,9 +269,12 @@ impl Reporter {
             Event::Authenticating { peer } => {
                 json!({"event": "phase", "phase": "authenticating", "peer": peer.to_string()})
             }
-            Event::WrongCode { peer, left } => {
-                json!({"event": "wrong_code", "peer": peer.to_string(), "left": left})
-            }
+            // Said with where it came from, by the FailedAttempt that follows.
+            Event::WrongCode { .. } => return None,
+            Event::FailedAttempt { peer, from, from_there, left } => json!({
+                "event": "wrong_code", "peer": peer.to_string(), "from": from.to_string(),
+                "from_there": from_there, "left": left,
+            }),
             Event::AwaitingAccept => phase("awaiting_accept"),
             Event::Offer(o) => json!({
                 "event": "offer", "peer": o.peer.to_string(), "what": describe_short(o),
@@ -419,11 +428,8 @@ impl Reporter {
             Event::Authenticating { peer } => {
                 self.status(&format!("authenticating {}…", peer_id(&peer, self.verbose)));
             }
-            Event::WrongCode { peer, left } if !self.quiet => {
-                self.line(&format!(
-                    "a receiver ({}) tried a wrong code; {left} attempt(s) left",
-                    peer_id(&peer, self.verbose)
-                ));
+            Event::FailedAttempt { peer, from, from_there, left } if !self.quiet => {
+                self.line(&failed_attempt_line(&peer, &from, from_there, left, self.verbose));
             }
             Event::AwaitingAccept => self.status("waiting for the receiver to accept…"),
             Event::Dht(s) => self.dht(s),
@@ -551,6 +557,27 @@ fn stdout_notice(kind: OfferKind) -> &'static str {
     }
 }
 
+/// The sender's line for a wrong code: where it came from (the count is per IPv4
+/// address, IPv6 /64 or relay) and what is left of the budget.
+fn failed_attempt_line(
+    peer: &libp2p::PeerId,
+    from: &pcp::Origin,
+    from_there: u32,
+    left: u32,
+    verbose: bool,
+) -> String {
+    let origin = match from {
+        // The peer id is all there is; it is said below anyway.
+        pcp::Origin::Peer(_) => "an unknown address".to_owned(),
+        other => other.to_string(),
+    };
+    format!(
+        "a wrong code was tried from {origin} by {} ({from_there} from there so far; the \
+         code burns after {left} more)",
+        peer_id(peer, verbose)
+    )
+}
+
 /// `listening on ADDR: give it to pcp receive --peer`.
 fn listening_line(addr: &Multiaddr) -> String {
     format!("listening on {addr}: give it to pcp receive --peer")
@@ -675,6 +702,23 @@ mod tests {
                    "exit": 3, "hint": "check it"})
         );
         assert!(error_json("usage", "x", None, 2).get("hint").is_none());
+    }
+
+    /// Issue 14, item 6: each wrong code is shown with where it came from, once.
+    #[test]
+    fn a_wrong_code_is_shown_with_its_address() {
+        let peer = libp2p::PeerId::random();
+        let from = pcp::Origin::Ipv4("198.18.0.2".parse().expect("ip"));
+        let line = failed_attempt_line(&peer, &from, 2, 254, false);
+        assert!(line.starts_with("a wrong code was tried from 198.18.0.2 by "), "{line}");
+        assert!(line.ends_with("(2 from there so far; the code burns after 254 more)"), "{line}");
+        let rep = Reporter::with_terminal(false, false).json(true);
+        assert!(rep.to_json(&Event::WrongCode { peer, left: 254 }).is_none(), "said once");
+        let ev = Event::FailedAttempt { peer, from, from_there: 2, left: 254 };
+        let v = rep.to_json(&ev).expect("printed");
+        assert_eq!(v["event"], "wrong_code");
+        assert_eq!((v["from"].as_str(), v["from_there"].as_u64()), (Some("198.18.0.2"), Some(2)));
+        assert_eq!(v["left"], 254);
     }
 
     #[test]
