@@ -59,6 +59,13 @@ pub const BOMB_LEN: u64 = 1 << 30;
 /// Empty files in the folder of [`AsSender::ManyEntries`].
 pub const MANY_ENTRIES: u64 = 100_000;
 
+/// The size [`AsSender::OversizeArchive`] offers: 2.5 KiB, the tar of a folder holding
+/// one file of at most 512 bytes.
+pub const OVERSIZE_OFFERED: u64 = 2560;
+
+/// The zeros in the file of [`AsSender::OversizeArchive`]: 64 MiB and a bit.
+pub const OVERSIZE_LEN: u64 = (64 << 20) + 1;
+
 /// What an adversary sender does once the honest receiver has authenticated. Unless
 /// said otherwise it offers a file of [`FILE_CHUNKS`] chunks of the default chunk size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +100,11 @@ pub enum AsSender {
     EscapeTarNames,
     /// One good chunk, then half of the next frame, then silence.
     HangMidFrame,
+    /// A folder `top` offered as 2 entries and [`OVERSIZE_OFFERED`] bytes, whose tar
+    /// holds a file of [`OVERSIZE_LEN`] zeros, sent whole: good chunks, compressed (the
+    /// zeros cost a few KiB on the wire), then `End` with matching totals (issue 14,
+    /// item 3).
+    OversizeArchive,
 }
 
 /// What an adversary receiver does once it has authenticated with the honest sender
@@ -369,10 +381,13 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
     let offer = match case {
         AsSender::PaddedFrames => file("padded.bin", PADDED_CHUNKS),
         AsSender::EscapeOfferName => file(ESCAPE_NAME, FILE_CHUNKS),
-        AsSender::LongName => folder("x", None),
+        AsSender::LongName => sized(folder("x", None), &TarGen::long_name()),
         AsSender::OfferAtLimit => offer_at_limit(),
-        AsSender::ManyEntries => folder("many", Some(MANY_ENTRIES + 1)),
-        AsSender::EscapeTarNames => folder(ESCAPE_TOP, Some(3)),
+        AsSender::ManyEntries => sized(folder("many", Some(MANY_ENTRIES + 1)), &TarGen::many()),
+        AsSender::EscapeTarNames => sized(folder(ESCAPE_TOP, Some(3)), &TarGen::escapes()),
+        AsSender::OversizeArchive => {
+            Offer { size: Some(OVERSIZE_OFFERED), ..folder("top", Some(2)) }
+        }
         _ => file("data.bin", FILE_CHUNKS),
     };
     if !offer_accepted(&mut s, offer.clone(), out).await {
@@ -399,6 +414,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         AsSender::OfferAtLimit => w.tar(TarGen::one_dir(&offer.entries[0])).await,
         AsSender::ManyEntries => w.tar(TarGen::many()).await,
         AsSender::EscapeTarNames => w.tar(TarGen::escapes()).await,
+        AsSender::OversizeArchive => oversize(&mut w).await,
         AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => unreachable!("handled above"),
     };
     match played {
@@ -732,6 +748,15 @@ async fn bomb(w: &mut Chunks) -> Step {
     Ok(true)
 }
 
+/// The whole oversize tar in good chunks. The honest receiver may hang up as soon as
+/// the first chunk past the offer arrives: the misbehaviour is out once it is sent.
+async fn oversize(w: &mut Chunks) -> Step {
+    match w.tar(TarGen::oversize()).await {
+        Err(_) if w.bytes > OVERSIZE_OFFERED => Ok(true),
+        other => other,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Offers.
 
@@ -749,6 +774,12 @@ fn folder(name: &str, files: Option<u64>) -> Offer {
     }
 }
 
+/// `offer` with the length of `tar` as its size: the receiver refuses a folder offer
+/// without a size (issue 14, item 3), and the cases not about the size tell the truth.
+fn sized(offer: Offer, tar: &TarGen) -> Offer {
+    Offer { size: Some(tar.len()), ..offer }
+}
+
 /// An archive Offer of exactly [`MAX_OFFER_LEN`] bytes announcing [`MAX_ENTRIES`]
 /// names, all distinct.
 fn offer_at_limit() -> Offer {
@@ -756,6 +787,9 @@ fn offer_at_limit() -> Offer {
     // 15-byte names: with their length byte, 16 bytes an entry, 1 MiB in all; the
     // rest of the Offer is taken back from the first few names.
     offer.entries = (0..MAX_ENTRIES).map(|i| format!("e{i:014}")).collect();
+    // The length of the tar it sends (one directory: the same for any of the names),
+    // before the names are shortened to bring the Offer to the limit.
+    offer.size = Some(TarGen::one_dir(&offer.entries[0]).len());
     let body = |o: &Offer| Control::Offer(o.clone()).encode().len() - 1;
     let over = body(&offer) - MAX_OFFER_LEN;
     for name in offer.entries.iter_mut().take(over) {
@@ -838,6 +872,32 @@ impl TarGen {
 
     fn end() -> Piece {
         Piece::Bytes(vec![0; 2 * BLOCK])
+    }
+
+    /// The bytes still to be read.
+    fn len(&self) -> u64 {
+        let pieces: u64 = self
+            .pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Bytes(b) => b.len() as u64,
+                Piece::Zeros(n) => *n,
+                Piece::Files { next, count, .. } => (count - next) * BLOCK as u64,
+            })
+            .sum();
+        pieces + (self.pending.len() - self.at) as u64
+    }
+
+    /// The folder `top`: its directory, then `top/zeros` of [`OVERSIZE_LEN`] zeros.
+    fn oversize() -> TarGen {
+        use tar::EntryType;
+        let pad = OVERSIZE_LEN.next_multiple_of(BLOCK as u64) - OVERSIZE_LEN;
+        TarGen::new(vec![
+            Piece::Bytes(tar_header(EntryType::Directory, b"top/", 0)),
+            Piece::Bytes(tar_header(EntryType::Regular, b"top/zeros", OVERSIZE_LEN)),
+            Piece::Zeros(OVERSIZE_LEN + pad),
+            TarGen::end(),
+        ])
     }
 
     /// A GNU long-name entry of [`LONG_NAME_LEN`] zeros, then the empty file `x`.
@@ -1381,6 +1441,39 @@ mod tests {
         let b = BLOCK as u64;
         assert_eq!(length(TarGen::long_name()), b + LONG_NAME_LEN + b + 2 * b);
         assert_eq!(length(TarGen::many()), b + MANY_ENTRIES * b + 2 * b + 2 * b);
+        for tar in [TarGen::long_name, TarGen::many, TarGen::escapes, TarGen::oversize] {
+            assert_eq!(tar().len(), length(tar()));
+        }
+        assert_eq!(TarGen::one_dir("d").len(), length(TarGen::one_dir("d")));
+        assert!(length(TarGen::oversize()) > 64 << 20);
+    }
+
+    /// The oversize folder is what its Offer says but for its size: two entries under
+    /// `top`, and far more than [`OVERSIZE_OFFERED`] bytes, which its compressed chunks
+    /// cost next to nothing.
+    #[test]
+    fn the_oversize_folder_is_two_entries_of_zeros_that_compress() {
+        let mut a = tar::Archive::new(TarGen::oversize());
+        let entries: Vec<_> = a
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.path_bytes().into_owned(), e.size())
+            })
+            .collect();
+        assert_eq!(entries, [(b"top/".to_vec(), 0), (b"top/zeros".to_vec(), OVERSIZE_LEN)]);
+        let mut tar = TarGen::oversize();
+        let mut wire = 0;
+        let mut raw = vec![0u8; DEFAULT_CHUNK_SIZE as usize];
+        loop {
+            let n = read_full(&mut tar, &mut raw);
+            if n == 0 {
+                break;
+            }
+            wire += zstd::bulk::compress(&raw[..n], 1).expect("compress").len();
+        }
+        assert!(wire < 1 << 20, "{wire} bytes compressed");
     }
 
     #[test]

@@ -221,9 +221,10 @@ pub(crate) struct Offer {
     /// The file's name, or a summary for an archive; never a path.
     #[serde(deserialize_with = "bounded::name")]
     pub name: String,
-    /// Size in bytes when known: a file's exact size; for an archive the tar stream's
-    /// length as estimated from a metadata walk (for progress; not enforced); `None`
-    /// for a stream.
+    /// Size in bytes: a file's size, or an archive's tar stream length from a metadata
+    /// walk, measured when the offer is sent; `None` for a stream only. It is what the
+    /// receiver accepts and MUST be exact: the receiver refuses a stream that passes it
+    /// or ends short of it, and a file or archive offer without one.
     pub size: Option<u64>,
     /// For an archive, the top-level names it contains; the receiver refuses others.
     #[serde(deserialize_with = "bounded::entries")]

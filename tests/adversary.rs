@@ -504,6 +504,38 @@ fn tar_names_with_escapes_never_reach_the_terminal() {
     assert!(s.out().is_empty(), "left behind: {:?}", s.out());
 }
 
+/// Issue 14, item 3: a folder accepted as "folder 'top', 2 entries, 2.5 KiB" whose tar
+/// is 64 MiB of compressed zeros. The receiver stops at the first chunk past the
+/// offer, says so, and has written at most what it accepted, whatever the target.
+fn a_folder_past_its_offered_size(target: &[&str]) {
+    let s = Scene::new();
+    let (end, outcome) = s.receive_from(AsSender::OversizeArchive, target);
+    let offered = adversary::OVERSIZE_OFFERED;
+    end.assert_clean_failure(
+        "folder past its offer",
+        &outcome,
+        exit::FAILURE,
+        &[&format!("the sender sent more than the {offered} bytes it offered")],
+    );
+    assert!(end.stderr.contains("2.5 KiB"), "the offer as shown:\n{}", end.stderr);
+    s.assert_nothing_outside("receiver.time", &["out"]);
+    let written = util::file_bytes_under(&s.out);
+    assert!(written <= offered, "{written} bytes written under out: {:?}", s.out());
+    // The adversary told it too, in the receiver's own words.
+    let told = outcome.told.unwrap_or_default();
+    assert!(told.contains("bytes it offered"), "the adversary was told {told:?}");
+}
+
+#[test]
+fn a_folder_past_its_offered_size_is_refused_before_it_is_extracted() {
+    a_folder_past_its_offered_size(&["-C", "out"]);
+}
+
+#[test]
+fn a_folder_past_its_offered_size_is_refused_before_its_tar_is_written() {
+    a_folder_past_its_offered_size(&["-o", "out/top.tar"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // An honest sender against an adversary receiver.
 
