@@ -19,7 +19,8 @@
 //!   exchange ("burnt", "busy") is unauthenticated, and a relay-only peer may be anyone:
 //!   such failures end the search only after [`NOT_FOUND_AFTER`], and a "burnt" said
 //!   that way ends it as "not found", never as "someone else tried this code". Either
-//!   clock restarts on each new peer found, and waits for the attempts in flight.
+//!   clock restarts on each new peer found, and waits for the attempts in flight and
+//!   for senders of our channel that asked us to try again later.
 //! - Each failed key confirmation is someone who does not know the code testing a
 //!   guess against ours. After [`MAX_IMPOSTORS`] of them the receiver stops ("someone
 //!   is guessing"), and checks no further confirmation meanwhile (see
@@ -143,6 +144,7 @@ async fn find_sender_with(
             },
             Some((peer, result)) = attempts.next(), if !attempts.is_empty() => {
                 s.in_flight -= 1;
+                s.asked_to_wait.remove(&peer);
                 match result {
                     Ok(session) => return Ok(session),
                     Err(e) => {
@@ -164,11 +166,15 @@ async fn find_sender_with(
                 events.emit(Event::OtherSenders { count: s.not_serving.len() });
             }
             () = give_up => {
-                if attempts.is_empty() && s.queue.is_empty() && s.due.is_empty() {
+                if attempts.is_empty()
+                    && s.queue.is_empty()
+                    && s.due.is_empty()
+                    && s.asked_to_wait.is_empty()
+                {
                     return Err(s.verdict());
                 }
-                // A handshake is still under way or about to start: it may be the real
-                // sender.
+                // A handshake is still under way or about to start, or a sender of our
+                // channel asked us to come back: it may be the real sender.
                 s.give_up_at = Some(tokio::time::Instant::now() + RETRY);
             }
         }
@@ -226,6 +232,8 @@ struct Search {
     not_serving: HashSet<PeerId>,
     /// Peers that said "burnt" before any key exchange.
     said_burnt: HashSet<PeerId>,
+    /// Senders of our channel that asked us to try again later, until we do.
+    asked_to_wait: HashSet<PeerId>,
     /// The most telling failure so far.
     worst: Option<Failure>,
     give_up_at: Option<tokio::time::Instant>,
@@ -246,6 +254,7 @@ impl Search {
             unreachable: HashMap::new(),
             not_serving: HashSet::new(),
             said_burnt: HashSet::new(),
+            asked_to_wait: HashSet::new(),
             worst: None,
             give_up_at: None,
             tell_at: None,
@@ -338,6 +347,7 @@ impl Search {
                     .clamp(Duration::from_secs(1), crate::session::MAX_TRY_LATER);
                 tracing::debug!(%peer, ?after, "asked to try again later");
                 events.emit(Event::TryLater { secs: after.as_secs() });
+                self.asked_to_wait.insert(peer);
                 Some(after)
             }
             SessionError::NotServing => {
@@ -743,6 +753,7 @@ mod tests {
         assert!(matches!(s.verdict(), Error::Session(SessionError::WrongCode)));
         let later = s.outcome(peer, SessionError::TryLater { secs: 4 }, &events);
         assert_eq!(later, Some(Duration::from_secs(4)), "asked to wait: waits");
+        assert!(s.asked_to_wait.contains(&peer), "and does not give up on it meanwhile");
         let huge = s.outcome(peer, SessionError::TryLater { secs: u16::MAX }, &events);
         assert_eq!(huge, Some(crate::session::MAX_TRY_LATER), "but not forever");
     }

@@ -227,26 +227,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Door<S> {
         loop {
             match self.steps.next().await? {
                 Step::Heard { id, stream, hello } => {
-                    // A stream told to yield has given its place back already.
-                    let place = self.waiting.give_back(id);
+                    // A stream told to yield has given its place back already, even if
+                    // its hello came in the same instant: it is told "busy".
+                    let Some(place) = self.waiting.give_back(id) else {
+                        tokio::spawn(Session::refuse_busy(stream));
+                        continue;
+                    };
                     match hello {
                         Ok(hello) => {
-                            let place = place.expect("only a yielded stream has no place");
                             if let Some(ended) = self.run(place, stream, hello) {
                                 return Some(ended);
                             }
                         }
                         Err(e) => {
-                            if matches!(e, SessionError::Busy) {
-                                tokio::spawn(Session::refuse_busy(stream));
-                            }
-                            if let Some(p) = place {
-                                return Some(Knocked {
-                                    peer: p.peer,
-                                    origin: p.origin,
-                                    result: Err(e),
-                                });
-                            }
+                            return Some(Knocked {
+                                peer: place.peer,
+                                origin: place.origin,
+                                result: Err(e),
+                            });
                         }
                     }
                 }
