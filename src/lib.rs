@@ -112,7 +112,7 @@ pub use node::NodeError;
 pub use options::{Destination, NetworkOptions, NodeOptions, ReceiveOptions, SendOptions, Source};
 pub use pipeline::{Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use server::{KeyError, load_or_create_key, serve};
-pub use term::sanitize;
+pub use term::{printable, quote, sanitize};
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::{MAX_FAILED_ATTEMPTS, receive, send};
 
