@@ -717,6 +717,31 @@ mod tests {
         assert_eq!(offer["files"], 7);
     }
 
+    /// Issue 14, item 4: `--json` strings meant for people carry what the terminal
+    /// would show: no escape, bidi or invisible character, even JSON-escaped.
+    #[test]
+    fn json_events_are_cleaned_at_every_depth() {
+        let mut out = Vec::new();
+        let event = json!({"event": "notice", "message": "a\u{202E}b\x1b[2J",
+                           "entries": ["\x07x", {"deep": "\u{200B}y"}], "size": 3});
+        write_json(&mut out, event);
+        let line = String::from_utf8(out).expect("UTF-8");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(
+            v,
+            json!({"event": "notice", "message": "a?b?[2J",
+                   "entries": ["?x", {"deep": "?y"}], "size": 3})
+        );
+    }
+
+    /// Issue 14, item 4: a written path is one quoted name.
+    #[test]
+    fn written_paths_are_quoted() {
+        let rep = Reporter::with_terminal(false, false);
+        let line = rep.notice(&Event::Written { path: "out/a', 'b".into() }).expect("a notice");
+        assert_eq!(line, r"wrote 'out/a\', \'b'");
+    }
+
     #[test]
     fn the_error_event() {
         let e = error_json("wrong_code", "the code was wrong", Some("check it"), 3);
