@@ -50,6 +50,14 @@ use crate::session::{self, Rendezvous, Session, SessionError};
 /// and a colour. None of its ESC or BEL bytes may reach the honest side's terminal.
 pub const ESCAPE_NAME: &str = "\u{1b}]52;c;cGNwIHdhcyBoZXJl\u{7}\u{1b}[2J\u{1b}[31mred.txt";
 
+/// The name of the bad header in [`AsSender::HostileTarHeader`]'s tar stream: an OSC 52
+/// clipboard write, a screen clear and a colour, under the announced `top/`.
+pub const HOSTILE_TAR_NAME: &[u8] = b"top/\x1b]52;c;cGNwIHdhcyBoZXJl\x07\x1b[2J\x1b[31mx";
+
+/// The checksum field (8 bytes) of that header: a screen clear, a BEL and letters, so
+/// that it is neither octal nor the header's sum.
+pub const HOSTILE_CKSUM: &[u8; 8] = b"\x1b[2J\x07zz\0";
+
 /// Bytes a GNU long-name entry claims in [`AsSender::LongName`]: 1 GiB.
 pub const LONG_NAME_LEN: u64 = 1 << 30;
 
@@ -105,6 +113,11 @@ pub enum AsSender {
     /// zeros cost a few KiB on the wire), then `End` with matching totals (issue 14,
     /// item 3).
     OversizeArchive,
+    /// A folder `top` whose tar stream holds, after `top/`, a header whose name carries
+    /// an OSC 52 clipboard write and a screen clear and whose checksum field is not a
+    /// number but a screen clear and a BEL ([`HOSTILE_TAR_NAME`], [`HOSTILE_CKSUM`]).
+    /// The `tar` crate refuses it with an error that quotes both raw (issue 14, item 4).
+    HostileTarHeader,
 }
 
 /// What an adversary receiver does once it has authenticated with the honest sender
@@ -388,6 +401,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         AsSender::OversizeArchive => {
             Offer { size: Some(OVERSIZE_OFFERED), ..folder("top", Some(2)) }
         }
+        AsSender::HostileTarHeader => sized(folder("top", Some(2)), &TarGen::hostile_header()),
         _ => file("data.bin", FILE_CHUNKS),
     };
     if !offer_accepted(&mut s, offer.clone(), out).await {
@@ -415,6 +429,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         AsSender::ManyEntries => w.tar(TarGen::many()).await,
         AsSender::EscapeTarNames => w.tar(TarGen::escapes()).await,
         AsSender::OversizeArchive => oversize(&mut w).await,
+        AsSender::HostileTarHeader => w.tar(TarGen::hostile_header()).await,
         AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => unreachable!("handled above"),
     };
     match played {
@@ -940,6 +955,20 @@ impl TarGen {
             Piece::Bytes(tar_header(EntryType::Directory, &[top, b"/"].concat(), 0)),
             Piece::Bytes(tar_header(EntryType::Regular, &inside, 0)),
             Piece::Bytes(tar_header(EntryType::Regular, &climb, 0)),
+            TarGen::end(),
+        ])
+    }
+
+    /// `top/`, then a header the `tar` crate refuses for its checksum field, whose name
+    /// and field carry escape sequences.
+    fn hostile_header() -> TarGen {
+        use tar::EntryType;
+        let mut bad = tar_header(EntryType::Regular, HOSTILE_TAR_NAME, 0);
+        // Offset 148: the checksum field, which the crate parses before anything else.
+        bad[148..156].copy_from_slice(HOSTILE_CKSUM);
+        TarGen::new(vec![
+            Piece::Bytes(tar_header(EntryType::Directory, b"top/", 0)),
+            Piece::Bytes(bad),
             TarGen::end(),
         ])
     }
@@ -1487,5 +1516,18 @@ mod tests {
         assert!(names[2].windows(3).any(|w| w == b"../"));
         let mut a = tar::Archive::new(TarGen::many());
         assert_eq!(a.entries().expect("entries").count() as u64, MANY_ENTRIES + 2);
+    }
+
+    #[test]
+    fn the_hostile_header_is_refused_by_the_crate_with_its_escapes() {
+        // What the case is about: the crate's own message carries the raw bytes.
+        let mut a = tar::Archive::new(TarGen::hostile_header());
+        let mut entries = a.entries().expect("entries");
+        let first = entries.next().expect("top/").expect("a good header");
+        assert_eq!(&*first.path_bytes(), b"top/");
+        drop(first);
+        let e = entries.next().expect("a second header").err().expect("refused");
+        let text = e.to_string();
+        assert!(text.contains("cksum") && text.contains("\x1b]52;") && text.contains('\x07'));
     }
 }

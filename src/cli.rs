@@ -3,6 +3,7 @@
 //! status. The engine itself (the `pcp` library) never prints.
 
 pub(crate) mod args;
+pub(crate) mod log;
 mod prompt;
 pub(crate) mod render;
 
@@ -57,21 +58,26 @@ impl Failure {
     }
 
     /// Prints the failure on stderr: `pcp: error: …` and `hint: …`, or with `--json`
-    /// one `error` event.
+    /// one `error` event. The message (the whole error chain, every level of it) and the
+    /// hint pass through [`pcp::printable`] here, whatever made them: one line each.
     pub(crate) fn print(&self, json: bool) {
-        use std::io::Write;
-        let text = if json {
-            render::error_json(self.kind, &self.message, self.hint.as_deref(), self.code)
-                .to_string()
-        } else {
-            // Declining is a choice, not a failure: said plainly, still exit 4.
-            let label = if self.code == exit::DECLINED { "" } else { "error: " };
-            match &self.hint {
-                Some(hint) => format!("pcp: {label}{}\nhint: {hint}", self.message),
-                None => format!("pcp: {label}{}", self.message),
-            }
-        };
-        let _ = writeln!(std::io::stderr(), "{text}");
+        self.write_to(&mut std::io::stderr().lock(), json);
+    }
+
+    /// [`Failure::print`] to any writer.
+    fn write_to(&self, w: &mut impl std::io::Write, json: bool) {
+        if json {
+            let event =
+                render::error_json(self.kind, &self.message, self.hint.as_deref(), self.code);
+            render::write_json(w, event);
+            return;
+        }
+        // Declining is a choice, not a failure: said plainly, still exit 4.
+        let label = if self.code == exit::DECLINED { "" } else { "error: " };
+        render::write_line(w, &format!("pcp: {label}{}", self.message));
+        if let Some(hint) = &self.hint {
+            render::write_line(w, &format!("hint: {hint}"));
+        }
     }
 }
 
@@ -206,7 +212,7 @@ fn offer_label(paths: &[PathBuf]) -> String {
                 .map(std::ffi::OsStr::to_os_string)
                 .or_else(|| std::fs::canonicalize(p).ok()?.file_name().map(Into::into))
                 .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
-            format!("'{}'", prompt::sanitize(&name))
+            pcp::quote(&name)
         }
         many => format!("{} items", many.len()),
     }
@@ -340,6 +346,33 @@ fn consent(
 mod tests {
     use super::*;
 
+    /// Issue 14, item 4: the error chain is printed cleaned at every level, whatever
+    /// the layer below put in it (the `tar` crate quotes a header's raw bytes).
+    #[test]
+    fn a_failure_is_printed_without_escapes_at_any_level() {
+        let hostile = "cksum for top/\x1b]52;c;cGNw\x07\x1b[2J\u{202E}x\nforged line";
+        let f = Failure::from(pcp::Error::Consent(std::io::Error::other(hostile)));
+        assert!(f.message.contains('\x1b'), "the chain holds the raw text: {:?}", f.message);
+        let text = |json| {
+            let mut out = Vec::new();
+            f.write_to(&mut out, json);
+            String::from_utf8(out).expect("UTF-8")
+        };
+        for json in [false, true] {
+            let text = text(json);
+            let bad = ['\x1b', '\x07', '\u{202E}'];
+            assert!(!text.contains(bad), "{text:?}");
+            assert_eq!(text.lines().count(), 1, "{text:?}");
+        }
+        assert_eq!(
+            text(false),
+            "pcp: error: cannot ask whether to accept: cksum for top/?]52;c;cGNw??[2J?x?forged line\n"
+        );
+        let mut out = Vec::new();
+        Failure::usage("x", Some("try \x1b[2J".into())).write_to(&mut out, false);
+        assert_eq!(out, b"pcp: error: x\nhint: try ?[2J\n");
+    }
+
     #[test]
     fn the_sender_names_what_it_sent() {
         assert_eq!(offer_label(&[]), "stdin");
@@ -348,6 +381,7 @@ mod tests {
         assert_eq!(offer_label(&["photos/".into()]), "'photos'");
         assert_eq!(offer_label(&["a".into(), "b".into()]), "2 items");
         assert_eq!(offer_label(&["a\x1b[2Jb".into()]), "'a?[2Jb'");
+        assert_eq!(offer_label(&["a', 'b".into()]), r"'a\', \'b'");
     }
 
     #[test]

@@ -284,6 +284,10 @@ impl Error {
 
 /// An error and its causes, joined with `: ` (`error: cause: cause…`): how pcp tells
 /// the peer why it stops, and how the binary prints a failure.
+///
+/// The text is as each level made it: a dependency's error (the `tar` crate's, which
+/// quotes a header's raw bytes) may hold anything. Show it only through
+/// [`crate::printable`], as the binary does.
 #[must_use]
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();

@@ -70,21 +70,34 @@ fn main() -> ExitCode {
 /// `--version` go to stdout with 0), or, when `--json` is among the arguments, the
 /// first line of that message as a JSON `error` event, so a script reading `--json`
 /// output never meets plain text.
+///
+/// clap quotes the command line back, and a code pasted from a message may hold
+/// anything: when its message holds a character `pcp::printable` would hide, it is
+/// printed without clap's colours, each line cleaned.
 fn usage_error(e: &clap::Error) -> ExitCode {
     let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
-    if !json || !e.use_stderr() {
+    if !e.use_stderr() {
         e.exit();
     }
     let rendered = e.render().to_string();
+    let code = u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
+    if !json {
+        if rendered.lines().all(|l| pcp::printable(l) == l) {
+            e.exit();
+        }
+        rendered.lines().for_each(cli::render::eprint_line);
+        return ExitCode::from(code);
+    }
     let first = rendered.lines().next().unwrap_or_default();
     let message = first.strip_prefix("error: ").unwrap_or(first);
-    let code = u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
     Failure::usage(message, None).print(true);
     ExitCode::from(code)
 }
 
-/// `-v` for pcp's own logs, `-vv` for libp2p's too; `PCP_LOG` overrides. Colour only
-/// on a terminal, and never with `NO_COLOR` set.
+/// `-v` for pcp's own logs (debug: the detail an error message leaves out, such as what
+/// was wrong in a peer's tar header), `-vv` for libp2p's too; `PCP_LOG` overrides.
+/// Colour only on a terminal, and never with `NO_COLOR` set. Every field is cleaned
+/// ([`cli::log::CleanFields`]): logs reach the terminal too.
 fn init_logging(verbose: u8) {
     let filter = match verbose {
         0 => "warn,libp2p=error,libp2p_kad=off",
@@ -99,6 +112,7 @@ fn init_logging(verbose: u8) {
                 .unwrap_or_else(|_| filter.into()),
         )
         .with_ansi(colour)
+        .fmt_fields(cli::log::CleanFields)
         .with_writer(std::io::stderr)
         .init();
 }
@@ -124,5 +138,60 @@ async fn on_signals(cancel: CancellationToken) {
             std::process::exit(i32::from(exit::INTERRUPTED));
         }
         cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The binary's sources, without their tests.
+    fn sources() -> Vec<(&'static str, &'static str)> {
+        let files = [
+            ("src/main.rs", include_str!("main.rs")),
+            ("src/cli.rs", include_str!("cli.rs")),
+            ("src/cli/args.rs", include_str!("cli/args.rs")),
+            ("src/cli/log.rs", include_str!("cli/log.rs")),
+            ("src/cli/prompt.rs", include_str!("cli/prompt.rs")),
+            ("src/cli/render.rs", include_str!("cli/render.rs")),
+        ];
+        files.map(|(name, text)| (name, text.split("#[cfg(test)]").next().unwrap_or(text))).into()
+    }
+
+    /// Issue 14, item 4: one boundary. Every write to stderr or `/dev/tty` goes through
+    /// `pcp::printable` (`render::eprint_line`, `render::eprint_json`, the bar's lines
+    /// and messages, the consent question) or through the log formatter, which cleans.
+    #[test]
+    fn every_write_to_the_terminal_passes_the_printing_boundary() {
+        let allowed_stderr = [
+            "std::io::stderr().is_terminal()",
+            "ProgressDrawTarget::stderr()",
+            "write_line(&mut std::io::stderr().lock(), line);",
+            "write_json(&mut std::io::stderr().lock(), event);",
+            "self.write_to(&mut std::io::stderr().lock(), json);",
+        ];
+        let mut checked = 0;
+        for (file, text) in sources() {
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let at = format!("{file}:{}: {line}", i + 1);
+                assert!(!code.contains("eprint!") && !code.contains("eprintln!"), "{at}");
+                if code.contains("io::stderr()") {
+                    assert!(allowed_stderr.iter().any(|a| code.contains(a)), "{at}");
+                    checked += 1;
+                }
+                if code.contains("with_writer(std::io::stderr)") {
+                    // The log layer: its fields go through cli::log::CleanFields.
+                    assert!(text.contains(".fmt_fields(cli::log::CleanFields)"), "{at}");
+                }
+                // The log formatter writes into tracing's line buffer, each value cleaned
+                // in `CleanVisitor::field` (tested in cli::log).
+                for drawn in [".println(", ".set_message(", "write!(w,"] {
+                    if code.contains(drawn) && file != "src/cli/log.rs" {
+                        assert!(code.contains("printable("), "{at}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 8, "the scan found only {checked} writes: has the code moved?");
     }
 }

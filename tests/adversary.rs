@@ -536,6 +536,53 @@ fn a_folder_past_its_offered_size_is_refused_before_its_tar_is_written() {
     a_folder_past_its_offered_size(&["-o", "out/top.tar"]);
 }
 
+/// Issue 14, item 4: the `tar` crate's message for a corrupt header quotes the header's
+/// name and field raw; what the receiver prints of it carries none of their escapes.
+#[test]
+fn a_hostile_tar_header_never_reaches_the_terminal() {
+    let s = Scene::new();
+    let (end, outcome) = s.receive_from(AsSender::HostileTarHeader, &["-C", "out"]);
+    end.assert_clean_failure("hostile tar header", &outcome, exit::FAILURE, &["archive"]);
+    assert_says_the_header_is_corrupt(&end.stderr);
+    s.assert_nothing_outside("receiver.time", &["out"]);
+    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
+}
+
+/// The same on a terminal, with the status line, the progress bar and `-v` logs drawn:
+/// pcp's own escape sequences are there, the peer's are not.
+#[test]
+fn a_hostile_tar_header_never_reaches_a_real_terminal() {
+    let s = Scene::new();
+    let adv = s.rt.block_on(adversary::sender(CODE, AsSender::HostileTarHeader)).expect("sender");
+    let addr = adv.addr().expect("a sender listens").to_owned();
+    let args = ["receive", CODE, "--peer", &addr, "--no-mdns", "--no-dht", "-y", "-v", "-C", "out"];
+    let mut receiver = util::Pty::spawn_here("receiver", &s.work, &args);
+    let text = receiver.expect_exit(exit::FAILURE, DEADLINE);
+    let outcome = s.rt.block_on(adv.outcome(REPORT));
+    let raw = receiver.raw();
+    let context = format!("terminal:\n{text}\nraw: {raw:?}\nadversary: {outcome:#?}");
+    assert!(outcome.authenticated && outcome.delivered, "{context}");
+    // Neither an OSC (ESC ]), nor a BEL, nor a screen clear or a colour: pcp itself draws
+    // only its bar and status line (cursor moves, line clears) and coloured log levels.
+    for bad in ["\x1b]", "\x07", "\x1b[2J", "\x1b[31mx"] {
+        assert!(!raw.contains(bad), "{bad:?} reached the terminal; {context}");
+    }
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("pcp: error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line; {context}");
+    assert_says_the_header_is_corrupt(&text);
+    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
+}
+
+/// The error line names the corrupt header: the archive layer's own words ("a corrupt
+/// tar header at offset N"), or, before they existed, the crate's, cleaned.
+fn assert_says_the_header_is_corrupt(stderr: &str) {
+    let error = stderr.lines().find(|l| l.starts_with("pcp: error:")).unwrap_or_default();
+    assert!(
+        error.contains("corrupt tar header") || error.contains("when getting cksum"),
+        "{stderr}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // An honest sender against an adversary receiver.
 

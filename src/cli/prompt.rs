@@ -1,10 +1,15 @@
 //! Asking the user on the terminal, and describing offers in words.
+//!
+//! Peer names in an offer's description are [`pcp::quote`]d (`'name'`, with `\'` and
+//! `\\` inside), so that `a', 'b` reads as one name; the question passes through
+//! [`pcp::printable`] on its way to `/dev/tty`.
 
 use std::io::{BufRead, BufReader, Write};
 
 use pcp::{OfferInfo, OfferKind};
 
 pub(crate) use pcp::sanitize;
+use pcp::{printable, quote};
 
 /// Asks a yes/no question on the controlling terminal (`/dev/tty`), not on
 /// stdin/stdout, which may carry data. Blocking: the engine calls consent off the
@@ -15,7 +20,7 @@ pub(crate) use pcp::sanitize;
 pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
     let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
     let mut w = &tty;
-    write!(w, "{question} [y/N] ")?;
+    write!(w, "{} [y/N] ", printable(question))?;
     w.flush()?;
     let mut line = String::new();
     BufReader::new(&tty).read_line(&mut line)?;
@@ -48,17 +53,16 @@ const LISTED: usize = 12;
 /// 9.0 MiB`. Every top-level name a folder would create is listed (past a screenful,
 /// every dot-name and the count of the rest), and dot-names are flagged: a `.bashrc`
 /// received into a home directory must not hide behind "and 3 more". Peer strings are
-/// sanitized.
+/// sanitized and quoted.
 pub(crate) fn describe_short(offer: &OfferInfo) -> String {
-    let name = sanitize(&offer.name);
     let size = offer.size.map(|s| format!(", {}", human_bytes(s))).unwrap_or_default();
     match offer.kind {
         OfferKind::Stream => "a stream".to_owned(),
-        OfferKind::File => format!("file '{name}'{size}"),
+        OfferKind::File => format!("file {}{size}", quote(&offer.name)),
         OfferKind::Folder => {
             let shown = |e: &String| {
                 let hidden = if e.starts_with('.') { " (hidden)" } else { "" };
-                format!("'{}'{hidden}", sanitize(e))
+                format!("{}{hidden}", quote(e))
             };
             let mut listed: Vec<String> = if offer.entries.len() <= LISTED {
                 offer.entries.iter().map(shown).collect()
@@ -123,6 +127,17 @@ mod tests {
         names.push(".ssh");
         let d = describe_short(&folder(&names));
         assert!(d.starts_with("folder '.ssh' (hidden), 40 other names"), "{d}");
+    }
+
+    /// Issue 14, item 4: a name holding `', '` is one quoted name, not two.
+    #[test]
+    fn a_name_cannot_read_as_two() {
+        let d = describe_short(&folder(&["a', 'b", "c\\"]));
+        assert_eq!(d, r"folder 'a\', \'b', 'c\\', 12 entries, 9.0 MiB");
+        let mut file = folder(&[]);
+        file.kind = OfferKind::File;
+        file.name = "x', 'y.txt".into();
+        assert_eq!(describe_short(&file), r"file 'x\', \'y.txt', 9.0 MiB");
     }
 
     /// Issue 10, item 8: the address and a short id, the whole id with -v.

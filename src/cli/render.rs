@@ -2,7 +2,26 @@
 //! indicatif, and the one that writes `--json`.
 //!
 //! The library reports [`Event`]s; the binary hands them to a [`Reporter`], which
-//! decides what to draw. Strings from the peer are sanitized here before they are shown.
+//! decides what to draw. Strings from the peer are sanitized here before they are shown,
+//! and peer names [`pcp::quote`]d (`'name'`, `\'` and `\\` inside), so that none reads
+//! as two.
+//!
+//! # The printing boundary
+//!
+//! Every line that reaches the terminal passes through [`pcp::printable`] (see
+//! `pcp::term` for the rule), whatever it holds and wherever it came from: text lines
+//! through [`eprint_line`], the progress bar's printed lines and status messages in
+//! [`Reporter::line`] and [`Reporter::status`], `--json` events through [`eprint_json`],
+//! which cleans every string in the event, and the consent question in
+//! `prompt::confirm`. Nothing else in the binary writes to stderr or `/dev/tty` (a unit
+//! test in `main.rs` checks the sources). A line break inside a line is hidden too: each
+//! line the binary means is printed on its own.
+//!
+//! `--json` strings are cleaned by the same rule as the terminal's lines, not merely
+//! JSON-escaped: JSON escapes control characters (`\u001b`), but a script that prints
+//! a `message` would pass them on decoded, and JSON leaves bidi and invisible
+//! characters as they are. So a JSON field meant for people says exactly what the
+//! terminal would have said.
 //! Rules: the code is always shown when pcp made it up (without it the transfer cannot
 //! happen), status and progress only when stderr is a terminal and `--quiet` is off,
 //! and notices (warnings the user must see) unless `--quiet`. A sender with neither
@@ -34,6 +53,7 @@ use pcp::{Event, OfferKind, Report, Role};
 use serde_json::json;
 
 use super::prompt::{describe_short, human_bytes, peer_id, sanitize};
+use pcp::{printable, quote};
 
 /// Draws events on stderr.
 #[derive(Debug)]
@@ -224,12 +244,12 @@ impl Reporter {
             Event::Resuming { bytes } => {
                 format!("resuming: {} already received", human_bytes(*bytes))
             }
-            Event::Written { path } => format!("wrote {}", sanitize(&path.display().to_string())),
+            Event::Written { path } => format!("wrote {}", quote(&path.display().to_string())),
             Event::Kept { path, bytes } => format!(
                 "kept {} in {}: run the same pcp receive again (any code), against a rerun \
                  pcp send of the same data, to resume",
                 human_bytes(*bytes),
-                sanitize(&path.display().to_string())
+                quote(&path.display().to_string())
             ),
             Event::Dht(DhtStatus::BootstrapFailed { total }) if self.node => {
                 format!("could not reach any of the {total} bootstrap node(s); serving alone")
@@ -337,21 +357,18 @@ impl Reporter {
     /// A notice from the binary itself: a line unless `--quiet`, or a JSON `notice`.
     pub(crate) fn emit_line(&self, s: &str) {
         if self.json {
-            let v = json!({"event": "notice", "message": s});
-            let _ = writeln!(std::io::stderr().lock(), "{v}");
+            eprint_json(json!({"event": "notice", "message": s}));
         } else if !self.quiet {
             self.line(s);
         }
     }
 
-    /// Prints a line without tearing a progress bar.
+    /// Prints one line, cleaned ([`pcp::printable`]), without tearing a progress bar.
     fn line(&self, s: &str) {
         let bar = lock(&self.bar);
         match bar.as_ref() {
-            Some(b) => b.println(s),
-            None => {
-                let _ = writeln!(std::io::stderr(), "{s}");
-            }
+            Some(b) => b.println(printable(s)),
+            None => eprint_line(s),
         }
     }
 
@@ -368,7 +385,7 @@ impl Reporter {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        b.set_message(s.to_owned());
+        b.set_message(printable(s));
     }
 
     /// Reports one event.
@@ -393,7 +410,7 @@ impl Reporter {
         }
         if self.json {
             if let Some(v) = self.to_json(&ev) {
-                let _ = writeln!(std::io::stderr().lock(), "{v}");
+                eprint_json(v);
             }
             return;
         }
@@ -409,9 +426,9 @@ impl Reporter {
         match ev {
             Event::Code { code, made_up } => {
                 if made_up {
-                    self.line(&format!(
-                        "Code is: {code}\nOn the other computer run:\n    pcp receive {code}"
-                    ));
+                    self.line(&format!("Code is: {code}"));
+                    self.line("On the other computer run:");
+                    self.line(&format!("    pcp receive {code}"));
                 } else if !self.quiet {
                     // A code the user chose is never echoed: stderr may be a log.
                     self.line("Ready: waiting for a receiver with the given code");
@@ -542,6 +559,40 @@ impl Reporter {
         if let Some(b) = lock(&self.bar).take() {
             b.finish_and_clear();
         }
+    }
+}
+
+/// Writes one line on stderr, cleaned by [`pcp::printable`]: with [`eprint_json`], the
+/// only way the binary writes to stderr (indicatif's own drawing aside).
+pub(crate) fn eprint_line(line: &str) {
+    write_line(&mut std::io::stderr().lock(), line);
+}
+
+/// Writes one JSON event on its own line of stderr, every string value in it cleaned
+/// by [`pcp::printable`] first (the keys are pcp's own).
+pub(crate) fn eprint_json(event: serde_json::Value) {
+    write_json(&mut std::io::stderr().lock(), event);
+}
+
+/// [`eprint_line`] to any writer.
+pub(crate) fn write_line(w: &mut impl Write, line: &str) {
+    let _ = writeln!(w, "{}", printable(line));
+}
+
+/// [`eprint_json`] to any writer.
+pub(crate) fn write_json(w: &mut impl Write, mut event: serde_json::Value) {
+    clean_json(&mut event);
+    let _ = writeln!(w, "{event}");
+}
+
+/// Every string value in `v`, at any depth, through [`pcp::printable`].
+fn clean_json(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => *s = printable(s),
+        Value::Array(items) => items.iter_mut().for_each(clean_json),
+        Value::Object(fields) => fields.values_mut().for_each(clean_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -691,6 +742,31 @@ mod tests {
         assert!(offer["size"].is_null());
         assert_eq!(offer["entries"], json!(["a", "b?"]));
         assert_eq!(offer["files"], 7);
+    }
+
+    /// Issue 14, item 4: `--json` strings meant for people carry what the terminal
+    /// would show: no escape, bidi or invisible character, even JSON-escaped.
+    #[test]
+    fn json_events_are_cleaned_at_every_depth() {
+        let mut out = Vec::new();
+        let event = json!({"event": "notice", "message": "a\u{202E}b\x1b[2J",
+                           "entries": ["\x07x", {"deep": "\u{200B}y"}], "size": 3});
+        write_json(&mut out, event);
+        let line = String::from_utf8(out).expect("UTF-8");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(
+            v,
+            json!({"event": "notice", "message": "a?b?[2J",
+                   "entries": ["?x", {"deep": "?y"}], "size": 3})
+        );
+    }
+
+    /// Issue 14, item 4: a written path is one quoted name.
+    #[test]
+    fn written_paths_are_quoted() {
+        let rep = Reporter::with_terminal(false, false);
+        let line = rep.notice(&Event::Written { path: "out/a', 'b".into() }).expect("a notice");
+        assert_eq!(line, r"wrote 'out/a\', \'b'");
     }
 
     #[test]

@@ -40,6 +40,23 @@ impl Pty {
     /// script(1) cannot be started.
     #[must_use]
     pub fn spawn(name: &'static str, host: &Host, args: &[&str]) -> Pty {
+        Pty::start(name, host.command("script"), args)
+    }
+
+    /// [`Pty::spawn`] in this test's own network namespace, for a peer that runs in the
+    /// test process (`tests/adversary.rs`); the caller checks that it is isolated.
+    ///
+    /// # Panics
+    ///
+    /// As [`Pty::spawn`].
+    #[must_use]
+    pub fn spawn_here(name: &'static str, cwd: &std::path::Path, args: &[&str]) -> Pty {
+        let mut cmd = std::process::Command::new("script");
+        super::process::clean_env(&mut cmd).current_dir(cwd);
+        Pty::start(name, cmd, args)
+    }
+
+    fn start(name: &'static str, mut cmd: std::process::Command, args: &[&str]) -> Pty {
         let quote = |a: &str| {
             assert!(!a.contains('\''), "argument {a:?} holds a quote");
             format!("'{a}'")
@@ -48,7 +65,6 @@ impl Pty {
             std::iter::once(pcp_bin()).chain(args.iter().copied()).map(quote).collect();
         // A terminal whose size is known, so a bar is not cut short.
         let shell = format!("stty cols 160 rows 40; exec {}", line.join(" "));
-        let mut cmd = host.command("script");
         cmd.args(["-q", "-e", "-c", &shell, "/dev/null"])
             .env("TERM", "xterm")
             .stdin(Stdio::piped())
