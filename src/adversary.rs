@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::framing::{FrameError, FrameReader, FrameWriter, Header, MAX_FRAME_LEN, TAG_LEN};
 use crate::message::{
     self, CHUNK_HEADER_LEN, ChunkHeader, Control, End, FLAG_ZSTD, Kind, MAX_ENTRIES, MAX_OFFER_LEN,
-    Offer, Resume,
+    Offer, Resume, TopKind,
 };
 use crate::node::{self, Event as NodeEvent, Node, NodeError};
 use crate::pipeline::{self, Compression, DEFAULT_CHUNK_SIZE, PipelineError, RootHash};
@@ -90,7 +90,17 @@ pub enum AsSender {
     EscapeTarNames,
     /// One good chunk, then half of the next frame, then silence.
     HangMidFrame,
+    /// A folder `deep` of [`DEEP_CHAINS`] chains of [`DEEP_LEVELS`] directories each
+    /// (15,000 directories 150 deep), a file at the bottom of each; a valid tree, whose
+    /// receiver must stay within its memory bound (issue 14).
+    DeepTree,
 }
+
+/// Chains of directories in [`AsSender::DeepTree`].
+pub const DEEP_CHAINS: u64 = 100;
+
+/// Directories in each chain of [`AsSender::DeepTree`].
+pub const DEEP_LEVELS: u64 = 150;
 
 /// What an adversary receiver does once it has authenticated with the honest sender
 /// and read its Offer.
@@ -340,6 +350,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         entries: Vec::new(),
         chunk_size: chunk,
         files: None,
+        kinds: Vec::new(),
     };
     // The Offer cases end at the Offer: the honest side must refuse it.
     match case {
@@ -370,6 +381,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         AsSender::OfferAtLimit => offer_at_limit(),
         AsSender::ManyEntries => folder("many", Some(MANY_ENTRIES + 1)),
         AsSender::EscapeTarNames => folder(ESCAPE_TOP, Some(3)),
+        AsSender::DeepTree => folder("deep", Some(1 + DEEP_CHAINS * (DEEP_LEVELS + 1))),
         _ => file("data.bin", FILE_CHUNKS),
     };
     if !offer_accepted(&mut s, offer.clone(), out).await {
@@ -396,6 +408,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         AsSender::OfferAtLimit => w.tar(TarGen::one_dir(&offer.entries[0])).await,
         AsSender::ManyEntries => w.tar(TarGen::many()).await,
         AsSender::EscapeTarNames => w.tar(TarGen::escapes()).await,
+        AsSender::DeepTree => w.tar(TarGen::deep()).await,
         AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => unreachable!("handled above"),
     };
     match played {
@@ -743,6 +756,7 @@ fn folder(name: &str, files: Option<u64>) -> Offer {
         entries: vec![name.into()],
         chunk_size: DEFAULT_CHUNK_SIZE,
         files,
+        kinds: vec![TopKind::Folder],
     }
 }
 
@@ -750,9 +764,10 @@ fn folder(name: &str, files: Option<u64>) -> Offer {
 /// names, all distinct.
 fn offer_at_limit() -> Offer {
     let mut offer = folder("limit", Some(MAX_ENTRIES as u64));
-    // 15-byte names: with their length byte, 16 bytes an entry, 1 MiB in all; the
-    // rest of the Offer is taken back from the first few names.
-    offer.entries = (0..MAX_ENTRIES).map(|i| format!("e{i:014}")).collect();
+    // 14-byte names: with their length byte and their kind, 16 bytes an entry, 1 MiB in
+    // all; the rest of the Offer is taken back from the first few names.
+    offer.entries = (0..MAX_ENTRIES).map(|i| format!("e{i:013}")).collect();
+    offer.kinds = vec![TopKind::Folder; MAX_ENTRIES];
     let body = |o: &Offer| Control::Offer(o.clone()).encode().len() - 1;
     let over = body(&offer) - MAX_OFFER_LEN;
     for name in offer.entries.iter_mut().take(over) {
@@ -775,6 +790,7 @@ fn raw_offer(entries: u64) -> Vec<u8> {
     b.resize(b.len() + entries as usize, 0); // each entry: the empty string
     varint(&mut b, u64::from(DEFAULT_CHUNK_SIZE));
     b.push(0); // files: None
+    b.push(0); // kinds: none
     b
 }
 
@@ -808,9 +824,28 @@ fn tar_header(kind: tar::EntryType, name: &[u8], size: u64) -> Vec<u8> {
     h.as_bytes().to_vec()
 }
 
+/// A header for `name`, after a GNU long-name entry when it does not fit in 100 bytes.
+fn long_header(kind: tar::EntryType, name: &str) -> Vec<u8> {
+    if name.len() <= 100 {
+        return tar_header(kind, name.as_bytes(), 0);
+    }
+    let mut out = tar_header(tar::EntryType::GNULongName, b"././@LongLink", name.len() as u64 + 1);
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(BLOCK), 0);
+    out.extend_from_slice(&tar_header(kind, &name.as_bytes()[..100], 0));
+    out
+}
+
 enum Piece {
     Bytes(Vec<u8>),
     Zeros(u64),
+    /// `deep/c000/d/…` chains of directories with a file `f` at the bottom of each,
+    /// made one header at a time: chain `chain`, at `level` (`levels` is the file).
+    Deep {
+        chain: u64,
+        level: u64,
+    },
     /// Empty files `dir/f000000`, … made one header at a time.
     Files {
         dir: String,
@@ -868,6 +903,14 @@ impl TarGen {
         ])
     }
 
+    fn deep() -> TarGen {
+        TarGen::new(vec![
+            Piece::Bytes(tar_header(tar::EntryType::Directory, b"deep/", 0)),
+            Piece::Deep { chain: 0, level: 0 },
+            TarGen::end(),
+        ])
+    }
+
     fn escapes() -> TarGen {
         use tar::EntryType;
         let top = ESCAPE_TOP.as_bytes();
@@ -908,6 +951,27 @@ impl Read for TarGen {
                         self.pieces.pop_front();
                     }
                     return Ok(n);
+                }
+                Piece::Deep { chain, level } => {
+                    let mut name = format!("deep/c{chain:03}");
+                    for _ in 0..(*level).min(DEEP_LEVELS - 1) {
+                        name.push_str("/d");
+                    }
+                    let kind = if *level < DEEP_LEVELS {
+                        name.push('/');
+                        tar::EntryType::Directory
+                    } else {
+                        name.push_str("/f");
+                        tar::EntryType::Regular
+                    };
+                    self.pending = long_header(kind, &name);
+                    *level += 1;
+                    if *level > DEEP_LEVELS {
+                        (*chain, *level) = (*chain + 1, 0);
+                        if *chain == DEEP_CHAINS {
+                            self.pieces.pop_front();
+                        }
+                    }
                 }
                 Piece::Files { dir, next, count } => {
                     let name = format!("{dir}/f{next:06}");

@@ -170,6 +170,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
         entries: Vec::new(),
         chunk_size: MIN_CHUNK_SIZE,
         files: None,
+        kinds: Vec::new(),
     });
     let prefix = match resume::load(&part, &offer) {
         Ok(prefix) => prefix,
@@ -366,6 +367,7 @@ mod tests {
             entries: vec!["d".into(), "f".into()],
             chunk_size: MIN_CHUNK_SIZE,
             files: Some(6),
+            kinds: vec![crate::message::TopKind::Folder, crate::message::TopKind::File],
         }
     }
 
@@ -539,6 +541,7 @@ mod tests {
             entries: Vec::new(),
             chunk_size: MIN_CHUNK_SIZE,
             files: None,
+            kinds: Vec::new(),
         };
         let intact = manifest_input(part, &file_offer, 1);
         let mut damaged = intact.clone();

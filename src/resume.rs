@@ -72,7 +72,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::archive::{Checkpoint, DirMeta};
+use crate::archive::{Checkpoint, DirMeta, Extracted};
 use crate::fsx;
 use crate::message::{Kind, Offer};
 use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, RootHash};
@@ -560,7 +560,11 @@ impl Journal {
     /// I/O errors, naming the manifest.
     pub(crate) fn extracted(&mut self, done: &Checkpoint) -> Result<(), ResumeError> {
         let mut bytes = Vec::new();
-        self.records.push_entry(&mut bytes, done.dir.as_ref(), done.next, &done.name);
+        let dir = match &done.entry {
+            Extracted::Dir(d) => Some(d),
+            _ => None,
+        };
+        self.records.push_entry(&mut bytes, dir, done.next, &done.name);
         // One write: a directory's record never lands without the entry record after it.
         self.write(&bytes)
     }
@@ -593,6 +597,7 @@ mod tests {
             entries: vec![],
             chunk_size: 1 << 16,
             files: None,
+            kinds: Vec::new(),
         }
     }
 
@@ -831,6 +836,7 @@ mod tests {
             entries: vec!["t".into()],
             chunk_size: 1 << 16,
             files: None,
+            kinds: Vec::new(),
         }
     }
 
@@ -850,9 +856,14 @@ mod tests {
         for h in &hashes[..3] {
             j.append(h).expect("append");
         }
-        j.extracted(&Checkpoint { next: 512, name: "t/d".into(), dir: Some(dir_meta("d")) })
+        j.extracted(&Checkpoint {
+            next: 512,
+            name: "t/d".into(),
+            entry: Extracted::Dir(dir_meta("d")),
+        })
+        .expect("entry");
+        j.extracted(&Checkpoint { next, name: "t/d/f".into(), entry: Extracted::HardLink })
             .expect("entry");
-        j.extracted(&Checkpoint { next, name: "t/d/f".into(), dir: None }).expect("entry");
         j.append(&hashes[3]).expect("append");
         (staging, hashes, next)
     }
@@ -875,8 +886,12 @@ mod tests {
         let mut j = Journal::create(&staging, &archive_offer(), &p).expect("rewrite");
         assert_eq!(load(&staging, &archive_offer()).expect("load"), p);
         j.append(&hashes[3]).expect("append");
-        j.extracted(&Checkpoint { next: 3 << 16, name: "t/e".into(), dir: Some(dir_meta("e")) })
-            .expect("entry");
+        j.extracted(&Checkpoint {
+            next: 3 << 16,
+            name: "t/e".into(),
+            entry: Extracted::Dir(dir_meta("e")),
+        })
+        .expect("entry");
         let q = load(&staging, &archive_offer()).expect("load");
         assert_eq!(q.hashes, hashes[..3]);
         let y = q.extraction.expect("an extraction");

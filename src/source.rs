@@ -102,6 +102,7 @@ impl Source {
                 entries: Vec::new(),
                 chunk_size,
                 files: None,
+                kinds: Vec::new(),
             },
             Source::File { path, file } => {
                 let meta = file
@@ -114,6 +115,7 @@ impl Source {
                     entries: Vec::new(),
                     chunk_size,
                     files: None,
+                    kinds: Vec::new(),
                 }
             }
             Source::Archive(paths) => {
@@ -135,6 +137,7 @@ impl Source {
                     )));
                 }
                 let (files, bytes) = archive::measure(paths);
+                let kinds = archive::top_level_kinds(paths);
                 let name = match entries.as_slice() {
                     [one] => one.clone(),
                     many => format!("{} items", many.len()),
@@ -146,6 +149,7 @@ impl Source {
                     entries,
                     chunk_size,
                     files: Some(files),
+                    kinds,
                 }
             }
         })

@@ -8,6 +8,7 @@ use tar::{Builder, EntryType, Header, HeaderMode};
 
 use super::names::check_symlink_target;
 use super::{ArchiveError, BLOCK};
+use crate::message::TopKind;
 
 /// The top-level names [`pack`] will give `paths`, in order, for the offer shown to the
 /// receiver.
@@ -46,27 +47,51 @@ pub(crate) fn measure(paths: &[PathBuf]) -> (u64, u64) {
     // A name that does not fit the header's 100 bytes gets a GNU long-name entry.
     let name_cost = |len: usize| if len > 100 { BLOCK + padded(len as u64 + 1) } else { 0 };
     let (mut entries, mut bytes) = (0u64, 2 * BLOCK);
-    let mut todo: Vec<(PathBuf, String)> =
-        paths.iter().filter_map(|p| top_level_name(p).ok().map(|n| (p.clone(), n))).collect();
-    while let Some((path, name)) = todo.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+    // As `pack` does: a path given is followed, what is below it never.
+    let mut todo: Vec<(PathBuf, String, Option<fs::Metadata>)> = paths
+        .iter()
+        .filter_map(|p| top_level_name(p).ok().map(|n| (p.clone(), n, fs::metadata(p).ok())))
+        .collect();
+    while let Some((path, name, meta)) = todo.pop() {
+        let Some(meta) = meta.or_else(|| fs::symlink_metadata(&path).ok()) else { continue };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let Ok(target) = fs::read_link(&path) else { continue };
+            let parts: Vec<&str> = name.split('/').collect();
+            // `pack` skips a link the receiver would refuse: it is no entry.
+            if target.to_str().is_none_or(|t| check_symlink_target(&parts, t).is_err()) {
+                continue;
+            }
+            bytes += name_cost(target.as_os_str().len());
+        } else if !kind.is_file() && !kind.is_dir() {
+            // Sockets, fifos and devices are skipped too.
+            continue;
+        }
         entries += 1;
         bytes += BLOCK + name_cost(name.len() + usize::from(meta.is_dir()));
         if meta.is_file() {
             bytes += padded(meta.len());
-        } else if meta.file_type().is_symlink() {
-            let target = fs::read_link(&path).map(|t| t.as_os_str().len()).unwrap_or(0);
-            bytes += name_cost(target);
         } else if meta.is_dir()
             && let Ok(dir) = fs::read_dir(&path)
         {
             for e in dir.flatten() {
                 let child = e.file_name().to_string_lossy().into_owned();
-                todo.push((e.path(), format!("{name}/{child}")));
+                todo.push((e.path(), format!("{name}/{child}"), None));
             }
         }
     }
     (entries, bytes)
+}
+
+/// What each of `paths` is, in order, as [`pack()`] will send it (a symlink given is
+/// followed): for the offer, whose receiver refuses a top-level entry of another kind.
+pub(crate) fn top_level_kinds(paths: &[PathBuf]) -> Vec<TopKind> {
+    paths
+        .iter()
+        .map(|p| {
+            if fs::metadata(p).is_ok_and(|m| m.is_dir()) { TopKind::Folder } else { TopKind::File }
+        })
+        .collect()
 }
 
 fn top_level_name(path: &Path) -> Result<String, ArchiveError> {
@@ -286,6 +311,27 @@ mod tests {
         let (entries, bytes) = measure(&paths);
         assert_eq!(bytes, packed.len() as u64);
         assert_eq!(entries, 10);
+    }
+
+    /// The receiver holds the sender to its count: what `pack` skips (sockets, links it
+    /// would refuse) is not counted, and a symlink given is followed, as `pack` does.
+    #[test]
+    fn measure_counts_what_pack_sends() {
+        let dir = TempDir::new().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("f"), b"f").unwrap();
+        symlink("/etc/passwd", tree.join("abs")).unwrap();
+        symlink("../outside", tree.join("up")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
+        let alias = dir.path().join("alias");
+        symlink(&tree, &alias).unwrap();
+        for paths in [vec![tree.clone()], vec![alias.clone()]] {
+            let packed = pack(&paths, Vec::new()).unwrap();
+            let sent = tar::Archive::new(&packed[..]).entries().unwrap().count() as u64;
+            assert_eq!(measure(&paths), (sent, packed.len() as u64), "{paths:?}");
+        }
+        assert_eq!(top_level_kinds(&[tree.join("f"), alias]), [TopKind::File, TopKind::Folder]);
     }
 
     #[test]

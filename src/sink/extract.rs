@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use super::{Msg, SinkError, Written};
-use crate::archive::{ArchiveError, Unpacker};
+use crate::archive::{Announced, ArchiveError, Unpacker};
 use crate::message::Offer;
 use crate::pool::Buf;
 use crate::resume::{Journal, Prefix};
@@ -54,7 +54,7 @@ impl Extraction {
     pub(super) fn open(
         dir: &Path,
         staging: PathBuf,
-        entries: Vec<String>,
+        announced: Announced,
         journal: Option<(&Offer, &Prefix)>,
         force: bool,
     ) -> Result<Extraction, SinkError> {
@@ -64,7 +64,7 @@ impl Extraction {
         }
         let dirs = resumed.as_ref().map(|r| r.dirs.clone());
         let unpacker =
-            Unpacker::resumable(dir, staging.clone(), entries, dirs).map_err(|e| match e {
+            Unpacker::resumable(dir, staging.clone(), announced, dirs).map_err(|e| match e {
                 ArchiveError::Staging { source, .. }
                     if source.kind() == io::ErrorKind::AlreadyExists =>
                 {
@@ -72,6 +72,11 @@ impl Extraction {
                 }
                 e => e.into(),
             })?;
+        let mut unpacker = unpacker;
+        if resumed.is_some() {
+            // The journal does not say how many entries came before the resume point.
+            unpacker.resumed_after(None);
+        }
         let chunk_size = journal.map(|(offer, _)| offer.chunk_size);
         let journal = match journal {
             Some((offer, prefix)) => Some(Journal::create(&staging, offer, prefix)?),

@@ -356,6 +356,14 @@ fn offer_info(offer: &Offer, peer: libp2p::PeerId, addr: Option<libp2p::Multiadd
         name: offer.name.clone(),
         size: offer.size,
         entries: offer.entries.clone(),
+        kinds: offer
+            .kinds
+            .iter()
+            .map(|k| match k {
+                crate::message::TopKind::File => crate::event::EntryKind::File,
+                crate::message::TopKind::Folder => crate::event::EntryKind::Folder,
+            })
+            .collect(),
         files: offer.files,
         peer,
         addr,
@@ -438,6 +446,7 @@ mod tests {
                 entries: Vec::new(),
                 chunk_size: MIN_CHUNK_SIZE,
                 files: None,
+                kinds: Vec::new(),
             },
             sink: None,
             part,
