@@ -71,7 +71,7 @@ pub(crate) const MAX_EXCEPTION_BYTES: usize = 8 << 20;
 ///
 /// # Cancel safety
 ///
-/// Dropping an `Unpacker` made by [`Unpacker::new`] that was not committed removes its
+/// Dropping an `Unpacker` made by `Unpacker::new` that was not committed removes its
 /// staging directory, so an interrupt or an error never leaves anything under a final
 /// name.
 #[derive(Debug)]
