@@ -40,7 +40,7 @@ use crate::error::Error;
 use crate::framing::{FrameError, FrameReader, FrameWriter, Header, MAX_FRAME_LEN, TAG_LEN};
 use crate::message::{
     self, CHUNK_HEADER_LEN, ChunkHeader, Control, End, FLAG_ZSTD, Kind, MAX_ENTRIES, MAX_OFFER_LEN,
-    Offer, Resume,
+    Offer, Resume, TopKind,
 };
 use crate::node::{self, Event as NodeEvent, Node, NodeError};
 use crate::pipeline::{self, Compression, DEFAULT_CHUNK_SIZE, PipelineError, RootHash};
@@ -118,7 +118,17 @@ pub enum AsSender {
     /// number but a screen clear and a BEL ([`HOSTILE_TAR_NAME`], [`HOSTILE_CKSUM`]).
     /// The `tar` crate refuses it with an error that quotes both raw (issue 14, item 4).
     HostileTarHeader,
+    /// A folder `deep` of [`DEEP_CHAINS`] chains of [`DEEP_LEVELS`] directories each
+    /// (15,000 directories 150 deep), a file at the bottom of each; a valid tree, whose
+    /// receiver must stay within its memory bound (issue 14).
+    DeepTree,
 }
+
+/// Chains of directories in [`AsSender::DeepTree`].
+pub const DEEP_CHAINS: u64 = 100;
+
+/// Directories in each chain of [`AsSender::DeepTree`].
+pub const DEEP_LEVELS: u64 = 150;
 
 /// What an adversary receiver does once it has authenticated with the honest sender
 /// and read its Offer.
@@ -368,6 +378,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         entries: Vec::new(),
         chunk_size: chunk,
         files: None,
+        kinds: Vec::new(),
     };
     // The Offer cases end at the Offer: the honest side must refuse it.
     match case {
@@ -402,6 +413,9 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
             Offer { size: Some(OVERSIZE_OFFERED), ..folder("top", Some(2)) }
         }
         AsSender::HostileTarHeader => sized(folder("top", Some(2)), &TarGen::hostile_header()),
+        AsSender::DeepTree => {
+            sized(folder("deep", Some(1 + DEEP_CHAINS * (DEEP_LEVELS + 1))), &TarGen::deep())
+        }
         _ => file("data.bin", FILE_CHUNKS),
     };
     if !offer_accepted(&mut s, offer.clone(), out).await {
@@ -430,6 +444,7 @@ async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) 
         AsSender::EscapeTarNames => w.tar(TarGen::escapes()).await,
         AsSender::OversizeArchive => oversize(&mut w).await,
         AsSender::HostileTarHeader => w.tar(TarGen::hostile_header()).await,
+        AsSender::DeepTree => w.tar(TarGen::deep()).await,
         AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => unreachable!("handled above"),
     };
     match played {
@@ -786,6 +801,7 @@ fn folder(name: &str, files: Option<u64>) -> Offer {
         entries: vec![name.into()],
         chunk_size: DEFAULT_CHUNK_SIZE,
         files,
+        kinds: vec![TopKind::Folder],
     }
 }
 
@@ -799,9 +815,10 @@ fn sized(offer: Offer, tar: &TarGen) -> Offer {
 /// names, all distinct.
 fn offer_at_limit() -> Offer {
     let mut offer = folder("limit", Some(MAX_ENTRIES as u64));
-    // 15-byte names: with their length byte, 16 bytes an entry, 1 MiB in all; the
-    // rest of the Offer is taken back from the first few names.
-    offer.entries = (0..MAX_ENTRIES).map(|i| format!("e{i:014}")).collect();
+    // 14-byte names: with their length byte and their kind, 16 bytes an entry, 1 MiB in
+    // all; the rest of the Offer is taken back from the first few names.
+    offer.entries = (0..MAX_ENTRIES).map(|i| format!("e{i:013}")).collect();
+    offer.kinds = vec![TopKind::Folder; MAX_ENTRIES];
     // The length of the tar it sends (one directory: the same for any of the names),
     // before the names are shortened to bring the Offer to the limit.
     offer.size = Some(TarGen::one_dir(&offer.entries[0]).len());
@@ -827,6 +844,12 @@ fn raw_offer(entries: u64) -> Vec<u8> {
     b.resize(b.len() + entries as usize, 0); // each entry: the empty string
     varint(&mut b, u64::from(DEFAULT_CHUNK_SIZE));
     b.push(0); // files: None
+    // kinds: a folder for each entry, as decoding requires; over the limit the entries
+    // are refused before the kinds are read, so none are written and the Offer stays
+    // one plaintext long.
+    let kinds = if entries <= MAX_ENTRIES as u64 { entries } else { 0 };
+    varint(&mut b, kinds);
+    b.resize(b.len() + kinds as usize, 1); // TopKind::Folder
     b
 }
 
@@ -860,9 +883,45 @@ fn tar_header(kind: tar::EntryType, name: &[u8], size: u64) -> Vec<u8> {
     h.as_bytes().to_vec()
 }
 
+/// A header for `name`, after a GNU long-name entry when it does not fit in 100 bytes.
+fn long_header(kind: tar::EntryType, name: &str) -> Vec<u8> {
+    if name.len() <= 100 {
+        return tar_header(kind, name.as_bytes(), 0);
+    }
+    let mut out = tar_header(tar::EntryType::GNULongName, b"././@LongLink", name.len() as u64 + 1);
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(BLOCK), 0);
+    out.extend_from_slice(&tar_header(kind, &name.as_bytes()[..100], 0));
+    out
+}
+
+/// The header(s) of level `level` of chain `chain` in [`Piece::Deep`]: a directory for
+/// levels below [`DEEP_LEVELS`], the file `f` at the bottom.
+fn deep_header(chain: u64, level: u64) -> Vec<u8> {
+    let mut name = format!("deep/c{chain:03}");
+    for _ in 0..level.min(DEEP_LEVELS - 1) {
+        name.push_str("/d");
+    }
+    let kind = if level < DEEP_LEVELS {
+        name.push('/');
+        tar::EntryType::Directory
+    } else {
+        name.push_str("/f");
+        tar::EntryType::Regular
+    };
+    long_header(kind, &name)
+}
+
 enum Piece {
     Bytes(Vec<u8>),
     Zeros(u64),
+    /// `deep/c000/d/…` chains of directories with a file `f` at the bottom of each,
+    /// made one header at a time: chain `chain`, at `level` (`levels` is the file).
+    Deep {
+        chain: u64,
+        level: u64,
+    },
     /// Empty files `dir/f000000`, … made one header at a time.
     Files {
         dir: String,
@@ -898,6 +957,12 @@ impl TarGen {
                 Piece::Bytes(b) => b.len() as u64,
                 Piece::Zeros(n) => *n,
                 Piece::Files { next, count, .. } => (count - next) * BLOCK as u64,
+                Piece::Deep { chain, level } => (*chain..DEEP_CHAINS)
+                    .flat_map(|c| {
+                        let from = if c == *chain { *level } else { 0 };
+                        (from..=DEEP_LEVELS).map(move |l| deep_header(c, l).len() as u64)
+                    })
+                    .sum(),
             })
             .sum();
         pieces + (self.pending.len() - self.at) as u64
@@ -942,6 +1007,14 @@ impl TarGen {
             Piece::Bytes(tar_header(EntryType::Directory, b"many/", 0)),
             Piece::Files { dir: "many".into(), next: 0, count: MANY_ENTRIES },
             Piece::Bytes(escape),
+            TarGen::end(),
+        ])
+    }
+
+    fn deep() -> TarGen {
+        TarGen::new(vec![
+            Piece::Bytes(tar_header(tar::EntryType::Directory, b"deep/", 0)),
+            Piece::Deep { chain: 0, level: 0 },
             TarGen::end(),
         ])
     }
@@ -1000,6 +1073,16 @@ impl Read for TarGen {
                         self.pieces.pop_front();
                     }
                     return Ok(n);
+                }
+                Piece::Deep { chain, level } => {
+                    self.pending = deep_header(*chain, *level);
+                    *level += 1;
+                    if *level > DEEP_LEVELS {
+                        (*chain, *level) = (*chain + 1, 0);
+                        if *chain == DEEP_CHAINS {
+                            self.pieces.pop_front();
+                        }
+                    }
                 }
                 Piece::Files { dir, next, count } => {
                     let name = format!("{dir}/f{next:06}");
@@ -1470,7 +1553,9 @@ mod tests {
         let b = BLOCK as u64;
         assert_eq!(length(TarGen::long_name()), b + LONG_NAME_LEN + b + 2 * b);
         assert_eq!(length(TarGen::many()), b + MANY_ENTRIES * b + 2 * b + 2 * b);
-        for tar in [TarGen::long_name, TarGen::many, TarGen::escapes, TarGen::oversize] {
+        for tar in
+            [TarGen::long_name, TarGen::many, TarGen::escapes, TarGen::oversize, TarGen::deep]
+        {
             assert_eq!(tar().len(), length(tar()));
         }
         assert_eq!(TarGen::one_dir("d").len(), length(TarGen::one_dir("d")));

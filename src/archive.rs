@@ -51,6 +51,7 @@
 //!   the receiver's umask (read once per [`Unpacker`]), as `tar` does for a non-root
 //!   user: a sender cannot create world-writable files or directories.
 
+mod dir;
 mod error;
 mod guard;
 mod names;
@@ -59,8 +60,8 @@ mod unpack;
 
 pub(crate) use error::ArchiveError;
 pub(crate) use names::plain_name;
-pub(crate) use pack::{measure, pack, top_level_names};
-pub(crate) use unpack::{Checkpoint, DirMeta, Extracted, Unpacker};
+pub(crate) use pack::{measure, pack, top_level_kinds, top_level_names};
+pub(crate) use unpack::{Announced, Checkpoint, DirMeta, Extracted, Unpacker};
 
 /// A tar block: headers and data are padded to it.
 const BLOCK: u64 = 512;

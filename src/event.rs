@@ -38,6 +38,16 @@ pub enum OfferKind {
     Folder,
 }
 
+/// What a top-level entry of a folder offer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory and what is in it.
+    Folder,
+}
+
 /// An offer as the receiver sees it, before it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfferInfo {
@@ -51,6 +61,9 @@ pub struct OfferInfo {
     pub size: Option<u64>,
     /// A folder's top-level names.
     pub entries: Vec<String>,
+    /// What each of them is, parallel to `entries`; the receiver refuses an entry that
+    /// arrives as another kind.
+    pub kinds: Vec<EntryKind>,
     /// How many entries (files, directories, links) a folder holds.
     pub files: Option<u64>,
     /// The sender.

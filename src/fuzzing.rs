@@ -172,6 +172,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
         entries: Vec::new(),
         chunk_size: MIN_CHUNK_SIZE,
         files: None,
+        kinds: Vec::new(),
     });
     let prefix = match resume::load(&part, &offer, &resume::test_key()) {
         Ok(prefix) => prefix,
@@ -369,6 +370,7 @@ mod tests {
             entries: vec!["d".into(), "f".into()],
             chunk_size: MIN_CHUNK_SIZE,
             files: Some(6),
+            kinds: vec![crate::message::TopKind::Folder, crate::message::TopKind::File],
         }
     }
 
@@ -543,6 +545,7 @@ mod tests {
             entries: Vec::new(),
             chunk_size: MIN_CHUNK_SIZE,
             files: None,
+            kinds: Vec::new(),
         };
         let intact = manifest_input(part, &file_offer, 1);
         let mut damaged = intact.clone();

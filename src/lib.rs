@@ -107,7 +107,7 @@ pub(crate) mod transfer;
 
 pub use code::{Code, ParseCodeError};
 pub use error::{Error, ErrorKind, Result};
-pub use event::{Event, OfferInfo, OfferKind, Origin, Report, Role, Stats, Transport};
+pub use event::{EntryKind, Event, OfferInfo, OfferKind, Origin, Report, Role, Stats, Transport};
 pub use node::NodeError;
 pub use options::{Destination, NetworkOptions, NodeOptions, ReceiveOptions, SendOptions, Source};
 pub use pipeline::{Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};

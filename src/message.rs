@@ -200,6 +200,38 @@ mod bounded {
     pub(super) fn entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         d.deserialize_seq(Entries)
     }
+
+    struct Kinds;
+
+    impl<'de> Visitor<'de> for Kinds {
+        type Value = Vec<super::TopKind>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "at most {MAX_ENTRIES} kinds")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            const TOO_MANY: &str = "more than 65536 kinds";
+            let hint = seq.size_hint().unwrap_or(0);
+            if hint > MAX_ENTRIES {
+                return Err(over(TOO_MANY));
+            }
+            let mut out = Vec::with_capacity(hint.min(1024));
+            while let Some(kind) = seq.next_element()? {
+                if out.len() == MAX_ENTRIES {
+                    return Err(over(TOO_MANY));
+                }
+                out.push(kind);
+            }
+            Ok(out)
+        }
+    }
+
+    /// At most [`MAX_ENTRIES`] kinds; [`super::Control::decode`] then requires exactly
+    /// one per entry.
+    pub(super) fn kinds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<super::TopKind>, D::Error> {
+        d.deserialize_seq(Kinds)
+    }
 }
 
 /// What kind of thing is offered; decides how the receiver writes it.
@@ -234,6 +266,30 @@ pub(crate) struct Offer {
     /// For an archive, how many entries (files, directories, links) it holds, from the
     /// same metadata walk.
     pub files: Option<u64>,
+    /// For an archive, what each top-level entry is, parallel to `entries` (the same
+    /// length, checked on decode); the receiver refuses an entry of another kind.
+    #[serde(deserialize_with = "bounded::kinds")]
+    pub kinds: Vec<TopKind>,
+}
+
+/// What a top-level entry of an archive is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TopKind {
+    /// A regular file.
+    File,
+    /// A directory and what is in it.
+    Folder,
+}
+
+impl TopKind {
+    /// The kind as a message names it.
+    #[must_use]
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            TopKind::File => "a file",
+            TopKind::Folder => "a folder",
+        }
+    }
 }
 
 /// The sender's closing totals, checked by the receiver.
@@ -406,10 +462,16 @@ impl Control {
                     });
                 }
                 bounded::take_hit();
-                body_of(body, "Offer").map(Control::Offer).map_err(|e| match bounded::take_hit() {
-                    Some(limit) => MessageError::OverLimit { what: "Offer", limit },
-                    None => e,
-                })
+                let offer: Offer =
+                    body_of(body, "Offer").map_err(|e| match bounded::take_hit() {
+                        Some(limit) => MessageError::OverLimit { what: "Offer", limit },
+                        None => e,
+                    })?;
+                // One kind per top-level entry, or none at all for a file or a stream.
+                if offer.kinds.len() != offer.entries.len() {
+                    return Err(MessageError::Malformed { what: "Offer" });
+                }
+                Ok(Control::Offer(offer))
             }
             tag::ACCEPT => empty(body, "Accept", Control::Accept),
             tag::DECLINE => Ok(Control::Decline(reason(body, "Decline")?)),
@@ -526,6 +588,7 @@ mod tests {
                 entries: vec!["photos".into()],
                 chunk_size: 1 << 20,
                 files: Some(3),
+                kinds: vec![TopKind::Folder],
             }),
             Control::Accept,
             Control::Decline("no".into()),
@@ -578,6 +641,9 @@ mod tests {
         varint(&mut b, 1 << 20);
         // files: None
         b.push(0);
+        // kinds: one per entry (a folder each)
+        varint(&mut b, n);
+        b.resize(b.len() + n, 1);
         b
     }
 

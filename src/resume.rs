@@ -836,6 +836,7 @@ mod tests {
             entries: vec![],
             chunk_size: 1 << 16,
             files: None,
+            kinds: vec![],
         }
     }
 
@@ -1148,6 +1149,7 @@ mod tests {
             entries: vec!["t".into()],
             chunk_size: 1 << 16,
             files: None,
+            kinds: vec![crate::message::TopKind::Folder],
         }
     }
 

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use std::io::Seek;
 
 use crate::archive::plain_name;
-use crate::archive::{ArchiveError, Unpacker};
+use crate::archive::{Announced, ArchiveError, Unpacker};
 
 mod extract;
 use crate::message::{Kind, Offer};
@@ -133,8 +133,8 @@ pub(crate) enum Target {
     Extract {
         /// Target directory.
         dir: PathBuf,
-        /// Names the sender announced.
-        entries: Vec<String>,
+        /// What the sender announced: top-level names and kinds, and the entry count.
+        announced: Announced,
     },
 }
 
@@ -176,7 +176,7 @@ impl Target {
                 if let Some(bad) = offer.entries.iter().find(|e| plain_name(e).is_none()) {
                     return Err(SinkError::UnsafeName(bad.clone()));
                 }
-                Ok(Target::Extract { dir, entries: offer.entries.clone() })
+                Ok(Target::Extract { dir, announced: Announced::of(offer) })
             }
         }
     }
@@ -190,8 +190,8 @@ impl Target {
         match self {
             Target::Writer(_) => None,
             Target::File { path, .. } => Some(part_path(path)),
-            Target::Extract { dir, entries } => {
-                let id = blake3::hash(entries.join("\0").as_bytes()).to_hex();
+            Target::Extract { dir, announced } => {
+                let id = blake3::hash(announced.names.join("\0").as_bytes()).to_hex();
                 Some(dir.join(format!(".pcp-{}{PARTIAL_SUFFIX}", &id[..16])))
             }
         }
@@ -207,7 +207,7 @@ impl Target {
                 .into_iter()
                 .filter(|p| p.symlink_metadata().is_ok())
                 .collect(),
-            Target::Extract { dir, entries } => Unpacker::conflicts(dir, entries),
+            Target::Extract { dir, announced } => Unpacker::conflicts(dir, &announced.names),
         }
     }
 }
@@ -276,8 +276,8 @@ impl Sink {
                     write_part(rx, file, journal, &part, keep_part, commit)
                 })
             }
-            (Target::Extract { dir, entries }, Some(staging)) => {
-                let extraction = Extraction::open(&dir, staging, entries, journal, force)?;
+            (Target::Extract { dir, announced }, Some(staging)) => {
+                let extraction = Extraction::open(&dir, staging, announced, journal, force)?;
                 std::thread::spawn(move || extraction.run(rx))
             }
         };
@@ -557,6 +557,7 @@ mod tests {
             entries: vec![],
             chunk_size: 1 << 16,
             files: None,
+            kinds: Vec::new(),
         }
     }
 
@@ -666,7 +667,8 @@ mod tests {
         assert_eq!(mode(&crate::resume::manifest_path(&part_path(&path))), 0o600, "its manifest");
         drop(sink);
 
-        let target = Target::Extract { dir: dir.path().to_owned(), entries: vec!["t".into()] };
+        let target =
+            Target::Extract { dir: dir.path().to_owned(), announced: vec!["t".into()].into() };
         let staging = target.resume_part().expect("an archive has a staging directory");
         let sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
             .expect("start");
@@ -730,8 +732,10 @@ mod tests {
         let (src, tar) = sample_tar();
         let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
         let dest = tempfile::tempdir().expect("tempdir");
-        let target =
-            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let target = || Target::Extract {
+            dir: dest.path().to_owned(),
+            announced: vec!["tree".into()].into(),
+        };
         let staging = target().resume_part().expect("an archive has a staging directory");
         let offer = archive_offer();
 
@@ -774,8 +778,10 @@ mod tests {
         let (_src, tar) = sample_tar();
         let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
         let dest = tempfile::tempdir().expect("tempdir");
-        let target =
-            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let target = || Target::Extract {
+            dir: dest.path().to_owned(),
+            announced: vec!["tree".into()].into(),
+        };
         let staging = target().resume_part().expect("an archive has a staging directory");
         let offer = archive_offer();
         let mut sink =
@@ -798,8 +804,10 @@ mod tests {
     #[tokio::test]
     async fn an_archive_staging_without_a_journal_is_not_taken_over() {
         let dest = tempfile::tempdir().expect("tempdir");
-        let target =
-            || Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] };
+        let target = || Target::Extract {
+            dir: dest.path().to_owned(),
+            announced: vec!["tree".into()].into(),
+        };
         let staging = target().resume_part().expect("an archive has a staging directory");
         std::fs::create_dir(&staging).expect("mkdir");
         std::fs::write(staging.join("someone's"), b"x").expect("write");
@@ -821,7 +829,8 @@ mod tests {
         let chunks: Vec<&[u8]> = tar.chunks(1 << 16).collect();
         let dest = tempfile::tempdir().expect("tempdir");
         // Announced as `other`: the first entry, `tree`, is refused.
-        let target = Target::Extract { dir: dest.path().to_owned(), entries: vec!["other".into()] };
+        let target =
+            Target::Extract { dir: dest.path().to_owned(), announced: vec!["other".into()].into() };
         let mut offer = archive_offer();
         offer.entries = vec!["other".into()];
         let mut sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
@@ -850,6 +859,7 @@ mod tests {
             entries: entries.iter().map(|&e| e.to_owned()).collect(),
             chunk_size: 1 << 16,
             files: None,
+            kinds: Vec::new(),
         }
     }
 
@@ -857,7 +867,7 @@ mod tests {
     /// and finishes.
     async fn extract(dir: &Path, entries: &[&str], tar: &[u8], before: impl FnOnce()) -> SinkError {
         let offer = archive_offer_of(entries);
-        let target = Target::Extract { dir: dir.to_owned(), entries: offer.entries.clone() };
+        let target = Target::Extract { dir: dir.to_owned(), announced: Announced::of(&offer) };
         let mut sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
             .expect("start");
         for c in tar.chunks(1 << 16) {
@@ -908,9 +918,10 @@ mod tests {
             extract(dest.path(), &["tree"], &tar, || std::fs::write(&taken, b"mine").expect("w"))
                 .await;
         assert!(matches!(e, SinkError::Archive(ArchiveError::Exists { .. })), "{e:?}");
-        let part = Target::Extract { dir: dest.path().to_owned(), entries: vec!["tree".into()] }
-            .resume_part()
-            .expect("part");
+        let part =
+            Target::Extract { dir: dest.path().to_owned(), announced: vec!["tree".into()].into() }
+                .resume_part()
+                .expect("part");
         // What was extracted stays for a rerun, with its journal.
         assert_eq!(std::fs::read(part.join("tree/a")).expect("staged entry"), b"data");
         assert!(crate::resume::manifest_path(&part).exists());

@@ -163,6 +163,7 @@ impl Source {
                 entries: Vec::new(),
                 chunk_size,
                 files: None,
+                kinds: Vec::new(),
             },
             Source::File { path, file } => {
                 // The open file's own size: it is what the reader thread reads.
@@ -176,6 +177,7 @@ impl Source {
                     entries: Vec::new(),
                     chunk_size,
                     files: None,
+                    kinds: Vec::new(),
                 }
             }
             Source::Archive { paths, measured } => {
@@ -198,6 +200,7 @@ impl Source {
                     entries,
                     chunk_size,
                     files: Some(files),
+                    kinds: archive::top_level_kinds(paths),
                 }
             }
         })

@@ -306,6 +306,7 @@ mod tests {
             entries: vec!["top".into()],
             chunk_size: MIN_CHUNK_SIZE,
             files: Some(2),
+            kinds: vec![crate::message::TopKind::Folder],
         }
     }
 

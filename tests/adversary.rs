@@ -476,6 +476,30 @@ fn a_hundred_thousand_entries_then_an_escape_leave_nothing() {
     assert!(s.out().is_empty(), "left behind: {:?}", s.out());
 }
 
+/// Issue 14: 15,000 directories 150 deep took 150 MiB of receiver heap, each one's
+/// whole path kept until commit. A valid tree: it is received whole, within the bound.
+#[test]
+fn fifteen_thousand_directories_150_deep_stay_within_memory() {
+    let s = Scene::new();
+    let (end, outcome) = s.receive_from(AsSender::DeepTree, &["-C", "out"]);
+    end.report("15,000 directories 150 deep", &outcome);
+    let context = format!("stderr:\n{}\nadversary: {outcome:#?}", end.stderr);
+    assert_eq!(end.status.code(), Some(0), "{context}");
+    assert!(
+        end.peak_kib < RSS_LIMIT_KIB && end.hwm_kib < RSS_LIMIT_KIB,
+        "peak RSS {} KiB / VmHWM {} KiB, over {RSS_LIMIT_KIB} KiB",
+        end.peak_kib,
+        end.hwm_kib
+    );
+    s.assert_nothing_outside("receiver.time", &["out"]);
+    assert_eq!(s.out(), ["deep"]);
+    let mut bottom = s.out.join("deep/c099");
+    for _ in 1..adversary::DEEP_LEVELS {
+        bottom.push("d");
+    }
+    assert!(bottom.join("f").is_file(), "the last chain is whole");
+}
+
 #[test]
 fn an_offered_name_with_escapes_never_reaches_the_terminal() {
     let s = Scene::new();

@@ -123,6 +123,86 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+    /// The tar crate could not read a header. Its own message holds the header's bytes
+    /// (a peer's name and fields), so it goes to the debug log, sanitized, and this
+    /// says only where.
+    #[error("a corrupt tar header at offset {offset}")]
+    CorruptHeader {
+        /// Stream offset of the header.
+        offset: u64,
+    },
+    /// An entry past one of the unpacker's documented limits (depth, read-only
+    /// directories).
+    #[error("refused archive entry \"{}\": {reason}", sanitize(.entry))]
+    Limit {
+        /// The entry's name, from the peer.
+        entry: String,
+        /// Which limit.
+        reason: &'static str,
+    },
+    /// The archive holds more entries than the offer said.
+    #[error("refused archive: more entries than the {offered} offered")]
+    TooManyEntries {
+        /// The offer's count.
+        offered: u64,
+    },
+    /// The archive ended with fewer entries than the offer said.
+    #[error("refused archive: it ended after {got} entries, fewer than the {offered} offered")]
+    FewerEntries {
+        /// The offer's count.
+        offered: u64,
+        /// Entries that arrived.
+        got: u64,
+    },
+    /// A top-level entry is not what the offer announced (a file for a folder, or the
+    /// reverse).
+    #[error("refused archive entry \"{}\": announced as {announced}, arrived as {arrived}", sanitize(.name))]
+    KindMismatch {
+        /// The top-level name, from the peer.
+        name: String,
+        /// What the offer said (`a file`, `a folder`).
+        announced: &'static str,
+        /// What arrived.
+        arrived: &'static str,
+    },
+    /// Staging's name in the target no longer leads to the staging directory this run
+    /// opened: someone renamed or replaced it. Nothing was moved into place.
+    #[error(
+        "the staging directory {} was replaced while receiving; nothing was moved",
+        shown(.path)
+    )]
+    StagingReplaced {
+        /// Staging's path.
+        path: PathBuf,
+    },
+    /// A staging directory an earlier run left is not ours alone, so it is not resumed.
+    #[error("{} cannot be resumed: {why}", shown(.path))]
+    UntrustedStaging {
+        /// Staging's path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A staged entry is not what the resume journal recorded.
+    #[error("the staged \"{}\" is not what was recorded: {reason}", sanitize(.entry))]
+    Mismatch {
+        /// The entry's path in staging, from the peer.
+        entry: String,
+        /// What differs.
+        reason: &'static str,
+    },
+    /// With `force`, a directory would replace a non-directory or the reverse: never.
+    #[error("{} is {theirs} and the sender's {} is {ours}; not replaced", shown(.path), sanitize(.name))]
+    KindClash {
+        /// The final path.
+        path: PathBuf,
+        /// The entry's name in its directory, from the peer.
+        name: String,
+        /// What is at the final path.
+        theirs: &'static str,
+        /// What the sender sent.
+        ours: &'static str,
+    },
     /// A final path already exists and `force` was not given.
     #[error("\"{}\" already exists", shown(.path))]
     Exists {
@@ -155,6 +235,11 @@ impl ArchiveError {
                 | ArchiveError::Stream { .. }
                 | ArchiveError::Truncated { .. }
                 | ArchiveError::Incomplete { .. }
+                | ArchiveError::CorruptHeader { .. }
+                | ArchiveError::Limit { .. }
+                | ArchiveError::TooManyEntries { .. }
+                | ArchiveError::FewerEntries { .. }
+                | ArchiveError::KindMismatch { .. }
         )
     }
 
@@ -164,6 +249,12 @@ impl ArchiveError {
         match self {
             ArchiveError::Exists { .. } => {
                 Some("use --force to overwrite, or -C DIR to extract elsewhere")
+            }
+            ArchiveError::UntrustedStaging { .. } | ArchiveError::Mismatch { .. } => {
+                Some("move it away or pass --force to start over")
+            }
+            ArchiveError::KindClash { .. } => {
+                Some("move it away, or extract elsewhere with -C DIR")
             }
             ArchiveError::Unsafe { .. } => Some(
                 "the sender's archive tries to write outside the target; \
@@ -201,6 +292,17 @@ mod tests {
             ArchiveError::Extract { path: path.clone(), source: io() },
             ArchiveError::Exists { path: path.clone() },
             ArchiveError::Commit { path: path.clone(), source: io() },
+            ArchiveError::Limit { entry: bad.into(), reason: "r" },
+            ArchiveError::KindMismatch { name: bad.into(), announced: "a", arrived: "b" },
+            ArchiveError::StagingReplaced { path: path.clone() },
+            ArchiveError::UntrustedStaging { path: path.clone(), why: "w" },
+            ArchiveError::Mismatch { entry: bad.into(), reason: "r" },
+            ArchiveError::KindClash {
+                path: path.clone(),
+                name: bad.into(),
+                theirs: "a",
+                ours: "b",
+            },
         ];
         for e in errors {
             let shown = e.to_string();

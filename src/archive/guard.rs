@@ -20,7 +20,9 @@
 //! - A refusal is sticky: every later read fails too, and [`HeaderGuard::refused`] holds
 //!   the typed error, which `unpack` returns instead of the crate's I/O error.
 
+use std::cell::Cell;
 use std::io::{self, Read};
+use std::rc::Rc;
 
 use tar::{EntryType, Header};
 
@@ -46,6 +48,34 @@ pub(super) struct HeaderGuard<R> {
     /// The end-of-archive block has passed.
     ended: bool,
     refused: Option<ArchiveError>,
+    probe: Probe,
+}
+
+/// What the guard saw, for telling the tar crate's errors apart once it has the guard:
+/// a corrupt header (peer bytes, shown as fixed text) from a failed read (ours).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Probe(Rc<Seen>);
+
+#[derive(Debug, Default)]
+struct Seen {
+    /// Stream offset of the last header block that arrived whole.
+    last_header: Cell<u64>,
+    /// The inner reader failed.
+    read_failed: Cell<bool>,
+}
+
+impl Probe {
+    /// The archive error for an error the tar crate returned, with `base` the stream
+    /// offset the guard started at. A header error's text holds the peer's bytes (a
+    /// name, a field): it is logged sanitized, and the error says only where.
+    pub(super) fn error(&self, base: u64, source: io::Error) -> ArchiveError {
+        if self.0.read_failed.get() {
+            return ArchiveError::Stream { source };
+        }
+        let offset = base + self.0.last_header.get();
+        tracing::debug!(offset, detail = %crate::term::sanitize(&source.to_string()), "corrupt tar header");
+        ArchiveError::CorruptHeader { offset }
+    }
 }
 
 impl<R: Read> HeaderGuard<R> {
@@ -58,7 +88,13 @@ impl<R: Read> HeaderGuard<R> {
             pax: None,
             ended: false,
             refused: None,
+            probe: Probe::default(),
         }
+    }
+
+    /// A view of what the guard sees, that outlives the guard's move into the crate.
+    pub(super) fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
     /// Why the stream was refused, if it was.
@@ -102,6 +138,7 @@ impl<R: Read> HeaderGuard<R> {
     /// A whole header has arrived: refuse it, or work out where the next one starts.
     fn inspect(&mut self) -> Result<(), ArchiveError> {
         let body_start = self.next_header + BLOCK;
+        self.probe.0.last_header.set(self.next_header);
         if self.header.iter().all(|&b| b == 0) {
             self.ended = true;
             return Ok(());
@@ -159,7 +196,7 @@ impl<R: Read> Read for HeaderGuard<R> {
         if self.refused.is_some() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "the archive was refused"));
         }
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|_| self.probe.0.read_failed.set(true))?;
         if let Err(e) = self.watch(&buf[..n]) {
             // The bytes are withheld: the crate never sees the refused header whole.
             let msg = e.to_string();

@@ -8,6 +8,7 @@ use tar::{Builder, EntryType, Header, HeaderMode};
 
 use super::names::check_symlink_target;
 use super::{ArchiveError, BLOCK};
+use crate::message::TopKind;
 
 /// The top-level names [`pack`] will give `paths`, in order, for the offer shown to the
 /// receiver.
@@ -85,6 +86,17 @@ pub(crate) fn measure(paths: &[PathBuf]) -> (u64, u64) {
         }
     }
     (entries, bytes)
+}
+
+/// What each of `paths` is, in order, as [`pack()`] will send it (a symlink given is
+/// followed): for the offer, whose receiver refuses a top-level entry of another kind.
+pub(crate) fn top_level_kinds(paths: &[PathBuf]) -> Vec<TopKind> {
+    paths
+        .iter()
+        .map(|p| {
+            if fs::metadata(p).is_ok_and(|m| m.is_dir()) { TopKind::Folder } else { TopKind::File }
+        })
+        .collect()
 }
 
 fn top_level_name(path: &Path) -> Result<String, ArchiveError> {
@@ -347,6 +359,27 @@ mod tests {
             let mut archive = tar::Archive::new(&packed[..]);
             assert_eq!(entries, archive.entries().unwrap().count() as u64, "{paths:?}");
         }
+    }
+
+    /// The receiver holds the sender to its count: what `pack` skips (sockets, links it
+    /// would refuse) is not counted, and a symlink given is followed, as `pack` does.
+    #[test]
+    fn measure_counts_what_pack_sends() {
+        let dir = TempDir::new().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("f"), b"f").unwrap();
+        symlink("/etc/passwd", tree.join("abs")).unwrap();
+        symlink("../outside", tree.join("up")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
+        let alias = dir.path().join("alias");
+        symlink(&tree, &alias).unwrap();
+        for paths in [vec![tree.clone()], vec![alias.clone()]] {
+            let packed = pack(&paths, Vec::new()).unwrap();
+            let sent = tar::Archive::new(&packed[..]).entries().unwrap().count() as u64;
+            assert_eq!(measure(&paths), (sent, packed.len() as u64), "{paths:?}");
+        }
+        assert_eq!(top_level_kinds(&[tree.join("f"), alias]), [TopKind::File, TopKind::Folder]);
     }
 
     #[test]

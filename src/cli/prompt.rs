@@ -111,6 +111,7 @@ mod tests {
             name: "x".into(),
             size: Some(9 << 20),
             entries: entries.iter().map(|e| (*e).to_owned()).collect(),
+            kinds: vec![pcp::EntryKind::Folder; entries.len()],
             files: Some(12),
             peer: libp2p::identity::Keypair::generate_ed25519().public().to_peer_id(),
             addr: Some("/ip4/198.18.0.1/tcp/4001".parse().expect("multiaddr")),

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use super::{Msg, SinkError, Written};
-use crate::archive::{ArchiveError, Unpacker};
+use crate::archive::{Announced, ArchiveError, Unpacker};
 use crate::message::Offer;
 use crate::pool::Buf;
 use crate::resume::{Journal, JournalKey, Prefix};
@@ -54,7 +54,7 @@ impl Extraction {
     pub(super) fn open(
         dir: &Path,
         staging: PathBuf,
-        entries: Vec<String>,
+        announced: Announced,
         journal: Option<(&Offer, &Prefix, &JournalKey)>,
         force: bool,
     ) -> Result<Extraction, SinkError> {
@@ -64,7 +64,7 @@ impl Extraction {
         }
         let dirs = resumed.as_ref().map(|r| r.dirs.clone());
         let unpacker =
-            Unpacker::resumable(dir, staging.clone(), entries, dirs).map_err(|e| match e {
+            Unpacker::resumable(dir, staging.clone(), announced, dirs).map_err(|e| match e {
                 ArchiveError::Staging { source, .. }
                     if source.kind() == io::ErrorKind::AlreadyExists =>
                 {
@@ -72,6 +72,22 @@ impl Extraction {
                 }
                 e => e.into(),
             })?;
+        let mut unpacker = unpacker;
+        if let (Some(r), Some((_, _, key))) = (&resumed, journal) {
+            unpacker.resumed_after(Some(r.entries));
+            // Staging is adopted only as the journal describes it: every entry an earlier
+            // run extracted whole is checked against its record (type, size, a file's
+            // blake3) beneath the staging handle, before anything is resumed from it.
+            crate::resume::for_each_entry(&staging, key, r.entries, |e| {
+                let parts: Vec<String> = e
+                    .name
+                    .split('/')
+                    .filter(|p| !p.is_empty() && *p != ".")
+                    .map(str::to_owned)
+                    .collect();
+                unpacker.check(&parts, &e.what).map_err(SinkError::from)
+            })?;
+        }
         let chunk_size = journal.map(|(offer, _, _)| offer.chunk_size);
         let journal = match journal {
             Some((offer, prefix, key)) => Some(Journal::create(&staging, offer, prefix, key)?),

@@ -442,6 +442,14 @@ fn offer_info(offer: &Offer, peer: libp2p::PeerId, addr: Option<libp2p::Multiadd
         name: offer.name.clone(),
         size: offer.size,
         entries: offer.entries.clone(),
+        kinds: offer
+            .kinds
+            .iter()
+            .map(|k| match k {
+                crate::message::TopKind::File => crate::event::EntryKind::File,
+                crate::message::TopKind::Folder => crate::event::EntryKind::Folder,
+            })
+            .collect(),
         files: offer.files,
         peer,
         addr,
@@ -516,6 +524,7 @@ mod tests {
                 entries: vec!["top".into()],
                 chunk_size: MIN_CHUNK_SIZE,
                 files: None,
+                kinds: vec![crate::message::TopKind::Folder],
             };
             let got = prepare(&offer, Destination::Writer(Box::new(io::sink())), false);
             match got {
@@ -553,6 +562,7 @@ mod tests {
             entries: Vec::new(),
             chunk_size: MIN_CHUNK_SIZE,
             files: None,
+            kinds: Vec::new(),
         }
     }
 
@@ -739,6 +749,7 @@ mod tests {
                 entries: Vec::new(),
                 chunk_size: MIN_CHUNK_SIZE,
                 files: None,
+                kinds: Vec::new(),
             },
             sink: None,
             part,
