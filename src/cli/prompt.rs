@@ -51,7 +51,8 @@ const LISTED: usize = 12;
 
 /// An offer in a few words: `file 'x', 1.0 MiB`, `a stream`, `folder 'album', 12 entries,
 /// 9.0 MiB`. Every top-level name a folder would create is listed (past a screenful,
-/// every dot-name and the count of the rest), and dot-names are flagged: a `.bashrc`
+/// every dot-name and the count of the rest), with what it is (`folders 'a', 'b'`;
+/// `file 'a', folder 'b'` when they differ), and dot-names are flagged: a `.bashrc`
 /// received into a home directory must not hide behind "and 3 more". Peer strings are
 /// sanitized and quoted.
 pub(crate) fn describe_short(offer: &OfferInfo) -> String {
@@ -60,22 +61,54 @@ pub(crate) fn describe_short(offer: &OfferInfo) -> String {
         OfferKind::Stream => "a stream".to_owned(),
         OfferKind::File => format!("file {}{size}", quote(&offer.name)),
         OfferKind::Folder => {
-            let shown = |e: &String| {
-                let hidden = if e.starts_with('.') { " (hidden)" } else { "" };
-                format!("{}{hidden}", quote(e))
-            };
-            let mut listed: Vec<String> = if offer.entries.len() <= LISTED {
-                offer.entries.iter().map(shown).collect()
-            } else {
-                offer.entries.iter().filter(|e| e.starts_with('.')).map(shown).collect()
-            };
-            let rest = offer.entries.len() - listed.len();
-            if rest > 0 {
-                listed.push(format!("{rest} other name{}", if rest == 1 { "" } else { "s" }));
-            }
             let count = offer.files.map(|n| format!(", {n} entries")).unwrap_or_default();
-            format!("folder {}{count}{size}", listed.join(", "))
+            format!("{}{count}{size}", describe_entries(&offer.entries, &offer.kinds))
         }
+    }
+}
+
+/// A folder offer's top-level names, each with what it is.
+fn describe_entries(entries: &[String], kinds: &[pcp::EntryKind]) -> String {
+    // The receiver refuses an offer whose kinds are not parallel to its names; a
+    // library caller's hand-made OfferInfo is described as plainly as it can be.
+    let kind_of = |i: usize| kinds.get(i).copied();
+    let uniform = entries.len() == kinds.len() && kinds.windows(2).all(|w| w[0] == w[1]);
+    let word = |kind: Option<pcp::EntryKind>, plural: bool| {
+        let w = match kind {
+            Some(pcp::EntryKind::File) => "file",
+            Some(pcp::EntryKind::Folder) => "folder",
+            _ => "entry",
+        };
+        match (plural, w) {
+            (false, w) => w.to_owned(),
+            (true, "entry") => "entries".to_owned(),
+            (true, w) => format!("{w}s"),
+        }
+    };
+    let shown = |i: usize, e: &String| {
+        let hidden = if e.starts_with('.') { " (hidden)" } else { "" };
+        let prefix = if uniform { String::new() } else { format!("{} ", word(kind_of(i), false)) };
+        format!("{prefix}{}{hidden}", quote(e))
+    };
+    let mut listed: Vec<String> = if entries.len() <= LISTED {
+        entries.iter().enumerate().map(|(i, e)| shown(i, e)).collect()
+    } else {
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.starts_with('.'))
+            .map(|(i, e)| shown(i, e))
+            .collect()
+    };
+    let rest = entries.len() - listed.len();
+    if rest > 0 {
+        listed.push(format!("{rest} other name{}", if rest == 1 { "" } else { "s" }));
+    }
+    if uniform {
+        let plural = entries.len() > 1;
+        format!("{} {}", word(kind_of(0), plural), listed.join(", "))
+    } else {
+        listed.join(", ")
     }
 }
 
@@ -122,23 +155,38 @@ mod tests {
     #[test]
     fn every_top_level_name_is_listed_and_dot_names_are_flagged() {
         let d = describe_short(&folder(&["album", "notes", "x", ".bashrc"]));
-        assert_eq!(d, "folder 'album', 'notes', 'x', '.bashrc' (hidden), 12 entries, 9.0 MiB");
+        assert_eq!(d, "folders 'album', 'notes', 'x', '.bashrc' (hidden), 12 entries, 9.0 MiB");
         let many: Vec<String> = (0..40).map(|i| format!("f{i}")).collect();
         let mut names: Vec<&str> = many.iter().map(String::as_str).collect();
         names.push(".ssh");
         let d = describe_short(&folder(&names));
-        assert!(d.starts_with("folder '.ssh' (hidden), 40 other names"), "{d}");
+        assert!(d.starts_with("folders '.ssh' (hidden), 40 other names"), "{d}");
     }
 
     /// Issue 14, item 4: a name holding `', '` is one quoted name, not two.
     #[test]
     fn a_name_cannot_read_as_two() {
         let d = describe_short(&folder(&["a', 'b", "c\\"]));
-        assert_eq!(d, r"folder 'a\', \'b', 'c\\', 12 entries, 9.0 MiB");
+        assert_eq!(d, r"folders 'a\', \'b', 'c\\', 12 entries, 9.0 MiB");
         let mut file = folder(&[]);
         file.kind = OfferKind::File;
         file.name = "x', 'y.txt".into();
         assert_eq!(describe_short(&file), r"file 'x\', \'y.txt', 9.0 MiB");
+    }
+
+    /// Issue 14, item 8: the prompt says what each top-level entry is.
+    #[test]
+    fn each_top_level_entry_says_what_it_is() {
+        let mut o = folder(&["notes.txt", "album"]);
+        o.kinds = vec![pcp::EntryKind::File, pcp::EntryKind::Folder];
+        assert_eq!(describe_short(&o), "file 'notes.txt', folder 'album', 12 entries, 9.0 MiB");
+        let mut one = folder(&["a.txt"]);
+        one.kinds = vec![pcp::EntryKind::File];
+        assert_eq!(describe_short(&one), "file 'a.txt', 12 entries, 9.0 MiB");
+        let mut files = folder(&["a", "b"]);
+        files.kinds = vec![pcp::EntryKind::File; 2];
+        assert_eq!(describe_short(&files), "files 'a', 'b', 12 entries, 9.0 MiB");
+        assert_eq!(describe_short(&folder(&["album"])), "folder 'album', 12 entries, 9.0 MiB");
     }
 
     /// Issue 10, item 8: the address and a short id, the whole id with -v.
