@@ -126,7 +126,7 @@ pub enum ArchiveError {
     /// The tar crate could not read a header. Its own message holds the header's bytes
     /// (a peer's name and fields), so it goes to the debug log, sanitized, and this
     /// says only where.
-    #[error("a corrupt tar header at offset {offset}")]
+    #[error("refused archive: a corrupt tar header at offset {offset}")]
     CorruptHeader {
         /// Stream offset of the header.
         offset: u64,
@@ -147,7 +147,7 @@ pub enum ArchiveError {
         offered: u64,
     },
     /// The archive ended with fewer entries than the offer said.
-    #[error("refused archive: it ended after {got} entries, fewer than the {offered} offered")]
+    #[error("refused archive: it ended after {got} of the {offered} entries offered")]
     FewerEntries {
         /// The offer's count.
         offered: u64,

@@ -1743,7 +1743,7 @@ mod tests {
         let mut unpacker = Unpacker::new(dest.path(), vec!["d".into()]).unwrap();
         let err = unpacker.unpack(&tar[..]).unwrap_err();
         assert!(matches!(err, ArchiveError::CorruptHeader { offset: 512 }), "{err:?}");
-        assert_eq!(err.to_string(), "a corrupt tar header at offset 512");
+        assert_eq!(err.to_string(), "refused archive: a corrupt tar header at offset 512");
         assert!(std::error::Error::source(&err).is_none(), "no cause carries the header");
         assert!(err.is_refusal());
     }
