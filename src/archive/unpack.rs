@@ -875,7 +875,8 @@ fn resumed_metas(
     Ok(out)
 }
 
-#[cfg(test)]
+// Peaks are per process: never in a run with other tests (`--include-ignored`).
+#[cfg(all(test, feature = "scale"))]
 mod scale;
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //!
 //! Each case generates its tar stream piece by piece as the unpacker reads it (the
 //! whole stream is never in memory), extracts it into a temporary directory, and reads
-//! the process's peak resident set (`VmHWM`) at the end. They are `#[ignore]`d (minutes,
-//! and a million inodes); run one at a time so that each peak is its own:
+//! the process's peak resident set (`VmHWM`) at the end. `VmHWM` is the whole process's,
+//! so they live behind the `scale` feature (never in a run of the rest of the suite) and
+//! are `#[ignore]`d besides (minutes, and a million inodes); run one at a time so that
+//! each peak is its own:
 //!
 //! ```text
-//! tests/isolated cargo test --locked --release --lib -- --ignored --exact \
+//! tests/isolated cargo test --locked --release --features scale --lib -- --ignored --exact \
 //!     archive::unpack::scale::a_million_flat_entries
 //! ```
 //!
