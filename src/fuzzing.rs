@@ -816,7 +816,15 @@ fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
             _ => None,
         })
         .collect();
-    planted_links.insert((vec![OsString::from("f")], PathBuf::from("../canary/file")));
+    let into_canary = PathBuf::from("../canary/file");
+    if flags & DEST_TAKEN != 0 {
+        planted_links.insert((vec![OsString::from("f")], into_canary.clone()));
+    }
+    if flags & TMP_SYMLINK != 0 {
+        // It stays when the receiver stops before it rewrites the journal.
+        let name = PathBuf::from(&tmp).file_name().expect("a name").to_owned();
+        planted_links.insert((vec![name], into_canary));
+    }
     let staging_is_dir = fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir());
     let mut entries = Vec::new();
     walk(&dest, &mut entries);
@@ -1243,6 +1251,13 @@ mod tests {
             ("forced", with(&|i| i.flags |= FORCE), Ok(())),
             ("other-key", with(&|i| i.flags |= OTHER_KEY), Err("Exists")),
             ("other-transfer", with(&|i| i.flags |= OTHER_TRANSFER), Err("OtherTransfer")),
+            (
+                // Refused before the journal is rewritten: the symlink at its temporary
+                // name stays, pointing where it did.
+                "tmp-symlink-kept",
+                with(&|i| i.flags |= OTHER_TRANSFER | TMP_SYMLINK),
+                Err("OtherTransfer"),
+            ),
             ("staging-symlink", with(&|i| i.kind = staging_kind::SYMLINK), Err("Exists")),
             ("planted-names", with(&|i| i.flags |= TMP_SYMLINK | DEST_TAKEN), Err("Exists { path")),
             (
