@@ -320,6 +320,32 @@ impl Sink {
             .map_err(|_| SinkError::Stopped)?
     }
 
+    /// Hands `chunks` (each with its blake3 hash, as the pipeline verified it) to the
+    /// writer thread, then commits, or with `commit` false stops as [`Sink::abort`] does,
+    /// and waits for the writer's result: [`Sink::write`] and [`Sink::finish`] without an
+    /// async runtime, for the fuzz targets. A panic on the writer thread is resumed here.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn run_blocking(
+        mut self,
+        chunks: impl IntoIterator<Item = Vec<u8>>,
+        commit: bool,
+    ) -> Result<Written, SinkError> {
+        if let Some(tx) = self.tx.take() {
+            for chunk in chunks {
+                let hash = *blake3::hash(&chunk).as_bytes();
+                // A closed channel: the writer stopped; its error comes from the join.
+                if tx.blocking_send(Msg::Data(chunk.into(), hash)).is_err() {
+                    break;
+                }
+            }
+            if commit {
+                let _ = tx.blocking_send(Msg::Commit);
+            }
+        }
+        let thread = self.thread.take().ok_or(SinkError::Stopped)?;
+        thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
     /// The error that stopped the writer.
     async fn join_error(&mut self) -> SinkError {
         self.tx = None;
