@@ -269,6 +269,18 @@ impl Error {
                  running (or use -o FILE there, which resumes)"
                     .into(),
             ),
+            // Issue 15, item 11: the receiver needs the way out too. Only a hint, so
+            // matching the sender's words costs nothing if a peer mimics them.
+            Error::Session(SessionError::Remote { from: Role::Sender, message })
+                if message.starts_with("the source changed") =>
+            {
+                Some(
+                    "the sender's data is not what the part file here holds: run pcp \
+                     receive again with --force to start over, or remove the .pcp-part (or \
+                     .pcp-ID.partial) entries and their .manifest and .key"
+                        .into(),
+                )
+            }
             Error::ReconnectTimeout(_) => Some(
                 "with -o, run pcp receive -o again (any code) with a new pcp send to resume".into(),
             ),
@@ -424,6 +436,19 @@ mod tests {
              burnt: start again with a new one"
         );
         assert!(!e.to_string().contains("someone else"), "{e}");
+    }
+
+    /// Issue 15, item 11: a changed source shows the way out on the receiver too.
+    #[test]
+    fn a_changed_source_has_a_hint_on_both_sides() {
+        let sender = Error::SourceChanged("its first chunks differ from what the receiver holds");
+        assert!(sender.hint().is_some_and(|h| h.contains("--force")));
+        let receiver = Error::Session(SessionError::Remote {
+            from: Role::Sender,
+            message: last_word(&sender),
+        });
+        let hint = receiver.hint().expect("a hint on the receiver");
+        assert!(hint.contains("--force") && hint.contains(".pcp-part"), "{hint}");
     }
 
     #[test]
