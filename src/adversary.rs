@@ -610,7 +610,8 @@ impl Chunks {
     }
 
     async fn end(&mut self) -> Result<(), Error> {
-        let end = End { chunks: self.index, bytes: self.bytes, root: self.root.finish() };
+        let end =
+            End { chunks: self.index, bytes: self.bytes, root: self.root.finish(), meta: None };
         session::send(&mut self.w, &Control::End(end)).await?;
         Ok(())
     }

@@ -94,12 +94,19 @@ pub enum Error {
     #[error(transparent)]
     Resume(#[from] crate::resume::ResumeError),
     /// The sender saw too many wrong codes and stopped. (A receiver told so by the
-    /// sender fails with a session error of the same [`ErrorKind::CodeBurnt`].)
+    /// sender fails with a session error of the same [`ErrorKind::CodeBurnt`].) They
+    /// may be the user's own typos as well as someone else's guesses: the message says
+    /// how many came from where, and lets the user judge.
     #[error(
-        "too many wrong codes were tried: someone else tried this code; start again with a \
-         new one"
+        "{} wrong code{} tried ({}); the code is burnt: start again with a new one",
+        tried_total(.tried),
+        if tried_total(.tried) == 1 { " was" } else { "s were" },
+        tried_list(.tried)
     )]
-    CodeBurnt,
+    CodeBurnt {
+        /// Wrong codes per origin, most first.
+        tried: Vec<(crate::event::Origin, u32)>,
+    },
     /// The receiver stopped looking without meeting the sender: the only peers that
     /// answered failed before the key exchange (one said the code is burnt, which
     /// anyone can say), and no other turned up.
@@ -151,6 +158,16 @@ pub enum Error {
     /// No peer came back within the reconnect timeout.
     #[error("the connection was lost and did not come back within {0} s")]
     ReconnectTimeout(u64),
+    /// The receiver of a stream went away for good, and another one came with the
+    /// code: what the first one took cannot be read again (issue 15, item 2).
+    #[error(
+        "the receiver went away after {delivered} bytes of the stream, and a stream cannot \
+         be restarted for another receiver"
+    )]
+    StreamLost {
+        /// Bytes read from the stream so far.
+        delivered: u64,
+    },
     /// The peer closed the connection while we waited for it.
     #[error("the peer went away {0}")]
     PeerGone(&'static str),
@@ -174,7 +191,7 @@ impl Error {
             Error::Session(SessionError::WrongCode | SessionError::PeerWrongCode { .. }) => {
                 ErrorKind::WrongCode
             }
-            Error::CodeBurnt | Error::Session(SessionError::Burnt) => ErrorKind::CodeBurnt,
+            Error::CodeBurnt { .. } | Error::Session(SessionError::Burnt) => ErrorKind::CodeBurnt,
             Error::Session(SessionError::Guessing { .. }) => ErrorKind::Guessing,
             Error::Declined(_) => ErrorKind::Declined,
             Error::Cancelled => ErrorKind::Cancelled,
@@ -191,6 +208,7 @@ impl Error {
             | Error::NotFound { .. }
             | Error::ReconnectTimeout(_)
             | Error::PeerGone(_)
+            | Error::StreamLost { .. }
             | Error::RelayOnly(_) => ErrorKind::Network,
             e if e.is_transient() => ErrorKind::Network,
             _ => ErrorKind::Protocol,
@@ -230,7 +248,7 @@ impl Error {
                  otherwise check the code, and that both sides are on the same network"
                     .into(),
             ),
-            Error::CodeBurnt => {
+            Error::CodeBurnt { .. } => {
                 Some("start again with a new code: run pcp send again, and give the code only to the receiver".into())
             }
             Error::Sink(SinkError::Exists(_)) => Some(
@@ -246,6 +264,23 @@ impl Error {
             Error::SourceChanged(_) => Some(
                 "send the same data as before, or remove the receiver's .pcp-part file (or use --force there) to start over".into(),
             ),
+            Error::StreamLost { .. } => Some(
+                "run pcp send again with the data from the start, and keep the receiver \
+                 running (or use -o FILE there, which resumes)"
+                    .into(),
+            ),
+            // Issue 15, item 11: the receiver needs the way out too. Only a hint, so
+            // matching the sender's words costs nothing if a peer mimics them.
+            Error::Session(SessionError::Remote { from: Role::Sender, message })
+                if message.starts_with("the source changed") =>
+            {
+                Some(
+                    "the sender's data is not what the part file here holds: run pcp \
+                     receive again with --force to start over, or remove the .pcp-part (or \
+                     .pcp-ID.partial) entries and their .manifest and .key"
+                        .into(),
+                )
+            }
             Error::ReconnectTimeout(_) => Some(
                 "with -o, run pcp receive -o again (any code) with a new pcp send to resume".into(),
             ),
@@ -307,6 +342,16 @@ pub(crate) fn last_word(e: &Error) -> String {
     chain(e)
 }
 
+fn tried_total(tried: &[(crate::event::Origin, u32)]) -> u32 {
+    tried.iter().map(|(_, n)| n).fold(0, |a, n| a.saturating_add(*n))
+}
+
+/// `3 from 198.18.0.2, 1 from 2001:db8::/64`.
+fn tried_list(tried: &[(crate::event::Origin, u32)]) -> String {
+    let each: Vec<String> = tried.iter().map(|(o, n)| format!("{n} from {o}")).collect();
+    each.join(", ")
+}
+
 /// Shorthand for the engine's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -347,7 +392,7 @@ mod tests {
     fn kinds() {
         assert_eq!(Error::InvalidOptions("x".into()).kind(), ErrorKind::Usage);
         assert_eq!(Error::Session(SessionError::WrongCode).kind(), ErrorKind::WrongCode);
-        assert_eq!(Error::CodeBurnt.kind(), ErrorKind::CodeBurnt);
+        assert_eq!(Error::CodeBurnt { tried: Vec::new() }.kind(), ErrorKind::CodeBurnt);
         assert_eq!(Error::Session(SessionError::Guessing { peers: 3 }).kind(), ErrorKind::Guessing);
         assert_eq!(Error::NotFound { said_burnt: 1 }.kind(), ErrorKind::Network);
         let said = Error::NotFound { said_burnt: 1 }.to_string();
@@ -372,6 +417,38 @@ mod tests {
         assert_eq!(Error::Sink(crate::sink::SinkError::Unnamed).kind(), ErrorKind::Usage);
         let unsafe_name = crate::sink::SinkError::UnsafeName("..".into());
         assert_eq!(Error::Sink(unsafe_name).kind(), ErrorKind::Protocol);
+    }
+
+    /// Issue 15, item 8: the user's own typos are not "someone else": the sender says
+    /// how many wrong codes came from where.
+    #[test]
+    fn a_burnt_code_says_how_many_wrong_codes_came_from_where() {
+        use crate::event::Origin;
+        let e = Error::CodeBurnt {
+            tried: vec![
+                (Origin::Ipv4([198, 18, 0, 2].into()), 3),
+                (Origin::Ipv4([198, 18, 0, 3].into()), 1),
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "4 wrong codes were tried (3 from 198.18.0.2, 1 from 198.18.0.3); the code is \
+             burnt: start again with a new one"
+        );
+        assert!(!e.to_string().contains("someone else"), "{e}");
+    }
+
+    /// Issue 15, item 11: a changed source shows the way out on the receiver too.
+    #[test]
+    fn a_changed_source_has_a_hint_on_both_sides() {
+        let sender = Error::SourceChanged("its first chunks differ from what the receiver holds");
+        assert!(sender.hint().is_some_and(|h| h.contains("--force")));
+        let receiver = Error::Session(SessionError::Remote {
+            from: Role::Sender,
+            message: last_word(&sender),
+        });
+        let hint = receiver.hint().expect("a hint on the receiver");
+        assert!(hint.contains("--force") && hint.contains(".pcp-part"), "{hint}");
     }
 
     #[test]

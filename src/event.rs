@@ -303,6 +303,9 @@ pub enum Event {
         /// Why, in the receiver's words.
         reason: String,
     },
+    /// The receiver holds part of this transfer from an earlier run and comes back
+    /// under that run's identity (the sender waits for it): not a refusal.
+    ResumingEarlier,
     /// The receiver got an offer (before consent is asked).
     Offer(OfferInfo),
     /// The receiver resumes: it already holds this many bytes of the offer.

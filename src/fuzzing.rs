@@ -1355,7 +1355,7 @@ mod tests {
     fn write_seed_corpus() {
         // frame: whole streams that open to the end, and a truncated one.
         let offer_msg = Control::Offer(offer()).encode();
-        let end = Control::End(End { chunks: 1, bytes: 5, root: [3; 32] }).encode();
+        let end = Control::End(End { chunks: 1, bytes: 5, root: [3; 32], meta: None }).encode();
         let chunk0 = chunk_plaintext(0, b"hello", false);
         let stream = frames(&[(&offer_msg, false), (&chunk0, false), (&end, true)]);
         for (name, wire) in [
@@ -1377,7 +1377,7 @@ mod tests {
             ("offer", Control::Offer(offer())),
             ("accept", Control::Accept),
             ("decline", Control::Decline("no thanks".into())),
-            ("end", Control::End(End { chunks: 3, bytes: 3 << 16, root: [7; 32] })),
+            ("end", Control::End(End { chunks: 3, bytes: 3 << 16, root: [7; 32], meta: None })),
             ("error", Control::Error("disk full".into())),
             ("done", Control::Done),
             ("ack", Control::Ack(300)),

@@ -11,7 +11,7 @@
 //! | 0x02 | Accept  | R → S | empty |
 //! | 0x03 | Decline | R → S | postcard `String` reason (LAST frame) |
 //! | 0x04 | Chunk   | S → R | see below |
-//! | 0x05 | End     | S → R | postcard [`End`] (LAST frame) |
+//! | 0x05 | End     | S → R | postcard [`End`]: totals, then a file's mode and mtime for a file offer (LAST frame) |
 //! | 0x06 | Error   | both  | postcard `String` (LAST frame) |
 //! | 0x07 | Done    | R → S | empty: everything verified and written (LAST frame) |
 //! | 0x08 | Ack     | R → S | postcard `u64`: how many chunks the receiver has verified and handed to its output |
@@ -293,7 +293,11 @@ impl TopKind {
 }
 
 /// The sender's closing totals, checked by the receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Wire form: postcard `chunks`, `bytes`, `root`, then, only when `meta` is set, a
+/// postcard [`FileMeta`]. An End without it is the form senders sent before it
+/// existed, and decodes with `meta: None` (see [`End::decode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct End {
     /// Number of chunks sent.
     pub chunks: u64,
@@ -301,6 +305,83 @@ pub(crate) struct End {
     pub bytes: u64,
     /// blake3 over the concatenated 32-byte chunk hashes, in order.
     pub root: [u8; 32],
+    /// For a file offer, the file's permissions and modification time, which the
+    /// receiver gives the file it writes (issue 15, item 10).
+    pub meta: Option<FileMeta>,
+}
+
+/// The totals of an [`End`], as postcard encodes them.
+#[derive(Serialize, Deserialize)]
+struct Totals {
+    chunks: u64,
+    bytes: u64,
+    root: [u8; 32],
+}
+
+/// A sent file's permissions and modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileMeta {
+    /// Permission bits (`st_mode & 0o7777`); the receiver keeps only `0o777` of them,
+    /// under its umask.
+    pub mode: u32,
+    /// Seconds since the Unix epoch (negative before it).
+    pub mtime: i64,
+    /// Nanoseconds within that second; the receiver ignores a time whose value is not
+    /// below 1,000,000,000.
+    pub mtime_nanos: u32,
+}
+
+impl FileMeta {
+    /// The modification time, if it is a valid one.
+    pub(crate) fn modified(&self) -> Option<std::time::SystemTime> {
+        use std::time::{Duration, UNIX_EPOCH};
+        if self.mtime_nanos >= 1_000_000_000 {
+            return None;
+        }
+        let secs = Duration::from_secs(self.mtime.unsigned_abs());
+        let at = if self.mtime >= 0 {
+            UNIX_EPOCH.checked_add(secs)
+        } else {
+            UNIX_EPOCH.checked_sub(secs)
+        };
+        at?.checked_add(Duration::from_nanos(u64::from(self.mtime_nanos)))
+    }
+
+    /// A file's, as its metadata says.
+    #[cfg(unix)]
+    pub(crate) fn of(meta: &std::fs::Metadata) -> FileMeta {
+        use std::os::unix::fs::MetadataExt;
+        FileMeta {
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            mtime_nanos: u32::try_from(meta.mtime_nsec()).unwrap_or(0),
+        }
+    }
+}
+
+impl End {
+    fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        let totals = Totals { chunks: self.chunks, bytes: self.bytes, root: self.root };
+        let mut out = postcard::to_stdvec(&totals)?;
+        if let Some(meta) = &self.meta {
+            out.extend_from_slice(&postcard::to_stdvec(meta)?);
+        }
+        Ok(out)
+    }
+
+    /// Either form: with or without the trailing [`FileMeta`].
+    fn decode(body: &[u8]) -> Result<End, MessageError> {
+        let bad = MessageError::Malformed { what: "End" };
+        let (t, rest) = postcard::take_from_bytes::<Totals>(body).map_err(|_| bad)?;
+        let meta = match rest {
+            [] => None,
+            rest => match postcard::take_from_bytes::<FileMeta>(rest) {
+                Ok((meta, [])) => Some(meta),
+                _ => return Err(MessageError::Malformed { what: "End" }),
+            },
+        };
+        Ok(End { chunks: t.chunks, bytes: t.bytes, root: t.root, meta })
+    }
 }
 
 /// The receiver's answer to an offer it has partly received already.
@@ -410,7 +491,7 @@ impl Control {
             Control::Offer(o) => (tag::OFFER, postcard::to_stdvec(o)),
             Control::Accept => (tag::ACCEPT, Ok(Vec::new())),
             Control::Decline(r) => (tag::DECLINE, postcard::to_stdvec(cut(r))),
-            Control::End(e) => (tag::END, postcard::to_stdvec(e)),
+            Control::End(e) => (tag::END, e.encode()),
             Control::Error(m) => (tag::ERROR, postcard::to_stdvec(cut(m))),
             Control::Done => (tag::DONE, Ok(Vec::new())),
             Control::Ack(n) => (tag::ACK, postcard::to_stdvec(n)),
@@ -475,7 +556,7 @@ impl Control {
             }
             tag::ACCEPT => empty(body, "Accept", Control::Accept),
             tag::DECLINE => Ok(Control::Decline(reason(body, "Decline")?)),
-            tag::END => Ok(Control::End(body_of(body, "End")?)),
+            tag::END => Ok(Control::End(End::decode(body)?)),
             tag::ERROR => Ok(Control::Error(reason(body, "Error")?)),
             tag::DONE => empty(body, "Done", Control::Done),
             tag::ACK => Ok(Control::Ack(body_of(body, "Ack")?)),
@@ -592,7 +673,13 @@ mod tests {
             }),
             Control::Accept,
             Control::Decline("no".into()),
-            Control::End(End { chunks: 3, bytes: 3 << 20, root: [7; 32] }),
+            Control::End(End { chunks: 3, bytes: 3 << 20, root: [7; 32], meta: None }),
+            Control::End(End {
+                chunks: 3,
+                bytes: 3 << 20,
+                root: [7; 32],
+                meta: Some(FileMeta { mode: 0o755, mtime: -1, mtime_nanos: 999_999_999 }),
+            }),
             Control::Error("disk full".into()),
             Control::Done,
             Control::Ack(0),
@@ -607,15 +694,38 @@ mod tests {
         }
     }
 
+    /// Issue 15, item 10: an End as senders sent it before it carried a file's mode
+    /// and time (the same bytes as one without them now) still decodes.
+    #[test]
+    fn an_end_without_file_metadata_is_the_earlier_form() {
+        let earlier = Totals { chunks: 2, bytes: 9, root: [5; 32] };
+        let mut frame = vec![tag::END];
+        frame.extend_from_slice(&postcard::to_stdvec(&earlier).expect("encode"));
+        let end = End { chunks: 2, bytes: 9, root: [5; 32], meta: None };
+        assert_eq!(Control::decode(&frame).expect("decodes"), Control::End(end));
+        assert_eq!(Control::End(end).encode(), frame);
+        let meta = FileMeta { mode: 0o640, mtime: 1_700_000_000, mtime_nanos: 5 };
+        let at = meta.modified().expect("a valid time");
+        assert_eq!(
+            at.duration_since(std::time::UNIX_EPOCH).expect("after").as_nanos(),
+            1_700_000_000_000_000_005
+        );
+        assert_eq!(FileMeta { mtime_nanos: 1_000_000_000, ..meta }.modified(), None);
+    }
+
     #[test]
     fn garbage_is_refused() {
         assert!(matches!(Control::decode(&[]), Err(MessageError::UnknownTag(0))));
         assert!(matches!(Control::decode(&[0x99, 1, 2]), Err(MessageError::UnknownTag(0x99))));
         assert!(Control::decode(&[tag::ACCEPT, 0]).is_err(), "trailing bytes");
         assert!(Control::decode(&[tag::OFFER, 0xff, 0xff]).is_err());
-        let mut end = Control::End(End { chunks: 1, bytes: 1, root: [0; 32] }).encode();
+        let mut end = Control::End(End { chunks: 1, bytes: 1, root: [0; 32], meta: None }).encode();
         end.truncate(end.len() - 1);
         assert!(Control::decode(&end).is_err(), "truncated body");
+        let meta = Some(FileMeta { mode: 0o644, mtime: 1, mtime_nanos: 0 });
+        let mut end = Control::End(End { chunks: 1, bytes: 1, root: [0; 32], meta }).encode();
+        end.push(0);
+        assert!(Control::decode(&end).is_err(), "trailing bytes after the file's metadata");
     }
 
     fn varint(out: &mut Vec<u8>, mut v: usize) {

@@ -41,7 +41,7 @@ use crate::archive::plain_name;
 use crate::archive::{Announced, ArchiveError, Unpacker};
 
 mod extract;
-use crate::message::{Kind, Offer};
+use crate::message::{FileMeta, Kind, Offer};
 use crate::options::Destination;
 use crate::pool::Buf;
 use crate::resume::{Journal, JournalKey, Prefix, ResumeError};
@@ -215,7 +215,8 @@ impl Target {
 enum Msg {
     /// A verified chunk (its buffer goes back to the receiver's pool once written).
     Data(Buf, [u8; 32]),
-    Commit,
+    /// Commit; a file target first gives its file these permissions and this time.
+    Commit(Option<FileMeta>),
 }
 
 /// What a finished sink produced.
@@ -307,11 +308,24 @@ impl Sink {
     ///
     /// # Errors
     /// Whatever the writer met.
-    pub(crate) async fn finish(mut self) -> Result<Written, SinkError> {
+    #[cfg(test)]
+    pub(crate) async fn finish(self) -> Result<Written, SinkError> {
+        self.finish_with(None).await
+    }
+
+    /// [`Sink::finish`]; a file target first gives the file `meta`'s permissions
+    /// (under the umask) and modification time, through its handle (issue 15, item 10).
+    ///
+    /// # Errors
+    /// Whatever the writer met.
+    pub(crate) async fn finish_with(
+        mut self,
+        meta: Option<FileMeta>,
+    ) -> Result<Written, SinkError> {
         if let Some(tx) = self.tx.take() {
             // A closed channel means the writer already ended with an error, which
             // joining reports.
-            let _ = tx.send(Msg::Commit).await;
+            let _ = tx.send(Msg::Commit(meta)).await;
         }
         let thread = self.thread.take().ok_or(SinkError::Stopped)?;
         tokio::task::spawn_blocking(move || thread.join())
@@ -406,7 +420,7 @@ fn write_to(
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Data(d, _) => out.write_all(&d).map_err(SinkError::Writer)?,
-            Msg::Commit => {
+            Msg::Commit(_) => {
                 out.flush().map_err(SinkError::Writer)?;
                 return Ok(Written::default());
             }
@@ -414,6 +428,20 @@ fn write_to(
     }
     out.flush().map_err(SinkError::Writer)?;
     Err(SinkError::Stopped)
+}
+
+/// Gives the part file, through its handle, the sent file's permission bits (only
+/// `0o777`: never set-id bits from a peer, and under our umask, as a new file would
+/// be) and its modification time. The part file is ours and 0600 until here, so the
+/// name is never looked up again.
+fn keep_meta(file: &File, meta: &FileMeta) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.mode & 0o777 & !crate::fsx::umask();
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    if let Some(at) = meta.modified() {
+        file.set_times(std::fs::FileTimes::new().set_modified(at))?;
+    }
+    Ok(())
 }
 
 /// Opens a part file: positioned after a resumed prefix (nothing is cut yet: see
@@ -488,8 +516,11 @@ fn write_part(
                         j.append(&hash)?;
                     }
                 }
-                Msg::Commit => {
+                Msg::Commit(meta) => {
                     cut_here(&mut file)?;
+                    if let Some(meta) = meta {
+                        keep_meta(&file, &meta).map_err(file_err)?;
+                    }
                     file.sync_all().map_err(file_err)?;
                     let written = commit(part)?;
                     if let Some(j) = journal.take() {
@@ -530,6 +561,24 @@ mod tests {
         sink.finish().await.expect("finish");
         assert_eq!(std::fs::read(&path).expect("read"), b"hello world");
         assert!(!part_path(&path).exists());
+    }
+
+    /// Issue 15, item 10: a file is committed with the sent mode (only `0o777` of it,
+    /// under the umask) and mtime.
+    #[tokio::test]
+    async fn a_file_keeps_the_sent_mode_and_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.bin");
+        let mut sink =
+            Sink::start(Target::File { path: path.clone(), keep_part: true }, false, None)
+                .expect("start");
+        sink.write(b"hello".to_vec().into(), [0; 32]).await.expect("write");
+        let meta = FileMeta { mode: 0o4755, mtime: 1_600_000_000, mtime_nanos: 42 };
+        sink.finish_with(Some(meta)).await.expect("finish");
+        let got = std::fs::metadata(&path).expect("stat");
+        assert_eq!(got.permissions().mode() & 0o7777, 0o755 & !crate::fsx::umask());
+        assert_eq!(got.modified().expect("mtime"), meta.modified().expect("valid"));
     }
 
     #[tokio::test]

@@ -146,6 +146,17 @@ impl Source {
         }
     }
 
+    /// A file's permissions and modification time, as they are now, for the receiver
+    /// to give the file it writes (issue 15, item 10); `None` for anything else.
+    pub(crate) fn file_meta(&self) -> Option<crate::message::FileMeta> {
+        match self {
+            Source::File { file, .. } => {
+                file.metadata().ok().map(|m| crate::message::FileMeta::of(&m))
+            }
+            _ => None,
+        }
+    }
+
     /// The offer for this source as it is now: a file's size, or a walk of the tree
     /// (metadata only, no file is read). The sender calls it when it sends the offer,
     /// so that what is offered is what is read next; the size is then the bound its

@@ -108,10 +108,10 @@ mod tests {
     use super::incoming::{self, Incoming};
     use super::outgoing::{self, Outgoing};
     use super::*;
-    use crate::event::{Events, Role, Stats};
+    use crate::event::{Event, Events, Role, Stats};
     use crate::message::{Control, Resume};
     use crate::pipeline::{Compression, MIN_CHUNK_SIZE, RootHash};
-    use crate::session::Session;
+    use crate::session::{Session, SessionError};
     use crate::sink::{Sink, Target};
     use crate::source::Source;
 
@@ -157,6 +157,28 @@ mod tests {
         let mut out = Outgoing::new(MIN_CHUNK_SIZE, Compression::Zstd(1), source);
         out.offer().await.expect("offer");
         out
+    }
+
+    /// A sender of `bytes` as a file (re-readable, unlike a stream); the directory
+    /// holds the file and must outlive the sender.
+    async fn file_sender(bytes: &[u8]) -> (Outgoing, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.bin");
+        std::fs::write(&path, bytes).expect("write");
+        let source = Source::new(crate::options::Source::Paths(vec![path])).expect("source");
+        let mut out = Outgoing::new(MIN_CHUNK_SIZE, Compression::Zstd(1), source);
+        out.offer().await.expect("offer");
+        (out, dir)
+    }
+
+    /// Events into a vector the test reads.
+    fn recorded() -> (Events, Arc<Mutex<Vec<Event>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let events = {
+            let seen = Arc::clone(&seen);
+            Events::new(move |ev| seen.lock().expect("lock").push(ev))
+        };
+        (events, seen)
     }
 
     fn receiver(out: &Outgoing, into: Shared) -> Incoming {
@@ -344,7 +366,12 @@ mod tests {
                 root.push(&sealed.hash);
                 bytes += *len as u64;
             }
-            let end = crate::message::End { chunks: lens.len() as u64, bytes, root: root.finish() };
+            let end = crate::message::End {
+                chunks: lens.len() as u64,
+                bytes,
+                root: root.finish(),
+                meta: None,
+            };
             let _ = crate::session::send(&mut w, &Control::End(end)).await;
             // Kept open until the receiver is done, like a sender waiting for its verdict.
             (reader, w)
@@ -485,7 +512,7 @@ mod tests {
         let mut root = RootHash::default();
         root.push(blake3::hash(&source[..MIN_CHUNK_SIZE as usize]).as_bytes());
         let held = Resume { chunks: 1, root: root.finish() };
-        let mut out = sender(source).await;
+        let (mut out, _dir) = file_sender(&source).await;
         let mut started = Some(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());
@@ -503,7 +530,10 @@ mod tests {
         let (served, answer) =
             tokio::time::timeout(std::time::Duration::from_secs(20), both).await.expect("in time");
         assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
-        assert!(matches!(answer, Ok(Control::Decline(_))), "{answer:?}");
+        assert!(
+            matches!(answer, Err(SessionError::Remote { ref message, .. }) if message.contains("another receiver already took")),
+            "{answer:?}"
+        );
         assert_eq!(out.read, 0, "nothing was read for the stranger");
     }
 
@@ -533,7 +563,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_loss_a_stranger_without_the_data_is_turned_away() {
         let (s, mut r) = sessions().await;
-        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize)).await;
+        let (mut out, _dir) = file_sender(&data(4 * MIN_CHUNK_SIZE as usize)).await;
         let mut started = Some(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());
@@ -547,8 +577,68 @@ mod tests {
             stranger
         );
         assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
-        assert!(matches!(answer, Ok(Control::Decline(_))), "{answer:?}");
+        assert!(
+            matches!(answer, Err(SessionError::Remote { ref message, .. }) if message.contains("another receiver already took")),
+            "{answer:?}"
+        );
         assert_eq!(out.read, 0, "nothing was read for the stranger");
+    }
+
+    /// Issue 15, item 2: the receiver of a stream is gone (another peer accepts after
+    /// the loss): the newcomer is told the stream cannot be restarted, and the sender
+    /// stops at once instead of waiting out its reconnect timeout.
+    #[tokio::test]
+    async fn a_stream_whose_receiver_is_gone_ends_both_sides_at_once() {
+        let (s, mut r) = sessions().await;
+        let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize)).await;
+        let mut started = Some(std::time::Instant::now());
+        let someone_else = Some(PeerId::random());
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let newcomer = async move {
+            assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
+            r.send(&Control::Accept).await.expect("accept");
+            r.recv().await
+        };
+        let (served, answer) = tokio::join!(
+            send::serve(&mut out, s, (&mut started, someone_else), &ev, &none),
+            newcomer
+        );
+        assert!(
+            matches!(served, Err(crate::Error::StreamLost { .. })),
+            "{served:?}",
+            served = served.as_ref().err()
+        );
+        let e = served.err().expect("an error");
+        assert_eq!(e.kind(), crate::ErrorKind::Network);
+        assert!(e.to_string().contains("cannot be restarted"), "{e}");
+        let Err(SessionError::Remote { message, .. }) = answer else {
+            panic!("the newcomer was not told why: {answer:?}")
+        };
+        assert_eq!(
+            message,
+            "this stream was already partly delivered to another receiver and cannot be restarted"
+        );
+    }
+
+    /// Issue 15, item 7: a receiver that comes back under the identity of the run that
+    /// holds the data is not a refusal: the sender says a transfer begun earlier
+    /// resumes.
+    #[tokio::test]
+    async fn a_receiver_coming_back_as_an_earlier_run_is_not_a_refusal() {
+        let (s, mut r) = sessions().await;
+        let (mut out, _dir) = file_sender(&data(4 * MIN_CHUNK_SIZE as usize)).await;
+        let mut started = None;
+        let (none, (ev, seen)) = (CancellationToken::new(), recorded());
+        let rerun = async move {
+            assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
+            r.send(&Control::Refuse(receive::REIDENTIFY.into())).await.expect("refuse");
+        };
+        let (served, ()) =
+            tokio::join!(send::serve(&mut out, s, (&mut started, None), &ev, &none), rerun);
+        assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
+        let seen = seen.lock().expect("lock");
+        assert!(seen.iter().any(|e| matches!(e, Event::ResumingEarlier)), "{seen:?}");
+        assert!(!seen.iter().any(|e| matches!(e, Event::Refused { .. })), "{seen:?}");
     }
 
     #[test]

@@ -394,6 +394,36 @@ fn stdin_to_stdout_survives_three_cuts() {
     assert!(r.get("reconnects") >= 3, "three cuts, fewer reconnections: {}", r.line);
 }
 
+/// Issue 15, item 2: the receiver of stdin → stdout is SIGKILLed at ~25 %; a new
+/// receiver with the code is told at once that the stream cannot be restarted, and the
+/// sender stops too (exit 1), instead of reconnecting for its 600 s timeout.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_stream_whose_receiver_died_says_so_on_both_sides() {
+    const TOLD: &str =
+        "this stream was already partly delivered to another receiver and cannot be restarted";
+    let _serial = serial();
+    let rig = Rig::new(SIZE, RATE);
+    let stdout = rig.path("stdout");
+    let mut sender = spawn_sender(rig.sender_host(), CODE, &["-v"], Stdio::piped());
+    let stdin = sender.child.stdin.take().expect("stdin is piped");
+    let _writer = feed(stdin, rig.data.clone());
+    sender.wait_until_ready();
+    let mut first = start_receiver(rig.receiver_host(), &["-y", CODE], stdout_to(&stdout));
+    rig.wait_for_percent(&stdout, 25, &mut [&mut sender, &mut first]);
+    kill(&mut first);
+
+    let mut second =
+        start_receiver(rig.receiver_host(), &["-y", CODE], stdout_to(&rig.path("stdout2")));
+    let results = finish_all(&mut [&mut sender, &mut second], Duration::from_secs(90));
+    let all = everything(&["sender", "second receiver"], &results);
+    assert_eq!(results[1].0.code(), Some(exit::FAILURE), "{all}");
+    assert!(results[1].1.contains(TOLD), "{all}");
+    assert!(!results[1].1.contains("Decline where End"), "{all}");
+    assert_eq!(results[0].0.code(), Some(exit::FAILURE), "{all}");
+    assert!(results[0].1.contains("cannot be restarted for another receiver"), "{all}");
+}
+
 // --- across restarts -------------------------------------------------------------------
 
 /// Asserts that a killed receiver left its part file, manifest and identity, and no
@@ -464,6 +494,9 @@ fn both_killed_and_rerun_with_a_new_code_sends_the_rest() {
     let mut receiver = rig.receive(CODE2, &[], &out);
     let stderr = expect_success(&mut [&mut sender, &mut receiver], FINISH_TIMEOUT);
     rig.assert_received(&out);
+    // Issue 15, item 7: coming back under the earlier run's identity is no refusal.
+    assert!(!stderr[0].contains("refused"), "{}", stderr[0]);
+    assert!(stderr[0].contains("resuming a transfer begun earlier"), "{}", stderr[0]);
     let (s, _) = stats(SIZE, &stderr[0], &stderr[1]);
     assert!(s.get("sent") < percent(SIZE, 60), "the rerun sent too much: {}", s.line);
     assert!(s.get("skipped") > 0, "{}", s.line);

@@ -229,6 +229,7 @@ impl Reporter {
                 "the receiver refused: {}; still waiting for it to try again with the same code",
                 sanitize(reason)
             ),
+            Event::ResumingEarlier => "resuming a transfer begun earlier".into(),
             Event::SenderBusy { tries, max } => {
                 format!("the sender is busy with another receiver; retrying ({tries}/{max})")
             }

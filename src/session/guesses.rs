@@ -173,6 +173,19 @@ impl Guesses {
         self.ledger().by_origin.get(origin).map_or(0, |t| t.failed)
     }
 
+    /// Wrong codes per origin so far, most first (then by origin, for a stable order).
+    pub(crate) fn tally(&self) -> Vec<(Origin, u32)> {
+        let l = self.ledger();
+        let mut all: Vec<(Origin, u32)> = l
+            .by_origin
+            .iter()
+            .filter(|(_, t)| t.failed > 0)
+            .map(|(o, t)| (o.clone(), t.failed))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.to_string().cmp(&b.0.to_string())));
+        all
+    }
+
     /// Whether a hello from `origin` may go on to the PAKE now; if so, the returned
     /// ticket holds its place (see [`Ticket`]).
     pub(crate) fn gate(&self, origin: &Origin) -> Gate<'_> {

@@ -215,7 +215,7 @@ impl Read for Chunks<'_> {
                         return Err(self.fail(e));
                     }
                 }
-                Some(Msg::Commit) => self.committed = true,
+                Some(Msg::Commit(_)) => self.committed = true,
                 None => return Err(self.fail(SinkError::Stopped)),
             }
         }

@@ -26,7 +26,7 @@ use super::{KEEPALIVE, LINGER, unexpected};
 use crate::error::Error;
 use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameKey, FrameReader, FrameWriter, Header, TAG_LEN};
-use crate::message::{CHUNK_HEADER_LEN, Control, End, MIN_CHUNK_FRAME_LEN, Offer};
+use crate::message::{CHUNK_HEADER_LEN, Control, End, FileMeta, MIN_CHUNK_FRAME_LEN, Offer};
 use crate::pipeline::{self, OpenedChunk, PipelineError, RootHash};
 use crate::pool::Pool;
 use crate::session::{self, Session, SessionError};
@@ -91,8 +91,11 @@ impl Incoming {
         let key = reader.key().clone();
         let reading = tokio::spawn(read_frames(reader, self.offer.chunk_size, self.count, tx));
         let outcome = async {
-            self.take_chunks(&mut rx, &key, &mut writer, events, cancel).await?;
-            self.commit(&mut writer).await
+            let meta = self.take_chunks(&mut rx, &key, &mut writer, events, cancel).await?;
+            // A file's mode and time, for a file offer only: never given to a stream
+            // or an archive written to `-o FILE`.
+            let meta = meta.filter(|_| self.offer.kind == crate::message::Kind::File);
+            self.commit(&mut writer, meta).await
         }
         .await;
         // The reader may be blocked handing us a frame: let it go before waiting for it.
@@ -123,7 +126,7 @@ impl Incoming {
     }
 
     /// Verified chunks into the sink until the sender's LAST frame, which must be `End`
-    /// with totals that match.
+    /// with totals that match; returns the file metadata it carries, if any.
     async fn take_chunks<W: AsyncWrite + Unpin>(
         &mut self,
         rx: &mut mpsc::Receiver<Inbound>,
@@ -131,7 +134,7 @@ impl Incoming {
         writer: &mut FrameWriter<W>,
         events: &Events,
         cancel: &CancellationToken,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<FileMeta>, Error> {
         let ack_every = pipeline::ack_every(self.offer.chunk_size);
         let mut tick = tokio::time::interval(KEEPALIVE);
         loop {
@@ -157,7 +160,7 @@ impl Incoming {
                 Inbound::Last(header, mut buf, counter) => {
                     key.open(counter, header, &mut buf)?;
                     return match Control::decode(&buf)? {
-                        Control::End(end) => self.check_end(&end),
+                        Control::End(end) => self.check_end(&end).map(|()| end.meta),
                         Control::Error(message) => {
                             Err(SessionError::Remote { from: Role::Sender, message }.into())
                         }
@@ -220,9 +223,10 @@ impl Incoming {
     async fn commit<W: AsyncWrite + Unpin>(
         &mut self,
         writer: &mut FrameWriter<W>,
+        meta: Option<FileMeta>,
     ) -> Result<(), Error> {
         let sink = self.sink.take().ok_or(PipelineError::Worker)?;
-        let finish = sink.finish();
+        let finish = sink.finish_with(meta);
         tokio::pin!(finish);
         let mut tick = tokio::time::interval(KEEPALIVE);
         let written = loop {

@@ -35,7 +35,7 @@ use super::{KEEPALIVE, LINGER, unexpected};
 use crate::error::Error;
 use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameReader, FrameWriter};
-use crate::message::{Control, End, MessageError, Offer, Resume};
+use crate::message::{Control, End, FileMeta, MessageError, Offer, Resume};
 use crate::pipeline::{self, Compression, Governor, PipelineError, RootHash, SealedChunk};
 use crate::pool::{Buf, Pool};
 use crate::session::{self, Session, SessionError};
@@ -68,6 +68,8 @@ pub(super) enum Ending {
 pub(super) struct Outgoing {
     /// What was last offered: set by [`Outgoing::offer`].
     offer: Option<Offer>,
+    /// A file's permissions and time when it was offered, sent in `End`.
+    meta: Option<FileMeta>,
     chunk_size: u32,
     /// Each chunk's compression, adapted to what the link takes.
     governor: Governor,
@@ -114,6 +116,7 @@ impl Outgoing {
         let pool = Pool::for_chunks(chunk_size);
         Outgoing {
             offer: None,
+            meta: None,
             chunk_size,
             governor: Governor::new(compression, pipeline::depth()),
             source: Some(source),
@@ -147,14 +150,16 @@ impl Outgoing {
     pub(super) async fn offer(&mut self) -> Result<&Offer, Error> {
         if let Some(mut source) = self.source.take() {
             let chunk_size = self.chunk_size;
-            let (source, offer) = tokio::task::spawn_blocking(move || {
+            let (source, offer, meta) = tokio::task::spawn_blocking(move || {
                 let offer = source.offer(chunk_size);
-                (source, offer)
+                let meta = source.file_meta();
+                (source, offer, meta)
             })
             .await
             .map_err(|_| PipelineError::Worker)?;
             self.source = Some(source);
             self.offer = Some(offer?);
+            self.meta = meta;
         }
         self.offer.as_ref().ok_or_else(|| PipelineError::Worker.into())
     }
@@ -388,7 +393,12 @@ impl Outgoing {
     where
         W: AsyncWrite + Unpin,
     {
-        let end = End { chunks: self.read, bytes: self.bytes_read, root: self.root.finish() };
+        let end = End {
+            chunks: self.read,
+            bytes: self.bytes_read,
+            root: self.root.finish(),
+            meta: self.meta,
+        };
         if session::send(&mut writer, &Control::End(end)).await.is_err() {
             return lost_or_failed(&mut replies).await;
         }

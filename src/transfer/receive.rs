@@ -249,7 +249,7 @@ enum Contact<S, C> {
 }
 
 /// What the receiver tells a sender it leaves to come back under its earlier identity.
-const REIDENTIFY: &str = "the receiver reconnects as the run that holds the data";
+pub(super) const REIDENTIFY: &str = "the receiver reconnects as the run that holds the data";
 
 /// What the receiver tells a sender when what it kept here cannot be resumed from.
 const CANNOT_RESUME: &str = "the receiver cannot resume from the data it holds";

@@ -801,13 +801,22 @@ mod tests {
         let (burnt, (), late) = tokio::join!(l.next_session(), guesses, late);
         assert!(matches!(late, Error::NotFound { said_burnt: 1 }), "{late:?}");
         let burnt = burnt.expect_err("the sender gives up");
-        assert!(matches!(burnt, Error::CodeBurnt), "{burnt:?}");
-        assert!(
-            burnt.to_string().contains("someone else tried this code; start again with a new one")
-        );
+        assert!(matches!(burnt, Error::CodeBurnt { .. }), "{burnt:?}");
+        // Issue 15, item 8: how many came from where, not "someone else".
+        let said = burnt.to_string();
+        assert!(said.starts_with("3 wrong codes were tried (1 from peer "), "{said}");
+        assert!(said.ends_with("the code is burnt: start again with a new one"), "{said}");
+        let seen = seen.lock().expect("lock");
+        // Back to waiting after each failure the code survived: the status line does
+        // not stay on "authenticating".
+        let after: Vec<bool> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, Event::FailedAttempt { left: 1.., .. }))
+            .map(|(i, _)| matches!(seen.get(i + 1), Some(Event::Searching)))
+            .collect();
+        assert_eq!(after, [true, true], "{seen:?}");
         let failed: Vec<(u32, u32)> = seen
-            .lock()
-            .expect("lock")
             .iter()
             .filter_map(|e| match e {
                 Event::FailedAttempt {

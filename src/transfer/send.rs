@@ -163,8 +163,12 @@ where
         Ok(Control::Decline(reason)) => return Err(declined(reason)),
         Ok(Control::Refuse(reason)) => {
             // After a lost connection this is a rerun receiver going to come back under
-            // the identity it kept with its part file: nothing to tell the user.
-            if first {
+            // the identity it kept with its part file: nothing to tell the user. Before
+            // one, the same words say that a transfer begun earlier resumes (issue 15,
+            // item 7): not a refusal.
+            if first && reason == super::receive::REIDENTIFY {
+                events.emit(Event::ResumingEarlier);
+            } else if first {
                 events.emit(Event::Refused { reason });
             }
             return Ok(Ending::Refused);
@@ -179,9 +183,20 @@ where
     // process, or a rerun of it, which reconnects under the identity it kept with its
     // part file (see `crate::resume`). Anyone else who knows the code is turned away,
     // whatever it claims to hold, and the sender keeps waiting.
+    //
+    // A stream is the exception (issue 15, item 2): its receiver wrote what it got to
+    // its output and kept no identity to come back under (a rerun with `-o` leaves
+    // with `Refuse` above and comes back as the pinned peer), so a newcomer that
+    // accepts means the first receiver is gone for good, and what it took cannot be
+    // read again. Both sides stop at once and say so, instead of the sender waiting
+    // out its reconnect timeout.
     if pinned.is_some_and(|p| p != session.peer()) {
-        let no = Control::Decline("another receiver already took this transfer".into());
-        session.say_last(&no, LINGER).await;
+        let stream = out.offered().is_some_and(|o| o.kind == crate::message::Kind::Stream);
+        let why = if stream { STREAM_TAKEN } else { TAKEN };
+        session.say_last(&Control::Error(why.into()), LINGER).await;
+        if stream {
+            return Err(Error::StreamLost { delivered: out.bytes_read });
+        }
         return Ok(Ending::Refused);
     }
     // Catching up on a rerun reads the whole prefix: it too must stop when told.
@@ -206,6 +221,15 @@ where
     }
     out.run(session, events, cancel).await
 }
+
+/// What a newcomer is told when a stream it asks for went partly to another receiver
+/// that is gone (issue 15, item 2).
+pub(crate) const STREAM_TAKEN: &str =
+    "this stream was already partly delivered to another receiver and cannot be restarted";
+
+/// What a newcomer is told after a lost connection, while the sender waits for the
+/// receiver that has the data so far.
+const TAKEN: &str = "another receiver already took this transfer; the sender waits for it";
 
 /// The receiver's `Decline`, as the sender shows it: a pcp receiver says only "the
 /// receiver declined"; any other reason is the peer's own text, so it comes after that

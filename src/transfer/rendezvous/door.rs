@@ -323,7 +323,7 @@ impl Listener {
         let mut burnt_at = guesses.burnt().then(|| Instant::now() + BURNT_LINGER);
         loop {
             tokio::select! {
-                () = until(burnt_at) => return Err(Error::CodeBurnt),
+                () = until(burnt_at) => return Err(Error::CodeBurnt { tried: guesses.tally() }),
                 next = self.incoming.next() => {
                     let Some((peer, stream)) = next else {
                         return Err(node::NodeError::Stopped.into());
@@ -346,6 +346,10 @@ impl Listener {
                         self.events.emit(Event::FailedAttempt { peer, from: k.origin, from_there, left });
                         if left == 0 {
                             burnt_at = Some(Instant::now() + BURNT_LINGER);
+                        } else if door.is_idle() {
+                            // Back to waiting (issue 15, item 8): the status line does
+                            // not stay on the receiver that failed.
+                            self.events.emit(Event::Searching);
                         }
                     }
                     Err(e) => {
