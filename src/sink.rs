@@ -353,7 +353,7 @@ impl Sink {
                 }
             }
             if commit {
-                let _ = tx.blocking_send(Msg::Commit);
+                let _ = tx.blocking_send(Msg::Commit(None));
             }
         }
         let thread = self.thread.take().ok_or(SinkError::Stopped)?;
