@@ -58,6 +58,7 @@ pub(crate) fn describe_short(offer: &OfferInfo) -> String {
     let size = offer.size.map(|s| format!(", {}", human_bytes(s))).unwrap_or_default();
     match offer.kind {
         OfferKind::Stream => "a stream".to_owned(),
+        OfferKind::Text => format!("text{size}"),
         OfferKind::File => format!("file {}{size}", quote(&offer.name)),
         OfferKind::Folder => {
             let shown = |e: &String| {
