@@ -147,7 +147,7 @@ pub struct ReceiveOptions {
     /// Finding the sender.
     pub network: NetworkOptions,
     /// Where a text offer goes when the destination is a directory (the binary: its
-    /// terminal, through the cleaning rule of [`crate::term`]); the bytes arrive
+    /// terminal, through [`crate::printable_text`]); the bytes arrive
     /// verified, as they come, and may split a UTF-8 character between two writes.
     /// `None`: a text offer is refused there, like a stream. A `Writer` or `File`
     /// destination takes a text as it takes anything.
