@@ -36,6 +36,7 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
             break
         }
         'pcp;send' {
+            [CompletionResult]::new('--text', '--text', [CompletionResultType]::ParameterName, 'Send TEXT as text: the receiver sees it on its terminal instead of saving a file, without a question up to 4 KiB. Without TEXT, the text is read from standard input, up to 1 MiB of UTF-8')
             [CompletionResult]::new('--code', '--code', [CompletionResultType]::ParameterName, 'Use this code instead of making one up (word-word-word-word)')
             [CompletionResult]::new('--words', '--words', [CompletionResultType]::ParameterName, 'How many words a new code has (at least 3; more words, more security)')
             [CompletionResult]::new('--level', '--level', [CompletionResultType]::ParameterName, 'zstd level for every chunk (1 fastest … 19 smallest); by default it adapts')

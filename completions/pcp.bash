@@ -161,12 +161,16 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --code --words --level --no-compress --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-q -v -h -V --text --code --words --level --no-compress --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --text)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --code)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -32,6 +32,7 @@ set edit:completion:arg-completer[pcp] = {|@words|
             cand node 'Run a long-lived DHT, relay and AutoNAT node for a group''s own infrastructure'
         }
         &'pcp;send'= {
+            cand --text 'Send TEXT as text: the receiver sees it on its terminal instead of saving a file, without a question up to 4 KiB. Without TEXT, the text is read from standard input, up to 1 MiB of UTF-8'
             cand --code 'Use this code instead of making one up (word-word-word-word)'
             cand --words 'How many words a new code has (at least 3; more words, more security)'
             cand --level 'zstd level for every chunk (1 fastest … 19 smallest); by default it adapts'

@@ -32,6 +32,7 @@ complete -c pcp -n "__fish_pcp_needs_command" -s V -l version -d 'Print version'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "send" -d 'Send a stream, a file or a directory'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "receive" -d 'Receive what a sender offers, given its code'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "node" -d 'Run a long-lived DHT, relay and AutoNAT node for a group\'s own infrastructure'
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l text -d 'Send TEXT as text: the receiver sees it on its terminal instead of saving a file, without a question up to 4 KiB. Without TEXT, the text is read from standard input, up to 1 MiB of UTF-8' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code instead of making one up (word-word-word-word)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd level for every chunk (1 fastest … 19 smallest); by default it adapts' -r

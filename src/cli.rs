@@ -3,9 +3,11 @@
 //! status. The engine itself (the `pcp` library) never prints.
 
 pub(crate) mod args;
+mod ask;
 pub(crate) mod log;
 mod prompt;
 pub(crate) mod render;
+mod text;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -144,7 +146,7 @@ pub(crate) async fn run(
                 .filter(|addr| announce && random_port(addr))
                 .map(ToString::to_string)
                 .collect();
-            rep.sending(offer_label(&a.paths));
+            rep.sending(if a.text.is_some() { "text".into() } else { offer_label(&a.paths) });
             let options = send_options(a)?;
             if announce {
                 rep.announce_addresses();
@@ -169,11 +171,15 @@ pub(crate) async fn run(
             sent?;
         }
         Command::Receive(a) => {
-            let (options, yes) = receive_options(a)?;
+            let (mut options, yes) = receive_options(a)?;
             if matches!(options.destination, Destination::Writer(_)) {
                 rep.data_to_stdout();
             }
-            let consent = consent(Arc::clone(&rep), yes);
+            if matches!(options.destination, Destination::Directory(_)) {
+                options.text = Some(text_writer(&rep));
+            }
+            let to_file = matches!(options.destination, Destination::File(_));
+            let consent = consent(Arc::clone(&rep), yes, to_file);
             match pcp::receive(options, events, consent, cancel).await {
                 // The reader of our stdout went away (`pcp receive … | head`): not a failure.
                 Err(e) if e.is_broken_pipe() => {}
@@ -245,7 +251,9 @@ fn parse_code(s: Result<Code, pcp::ParseCodeError>) -> Result<Code, Failure> {
 
 fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
     let stdin = |p: &PathBuf| p.as_os_str() == "-";
-    let source = if a.paths.is_empty() || (a.paths.len() == 1 && stdin(&a.paths[0])) {
+    let source = if let Some(given) = a.text {
+        Source::Text(text::read_text(given)?)
+    } else if a.paths.is_empty() || (a.paths.len() == 1 && stdin(&a.paths[0])) {
         Source::Reader(Box::new(std::io::stdin()))
     } else if a.paths.iter().any(stdin) {
         return Err(Failure::usage("`-` (stdin) cannot be sent together with paths", None));
@@ -267,10 +275,11 @@ fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
 
 /// The receive options, and whether consent is given up front (`-y`).
 fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
-    let code = parse_code(match &a.code {
-        Some(c) => c.parse(),
-        None => Code::from_words(&a.words),
-    })?;
+    let code = match (&a.code, a.words.is_empty()) {
+        (Some(c), _) => parse_code(c.parse())?,
+        (None, false) => parse_code(Code::from_words(&a.words))?,
+        (None, true) => ask_for_code()?,
+    };
     if let Some(dir) = &a.directory {
         check_directory(dir)?;
     }
@@ -293,6 +302,46 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
     o.peers = a.peer;
     o.network = network(&a.common, a.reconnect_timeout);
     Ok((o, a.yes))
+}
+
+/// The code, asked for on the terminal until it parses (issue 15): the user may mistype.
+///
+/// # Errors
+/// No terminal to ask on, Ctrl-D (usage), Ctrl-C (interrupted).
+fn ask_for_code() -> Result<Code, Failure> {
+    let none = || {
+        Some("give it on the command line (pcp receive CODE), with --code, or in PCP_CODE".into())
+    };
+    if !prompt::has_tty() {
+        return Err(Failure::usage("no code given, and no terminal to ask for it on", none()));
+    }
+    loop {
+        match ask::ask_code() {
+            Ok(ask::Answer::Line(line)) if line.is_empty() => {}
+            Ok(ask::Answer::Line(line)) => match line.parse::<Code>() {
+                Ok(code) => return Ok(code),
+                Err(e) => {
+                    render::eprint_line(&format!("pcp: {}", chain(&e)));
+                    if let Some(hint) = e.hint() {
+                        render::eprint_line(&format!("hint: {hint}"));
+                    }
+                }
+            },
+            Ok(ask::Answer::End) => return Err(Failure::usage("no code given", none())),
+            Ok(ask::Answer::Interrupted) => return Err(Failure::from(pcp::Error::Cancelled)),
+            Err(e) => return Err(Failure::usage(format!("cannot ask for the code: {e}"), none())),
+        }
+    }
+}
+
+/// Where a text offer goes when the receiver saves into a directory: the terminal,
+/// cleaned, when standard output is one; else the raw bytes, to standard output.
+fn text_writer(rep: &Arc<Reporter>) -> Box<dyn std::io::Write + Send> {
+    if std::io::stdout().is_terminal() {
+        Box::new(text::TerminalText::new(std::io::stdout(), Some(Arc::clone(rep))))
+    } else {
+        Box::new(std::io::stdout())
+    }
 }
 
 /// `-C DIR` must name an existing directory. It is not created: a mistyped DIR would
@@ -331,8 +380,13 @@ fn node_options(a: NodeArgs) -> Result<(NodeOptions, Option<String>), Failure> {
 fn consent(
     rep: Arc<Reporter>,
     yes: bool,
+    to_file: bool,
 ) -> impl FnOnce(&pcp::OfferInfo) -> std::io::Result<bool> + Send + 'static {
     move |offer| {
+        // A short text is read, not saved: shown as it comes, like a message.
+        if text::shown_without_asking(offer, to_file) {
+            return Ok(true);
+        }
         if yes {
             rep.emit_line(&format!("receiving {}", prompt::describe_short(offer)));
             return Ok(true);

@@ -36,6 +36,9 @@ pub enum OfferKind {
     File,
     /// Files and directories, sent as a tar stream.
     Folder,
+    /// UTF-8 text of a known size, to be shown rather than saved (`pcp send --text`, or
+    /// a short stdin); what arrives is the peer's: clean it before a terminal sees it.
+    Text,
 }
 
 /// What a top-level entry of a folder offer is.

@@ -113,7 +113,8 @@ pub use options::{Destination, NetworkOptions, NodeOptions, ReceiveOptions, Send
 pub use pipeline::{Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use server::{KeyError, NodeKey, load_or_create_key, serve};
 pub use session::guesses::guess_budget;
-pub use term::{printable, quote, sanitize};
+pub use source::TEXT_PEEK;
+pub use term::{printable, printable_text, quote, sanitize};
 pub use tokio_util::sync::CancellationToken;
 pub use transfer::{receive, send};
 

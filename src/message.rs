@@ -243,6 +243,11 @@ pub(crate) enum Kind {
     File,
     /// A tar stream of one or more files and directories.
     Archive,
+    /// UTF-8 text of the offered size, meant to be read, not saved: a receiver at a
+    /// terminal prints it (cleaned) instead of writing a file. Appended last, so that
+    /// the postcard encoding of the other kinds (their variant index) is unchanged; a
+    /// receiver that predates it refuses the offer as malformed.
+    Text,
 }
 
 /// The sender's offer, shown to the receiver before any data flows.
@@ -671,6 +676,15 @@ mod tests {
                 files: Some(3),
                 kinds: vec![TopKind::Folder],
             }),
+            Control::Offer(Offer {
+                kind: Kind::Text,
+                name: "text".into(),
+                size: Some(5),
+                entries: Vec::new(),
+                chunk_size: 1 << 20,
+                files: None,
+                kinds: Vec::new(),
+            }),
             Control::Accept,
             Control::Decline("no".into()),
             Control::End(End { chunks: 3, bytes: 3 << 20, root: [7; 32], meta: None }),
@@ -711,6 +725,18 @@ mod tests {
             1_700_000_000_000_000_005
         );
         assert_eq!(FileMeta { mtime_nanos: 1_000_000_000, ..meta }.modified(), None);
+    }
+
+    /// Issue 15: the kinds keep their wire values (postcard's variant index), so an
+    /// offer of an older sender still decodes; text is the next one.
+    #[test]
+    fn kinds_keep_their_wire_values() {
+        let index = |k: Kind| postcard::to_stdvec(&k).expect("encode");
+        assert_eq!(index(Kind::Stream), [0]);
+        assert_eq!(index(Kind::File), [1]);
+        assert_eq!(index(Kind::Archive), [2]);
+        assert_eq!(index(Kind::Text), [3]);
+        assert!(postcard::from_bytes::<Kind>(&[4]).is_err());
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum Source {
     /// Paths: one regular file is sent as itself; a directory or several paths as a
     /// tar stream.
     Paths(Vec<PathBuf>),
+    /// Text, offered as text (`pcp send --text`): a receiver at a terminal shows it
+    /// instead of saving it (see [`ReceiveOptions::text`]).
+    Text(String),
 }
 
 impl fmt::Debug for Source {
@@ -69,6 +72,7 @@ impl fmt::Debug for Source {
         match self {
             Source::Reader(_) => f.write_str("Reader"),
             Source::Paths(p) => f.debug_tuple("Paths").field(p).finish(),
+            Source::Text(t) => f.debug_tuple("Text").field(&t.len()).finish(),
         }
     }
 }
@@ -131,7 +135,6 @@ impl fmt::Debug for Destination {
 }
 
 /// `pcp receive`.
-#[derive(Debug)]
 pub struct ReceiveOptions {
     /// The sender's code.
     pub code: Code,
@@ -143,6 +146,25 @@ pub struct ReceiveOptions {
     pub peers: Vec<Multiaddr>,
     /// Finding the sender.
     pub network: NetworkOptions,
+    /// Where a text offer goes when the destination is a directory (the binary: its
+    /// terminal, through [`crate::printable_text`]); the bytes arrive
+    /// verified, as they come, and may split a UTF-8 character between two writes.
+    /// `None`: a text offer is refused there, like a stream. A `Writer` or `File`
+    /// destination takes a text as it takes anything.
+    pub text: Option<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for ReceiveOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReceiveOptions")
+            .field("code", &self.code)
+            .field("destination", &self.destination)
+            .field("force", &self.force)
+            .field("peers", &self.peers)
+            .field("network", &self.network)
+            .field("text", &self.text.as_ref().map(|_| "Writer"))
+            .finish()
+    }
 }
 
 impl ReceiveOptions {
@@ -155,6 +177,7 @@ impl ReceiveOptions {
             force: false,
             peers: Vec::new(),
             network: NetworkOptions::default(),
+            text: None,
         }
     }
 }

@@ -600,7 +600,7 @@ pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefi
         let filled = crate::source::read_full(&mut file, &mut buf).map_err(io_err)?;
         let whole = filled == chunk
             || (filled > 0
-                && offer.kind == Kind::File
+                && matches!(offer.kind, Kind::File | Kind::Text)
                 && offer.size == Some(prefix.bytes + filled as u64));
         if !whole {
             break;

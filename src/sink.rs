@@ -162,7 +162,7 @@ impl Target {
             Destination::Directory(dir) => dir,
         };
         match offer.kind {
-            Kind::Stream => Err(SinkError::Unnamed),
+            Kind::Stream | Kind::Text => Err(SinkError::Unnamed),
             Kind::File => {
                 let name = plain_name(&offer.name)
                     .ok_or_else(|| SinkError::UnsafeName(offer.name.clone()))?;

@@ -4,7 +4,12 @@
 //! Invariants: the reader thread hands over full chunks (only the last may be short,
 //! and an empty source yields no chunk at all) through a bounded channel, so it never
 //! reads more than two chunks ahead of the network. Nothing is read before the session
-//! is accepted, and the source is read once, front to back: there is no pre-pass.
+//! is accepted, and the source is read once, front to back: there is no pre-pass. The
+//! one exception is a reader (stdin): its first [`TEXT_PEEK`] + 1 bytes are read ahead
+//! on a thread of their own from the start, so that a short text piped in (`echo hi |
+//! pcp send`) is offered as text (a receiver at a terminal prints it). It is text only
+//! if the reader ended within [`TEXT_PEEK`] bytes by the time the offer is sent, is not
+//! empty and is UTF-8; otherwise it is a stream, and the bytes read ahead come first.
 //!
 //! The offer's size is a promise the receiver holds the sender to (issue 14, item 3).
 //! It is measured by [`Source::offer`] when the offer is sent (metadata only), and a
@@ -26,6 +31,9 @@ use crate::term;
 
 /// Chunks that may wait between the reader thread and the pipeline.
 const AHEAD: usize = 2;
+
+/// The longest stdin that is offered as text without `--text`: about a screenful.
+pub const TEXT_PEEK: usize = 4096;
 
 /// Errors reading what is to be sent.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +68,10 @@ pub enum SourceError {
 /// What the sender was asked to send, checked and (for a file) opened before the code
 /// is shown, so that an unreadable source fails at once.
 pub(crate) enum Source {
-    /// A reader of unknown length (standard input).
-    Reader(Box<dyn Read + Send>),
+    /// A reader of unknown length (standard input), its first bytes read ahead.
+    Reader(Stdin),
+    /// Text given as such (`--text`).
+    Text(Vec<u8>),
     /// One regular file, open.
     File {
         /// Its path.
@@ -87,7 +97,8 @@ impl Source {
     /// No path, a missing or unreadable path, names that cannot be sent.
     pub(crate) fn new(source: crate::options::Source) -> Result<Source, SourceError> {
         let paths = match source {
-            crate::options::Source::Reader(r) => return Ok(Source::Reader(r)),
+            crate::options::Source::Reader(r) => return Ok(Source::Reader(Stdin::new(r))),
+            crate::options::Source::Text(t) => return Ok(Source::Text(t.into_bytes())),
             crate::options::Source::Paths(p) => p,
         };
         let path_err = |path: &Path| {
@@ -121,7 +132,7 @@ impl Source {
     /// Names that cannot be sent, too many paths.
     fn check(&self) -> Result<Vec<String>, SourceError> {
         match self {
-            Source::Reader(_) => Ok(Vec::new()),
+            Source::Reader(_) | Source::Text(_) => Ok(Vec::new()),
             Source::File { path, .. } => Ok(vec![file_name(path)?]),
             Source::Archive { paths, .. } => {
                 let entries = archive::top_level_names(paths)?;
@@ -166,7 +177,22 @@ impl Source {
     /// Unreadable metadata, or names that cannot be sent.
     pub(crate) fn offer(&mut self, chunk_size: u32) -> Result<Offer, SourceError> {
         let checked = self.check()?;
+        // A reader that turned out short text is offered (and read) as text.
+        if let Source::Reader(stdin) = self
+            && let Some(text) = stdin.text()
+        {
+            *self = Source::Text(text);
+        }
         Ok(match self {
+            Source::Text(text) => Offer {
+                kind: Kind::Text,
+                name: "text".into(),
+                size: Some(text.len() as u64),
+                entries: Vec::new(),
+                chunk_size,
+                files: None,
+                kinds: Vec::new(),
+            },
             Source::Reader(_) => Offer {
                 kind: Kind::Stream,
                 name: "stdin".into(),
@@ -229,7 +255,13 @@ impl Source {
         match self {
             Source::Reader(r) => {
                 let bound = offered.map(|size| (size, PathBuf::from("standard input")));
-                std::thread::spawn(move || read_chunks(r, chunk_size, &pool, &tx, bound));
+                std::thread::spawn(move || read_chunks(r.reader(), chunk_size, &pool, &tx, bound));
+            }
+            Source::Text(text) => {
+                let bound = offered.map(|size| (size, PathBuf::from("the text")));
+                std::thread::spawn(move || {
+                    read_chunks(io::Cursor::new(text), chunk_size, &pool, &tx, bound);
+                });
             }
             Source::File { file, path } => {
                 let bound = offered.map(|size| (size, path));
@@ -258,6 +290,104 @@ impl Source {
             }
         }
         rx
+    }
+}
+
+/// Standard input, its first [`TEXT_PEEK`] + 1 bytes read on a thread of their own
+/// from the start (see the module docs).
+pub(crate) struct Stdin {
+    state: Peek,
+}
+
+enum Peek {
+    /// The thread is still reading.
+    Pending(std::sync::mpsc::Receiver<Peeked>),
+    /// What it read, and the reader to go on with.
+    Ready(Peeked),
+}
+
+struct Peeked {
+    head: Vec<u8>,
+    /// The reader ended within the head.
+    ended: bool,
+    /// Why reading the head stopped early, handed over after the head.
+    error: Option<io::Error>,
+    rest: Box<dyn Read + Send>,
+}
+
+impl Stdin {
+    fn new(mut r: Box<dyn Read + Send>) -> Stdin {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut head = vec![0; TEXT_PEEK + 1];
+            let (n, error) = match read_full(&mut r, &mut head) {
+                Ok(n) => (n, None),
+                Err(e) => (0, Some(e)),
+            };
+            head.truncate(n);
+            let ended = error.is_none() && n <= TEXT_PEEK;
+            // The receiving end is gone only when the send was dropped: nothing to do.
+            let _ = tx.send(Peeked { head, ended, error, rest: r });
+        });
+        Stdin { state: Peek::Pending(rx) }
+    }
+
+    /// Waits for the peek to be over.
+    #[cfg(test)]
+    fn settle(&mut self) {
+        if let Peek::Pending(rx) = &self.state {
+            let p = rx.recv().expect("the peek thread reports");
+            self.state = Peek::Ready(p);
+        }
+    }
+
+    /// Whether the peek is over (without waiting for it).
+    fn poll(&mut self) -> Option<&mut Peeked> {
+        if let Peek::Pending(rx) = &self.state
+            && let Ok(p) = rx.try_recv()
+        {
+            self.state = Peek::Ready(p);
+        }
+        match &mut self.state {
+            Peek::Ready(p) => Some(p),
+            Peek::Pending(_) => None,
+        }
+    }
+
+    /// The whole input, if it already ended and is short, non-empty UTF-8 text.
+    fn text(&mut self) -> Option<Vec<u8>> {
+        let p = self.poll()?;
+        (p.ended && !p.head.is_empty() && std::str::from_utf8(&p.head).is_ok())
+            .then(|| std::mem::take(&mut p.head))
+    }
+
+    /// The input from its first byte: what was read ahead, then the rest (waiting for
+    /// the peek if it is still reading: the caller is the reader thread).
+    fn reader(self) -> Box<dyn Read + Send> {
+        let p = match self.state {
+            Peek::Ready(p) => p,
+            Peek::Pending(rx) => match rx.recv() {
+                Ok(p) => p,
+                Err(_) => {
+                    let e = io::Error::other("reading ahead failed");
+                    return Box::new(Failed(Some(e)));
+                }
+            },
+        };
+        let head = io::Cursor::new(p.head);
+        match p.error {
+            Some(e) => Box::new(head.chain(Failed(Some(e)))),
+            None => Box::new(head.chain(p.rest)),
+        }
+    }
+}
+
+/// A reader that fails with the error it holds, then ends.
+struct Failed(Option<io::Error>);
+
+impl Read for Failed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        self.0.take().map_or(Ok(0), Err)
     }
 }
 
@@ -579,5 +709,96 @@ mod tests {
         assert!(matches!(paths(&[dir.path().join("missing")]), Err(SourceError::Path { .. })));
         let offer = paths(std::slice::from_ref(&f)).expect("file").offer(1 << 20).expect("offer");
         assert_eq!((offer.kind, offer.name.as_str(), offer.size), (Kind::File, "a.txt", Some(1)));
+    }
+
+    /// A reader that hands out what the test sends it, and blocks until then.
+    struct Fed(std::sync::mpsc::Receiver<Vec<u8>>, io::Cursor<Vec<u8>>);
+
+    impl Read for Fed {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            loop {
+                let n = self.1.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                match self.0.recv() {
+                    Ok(more) => self.1 = io::Cursor::new(more),
+                    Err(_) => return Ok(0),
+                }
+            }
+        }
+    }
+
+    fn stdin(r: impl Read + Send + 'static) -> Source {
+        Source::new(crate::options::Source::Reader(Box::new(r))).expect("source")
+    }
+
+    /// What a reader source offers once its peek is over, and the bytes it hands over.
+    fn settled(bytes: &[u8]) -> (Kind, Option<u64>, Vec<u8>) {
+        let mut s = stdin(io::Cursor::new(bytes.to_vec()));
+        if let Source::Reader(r) = &mut s {
+            r.settle();
+        }
+        let offer = s.offer(MIN_CHUNK).expect("offer");
+        let got =
+            collect(s.spawn(MIN_CHUNK as usize, Pool::new(MIN_CHUNK as usize, 2), offer.size))
+                .concat();
+        (offer.kind, offer.size, got)
+    }
+
+    const MIN_CHUNK: u32 = crate::pipeline::MIN_CHUNK_SIZE;
+
+    /// Issue 15: a short UTF-8 stdin that has ended is offered as text, with its size;
+    /// anything else stays a stream, its bytes whole and in order.
+    #[test]
+    fn a_short_text_on_stdin_is_offered_as_text() {
+        let text = "héllo\n".repeat(TEXT_PEEK / 7);
+        let long = "x".repeat(TEXT_PEEK + 1);
+        let at_limit = "x".repeat(TEXT_PEEK);
+        let mut binary = b"hi".to_vec();
+        binary.push(0xff);
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for (bytes, kind) in [
+            (b"hi\n".as_slice(), Kind::Text),
+            (text.as_bytes(), Kind::Text),
+            (at_limit.as_bytes(), Kind::Text),
+            (long.as_bytes(), Kind::Stream),
+            (&binary, Kind::Stream),
+            (b"", Kind::Stream),
+            (&big, Kind::Stream),
+        ] {
+            let (got_kind, size, got) = settled(bytes);
+            assert_eq!(got_kind, kind, "{} bytes", bytes.len());
+            let want_size = (kind == Kind::Text).then_some(bytes.len() as u64);
+            assert_eq!(size, want_size, "{} bytes", bytes.len());
+            assert!(got == bytes, "{} bytes handed over as {} bytes", bytes.len(), got.len());
+        }
+    }
+
+    /// A stdin still open when the offer is sent is a stream, however short it turns
+    /// out: the offer does not wait for it.
+    #[test]
+    fn an_open_stdin_is_a_stream() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        tx.send(b"hi".to_vec()).expect("feed");
+        let mut s = stdin(Fed(rx, io::Cursor::new(Vec::new())));
+        let offer = s.offer(MIN_CHUNK).expect("offer");
+        assert_eq!((offer.kind, offer.size), (Kind::Stream, None));
+        let chunks = s.spawn(MIN_CHUNK as usize, Pool::new(MIN_CHUNK as usize, 2), None);
+        tx.send(b" there".to_vec()).expect("feed");
+        drop(tx);
+        assert_eq!(collect(chunks).concat(), b"hi there");
+    }
+
+    #[test]
+    fn text_is_offered_as_text() {
+        let mut s = Source::new(crate::options::Source::Text("hello".into())).expect("source");
+        let offer = s.offer(MIN_CHUNK).expect("offer");
+        assert_eq!((offer.kind, offer.name.as_str(), offer.size), (Kind::Text, "text", Some(5)));
+        assert_eq!(
+            collect(s.spawn(MIN_CHUNK as usize, Pool::new(MIN_CHUNK as usize, 2), offer.size))
+                .concat(),
+            b"hello"
+        );
     }
 }

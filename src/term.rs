@@ -149,9 +149,44 @@ pub fn printable(line: &str) -> String {
     clean(line, MAX_LINE)
 }
 
+/// Text meant to be read (a text offer) as it may reach a terminal: each line cleaned
+/// by the rule of [`sanitize`], with no length limit; the line breaks (`\n`, and `\r\n`
+/// as `\n`) and tabs are kept, every other control character is hidden, a lone `\r`
+/// too (it would let a line overwrite what came before it).
+#[must_use]
+pub fn printable_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        for (j, part) in line.split('\t').enumerate() {
+            if j > 0 {
+                out.push('\t');
+            }
+            out.push_str(&clean(part, usize::MAX));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15: text keeps its lines and tabs, and nothing else that steers a terminal.
+    #[test]
+    fn text_keeps_its_lines_and_nothing_else() {
+        assert_eq!(printable_text("a\tb\nc\r\nd\n"), "a\tb\nc\nd\n");
+        assert_eq!(
+            printable_text("x\x1b]52;c;cGNw\x07\x1b[2J\ry\u{202E}z"),
+            "x?]52;c;cGNw??[2J?y?z"
+        );
+        assert_eq!(printable_text("\u{9b}31m\x0b\x0c\x08"), "?31m???");
+        let long = "é".repeat(20_000);
+        assert_eq!(printable_text(&long), long, "no length limit");
+    }
 
     #[test]
     fn escapes_are_neutralised() {

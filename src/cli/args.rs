@@ -29,6 +29,8 @@ EXAMPLES:
     pcp send report.pdf              send a file; prints the code to give the receiver
     pcp send photos/                 send a directory as a tar stream
     tar c dir | pcp send -           stream stdin of unknown length
+    pcp send --text \"see you at 5\"   a text the receiver sees on its terminal
+    git diff | pcp send --text       a text read from stdin (up to 1 MiB)
     pcp send --code CODE backup.img  use a code agreed beforehand (or PCP_CODE)
 
 ",
@@ -49,6 +51,7 @@ const RECEIVE_AFTER: &str = concat!(
     "\
 EXAMPLES:
     pcp receive bubble-enemy-result-increase          save under the announced name
+    pcp receive                                       ask for the code (Tab completes)
     pcp receive bubble enemy result increase > out    the raw bytes on stdout
     pcp receive CODE | tar x                          a directory as a tar stream
     pcp receive -o disk.img CODE                      write to disk.img via disk.img.pcp-part
@@ -117,7 +120,14 @@ pub(crate) enum Command {
     /// with any code, resumes from them: the sender, rerun on the same data, reads and
     /// checks what the receiver holds and sends only the rest. A sender whose data changed
     /// is refused.
-    #[command(after_long_help = RECEIVE_AFTER)]
+    ///
+    /// Text (`pcp send --text`, or a short text on the sender's stdin) is shown on the
+    /// terminal, cleaned of anything that would steer it, and without a question when
+    /// it is at most 4 KiB; with standard output redirected its bytes go there.
+    ///
+    /// Without a code on the command line, pcp asks for it on the terminal, where Tab
+    /// completes a word of it.
+    #[command(after_long_help = RECEIVE_AFTER, visible_alias = "recv")]
     Receive(ReceiveArgs),
     /// Run a long-lived DHT, relay and AutoNAT node for a group's own infrastructure.
     ///
@@ -183,7 +193,7 @@ pub(crate) struct CommonArgs {
     /// Print one JSON object per event on standard error (phases, peers found, the
     /// offer, progress every second, the totals), terminal or not.
     ///
-    /// The offer has its name, kind (file, folder or stream), size and entries in
+    /// The offer has its name, kind (file, folder, stream or text), size and entries in
     /// fields of their own. A failure is an `error` event, with its kind (usage,
     /// wrong_code, declined, io, network, …), message, exit status and any hint, in
     /// place of the `pcp: error:` lines.
@@ -229,6 +239,15 @@ pub(crate) struct SendArgs {
     #[arg(value_name = "PATH", value_hint = ValueHint::AnyPath)]
     pub(crate) paths: Vec<PathBuf>,
 
+    /// Send TEXT as text: the receiver sees it on its terminal instead of saving a
+    /// file, without a question up to 4 KiB. Without TEXT, the text is read from
+    /// standard input, up to 1 MiB of UTF-8.
+    ///
+    /// Without --text, a standard input that has ended within 4 KiB of UTF-8 by the
+    /// time the receiver connects is offered as text too (`echo hi | pcp send`).
+    #[arg(long, value_name = "TEXT", num_args = 0..=1, conflicts_with = "paths")]
+    pub(crate) text: Option<Option<String>>,
+
     /// Use this code instead of making one up (word-word-word-word).
     #[arg(long, env = "PCP_CODE", hide_env_values = true)]
     pub(crate) code: Option<String>,
@@ -270,8 +289,9 @@ pub(crate) struct SendArgs {
 /// `pcp receive`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ReceiveArgs {
-    /// The code, as word-word-word-word or as separate words.
-    #[arg(value_name = "CODE", required_unless_present = "code")]
+    /// The code, as word-word-word-word or as separate words; without it (and without
+    /// --code), pcp asks for it on the terminal.
+    #[arg(value_name = "CODE")]
     pub(crate) words: Vec<String>,
 
     /// The code, from a flag or the environment instead of the command line.
@@ -366,6 +386,29 @@ mod tests {
         let cli = Cli::try_parse_from(["pcp", "-q", "node"]).expect("parses");
         assert!(cli.quiet);
         assert!(Cli::try_parse_from(["pcp", "node", "--json"]).is_err(), "node has no --json");
+    }
+
+    /// Issue 15: `recv` is receive; `--text` takes a value or none, and no path.
+    #[test]
+    fn recv_and_text_parse() {
+        let cli = Cli::try_parse_from(["pcp", "recv", "a-b-c"]).expect("recv parses");
+        let Command::Receive(args) = cli.command else { panic!("not receive") };
+        assert_eq!(args.words, ["a-b-c"]);
+        let cli = Cli::try_parse_from(["pcp", "receive"]).expect("no code parses");
+        let Command::Receive(args) = cli.command else { panic!("not receive") };
+        assert!(args.words.is_empty() && args.code.is_none());
+        let text = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Send(a)) => Ok(a.text),
+            Ok(_) => panic!("not send"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(text(&["pcp", "send", "--text", "hi there"]), Ok(Some(Some("hi there".into()))));
+        assert_eq!(text(&["pcp", "send", "--text"]), Ok(Some(None)));
+        assert_eq!(text(&["pcp", "send", "f"]), Ok(None));
+        assert_eq!(
+            text(&["pcp", "send", "--text", "hi", "f"]),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
     }
 
     #[test]

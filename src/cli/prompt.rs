@@ -59,6 +59,7 @@ pub(crate) fn describe_short(offer: &OfferInfo) -> String {
     let size = offer.size.map(|s| format!(", {}", human_bytes(s))).unwrap_or_default();
     match offer.kind {
         OfferKind::Stream => "a stream".to_owned(),
+        OfferKind::Text => format!("text{size}"),
         OfferKind::File => format!("file {}{size}", quote(&offer.name)),
         OfferKind::Folder => {
             let count = offer.files.map(|n| format!(", {n} entries")).unwrap_or_default();

@@ -304,6 +304,7 @@ impl Reporter {
                     OfferKind::Stream => "stream",
                     OfferKind::File => "file",
                     OfferKind::Folder => "folder",
+                    OfferKind::Text => "text",
                 },
                 "size": o.size,
                 "entries": o.entries.iter().map(|e| sanitize(e)).collect::<Vec<_>>(),
@@ -555,6 +556,15 @@ impl Reporter {
         }
     }
 
+    /// Runs `f` (a write to the terminal) with any bar put aside, so neither tears the
+    /// other.
+    pub(crate) fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match lock(&self.bar).as_ref() {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
+
     /// Clears any bar (before an error is printed or a question asked).
     pub(crate) fn clear(&self) {
         if let Some(b) = lock(&self.bar).take() {
@@ -602,6 +612,7 @@ fn stdout_notice(kind: OfferKind) -> &'static str {
     match kind {
         OfferKind::Stream => "writing the stream to standard output; use -o FILE to save it",
         OfferKind::File => "writing the file's bytes to standard output; use -o or -C to save it",
+        OfferKind::Text => "writing the text to standard output",
         OfferKind::Folder => {
             "writing the folder's tar stream to standard output; use -C DIR to extract it, \
              or -o FILE to save it"

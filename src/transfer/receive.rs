@@ -67,7 +67,7 @@ pub async fn receive(
         }
         _ => {}
     }
-    let ReceiveOptions { code, destination, force, peers, network } = options;
+    let ReceiveOptions { code, destination, force, peers, network, mut text } = options;
     // One identity for every reconnection: the sender takes the rest of a transfer
     // only from the receiver that started it. A rerun that resumes a part file takes
     // that run's identity over (see `first_contact`).
@@ -99,6 +99,7 @@ pub async fn receive(
                     session
                 }
                 (None, Some((dest, consent))) => {
+                    let dest = text_destination(dest, &offer, &mut text);
                     let contact = first_contact(
                         session,
                         (offer, addr),
@@ -140,6 +141,21 @@ pub async fn receive(
     }
     .await;
     finish(result, state, (started, transport), &events).await
+}
+
+/// Where an offer goes: text offered to a directory goes to the caller's text writer,
+/// when it gave one; everything else where the caller said.
+fn text_destination(
+    dest: Destination,
+    offer: &Offer,
+    text: &mut Option<Box<dyn io::Write + Send>>,
+) -> Destination {
+    match dest {
+        Destination::Directory(dir) if offer.kind == Kind::Text => {
+            text.take().map_or(Destination::Directory(dir), Destination::Writer)
+        }
+        other => other,
+    }
 }
 
 /// What finding the sender again needs.
@@ -438,6 +454,7 @@ fn offer_info(offer: &Offer, peer: libp2p::PeerId, addr: Option<libp2p::Multiadd
             Kind::Stream => OfferKind::Stream,
             Kind::File => OfferKind::File,
             Kind::Archive => OfferKind::Folder,
+            Kind::Text => OfferKind::Text,
         },
         name: offer.name.clone(),
         size: offer.size,
@@ -516,7 +533,9 @@ mod tests {
     /// one; a stream has none to give.
     #[test]
     fn a_file_or_folder_offer_without_a_size_is_refused_before_asking() {
-        for (kind, refused) in [(Kind::File, true), (Kind::Archive, true), (Kind::Stream, false)] {
+        let kinds =
+            [(Kind::File, true), (Kind::Archive, true), (Kind::Text, true), (Kind::Stream, false)];
+        for (kind, refused) in kinds {
             let offer = Offer {
                 kind,
                 name: "top".into(),
@@ -536,6 +555,35 @@ mod tests {
                 Ok(_) => panic!("{kind:?} without a size was taken"),
             }
         }
+    }
+
+    /// Issue 15: text offered to a directory goes to the caller's text writer, once;
+    /// without one it is refused like a stream; a file still goes to the directory.
+    #[test]
+    fn text_goes_to_the_text_writer() {
+        let offer = |kind| Offer {
+            kind,
+            name: "text".into(),
+            size: Some(2),
+            entries: Vec::new(),
+            chunk_size: MIN_CHUNK_SIZE,
+            files: None,
+            kinds: Vec::new(),
+        };
+        let dir = || Destination::Directory(".".into());
+        let mut text: Option<Box<dyn io::Write + Send>> = Some(Box::new(io::sink()));
+        let d = text_destination(dir(), &offer(Kind::File), &mut text);
+        assert!(matches!(d, Destination::Directory(_)) && text.is_some());
+        let d = text_destination(dir(), &offer(Kind::Text), &mut text);
+        assert!(matches!(d, Destination::Writer(_)) && text.is_none());
+        let d = text_destination(dir(), &offer(Kind::Text), &mut text);
+        assert!(matches!(d, Destination::Directory(_)));
+        assert!(matches!(
+            prepare(&offer(Kind::Text), d, false),
+            Err((Error::Sink(SinkError::Unnamed), _))
+        ));
+        let d = text_destination(Destination::File("x".into()), &offer(Kind::Text), &mut None);
+        assert!(matches!(d, Destination::File(_)));
     }
 
     type Side = Session<tokio_util::compat::Compat<tokio::io::DuplexStream>>;
