@@ -45,6 +45,9 @@ pub enum ErrorKind {
     Protocol,
     /// The peer reported a failure of its own.
     Remote,
+    /// The peer did not turn up within the caller's timeout
+    /// ([`crate::NetworkOptions::timeout`]).
+    Timeout,
 }
 
 impl ErrorKind {
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Network => "network",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Remote => "remote",
+            ErrorKind::Timeout => "timeout",
         }
     }
 }
@@ -151,6 +155,18 @@ pub enum Error {
     /// No peer came back within the reconnect timeout.
     #[error("the connection was lost and did not come back within {0} s")]
     ReconnectTimeout(u64),
+    /// The peer did not turn up within [`crate::NetworkOptions::timeout`].
+    #[error(
+        "{} within {}",
+        match .peer { Role::Sender => "no sender was found", Role::Receiver => "no receiver came" },
+        crate::event::duration_words(*.after)
+    )]
+    TimedOut {
+        /// Whom we waited for.
+        peer: Role,
+        /// How long.
+        after: std::time::Duration,
+    },
     /// The peer closed the connection while we waited for it.
     #[error("the peer went away {0}")]
     PeerGone(&'static str),
@@ -182,6 +198,7 @@ impl Error {
                 ErrorKind::PeerCancelled
             }
             Error::Sink(SinkError::Exists(_)) => ErrorKind::Exists,
+            Error::TimedOut { .. } => ErrorKind::Timeout,
             Error::Sink(SinkError::UnsafeName(_)) => ErrorKind::Protocol,
             Error::Session(SessionError::Remote { .. }) => ErrorKind::Remote,
             Error::Source(_) | Error::Sink(_) | Error::Resume(_) | Error::Consent(_) => {
