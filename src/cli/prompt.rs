@@ -13,7 +13,7 @@ pub(crate) use pcp::sanitize;
 use pcp::{printable, quote};
 
 /// The question being asked, if one is: [`interrupt`] answers it "no".
-static ASKING: Mutex<Option<mpsc::Sender<std::io::Result<bool>>>> = Mutex::new(None);
+static ASKING: Mutex<Option<mpsc::SyncSender<std::io::Result<bool>>>> = Mutex::new(None);
 
 /// Asks a yes/no question on the controlling terminal (`/dev/tty`), not on
 /// stdin/stdout, which may carry data. Blocking: the engine calls consent off the
@@ -30,7 +30,8 @@ pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
     let mut w = &tty;
     write!(w, "{} [y/N] ", printable(question))?;
     w.flush()?;
-    let (tx, rx) = mpsc::channel();
+    // Two answers at most: the reader's and the interrupt's.
+    let (tx, rx) = mpsc::sync_channel(2);
     *ASKING.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx.clone());
     // The read runs on a thread of its own, which a signal cannot wake: on Ctrl-C the
     // answer comes from `interrupt`, and the thread is left blocked until pcp exits.

@@ -1056,6 +1056,22 @@ mod tests {
         assert_eq!(v["left"], 254);
     }
 
+    /// Issue 15, item 9: said once per run (each reconnection starts a node that fails
+    /// again), and true: under --no-mdns nothing but --peer is left.
+    #[test]
+    fn the_dht_failure_is_said_once_and_true() {
+        let failed = Event::Dht(DhtStatus::BootstrapFailed { total: 5 });
+        let rep = Reporter::with_terminal(false, false);
+        let first = rep.notice(&failed).expect("said the first time");
+        assert!(first.ends_with("looking on the local network only"), "{first}");
+        assert_eq!(rep.notice(&failed), None, "said again");
+        let rep = Reporter::with_terminal(false, false);
+        rep.discovery(Discovery { role: Role::Receiver, mdns: false, dht: true, peers: false });
+        let line = rep.notice(&failed).expect("said");
+        assert!(!line.contains("local network"), "{line}");
+        assert!(line.contains("--peer"), "{line}");
+    }
+
     #[test]
     fn a_given_code_is_not_echoed_in_json() {
         let rep = Reporter::with_terminal(false, false).json(true);
