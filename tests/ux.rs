@@ -241,7 +241,7 @@ fn a_sender_nobody_can_discover_prints_where_to_dial_it() {
     let mut cmd = lan.host(0).cmd(["send", "--code", CODE, arg(&src)]);
     cmd.env("PCP_NO_MDNS", "1");
     let mut sender = Proc::spawn("sender", &mut cmd);
-    let line = sender.stderr.wait_for_line(|l| is_address_line(l), TIMEOUT);
+    let line = sender.stderr.wait_for_line(is_address_line, TIMEOUT);
     let addr = peer_address(&line).to_owned();
     assert!(addr.starts_with(&format!("/ip4/{}/", lan.host(0).addr())), "{line}");
     assert!(addr.contains("/p2p/12D3KooW"), "no peer id in {line}");
@@ -273,13 +273,13 @@ fn a_random_listen_port_is_warned_about() {
     let mut sender = Proc::spawn("sender", &mut cmd);
     let warning = sender.stderr.wait_for_line(|l| l.contains("random port"), TIMEOUT);
     assert!(warning.contains(random), "{warning}");
-    sender.stderr.wait_for_line(|l| is_address_line(l), TIMEOUT);
+    sender.stderr.wait_for_line(is_address_line, TIMEOUT);
     drop(sender);
 
     let fixed = "/ip4/0.0.0.0/tcp/47125";
     let mut cmd = lan.host(0).cmd(["send", "--no-mdns", "--listen", fixed, arg(&src)]);
     let mut sender = Proc::spawn("sender", &mut cmd);
-    let line = sender.stderr.wait_for_line(|l| is_address_line(l), TIMEOUT);
+    let line = sender.stderr.wait_for_line(is_address_line, TIMEOUT);
     assert!(peer_address(&line).contains("/tcp/47125/"), "{line}");
     // The warning comes before the code, so it would be among the lines read by now.
     assert!(!sender.stderr.seen().contains("random port"), "{}", sender.stderr.seen());
@@ -546,7 +546,7 @@ fn undiscoverable_sender(host: &util::Host, args: &[&str]) -> (Proc, String, Str
     let mut cmd = host.cmd(["send", "--code", CODE]);
     cmd.args(args).env("PCP_NO_MDNS", "1");
     let mut sender = Proc::spawn("sender", &mut cmd);
-    let line = sender.stderr.wait_for_line(|l| is_address_line(l), TIMEOUT);
+    let line = sender.stderr.wait_for_line(is_address_line, TIMEOUT);
     let addr = peer_address(&line).to_owned();
     let id = addr.rsplit_once("/p2p/").map(|(_, id)| id.to_owned()).expect("a /p2p/ address");
     (sender, addr, id)
