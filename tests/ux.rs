@@ -834,6 +834,9 @@ fn a_receiver_whose_sender_never_comes_says_why_and_times_out() {
     assert_eq!(text.matches("no sender found after 30 s; perhaps:").count(), 1, "{text}");
     assert!(text.contains("pcp receive --peer ADDR CODE"), "{text}");
     assert!(text.contains("mDNS"), "{text}");
+    // Each hint is one line of words: no run of spaces from a broken string continuation.
+    assert!(text.contains("is blocked here or there (a firewall"), "{text}");
+    assert!(text.contains("it prints the command to run here, pcp receive"), "{text}");
     assert!(text.contains("pcp: error: no sender was found within 34 s"), "{text}");
 
     // The sender's --timeout: no receiver came.

@@ -311,14 +311,16 @@ impl Reporter {
         }
         if mdns {
             lines.push(format!(
-                "  - it is on another network{}, or mDNS (UDP port 5353) is blocked here or                  there (a firewall, a guest Wi-Fi)",
+                "  - it is on another network{}, or mDNS (UDP port 5353) is blocked here or there \
+                 (a firewall, a guest Wi-Fi)",
                 if dht { " and the DHT did not bring you together" } else { "" }
             ));
         } else if !dht && !peers {
             lines.push("  - with --no-mdns and --no-dht only --peer can find it".into());
         }
         lines.push(
-            "  - either way: run pcp send --no-mdns --no-dht there; it prints the command              to run here, pcp receive --peer ADDR CODE"
+            "  - either way: run pcp send --no-mdns --no-dht there; it prints the command to \
+             run here, pcp receive --peer ADDR CODE"
                 .into(),
         );
         for l in lines {
