@@ -507,7 +507,8 @@ fn json_offers_a_folder_with_its_entries() {
 
 /// `pcp node` alone on its network: libp2p's Kademlia warns that it has nobody to
 /// bootstrap from, which is what a lone node is for. Without `-v` nothing of libp2p's
-/// reaches stderr; with `-vv` its logs do, that warning included.
+/// reaches stderr; with `-vvv` (the network stack's level) its logs do, that warning
+/// included.
 #[test]
 #[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn a_lone_node_prints_no_library_warnings_unless_vvv() {
