@@ -264,7 +264,7 @@ fn reads_the_terminal(paths: &[PathBuf]) -> Result<bool, Failure> {
             "nothing to send: no PATH was given, and standard input is the terminal",
             Some(
                 "give a file or directory to send; `pcp send -` sends what you type (end it \
-                 with Ctrl-D), and pcp send --text \"…\" a line of text"
+                 with Ctrl-D)"
                     .into(),
             ),
         )),

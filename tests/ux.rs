@@ -863,6 +863,8 @@ fn send_without_a_path_on_a_terminal_refuses() {
     let text = sender.expect_exit(exit::USAGE, TIMEOUT);
     assert!(text.contains("nothing to send"), "{text}");
     assert!(text.contains("pcp send -"), "{text}");
+    // The hint names only flags that exist.
+    assert!(!text.contains("--text"), "{text}");
 }
 
 /// Item 5: while the connection is lost, the bar says `reconnecting…` and for how long,
