@@ -83,7 +83,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__receive)
-            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-o -C -y -q -v -h -V --code --peer --output --directory --yes --force --quiet --reconnect-timeout --timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,6 +145,10 @@ _pcp() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -161,7 +165,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --text --code --words --level --no-compress --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-q -v -h -V --text --code --words --level --no-compress --quiet --reconnect-timeout --timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +188,10 @@ _pcp() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

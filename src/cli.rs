@@ -5,7 +5,7 @@
 pub(crate) mod args;
 mod ask;
 pub(crate) mod log;
-mod prompt;
+pub(crate) mod prompt;
 pub(crate) mod render;
 mod text;
 
@@ -21,7 +21,7 @@ use pcp::{
 };
 
 use args::{Cli, Command, CommonArgs, NodeArgs, ReceiveArgs, SendArgs};
-use render::Reporter;
+use render::{Discovery, Reporter};
 
 /// Process exit statuses, documented in the man pages' EXIT STATUS section.
 pub(crate) mod exit {
@@ -35,6 +35,8 @@ pub(crate) mod exit {
     pub(crate) const AUTH: u8 = 3;
     /// The receiver declined the offer.
     pub(crate) const DECLINED: u8 = 4;
+    /// The peer did not turn up within `--timeout`.
+    pub(crate) const TIMEOUT: u8 = 5;
     /// Interrupted by SIGINT or SIGTERM.
     pub(crate) const INTERRUPTED: u8 = 130;
 }
@@ -89,6 +91,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::Usage => exit::USAGE,
         ErrorKind::WrongCode | ErrorKind::CodeBurnt | ErrorKind::Guessing => exit::AUTH,
         ErrorKind::Declined => exit::DECLINED,
+        ErrorKind::Timeout => exit::TIMEOUT,
         ErrorKind::Cancelled => exit::INTERRUPTED,
         _ => exit::FAILURE,
     }
@@ -147,7 +150,19 @@ pub(crate) async fn run(
                 .map(ToString::to_string)
                 .collect();
             rep.sending(if a.text.is_some() { "text".into() } else { offer_label(&a.paths) });
+            rep.discovery(Discovery {
+                role: pcp::Role::Sender,
+                mdns: !a.common.no_mdns,
+                dht: !a.common.no_dht,
+                peers: false,
+            });
+            let typed = reads_the_terminal(&a.paths, a.text.as_ref())?;
             let options = send_options(a)?;
+            if typed {
+                rep.emit_line(
+                    "reading standard input from the terminal: type the text, then Ctrl-D",
+                );
+            }
             if announce {
                 rep.announce_addresses();
             }
@@ -171,8 +186,15 @@ pub(crate) async fn run(
             sent?;
         }
         Command::Receive(a) => {
+            rep.discovery(Discovery {
+                role: pcp::Role::Receiver,
+                mdns: !a.common.no_mdns,
+                dht: !a.common.no_dht,
+                peers: !a.peer.is_empty(),
+            });
+            let chosen = a.output.as_ref().is_some_and(|o| o.as_os_str() == "-");
             let (mut options, yes) = receive_options(a)?;
-            if matches!(options.destination, Destination::Writer(_)) {
+            if matches!(options.destination, Destination::Writer(_)) && !chosen {
                 rep.data_to_stdout();
             }
             if matches!(options.destination, Destination::Directory(_)) {
@@ -180,7 +202,17 @@ pub(crate) async fn run(
             }
             let to_file = matches!(options.destination, Destination::File(_));
             let consent = consent(Arc::clone(&rep), yes, to_file);
-            match pcp::receive(options, events, consent, cancel).await {
+            // A wait without a word is a dead end: after a while, say what may be wrong.
+            let hint = {
+                let rep = Arc::clone(&rep);
+                tokio::spawn(async move {
+                    tokio::time::sleep(STILL_LOOKING).await;
+                    rep.still_looking(STILL_LOOKING);
+                })
+            };
+            let received = pcp::receive(options, events, consent, cancel).await;
+            hint.abort();
+            match received {
                 // The reader of our stdout went away (`pcp receive … | head`): not a failure.
                 Err(e) if e.is_broken_pipe() => {}
                 r => {
@@ -224,6 +256,35 @@ fn offer_label(paths: &[PathBuf]) -> String {
     }
 }
 
+/// How long a receiver looks for its sender before it says what may be wrong.
+const STILL_LOOKING: Duration = Duration::from_secs(30);
+
+/// Whether `pcp send` reads what is typed on the terminal: with `-`, it says so; with
+/// no PATH at all it refuses, as a user who forgot the path would wait for nothing.
+fn reads_the_terminal(paths: &[PathBuf], text: Option<&Option<String>>) -> Result<bool, Failure> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    match text {
+        // `--text TEXT` reads nothing; `--text` alone reads what is typed.
+        Some(Some(_)) => return Ok(false),
+        Some(None) => return Ok(true),
+        None => {}
+    }
+    match paths {
+        [] => Err(Failure::usage(
+            "nothing to send: no PATH was given, and standard input is the terminal",
+            Some(
+                "give a file or directory to send; `pcp send -` sends what you type (end it \
+                 with Ctrl-D)"
+                    .into(),
+            ),
+        )),
+        [p] if p.as_os_str() == "-" => Ok(true),
+        _ => Ok(false),
+    }
+}
+
 /// How long the sender keeps loopback addresses back, waiting for one another host
 /// can dial: a node reports all its addresses within milliseconds of starting.
 const HOLD_LOCAL_ADDRESSES: Duration = Duration::from_millis(500);
@@ -234,7 +295,11 @@ fn random_port(addr: &libp2p::Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, Protocol::Tcp(0) | Protocol::Udp(0)))
 }
 
-fn network(c: &CommonArgs, reconnect_timeout: u64) -> NetworkOptions {
+fn network(
+    c: &CommonArgs,
+    reconnect_timeout: u64,
+    timeout: Option<std::time::Duration>,
+) -> NetworkOptions {
     NetworkOptions {
         listen: c.listen.clone(),
         mdns: !c.no_mdns,
@@ -242,6 +307,7 @@ fn network(c: &CommonArgs, reconnect_timeout: u64) -> NetworkOptions {
         bootstrap: c.bootstrap.clone(),
         allow_relay: c.allow_relay,
         reconnect_timeout: Duration::from_secs(reconnect_timeout),
+        timeout,
     }
 }
 
@@ -269,7 +335,7 @@ fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
         (false, None) => Compression::Adaptive,
     };
     o.chunk_size = a.chunk_size;
-    o.network = network(&a.common, a.reconnect_timeout);
+    o.network = network(&a.common, a.reconnect_timeout, a.timeout);
     Ok(o)
 }
 
@@ -292,6 +358,8 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
     // -o takes anything; with stdout redirected the bytes go there (pipes first);
     // otherwise files are saved and folders extracted, here or under -C.
     let destination = match (a.output, a.directory) {
+        // `-o -`: standard output, as for tar, curl and most tools.
+        (Some(o), _) if o.as_os_str() == "-" => Destination::Writer(Box::new(std::io::stdout())),
         (Some(o), _) => Destination::File(o),
         (None, Some(d)) => Destination::Directory(d),
         (None, None) if std::io::stdout().is_terminal() => Destination::Directory(".".into()),
@@ -300,7 +368,7 @@ fn receive_options(a: ReceiveArgs) -> Result<(ReceiveOptions, bool), Failure> {
     let mut o = ReceiveOptions::new(code, destination);
     o.force = a.force;
     o.peers = a.peer;
-    o.network = network(&a.common, a.reconnect_timeout);
+    o.network = network(&a.common, a.reconnect_timeout, a.timeout);
     Ok((o, a.yes))
 }
 

@@ -45,6 +45,9 @@ pub enum ErrorKind {
     Protocol,
     /// The peer reported a failure of its own.
     Remote,
+    /// The peer did not turn up within the caller's timeout
+    /// ([`crate::NetworkOptions::timeout`]).
+    Timeout,
 }
 
 impl ErrorKind {
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Network => "network",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Remote => "remote",
+            ErrorKind::Timeout => "timeout",
         }
     }
 }
@@ -168,6 +172,18 @@ pub enum Error {
         /// Bytes read from the stream so far.
         delivered: u64,
     },
+    /// The peer did not turn up within [`crate::NetworkOptions::timeout`].
+    #[error(
+        "{} within {}",
+        match .peer { Role::Sender => "no sender was found", Role::Receiver => "no receiver came" },
+        crate::event::duration_words(*.after)
+    )]
+    TimedOut {
+        /// Whom we waited for.
+        peer: Role,
+        /// How long.
+        after: std::time::Duration,
+    },
     /// The peer closed the connection while we waited for it.
     #[error("the peer went away {0}")]
     PeerGone(&'static str),
@@ -199,6 +215,7 @@ impl Error {
                 ErrorKind::PeerCancelled
             }
             Error::Sink(SinkError::Exists(_)) => ErrorKind::Exists,
+            Error::TimedOut { .. } => ErrorKind::Timeout,
             Error::Sink(SinkError::UnsafeName(_)) => ErrorKind::Protocol,
             Error::Session(SessionError::Remote { .. }) => ErrorKind::Remote,
             Error::Source(_) | Error::Sink(_) | Error::Resume(_) | Error::Consent(_) => {

@@ -352,6 +352,17 @@ pub enum Event {
     },
 }
 
+/// A duration as a person says it, to the second: `45 s`, `2 min 05 s`, `1 h 02 min`.
+#[must_use]
+pub fn duration_words(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// The caller's event callback, shared by the tasks of one transfer.
 #[derive(Clone)]
 pub(crate) struct Events(std::sync::Arc<dyn Fn(Event) + Send + Sync>);
@@ -375,6 +386,16 @@ impl std::fmt::Debug for Events {
 #[cfg(test)]
 mod tests {
     use super::Transport;
+
+    #[test]
+    fn durations_read_as_a_person_says_them() {
+        use std::time::Duration;
+        let w = |s| super::duration_words(Duration::from_secs(s));
+        assert_eq!(w(0), "0 s");
+        assert_eq!(w(59), "59 s");
+        assert_eq!(w(65), "1 min 05 s");
+        assert_eq!(w(3720), "1 h 02 min");
+    }
 
     #[test]
     fn a_connection_s_transport_is_read_from_its_address() {

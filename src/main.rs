@@ -95,21 +95,19 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 }
 
 /// `-v` for pcp's own logs (debug: the detail an error message leaves out, such as what
-/// was wrong in a peer's tar header), `-vv` for libp2p's too; `PCP_LOG` overrides.
-/// Colour only on a terminal, and never with `NO_COLOR` set. Every field is cleaned
-/// ([`cli::log::CleanFields`]): logs reach the terminal too.
+/// was wrong in a peer's tar header), `-vv` for all of pcp's (trace), `-vvv` for the
+/// network stack's too (libp2p, yamux, quinn, hickory, …: they flood a terminal, and
+/// the consent prompt with it); `PCP_LOG` overrides. Colour only on a terminal, and
+/// never with `NO_COLOR` set. Every field is cleaned ([`cli::log::CleanFields`]): logs
+/// reach the terminal too.
 fn init_logging(verbose: u8) {
-    let filter = match verbose {
-        0 => "warn,libp2p=error,libp2p_kad=off",
-        1 => "warn,pcp=debug,libp2p=error,libp2p_kad=off",
-        _ => "info,pcp=trace,libp2p=debug",
-    };
+    let filter = log_filter(verbose);
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PCP_LOG")
-                .unwrap_or_else(|_| filter.into()),
+                .unwrap_or_else(|_| filter.as_str().into()),
         )
         .with_ansi(colour)
         .fmt_fields(cli::log::CleanFields)
@@ -117,8 +115,33 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The network stack: every target that starts with one of these.
+const NETWORK_STACK: [&str; 9] = [
+    "libp2p",
+    "yamux",
+    "quinn",
+    "hickory",
+    "multistream_select",
+    "rustls",
+    "netlink",
+    "if_watch",
+    "igd",
+];
+
+/// The log filter for `-v` given `verbose` times.
+fn log_filter(verbose: u8) -> String {
+    let stack = |level: &str| NETWORK_STACK.map(|t| format!(",{t}={level}")).concat();
+    match verbose {
+        0 => format!("warn{},libp2p_kad=off", stack("error")),
+        1 => format!("warn,pcp=debug{},libp2p_kad=off", stack("error")),
+        2 => format!("info,pcp=trace{},libp2p_kad=off", stack("error")),
+        _ => format!("info,pcp=trace{}", stack("debug")),
+    }
+}
+
 /// The first Ctrl-C or SIGTERM cancels: the engine tells the peer and stops (a commit
-/// under way finishes first). A second one exits at once.
+/// under way finishes first). A second one exits at once. Ctrl-C at the consent prompt
+/// declines the offer instead (`cli::prompt::interrupt`).
 async fn on_signals(cancel: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut signalled = 0;
@@ -129,9 +152,13 @@ async fn on_signals(cancel: CancellationToken) {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
+        let interrupt = tokio::select! {
+            _ = tokio::signal::ctrl_c() => true,
+            _ = term => false,
+        };
+        // Ctrl-C at the consent prompt is the person's "no", not a cancel.
+        if interrupt && cli::prompt::interrupt() {
+            continue;
         }
         signalled += 1;
         if signalled > 1 {
@@ -143,6 +170,54 @@ async fn on_signals(cancel: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
+    /// Issue 15, item 12: `-v` and `-vv` leave the network stack at errors; `-vvv`
+    /// shows its debug lines.
+    #[test]
+    fn the_network_stack_logs_only_from_vvv() {
+        use tracing_subscriber::EnvFilter;
+        use tracing_subscriber::layer::SubscriberExt;
+        let enabled = |verbose: u8, target: &'static str| {
+            let subscriber =
+                tracing_subscriber::registry().with(EnvFilter::new(super::log_filter(verbose)));
+            let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            tracing::subscriber::with_default(subscriber, || {
+                macro_rules! at {
+                    ($t:literal) => {
+                        if tracing::enabled!(target: $t, tracing::Level::DEBUG) {
+                            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    };
+                }
+                match target {
+                    "pcp::node" => at!("pcp::node"),
+                    "libp2p_swarm" => at!("libp2p_swarm"),
+                    "yamux::connection" => at!("yamux::connection"),
+                    "quinn_proto::connection" => at!("quinn_proto::connection"),
+                    "hickory_proto::xfer" => at!("hickory_proto::xfer"),
+                    "multistream_select::dialer_select" => at!("multistream_select::dialer_select"),
+                    _ => unreachable!(),
+                }
+            });
+            seen.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let stack = [
+            "libp2p_swarm",
+            "yamux::connection",
+            "quinn_proto::connection",
+            "hickory_proto::xfer",
+            "multistream_select::dialer_select",
+        ];
+        for verbose in [0, 1, 2] {
+            for t in stack {
+                assert!(!enabled(verbose, t), "-v×{verbose} shows {t}'s debug lines");
+            }
+        }
+        assert!(enabled(1, "pcp::node"));
+        for t in stack {
+            assert!(enabled(3, t), "-vvv hides {t}'s debug lines");
+        }
+    }
+
     /// The binary's sources, without their tests.
     fn sources() -> Vec<(&'static str, &'static str)> {
         let files = [

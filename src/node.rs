@@ -806,7 +806,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 let mut seen = Vec::new();
                 for (peer, addr) in list {
-                    tracing::debug!(%peer, %addr, "mDNS discovered");
+                    tracing::trace!(%peer, %addr, "mDNS discovered");
                     if !seen.contains(&peer) {
                         seen.push(peer);
                         self.emit(Event::Discovered { peer, via: Via::Mdns });
@@ -814,7 +814,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
-                tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                tracing::trace!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 if self.dials.remove(&connection_id).is_some() {
                     self.emit(Event::Discovered { peer: peer_id, via: Via::Direct });
                 }
@@ -831,7 +831,7 @@ impl EventLoop {
                 self.with_dht(|d, swarm, emit| d.on_connected(swarm, peer_id, connection_id, emit));
             }
             SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
-                tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                tracing::trace!(peer = ?peer_id, %error, "outgoing connection failed");
                 if let Some(addr) = self.dials.remove(&connection_id) {
                     self.emit(Event::DialFailed { addr, error: error.to_string() });
                 }
@@ -850,7 +850,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::debug!(%address, "listening");
+                tracing::trace!(%address, "listening");
                 if self.serve
                     && !address.iter().any(|p| p == libp2p::multiaddr::Protocol::P2pCircuit)
                 {

@@ -30,6 +30,11 @@ pub struct NetworkOptions {
     pub allow_relay: bool,
     /// After a lost connection, how long to look for the peer again.
     pub reconnect_timeout: Duration,
+    /// How long to wait for the peer to turn up at all before giving up with
+    /// [`crate::Error::TimedOut`]: a receiver until it meets its sender, a sender until
+    /// a receiver authenticates. `None` (the default) waits until cancelled. A person
+    /// deciding at a prompt is never cut short by it.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for NetworkOptions {
@@ -41,6 +46,7 @@ impl Default for NetworkOptions {
             bootstrap: Vec::new(),
             allow_relay: false,
             reconnect_timeout: Duration::from_secs(600),
+            timeout: None,
         }
     }
 }

@@ -18,7 +18,8 @@ EXIT STATUS:
     2    usage error
     3    authentication failed: wrong code, the sender saw too many wrong codes, or
          someone posing as the sender is guessing the code
-    4    the receiver declined the offer
+    4    the receiver declined the offer (at its prompt: n, Enter or Ctrl-C)
+    5    the peer did not turn up within --timeout
     130  interrupted (SIGINT)"
     };
 }
@@ -64,9 +65,19 @@ EXAMPLES:
 /// Peer copy: send a stream, a file or a directory to a peer found by code words.
 ///
 /// The sender prints a code of a few words; the receiver types it. The peers find each
-/// other on the local network (mDNS) or at a known address, authenticate each other with
-/// SPAKE2 over the code, and move the data encrypted (ChaCha20-Poly1305), compressed
-/// (zstd) and verified chunk by chunk (blake3). No server is involved.
+/// other on the local network (mDNS), on the public IPFS DHT, or at a known address,
+/// authenticate each other with SPAKE2 over the code, and move the data encrypted
+/// (ChaCha20-Poly1305), compressed (zstd) and verified chunk by chunk (blake3), directly
+/// from one to the other.
+///
+/// No server of pcp's own is involved, but by default more than the two peers is
+/// contacted: besides mDNS on the local network, the public IPFS bootstrap nodes
+/// (/dnsaddr/bootstrap.libp2p.io, through DNS) and other peers of the public DHT, where
+/// the sender leaves a record under a key made of the code's first word and the time
+/// (never the code itself) and the receiver looks it up; behind a NAT, a DHT node that
+/// is a relay carries the handshake while a direct connection is punched (the data
+/// only with --allow-relay). --bootstrap uses a group's own pcp node instead; --no-dht
+/// contacts no DHT at all.
 #[derive(Debug, Parser)]
 #[command(name = "pcp", version, propagate_version = true, after_long_help = exit_status!())]
 pub(crate) struct Cli {
@@ -74,8 +85,8 @@ pub(crate) struct Cli {
     #[arg(short, long)]
     pub(crate) quiet: bool,
 
-    /// More logging on standard error: -v for pcp's own, -vv for the network stack too
-    /// (before or after the subcommand).
+    /// More logging on standard error: -v for pcp's own, -vv for all of pcp's, -vvv for
+    /// the network stack's too (before or after the subcommand).
     #[arg(short, long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
 
@@ -143,7 +154,8 @@ pub(crate) enum Command {
 /// Flags both sides share.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CommonArgs {
-    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
+    /// More logging on standard error: -v for pcp's own, -vv for all of pcp's, -vvv for
+    /// the network stack's too.
     #[arg(short, long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
 
@@ -227,7 +239,8 @@ pub(crate) struct NodeArgs {
     #[arg(short, long)]
     pub(crate) quiet: bool,
 
-    /// More logging on standard error: -v for pcp's own, -vv for the network stack too.
+    /// More logging on standard error: -v for pcp's own, -vv for all of pcp's, -vvv for
+    /// the network stack's too.
     #[arg(short, long, action = ArgAction::Count)]
     pub(crate) verbose: u8,
 }
@@ -281,6 +294,13 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub(crate) reconnect_timeout: u64,
 
+    /// Give up when no receiver has come within DURATION (90, 90s, 10m, 1h): exit 5.
+    ///
+    /// Without it the sender waits until interrupted. A receiver deciding at its prompt
+    /// is not timed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+
     /// Shared flags.
     #[command(flatten)]
     pub(crate) common: CommonArgs,
@@ -306,7 +326,8 @@ pub(crate) struct ReceiveArgs {
     pub(crate) peer: Vec<Multiaddr>,
 
     /// Write what is received to FILE (a directory's tar stream, too), through
-    /// FILE.pcp-part, renamed into place only once everything verified.
+    /// FILE.pcp-part, renamed into place only once everything verified; `-` is standard
+    /// output.
     #[arg(short, long, value_name = "FILE", value_hint = ValueHint::FilePath)]
     pub(crate) output: Option<PathBuf>,
 
@@ -333,9 +354,41 @@ pub(crate) struct ReceiveArgs {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub(crate) reconnect_timeout: u64,
 
+    /// Give up when the sender has not been found within DURATION (90, 90s, 10m, 1h):
+    /// exit 5.
+    ///
+    /// Without it the receiver looks until interrupted (after 30 s it says what may be
+    /// wrong).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<std::time::Duration>,
+
     /// Shared flags.
     #[command(flatten)]
     pub(crate) common: CommonArgs,
+}
+
+/// `--timeout`'s value: a whole number of seconds, or of `ms`, `s`, `m`/`min` or `h`.
+///
+/// # Errors
+/// Anything else, and zero.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration (90, 90s, 10m, 1h)"))?;
+    let secs = |k: u64| n.checked_mul(k).map(std::time::Duration::from_secs);
+    let d = match unit.trim() {
+        "ms" => Some(std::time::Duration::from_millis(n)),
+        "" | "s" | "sec" => secs(1),
+        "m" | "min" => secs(60),
+        "h" => secs(3600),
+        _ => None,
+    };
+    match d {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err("the timeout must be more than zero".into()),
+        None => Err(format!("{s:?} is not a duration (90, 90s, 10m, 1h)")),
+    }
 }
 
 /// The clap command, for the man pages and the completions (`tests/generated.rs`
@@ -409,6 +462,24 @@ mod tests {
             text(&["pcp", "send", "--text", "hi", "f"]),
             Err(clap::error::ErrorKind::ArgumentConflict)
         );
+    }
+
+    #[test]
+    fn timeouts_read_as_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2 min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "0", "x", "5d", "-1", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        let cli =
+            Cli::try_parse_from(["pcp", "receive", "--timeout", "30s", "a-b-c"]).expect("parses");
+        let Command::Receive(args) = cli.command else { panic!("not receive") };
+        assert_eq!(args.timeout, Some(Duration::from_secs(30)));
     }
 
     #[test]

@@ -5,15 +5,23 @@
 //! [`pcp::printable`] on its way to `/dev/tty`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::sync::{Mutex, PoisonError, mpsc};
 
 use pcp::{OfferInfo, OfferKind};
 
 pub(crate) use pcp::sanitize;
 use pcp::{printable, quote};
 
+/// The question being asked, if one is: [`interrupt`] answers it "no".
+static ASKING: Mutex<Option<mpsc::SyncSender<std::io::Result<bool>>>> = Mutex::new(None);
+
 /// Asks a yes/no question on the controlling terminal (`/dev/tty`), not on
 /// stdin/stdout, which may carry data. Blocking: the engine calls consent off the
 /// reactor.
+///
+/// Ctrl-C while the question waits is a "no" ([`interrupt`]): a person who stops a
+/// prompt declines the offer, and the sender is told so, not that the transfer was
+/// cancelled.
 ///
 /// # Errors
 /// When there is no controlling terminal.
@@ -22,9 +30,33 @@ pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
     let mut w = &tty;
     write!(w, "{} [y/N] ", printable(question))?;
     w.flush()?;
-    let mut line = String::new();
-    BufReader::new(&tty).read_line(&mut line)?;
-    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    // Two answers at most: the reader's and the interrupt's.
+    let (tx, rx) = mpsc::sync_channel(2);
+    *ASKING.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx.clone());
+    // The read runs on a thread of its own, which a signal cannot wake: on Ctrl-C the
+    // answer comes from `interrupt`, and the thread is left blocked until pcp exits.
+    let reader = tty.try_clone()?;
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let answer = BufReader::new(&reader)
+            .read_line(&mut line)
+            .map(|_| matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"));
+        let _ = tx.send(answer);
+    });
+    let answer = rx.recv().unwrap_or(Ok(false));
+    let interrupted = ASKING.lock().unwrap_or_else(PoisonError::into_inner).take().is_none();
+    if interrupted {
+        // The terminal echoed `^C` after the question: end that line.
+        let _ = writeln!(w);
+    }
+    answer
+}
+
+/// Answers the question being asked "no", as Ctrl-C at the prompt means; returns
+/// whether one was being asked (otherwise the signal is the caller's to handle).
+pub(crate) fn interrupt() -> bool {
+    let asking = ASKING.lock().unwrap_or_else(PoisonError::into_inner).take();
+    asking.is_some_and(|tx| tx.send(Ok(false)).is_ok())
 }
 
 /// Whether a controlling terminal can be opened to ask the user.

@@ -68,6 +68,11 @@ pub(crate) struct Reporter {
     /// JSON: when progress was last printed, and the last DHT search shown (both sides
     /// repeat these often; they are shown when they change).
     last: Mutex<(Option<Instant>, Option<u64>, Option<u64>)>,
+    /// Since when this side has been looking for its peer, shown after a status that
+    /// says so (`looking for the peer… 12 s`); `None` once it is found.
+    since: std::sync::Arc<Mutex<Option<Instant>>>,
+    /// Whether the status shown is one of looking for the peer.
+    looking: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// What the binary knows that the events do not say, and what was said once.
     ctx: Mutex<Context>,
 }
@@ -82,9 +87,6 @@ struct Context {
     seen: Vec<Multiaddr>,
     /// Whether an address reachable from another host was printed.
     shown_reachable: bool,
-    /// Loopback and other this-host-only addresses, held back while a better one may
-    /// still come; printed by [`Reporter::flush_held_addresses`] if none does.
-    held: Vec<Multiaddr>,
     /// Held addresses were flushed: from now on print them as they come.
     flushed: bool,
     /// The receiver writes the data to standard output, which is not a terminal.
@@ -93,6 +95,38 @@ struct Context {
     offer_kind: Option<OfferKind>,
     /// What the sender sends, in words for its last line (`'report.pdf'`, `stdin`).
     sending: Option<String>,
+    /// The code, and whether pcp made it up, once known while announcing: the
+    /// receiver's command (`pcp receive --peer ADDR CODE`) waits for an address.
+    code: Option<(String, bool)>,
+    /// The plain `pcp receive CODE` was printed (discovery was on at the time).
+    plain_command: bool,
+    /// The `pcp receive --peer ADDR CODE` command was printed.
+    peer_command: bool,
+    /// Addresses printed, in the command or on a line of their own.
+    printed: Vec<Multiaddr>,
+    /// How this side looks for its peer, when the binary said so.
+    discovery: Option<Discovery>,
+    /// The DHT's bootstrap failure was said (once per run: each reconnection starts
+    /// a node of its own, which fails again).
+    said_offline: bool,
+    /// The receiver was offered something: the sender was found.
+    offered: bool,
+    /// The progress bar is drawn (not the status spinner).
+    transferring: bool,
+}
+
+/// How one side looks for its peer: what makes the DHT's failure, and the hint of a
+/// receiver that finds nothing, true.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Discovery {
+    /// Which side this is.
+    pub(crate) role: Role,
+    /// mDNS is on.
+    pub(crate) mdns: bool,
+    /// The DHT is on.
+    pub(crate) dht: bool,
+    /// The receiver dials `--peer` addresses.
+    pub(crate) peers: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -117,6 +151,8 @@ impl Reporter {
             node: false,
             bar: Mutex::new(None),
             last: Mutex::new((None, None, None)),
+            since: std::sync::Arc::default(),
+            looking: std::sync::Arc::default(),
             ctx: Mutex::new(Context::default()),
         }
     }
@@ -132,13 +168,61 @@ impl Reporter {
     /// can dial was printed; later ones are printed as they come. The caller calls this
     /// once the node has had time to report its addresses.
     pub(crate) fn flush_held_addresses(&self) {
-        let held = {
+        lock(&self.ctx).flushed = true;
+        self.announce_step();
+    }
+
+    /// How this side looks for its peer (see [`Discovery`]).
+    pub(crate) fn discovery(&self, d: Discovery) {
+        lock(&self.ctx).discovery = Some(d);
+    }
+
+    /// Prints what announcing has to print now: once the code and an address are known,
+    /// the receiver's command with that address; then each further address on a line
+    /// of its own. An address another host can dial comes first; this-host-only ones
+    /// only once held long enough ([`Reporter::flush_held_addresses`]) with no other.
+    fn announce_step(&self) {
+        let mut lines = Vec::new();
+        {
             let mut ctx = lock(&self.ctx);
-            ctx.flushed = true;
-            if ctx.shown_reachable { Vec::new() } else { std::mem::take(&mut ctx.held) }
-        };
-        for addr in held {
-            self.line(&listening_line(&addr));
+            let Some((code, made_up)) = ctx.code.clone() else { return };
+            // Not quiet, or quiet with a made-up code: that one is always shown, and
+            // with it the command that works.
+            if !ctx.announce || (self.quiet && !made_up) {
+                return;
+            }
+            let shown_reachable = ctx.shown_reachable;
+            let flushed = ctx.flushed;
+            let mut ready: Vec<Multiaddr> = ctx
+                .seen
+                .iter()
+                .filter(|a| !ctx.printed.contains(a))
+                .filter(|a| reachable_from_elsewhere(a) || (flushed && !shown_reachable))
+                .cloned()
+                .collect();
+            ready.sort_by_key(|a| !reachable_from_elsewhere(a));
+            for addr in ready {
+                ctx.shown_reachable |= reachable_from_elsewhere(&addr);
+                ctx.printed.push(addr.clone());
+                if !ctx.peer_command {
+                    ctx.peer_command = true;
+                    let word = if made_up { code.clone() } else { "CODE".to_owned() };
+                    lines.push(match (made_up, ctx.plain_command) {
+                        (true, false) => "On the other computer run:".to_owned(),
+                        (true, true) => "On the other computer run instead:".to_owned(),
+                        (false, _) => {
+                            "On the other computer run, with the code given to --code for CODE:"
+                                .to_owned()
+                        }
+                    });
+                    lines.push(format!("    pcp receive --peer {addr} {word}"));
+                } else if !self.quiet {
+                    lines.push(listening_line(&addr));
+                }
+            }
+        }
+        for l in lines {
+            self.line(&l);
         }
     }
 
@@ -170,26 +254,77 @@ impl Reporter {
 
     /// A listen address was reported: once per address, and only when announcing.
     fn listening(&self, addr: Multiaddr) {
-        let print = {
+        {
             let mut ctx = lock(&self.ctx);
             if ctx.seen.contains(&addr) {
                 return;
             }
-            ctx.seen.push(addr.clone());
-            if !ctx.announce || self.quiet {
-                false
-            } else if reachable_from_elsewhere(&addr) {
-                ctx.shown_reachable = true;
-                true
-            } else if ctx.flushed {
-                !ctx.shown_reachable
-            } else {
-                ctx.held.push(addr.clone());
-                false
-            }
+            ctx.seen.push(addr);
+        }
+        self.announce_step();
+    }
+
+    /// The code is known: say it, and how the receiver gets to this sender. With
+    /// neither mDNS nor the DHT the receiver's command needs `--peer` and an address,
+    /// printed once one is known ([`Reporter::announce_step`]).
+    fn code(&self, code: String, made_up: bool) {
+        let announce = {
+            let mut ctx = lock(&self.ctx);
+            ctx.code = Some((code.clone(), made_up));
+            ctx.plain_command = made_up && !ctx.announce;
+            ctx.announce
         };
-        if print {
-            self.line(&listening_line(&addr));
+        if made_up {
+            self.line(&format!("Code is: {code}"));
+            if !announce {
+                self.line("On the other computer run:");
+                self.line(&format!("    pcp receive {code}"));
+            }
+        } else if !self.quiet {
+            // A code the user chose is never echoed: stderr may be a log.
+            self.line("Ready: waiting for a receiver with the given code");
+        }
+        self.announce_step();
+    }
+
+    /// The receiver has looked for its sender for a while without finding it: says
+    /// once what may be wrong, and the way with `--peer` (unless the sender was found,
+    /// or `--quiet`).
+    pub(crate) fn still_looking(&self, after: Duration) {
+        let d = {
+            let ctx = lock(&self.ctx);
+            if ctx.offered || self.quiet {
+                return;
+            }
+            ctx.discovery
+        };
+        let (mdns, dht, peers) = d.map_or((true, true, false), |d| (d.mdns, d.dht, d.peers));
+        let mut lines =
+            vec![format!("no sender found after {}; perhaps:", pcp::event::duration_words(after))];
+        lines.push(
+            "  - pcp send is not running on the other computer, or shows another code".into(),
+        );
+        if peers {
+            lines.push(
+                "  - the --peer address is not the sender's, or not reachable from here".into(),
+            );
+        }
+        if mdns {
+            lines.push(format!(
+                "  - it is on another network{}, or mDNS (UDP port 5353) is blocked here or there \
+                 (a firewall, a guest Wi-Fi)",
+                if dht { " and the DHT did not bring you together" } else { "" }
+            ));
+        } else if !dht && !peers {
+            lines.push("  - with --no-mdns and --no-dht only --peer can find it".into());
+        }
+        lines.push(
+            "  - either way: run pcp send --no-mdns --no-dht there; it prints the command to \
+             run here, pcp receive --peer ADDR CODE"
+                .into(),
+        );
+        for l in lines {
+            self.emit_line(&l);
         }
     }
 
@@ -255,10 +390,13 @@ impl Reporter {
             Event::Dht(DhtStatus::BootstrapFailed { total }) if self.node => {
                 format!("could not reach any of the {total} bootstrap node(s); serving alone")
             }
-            Event::Dht(DhtStatus::BootstrapFailed { total }) => format!(
-                "could not reach any of the {total} DHT bootstrap node(s); \
-                 looking on the local network only"
-            ),
+            Event::Dht(DhtStatus::BootstrapFailed { total }) => {
+                let mut ctx = lock(&self.ctx);
+                if std::mem::replace(&mut ctx.said_offline, true) {
+                    return None;
+                }
+                offline_line(*total, ctx.discovery)
+            }
             _ => return None,
         })
     }
@@ -374,34 +512,111 @@ impl Reporter {
         }
     }
 
+    /// A status line: the spinner and `s`.
     fn status(&self, s: &str) {
+        self.looking.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.draw_status(s);
+    }
+
+    /// A status line that says this side is looking for its peer: the time it has
+    /// been looking follows (`looking for the peer… 12 s`), from the first such status
+    /// until the peer is found.
+    fn looking(&self, s: &str) {
+        lock(&self.since).get_or_insert_with(Instant::now);
+        self.looking.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.draw_status(s);
+    }
+
+    fn draw_status(&self, s: &str) {
         if !self.live() {
             return;
         }
         let mut bar = lock(&self.bar);
         let b = bar.get_or_insert_with(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            b.set_style(
-                ProgressStyle::with_template("{spinner} {msg}").expect("static template is valid"),
-            );
+            let (since, looking) = (self.since.clone(), self.looking.clone());
+            let style = ProgressStyle::with_template("{spinner} {msg}{waited}")
+                .expect("static template is valid")
+                .with_key(
+                    "waited",
+                    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let since = *lock(&since);
+                        if let (Some(t), true) =
+                            (since, looking.load(std::sync::atomic::Ordering::Relaxed))
+                        {
+                            let waited = pcp::event::duration_words(t.elapsed());
+                            let _ = write!(w, " {}", printable(&waited));
+                        }
+                    },
+                );
+            b.set_style(style);
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
         b.set_message(printable(s));
     }
 
+    /// The peer was found (or the data flows): no more time spent looking.
+    fn found(&self) {
+        *lock(&self.since) = None;
+        self.looking.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The connection was lost: the bar keeps its position, and shows how long ago the
+    /// connection was lost where it showed a rate and an ETA, which would be stale.
+    fn lost(&self) {
+        if !lock(&self.ctx).transferring {
+            return;
+        }
+        if let Some(b) = lock(&self.bar).as_ref() {
+            let at = Instant::now();
+            let template = match b.length() {
+                Some(_) => "{bar:30} {percent:>3}% {bytes}/{total_bytes} reconnecting… {lost}",
+                None => "{spinner} {bytes} reconnecting… {lost}",
+            };
+            let style =
+                ProgressStyle::with_template(template).expect("static template is valid").with_key(
+                    "lost",
+                    move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let ago = pcp::event::duration_words(at.elapsed());
+                        let _ = write!(w, "{}", printable(&format!("(lost {ago} ago)")));
+                    },
+                );
+            b.set_style(style);
+            b.enable_steady_tick(Duration::from_secs(1));
+        }
+    }
+
+    /// The connection is back: the bar shows the rate and the ETA again, both of this
+    /// connection (the seconds without one would hold the rate down, and stretch the
+    /// ETA, long after the link is back).
+    fn back(&self) {
+        if let Some(b) = lock(&self.bar).as_ref() {
+            if lock(&self.ctx).transferring {
+                b.disable_steady_tick();
+                b.set_style(bar_style(b.length()));
+            }
+            b.reset_eta();
+        }
+    }
+
     /// Reports one event.
     pub(crate) fn emit(&self, ev: Event) {
         match &ev {
-            Event::Offer(o) => lock(&self.ctx).offer_kind = Some(o.kind),
-            Event::Started { .. } => self.tell_where_the_bytes_go(),
-            // The rate from here on is the new connection's: the seconds without one
-            // would hold it down, and stretch the ETA, long after the link is back.
-            Event::Reconnected => {
-                if let Some(b) = lock(&self.bar).as_ref() {
-                    b.reset_eta();
-                }
+            Event::Offer(o) => {
+                let mut ctx = lock(&self.ctx);
+                ctx.offer_kind = Some(o.kind);
+                ctx.offered = true;
+                drop(ctx);
+                self.found();
             }
+            Event::AwaitingAccept => self.found(),
+            Event::Started { .. } => {
+                self.found();
+                self.tell_where_the_bytes_go();
+            }
+            Event::ConnectionLost => self.lost(),
+            Event::Reconnected => self.back(),
             _ => {}
         }
         if let (true, Event::Listening { addr }) = (self.node, &ev) {
@@ -416,31 +631,22 @@ impl Reporter {
             }
             return;
         }
+        if let Event::Dht(DhtStatus::BootstrapFailed { .. }) = ev {
+            self.offline();
+        }
         if let Some(m) = self.notice(&ev) {
-            if let Event::Dht(DhtStatus::BootstrapFailed { .. }) = ev {
-                self.status("looking for the peer on the local network…");
-            }
             if !self.quiet {
                 self.line(&m);
             }
             return;
         }
         match ev {
-            Event::Code { code, made_up } => {
-                if made_up {
-                    self.line(&format!("Code is: {code}"));
-                    self.line("On the other computer run:");
-                    self.line(&format!("    pcp receive {code}"));
-                } else if !self.quiet {
-                    // A code the user chose is never echoed: stderr may be a log.
-                    self.line("Ready: waiting for a receiver with the given code");
-                }
-            }
+            Event::Code { code, made_up } => self.code(code, made_up),
             Event::Listening { addr } => {
                 tracing::info!(%addr, "listening");
                 self.listening(addr);
             }
-            Event::Searching => self.status("looking for the peer…"),
+            Event::Searching => self.looking("looking for the peer…"),
             Event::Found { peer, via } => {
                 self.status(&format!("found {} via {via}", peer_id(&peer, self.verbose)));
             }
@@ -463,27 +669,52 @@ impl Reporter {
         }
     }
 
+    /// The DHT could not be joined: the status says where this side still looks, and
+    /// a sender with mDNS off, which a receiver can now reach only with `--peer`,
+    /// prints the command with its address as one with neither method does.
+    fn offline(&self) {
+        let d = lock(&self.ctx).discovery;
+        let status = match d {
+            Some(Discovery { mdns: false, peers: true, .. }) => "trying the --peer address(es)…",
+            Some(Discovery { mdns: false, role: Role::Sender, .. }) => {
+                "waiting for a receiver to dial this computer…"
+            }
+            Some(Discovery { mdns: false, .. }) => "looking for the peer…",
+            _ => "looking for the peer on the local network…",
+        };
+        self.looking(status);
+        if let Some(Discovery { mdns: false, role: Role::Sender, .. }) = d {
+            {
+                let mut ctx = lock(&self.ctx);
+                ctx.announce = true;
+                // The node has been up for as long as the bootstrap dials took.
+                ctx.flushed = true;
+            }
+            self.announce_step();
+        }
+    }
+
     fn dht(&self, s: DhtStatus) {
         match s {
-            DhtStatus::Bootstrap { connected, total } => self.status(&format!(
+            DhtStatus::Bootstrap { connected, total } => self.looking(&format!(
                 "joining the DHT: {connected} of {total} bootstrap node(s) connected…"
             )),
             DhtStatus::BootstrapFailed { .. } => {}
             DhtStatus::Advertising { slot } => {
-                self.status(&format!("advertising on the DHT (slot {slot})…"));
+                self.looking(&format!("advertising on the DHT (slot {slot})…"));
             }
             DhtStatus::Advertised { ok: false, .. } => {
-                self.status("advertising on the DHT failed; waiting on the local network…");
+                self.looking("advertising on the DHT failed; waiting on the local network…");
             }
             DhtStatus::Advertised { ok: true, .. } => {
-                self.status("advertised on the DHT; waiting for the receiver…");
+                self.looking("advertised on the DHT; waiting for the receiver…");
             }
             DhtStatus::Searching { current, previous } => {
                 let mut last = lock(&self.last);
                 if last.2 != Some(current) {
                     last.2 = Some(current);
                     drop(last);
-                    self.status(&format!(
+                    self.looking(&format!(
                         "searching the DHT (slots {current} and {previous}) and the local network…"
                     ));
                 }
@@ -501,21 +732,18 @@ impl Reporter {
         if let Some(old) = bar.take() {
             old.finish_and_clear();
         }
-        let template = match total {
-            Some(_) => "{bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            None => "{spinner} {bytes} {bytes_per_sec} {elapsed}",
-        };
         // Hidden until the rate estimator knows `done`: indicatif takes the rate from the
         // steps between two ticks, so the tick that books `done` rates it as moved in
         // an instant (a resumed run drew 684 GiB/s on a 2 MB/s link), and reset_eta only
         // forgets that rate once it may have been drawn.
         let b = ProgressBar::with_draw_target(total, ProgressDrawTarget::hidden());
-        b.set_style(ProgressStyle::with_template(template).expect("static template"));
+        b.set_style(bar_style(total));
         b.set_position(done);
         b.tick();
         b.reset_eta();
         b.set_draw_target(ProgressDrawTarget::stderr());
         *bar = Some(b);
+        lock(&self.ctx).transferring = true;
     }
 
     fn finished(&self, r: &Report) {
@@ -639,6 +867,38 @@ fn failed_attempt_line(
          code burns after {left} more)",
         peer_id(peer, verbose)
     )
+}
+
+/// The progress bar's look, with a total or without.
+fn bar_style(total: Option<u64>) -> ProgressStyle {
+    let template = match total {
+        Some(_) => "{bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        None => "{spinner} {bytes} {bytes_per_sec} {elapsed}",
+    };
+    ProgressStyle::with_template(template).expect("static template is valid")
+}
+
+/// What a side says when no DHT bootstrap node could be reached: where it still looks,
+/// as it is (nothing but `--peer` under `--no-mdns`).
+fn offline_line(total: usize, d: Option<Discovery>) -> String {
+    let head = format!("could not reach any of the {total} DHT bootstrap node(s)");
+    match d {
+        Some(Discovery { mdns: true, peers: true, .. }) => {
+            format!("{head}; looking on the local network and at the --peer address(es) only")
+        }
+        Some(Discovery { mdns: false, peers: true, .. }) => {
+            format!("{head}, and mDNS is off: only the --peer address(es) are left to try")
+        }
+        Some(Discovery { mdns: false, role: Role::Sender, .. }) => format!(
+            "{head}, and mDNS is off: nothing else can find this sender; a receiver can \
+             reach it only with --peer and an address of this computer"
+        ),
+        Some(Discovery { mdns: false, .. }) => format!(
+            "{head}, and mDNS is off: there is nothing else to look on; give the sender's \
+             address with --peer"
+        ),
+        _ => format!("{head}; looking on the local network only"),
+    }
 }
 
 /// `listening on ADDR: give it to pcp receive --peer`.
@@ -808,6 +1068,22 @@ mod tests {
         assert_eq!(v["event"], "wrong_code");
         assert_eq!((v["from"].as_str(), v["from_there"].as_u64()), (Some("198.18.0.2"), Some(2)));
         assert_eq!(v["left"], 254);
+    }
+
+    /// Issue 15, item 9: said once per run (each reconnection starts a node that fails
+    /// again), and true: under --no-mdns nothing but --peer is left.
+    #[test]
+    fn the_dht_failure_is_said_once_and_true() {
+        let failed = Event::Dht(DhtStatus::BootstrapFailed { total: 5 });
+        let rep = Reporter::with_terminal(false, false);
+        let first = rep.notice(&failed).expect("said the first time");
+        assert!(first.ends_with("looking on the local network only"), "{first}");
+        assert_eq!(rep.notice(&failed), None, "said again");
+        let rep = Reporter::with_terminal(false, false);
+        rep.discovery(Discovery { role: Role::Receiver, mdns: false, dht: true, peers: false });
+        let line = rep.notice(&failed).expect("said");
+        assert!(!line.contains("local network"), "{line}");
+        assert!(line.contains("--peer"), "{line}");
     }
 
     #[test]

@@ -474,7 +474,7 @@ impl Dht {
                     }
                 }
             }
-            QueryResult::Bootstrap(r) => tracing::debug!(?r, "kad bootstrap step"),
+            QueryResult::Bootstrap(r) => tracing::trace!(?r, "kad bootstrap step"),
             other => tracing::trace!(?other, "kad query"),
         }
         if step.last && self.lookups.remove(&id) && self.lookups.is_empty() {

@@ -72,7 +72,9 @@ pub async fn receive(
     // only from the receiver that started it. A rerun that resumes a part file takes
     // that run's identity over (see `first_contact`).
     let keypair = libp2p::identity::Keypair::generate_ed25519();
-    let mut search = Search { code, peers, network, keypair };
+    // `--timeout`: until the sender is met; the prompt and what follows are not timed.
+    let deadline = network.timeout.map(|t| (tokio::time::Instant::now() + t, t));
+    let mut search = Search { code, peers, network, keypair, deadline };
     let mut state: Option<Incoming> = None;
     let mut first = Some((destination, Consent::Ask(consent)));
     // A run takes a kept identity over once at most.
@@ -164,6 +166,8 @@ struct Search {
     peers: Vec<libp2p::Multiaddr>,
     network: crate::options::NetworkOptions,
     keypair: libp2p::identity::Keypair,
+    /// When to give up finding the sender the first time, and after how long.
+    deadline: Option<(tokio::time::Instant, Duration)>,
 }
 
 /// What one round of rendezvous brought.
@@ -198,6 +202,10 @@ async fn meet(
                 tokio::time::timeout(net.reconnect_timeout, search)
                     .await
                     .unwrap_or(Err(Error::ReconnectTimeout(net.reconnect_timeout.as_secs())))
+            } else if let Some((at, after)) = options.deadline {
+                tokio::time::timeout_at(at, search)
+                    .await
+                    .unwrap_or(Err(Error::TimedOut { peer: crate::event::Role::Sender, after }))
             } else {
                 search.await
             }

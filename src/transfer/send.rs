@@ -63,13 +63,20 @@ pub async fn send(
     // After a lost connection: the receiver that has the data so far.
     let mut pinned: Option<libp2p::PeerId> = None;
     let mut transport: Option<Transport>;
+    // `--timeout`: until a receiver authenticates; a person at its prompt is not timed.
+    let deadline = net.timeout.map(|t| (tokio::time::Instant::now() + t, t));
     loop {
         let waiting = listener.next_session();
         let session = tokio::select! {
             () = cancel.cancelled() => return Err(Error::Cancelled),
             s = async {
                 match started {
-                    None => waiting.await,
+                    None => match deadline {
+                        Some((at, after)) => tokio::time::timeout_at(at, waiting)
+                            .await
+                            .unwrap_or(Err(Error::TimedOut { peer: Role::Receiver, after })),
+                        None => waiting.await,
+                    },
                     Some(_) => tokio::time::timeout(net.reconnect_timeout, waiting)
                         .await
                         .unwrap_or(Err(Error::ReconnectTimeout(net.reconnect_timeout.as_secs()))),

@@ -17,6 +17,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const AUTH: i32 = 3;
     pub const DECLINED: i32 = 4;
+    pub const TIMEOUT: i32 = 5;
     pub const INTERRUPTED: i32 = 130;
 }
 

@@ -163,6 +163,16 @@ impl Pty {
         self.keys.flush().expect("flush the keys");
     }
 
+    /// Types `keys` as they are, without Enter (`\x03` is Ctrl-C).
+    ///
+    /// # Panics
+    ///
+    /// If script(1) no longer reads its stdin.
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        self.keys.write_all(keys).expect("type on the terminal");
+        self.keys.flush().expect("flush the keys");
+    }
+
     /// Waits up to `timeout` for pcp to exit; returns its status and the terminal's text.
     ///
     /// # Panics
