@@ -161,7 +161,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --code --words --level --no-compress --quiet --reconnect-timeout --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-q -v -h -V --code --words --level --no-compress --quiet --reconnect-timeout --many --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -180,6 +180,10 @@ _pcp() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --many)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -5,7 +5,8 @@
 //! - [`outgoing`] / [`incoming`]: the data phase of each side, over any
 //!   `AsyncRead + AsyncWrite` session, so it runs over `tokio::io::duplex` in tests;
 //! - [`send`](mod@send) / [`receive`](mod@receive): the engine's entry points, which tie the two together
-//!   across reconnections.
+//!   across reconnections;
+//! - [`many`]: a send that serves many receivers with one code.
 //!
 //! Data phase (sender → receiver): `Chunk`… then `End` in the LAST frame; the receiver
 //! sends an `Ack` every [`pipeline::ack_every`] chunks it has verified and handed to its
@@ -40,6 +41,7 @@ use crate::options::NetworkOptions;
 use crate::session::Rendezvous;
 
 mod incoming;
+mod many;
 mod outgoing;
 mod receive;
 mod rendezvous;
