@@ -19,6 +19,11 @@
 //!   free again.
 //! - Every event of one receiver is wrapped in [`Event::Receiver`] with its number;
 //!   the send's own [`Event::Finished`] carries the sum of every finished receiver.
+//! - Every receiver's window draws on one [`Budget`] of
+//!   [`pipeline::many_chunks`](crate::pipeline::many_chunks) chunks (64 MiB): the
+//!   chunks kept for all receivers together never pass it, however many receivers
+//!   there are; each one's own window stays at most 16 MiB. What is not in it: each
+//!   receiver's read-ahead and seal buffers (a few chunks per receiver).
 //! - Standard input is refused: it can be read only once, and a fan-out through one
 //!   shared buffer is not built yet.
 
@@ -32,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::outgoing::{Ending, Outgoing};
+use super::outgoing::{Budget, Ending, Outgoing};
 use super::rendezvous::Listener;
 use super::send::serve;
 use super::{LINGER, node_config};
@@ -53,6 +58,8 @@ struct Plan {
     compression: Compression,
     reconnect_timeout: Duration,
     node: Node,
+    /// Shared by every receiver's window.
+    budget: Budget,
 }
 
 /// A receiver being served: its number and where its next session goes.
@@ -112,6 +119,7 @@ pub(super) async fn send(
         compression: options.compression,
         reconnect_timeout: net.reconnect_timeout,
         node,
+        budget: Budget::new(crate::pipeline::many_chunks(options.chunk_size)),
     };
     let mut serving: HashMap<PeerId, Serving> = HashMap::new();
     let mut tasks: JoinSet<(PeerId, Result<Option<Report>, Error>)> = JoinSet::new();
@@ -178,6 +186,7 @@ pub(super) async fn send(
             },
         }
     }
+    tracing::debug!(peak = plan.budget.peak(), "chunks kept at most for all receivers");
     if let Some(e) = listen_error {
         return Err(e);
     }
@@ -269,7 +278,7 @@ async fn receiver(
     let peer = session.peer();
     events.emit(Event::Authenticating { peer });
     let source = crate::source::Source::new(Source::Paths(plan.paths))?;
-    let mut out = Outgoing::new(plan.chunk_size, plan.compression, source);
+    let mut out = Outgoing::new(plan.chunk_size, plan.compression, source).within(plan.budget);
     let mut started: Option<Instant> = None;
     let mut pinned: Option<PeerId> = None;
     let mut transport: Option<Transport> = None;
