@@ -115,13 +115,9 @@ impl Drop for Held {
     }
 }
 
-/// Waits for a permit of `budget`; never ready without one.
-async fn permit_of(budget: Option<&Budget>) -> OwnedSemaphorePermit {
-    match budget {
-        Some(b) => b.permit().await,
-        None => std::future::pending().await,
-    }
-}
+/// A wait for a permit, kept across turns of the send loop so that it keeps its place
+/// in the semaphore's queue (dropped and made again, it would go to the back).
+type PermitWait = std::pin::Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
 
 type SealJob = (u64, JoinHandle<Result<SealedChunk, PipelineError>>);
 
@@ -328,6 +324,7 @@ impl Outgoing {
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
         let mut wrote = false;
+        let mut waiting: Option<PermitWait> = None;
         loop {
             if std::mem::take(&mut wrote)
                 && let Some((_, next)) = flight.jobs.front()
@@ -359,7 +356,10 @@ impl Outgoing {
             // Within a budget, a chunk is read only with a permit in hand.
             let want_permit = may_read && self.budget.is_some() && self.permit.is_none();
             let may_read = may_read && (self.budget.is_none() || self.permit.is_some());
-            let budget = self.budget.clone();
+            if want_permit && waiting.is_none() {
+                let budget = self.budget.clone().expect("checked in want_permit");
+                waiting = Some(Box::pin(async move { budget.permit().await }));
+            }
             let chunks = self.chunks.as_mut().expect("positioned before the data phase");
             tokio::select! {
                 biased;
@@ -375,7 +375,10 @@ impl Outgoing {
                     let bytes = (self.high.min(self.read)) * u64::from(self.chunk_size);
                     events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
                 }
-                permit = permit_of(budget.as_ref()), if want_permit => self.permit = Some(permit),
+                permit = async { waiting.as_mut().expect("set above").await }, if want_permit => {
+                    waiting = None;
+                    self.permit = Some(permit);
+                }
                 chunk = chunks.recv(), if may_read => self.take(chunk),
                 changed = acked_rx.changed() => match changed {
                     // Never past what this session wrote (see the module invariants).
