@@ -10,6 +10,7 @@ pub(crate) mod render;
 mod text;
 
 use std::io::IsTerminal;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,7 +140,9 @@ pub(crate) async fn run(
         move |ev| rep.emit(ev)
     };
     match cmd {
-        Command::Send(a) => {
+        Command::Send(mut a) => {
+            let (many, paths) = many_and_paths(a.many.take(), std::mem::take(&mut a.paths))?;
+            a.paths = paths;
             // Without mDNS and the DHT, the receiver can reach us only with --peer.
             let announce = a.common.no_mdns && a.common.no_dht;
             let random: Vec<String> = a
@@ -157,7 +160,7 @@ pub(crate) async fn run(
                 peers: false,
             });
             let typed = reads_the_terminal(&a.paths, a.text.as_ref())?;
-            let options = send_options(a)?;
+            let options = send_options(a, many)?;
             if typed {
                 rep.emit_line(
                     "reading standard input from the terminal: type the text, then Ctrl-D",
@@ -315,16 +318,17 @@ fn parse_code(s: Result<Code, pcp::ParseCodeError>) -> Result<Code, Failure> {
     s.map_err(|e| Failure::usage(chain(&e), e.hint()))
 }
 
-fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
+fn send_options(a: SendArgs, many: Option<Option<NonZeroU32>>) -> Result<SendOptions, Failure> {
+    let paths = a.paths;
     let stdin = |p: &PathBuf| p.as_os_str() == "-";
     let source = if let Some(given) = a.text {
         Source::Text(text::read_text(given)?)
-    } else if a.paths.is_empty() || (a.paths.len() == 1 && stdin(&a.paths[0])) {
+    } else if paths.is_empty() || (paths.len() == 1 && stdin(&paths[0])) {
         Source::Reader(Box::new(std::io::stdin()))
-    } else if a.paths.iter().any(stdin) {
+    } else if paths.iter().any(stdin) {
         return Err(Failure::usage("`-` (stdin) cannot be sent together with paths", None));
     } else {
-        Source::Paths(a.paths)
+        Source::Paths(paths)
     };
     let mut o = SendOptions::new(source);
     o.code = a.code.as_deref().map(|c| parse_code(c.parse())).transpose()?;
@@ -336,7 +340,43 @@ fn send_options(a: SendArgs) -> Result<SendOptions, Failure> {
     };
     o.chunk_size = a.chunk_size;
     o.network = network(&a.common, a.reconnect_timeout, a.timeout);
+    if let Some(count) = many {
+        if matches!(o.source, Source::Reader(_)) {
+            return Err(Failure::usage(
+                "--many cannot send standard input: it can be read only once",
+                Some("send files or directories to many receivers, or pipe to one".into()),
+            ));
+        }
+        o.receivers = pcp::Receivers::Many { count };
+    }
     Ok(o)
+}
+
+/// `--many`'s count, and the paths: what follows `--many` is its count when it is a
+/// number, else the first path (`pcp send --many report.pdf`). `--many` alone serves
+/// until Ctrl-C.
+fn many_and_paths(
+    many: Option<Option<PathBuf>>,
+    mut paths: Vec<PathBuf>,
+) -> Result<(Option<Option<NonZeroU32>>, Vec<PathBuf>), Failure> {
+    let count = match many {
+        None => return Ok((None, paths)),
+        Some(None) => None,
+        Some(Some(value)) => match value.to_str().map(str::parse::<u32>) {
+            Some(Ok(0)) => {
+                return Err(Failure::usage(
+                    "--many 0 would serve nobody",
+                    Some("give --many alone to serve until Ctrl-C".into()),
+                ));
+            }
+            Some(Ok(n)) => NonZeroU32::new(n),
+            _ => {
+                paths.insert(0, value);
+                None
+            }
+        },
+    };
+    Ok((Some(count), paths))
 }
 
 /// The receive options, and whether consent is given up front (`-y`).
@@ -493,6 +533,23 @@ mod tests {
         let mut out = Vec::new();
         Failure::usage("x", Some("try \x1b[2J".into())).write_to(&mut out, false);
         assert_eq!(out, b"pcp: error: x\nhint: try ?[2J\n");
+    }
+
+    /// Issue 15: `--many [N] PATH…` reads N when it is a number, else the first path.
+    #[test]
+    fn many_takes_a_count_or_leaves_the_path() {
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let n = NonZeroU32::new;
+        let got = |many, p: &[&str]| {
+            many_and_paths(many, paths(p)).map_err(|f| f.message).expect("accepted")
+        };
+        assert_eq!(got(None, &["a"]), (None, paths(&["a"])));
+        assert_eq!(got(Some(None), &["a"]), (Some(None), paths(&["a"])));
+        assert_eq!(got(Some(Some("5".into())), &["a"]), (Some(n(5)), paths(&["a"])));
+        assert_eq!(got(Some(Some("a".into())), &["b"]), (Some(None), paths(&["a", "b"])));
+        assert_eq!(got(Some(Some("./5".into())), &[]), (Some(None), paths(&["./5"])));
+        let zero = many_and_paths(Some(Some("0".into())), paths(&["a"]));
+        assert!(zero.is_err_and(|f| f.code == exit::USAGE));
     }
 
     #[test]

@@ -350,6 +350,26 @@ pub enum Event {
         /// The path.
         path: PathBuf,
     },
+    /// An event of one receiver of a send that serves many
+    /// ([`crate::Receivers::Many`]): its session's phases, progress, losses and end,
+    /// each receiver numbered from 1 in the order it authenticated. The first event of
+    /// a receiver is [`Event::Authenticating`] with its peer id; its last is
+    /// [`Event::Finished`] or [`Event::Dropped`]. Events of the code as a whole (the
+    /// code, wrong codes, the network) and the send's own [`Event::Finished`], with the
+    /// totals of every receiver, are not wrapped.
+    Receiver {
+        /// The receiver's number, from 1.
+        id: u32,
+        /// What happened to it.
+        event: Box<Event>,
+    },
+    /// A receiver of a send that serves many stopped before it had everything (it
+    /// declined, failed, fell behind, or did not come back in time); the others go on.
+    /// Only inside [`Event::Receiver`].
+    Dropped {
+        /// Why, as pcp says it (peer text sanitized).
+        reason: String,
+    },
 }
 
 /// A duration as a person says it, to the second: `45 s`, `2 min 05 s`, `1 h 02 min`.

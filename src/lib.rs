@@ -109,7 +109,9 @@ pub use code::{Code, ParseCodeError};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{EntryKind, Event, OfferInfo, OfferKind, Origin, Report, Role, Stats, Transport};
 pub use node::NodeError;
-pub use options::{Destination, NetworkOptions, NodeOptions, ReceiveOptions, SendOptions, Source};
+pub use options::{
+    Destination, NetworkOptions, NodeOptions, ReceiveOptions, Receivers, SendOptions, Source,
+};
 pub use pipeline::{Compression, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use server::{KeyError, NodeKey, load_or_create_key, serve};
 pub use session::guesses::guess_budget;

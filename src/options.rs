@@ -99,6 +99,25 @@ pub struct SendOptions {
     pub chunk_size: u32,
     /// Finding the receiver.
     pub network: NetworkOptions,
+    /// How many receivers get it: one (the default), or many with the same code.
+    pub receivers: Receivers,
+}
+
+/// How many receivers one send serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Receivers {
+    /// The first receiver that proves the code, and only it (resumes included).
+    #[default]
+    One,
+    /// Every receiver that proves the code, each with its own session, window and
+    /// resume, until `count` of them have finished (`None`: until cancelled). The
+    /// source is read again for each one, so it must be paths, not a reader. The
+    /// wrong-code budget is the code's, shared by all of them.
+    Many {
+        /// Receivers to finish before the send ends; `None` serves until cancelled.
+        count: Option<std::num::NonZeroU32>,
+    },
 }
 
 impl SendOptions {
@@ -113,6 +132,7 @@ impl SendOptions {
             compression: Compression::Adaptive,
             chunk_size: DEFAULT_CHUNK_SIZE,
             network: NetworkOptions::default(),
+            receivers: Receivers::One,
         }
     }
 }

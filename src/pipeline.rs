@@ -600,6 +600,17 @@ pub(crate) fn window_chunks(chunk_size: u32) -> u64 {
     (WINDOW_BYTES / u64::from(chunk_size.max(1))).max(4)
 }
 
+/// Bytes that the windows of every receiver of one `send --many` may keep between
+/// them: four receivers' full windows; more receivers share it.
+pub(crate) const MANY_BYTES: u64 = 4 * WINDOW_BYTES;
+
+/// [`MANY_BYTES`] in chunks, never less than one receiver's full window.
+#[must_use]
+pub(crate) fn many_chunks(chunk_size: u32) -> usize {
+    let chunks = (MANY_BYTES / u64::from(chunk_size.max(1))).max(window_chunks(chunk_size));
+    usize::try_from(chunks).unwrap_or(usize::MAX)
+}
+
 /// How often the receiver acknowledges, in chunks: a quarter of the window, so the
 /// sender never runs dry while an ack is on its way, and the reverse direction stays
 /// small (see rust-libp2p#5410).
@@ -761,6 +772,15 @@ mod tests {
                 g.observe(i % 3 == 0);
             }
             assert_eq!(g.current(), c);
+        }
+    }
+
+    #[test]
+    fn many_receivers_share_64_mib_and_never_less_than_one_window() {
+        assert_eq!(many_chunks(DEFAULT_CHUNK_SIZE), 64);
+        assert_eq!(many_chunks(MIN_CHUNK_SIZE), 1024);
+        for size in [MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE, 64 << 20] {
+            assert!(many_chunks(size) as u64 >= window_chunks(size), "{size}");
         }
     }
 

@@ -5,7 +5,8 @@
 //! - [`outgoing`] / [`incoming`]: the data phase of each side, over any
 //!   `AsyncRead + AsyncWrite` session, so it runs over `tokio::io::duplex` in tests;
 //! - [`send`](mod@send) / [`receive`](mod@receive): the engine's entry points, which tie the two together
-//!   across reconnections.
+//!   across reconnections;
+//! - [`many`]: a send that serves many receivers with one code.
 //!
 //! Data phase (sender → receiver): `Chunk`… then `End` in the LAST frame; the receiver
 //! sends an `Ack` every [`pipeline::ack_every`] chunks it has verified and handed to its
@@ -40,6 +41,7 @@ use crate::options::NetworkOptions;
 use crate::session::Rendezvous;
 
 mod incoming;
+mod many;
 mod outgoing;
 mod receive;
 mod rendezvous;
@@ -225,6 +227,43 @@ mod tests {
         assert_eq!(*got.0.lock().expect("lock"), bytes);
         assert_eq!(inc.count, 6);
         assert_eq!(out.stats.sent, bytes.len() as u64);
+    }
+
+    /// Issue 15: senders that share a budget keep no more chunks between them than it
+    /// holds, however many they are, and every receiver still gets everything (slowed
+    /// to its timed acks, not stalled).
+    #[tokio::test]
+    async fn many_senders_keep_no_more_than_their_shared_budget() {
+        const BUDGET: usize = 4;
+        let budget = outgoing::Budget::new(BUDGET);
+        let bytes = data(5 * MIN_CHUNK_SIZE as usize + 7);
+        let one = |budget: outgoing::Budget| {
+            let bytes = bytes.clone();
+            async move {
+                let (mut s, r) = sessions().await;
+                let mut out = sender(bytes).await.within(budget);
+                let got = Shared::default();
+                let mut inc = receiver(&out, got.clone());
+                out.position(&start(), &mut s).await.expect("position");
+                let (none, ev) = (CancellationToken::new(), quiet());
+                let (a, b) = tokio::join!(out.run(s, &ev, &none), inc.run(r, &ev, &none));
+                assert!(matches!(a, Ok(outgoing::Ending::Done)), "{:?}", a.err());
+                assert!(matches!(b, Ok(incoming::Ending::End)), "{:?}", b.err());
+                got.0.lock().expect("lock").clone()
+            }
+        };
+        let (a, b, c) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            tokio::join!(one(budget.clone()), one(budget.clone()), one(budget.clone()))
+        })
+        .await
+        .expect("every receiver done within a minute");
+        for got in [a, b, c] {
+            assert_eq!(got, bytes);
+        }
+        // Three windows of 256 chunks each would hold all 18 chunks at once.
+        let peak = budget.peak();
+        assert!(peak <= BUDGET as u64, "kept {peak} chunks with a budget of {BUDGET}");
+        assert!(peak > 0, "nothing was counted");
     }
 
     /// Cancels `side` at the start of a long transfer; returns (sender, receiver)

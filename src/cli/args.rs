@@ -301,6 +301,18 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) timeout: Option<std::time::Duration>,
 
+    /// Serve the same code to many receivers: until N of them have finished, or
+    /// without N until Ctrl-C.
+    ///
+    /// Each receiver runs its own session, with its own key, progress and resume; the
+    /// files are read again for each one. Wrong codes count against the code, whoever
+    /// tries them. A receiver that fails is dropped and the others go on. Standard
+    /// input cannot be sent this way (it can be read only once). What follows --many
+    /// is N when it is a number, else the first PATH (`--many ./5` sends a file named
+    /// 5 until Ctrl-C).
+    #[arg(long, value_name = "N", num_args = 0..=1, value_hint = ValueHint::AnyPath)]
+    pub(crate) many: Option<Option<PathBuf>>,
+
     /// Shared flags.
     #[command(flatten)]
     pub(crate) common: CommonArgs,

@@ -113,6 +113,29 @@ struct Context {
     offered: bool,
     /// The progress bar is drawn (not the status spinner).
     transferring: bool,
+    /// `--many`: every receiver so far, in the order they came.
+    receivers: Vec<Receiver>,
+}
+
+/// One receiver of a `--many` send, as its status shows it.
+#[derive(Debug)]
+struct Receiver {
+    id: u32,
+    state: ReceiverState,
+    /// Its offer's size, once data flows.
+    total: Option<u64>,
+    bytes: u64,
+    /// `--json`: when its progress was last printed.
+    shown: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReceiverState {
+    Connecting,
+    Sending,
+    Reconnecting,
+    Done,
+    Dropped,
 }
 
 /// How one side looks for its peer: what makes the DHT's failure, and the hint of a
@@ -602,6 +625,10 @@ impl Reporter {
 
     /// Reports one event.
     pub(crate) fn emit(&self, ev: Event) {
+        if let Event::Receiver { id, event } = ev {
+            self.receiver(id, *event);
+            return;
+        }
         match &ev {
             Event::Offer(o) => {
                 let mut ctx = lock(&self.ctx);
@@ -694,6 +721,84 @@ impl Reporter {
         }
     }
 
+    /// An event of one receiver of a `--many` send: a line for what changes its
+    /// course, and the status line that lists every receiver.
+    fn receiver(&self, id: u32, ev: Event) {
+        let show_progress = self.track(id, &ev);
+        if self.json {
+            let v = match &ev {
+                Event::Dropped { reason } => Some(json!({"event": "dropped", "message": reason})),
+                Event::Progress { bytes } if show_progress => {
+                    Some(json!({"event": "progress", "bytes": bytes}))
+                }
+                Event::Progress { .. } => None,
+                other => self.to_json(other),
+            };
+            if let Some(mut v) = v {
+                v["receiver"] = json!(id);
+                eprint_json(v);
+            }
+            return;
+        }
+        let line = match &ev {
+            Event::Authenticating { peer } => {
+                Some(format!("receiver #{id}: {} connected", peer_id(peer, self.verbose)))
+            }
+            Event::Dropped { reason } => Some(format!("receiver #{id} dropped: {reason}")),
+            Event::Finished(r) => {
+                if self.verbose {
+                    let fields: Vec<String> =
+                        stats_fields(r).iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    self.line(&format!("pcp: stats: receiver={id} {}", fields.join(" ")));
+                }
+                Some(format!("receiver #{id}: done, {}", totals(r)))
+            }
+            other => self.notice(other).map(|m| format!("receiver #{id}: {m}")),
+        };
+        if let (Some(line), false) = (line, self.quiet) {
+            self.line(&line);
+        }
+        let status = receivers_status(&lock(&self.ctx).receivers);
+        self.status(&status);
+    }
+
+    /// Keeps receiver `id`'s state; whether its progress is due in `--json`.
+    fn track(&self, id: u32, ev: &Event) -> bool {
+        let mut ctx = lock(&self.ctx);
+        let at = match ctx.receivers.iter().position(|r| r.id == id) {
+            Some(at) => at,
+            None => {
+                ctx.receivers.push(Receiver {
+                    id,
+                    state: ReceiverState::Connecting,
+                    total: None,
+                    bytes: 0,
+                    shown: None,
+                });
+                ctx.receivers.len() - 1
+            }
+        };
+        let r = &mut ctx.receivers[at];
+        match ev {
+            Event::Started { total, done } => {
+                (r.state, r.total, r.bytes) = (ReceiverState::Sending, *total, *done);
+            }
+            Event::Progress { bytes } => {
+                r.bytes = *bytes;
+                if r.shown.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    r.shown = Some(Instant::now());
+                    return true;
+                }
+            }
+            Event::ConnectionLost => r.state = ReceiverState::Reconnecting,
+            Event::Reconnected => r.state = ReceiverState::Sending,
+            Event::Finished(_) => r.state = ReceiverState::Done,
+            Event::Dropped { .. } => r.state = ReceiverState::Dropped,
+            _ => {}
+        }
+        false
+    }
+
     fn dht(&self, s: DhtStatus) {
         match s {
             DhtStatus::Bootstrap { connected, total } => self.looking(&format!(
@@ -754,30 +859,28 @@ impl Reporter {
             self.line(&format!("pcp: stats: {} transport={transport}", fields.join(" ")));
         }
         self.clear();
-        let secs = r.elapsed.as_secs_f64().max(1e-6);
-        // The rate of what moved in this run: bytes already held from an earlier one
-        // (a resumed part file) took no time here.
-        let moved = r.bytes.saturating_sub(r.stats.skipped);
         tracing::info!(
             bytes = r.bytes,
             wire = r.wire,
             chunks = r.chunks,
-            secs,
+            secs = r.elapsed.as_secs_f64(),
             "transfer finished"
         );
-        let totals = format!(
-            "{} in {:.1} s ({}/s, {} on the wire)",
-            human_bytes(r.bytes),
-            secs,
-            human_bytes((moved as f64 / secs) as u64),
-            human_bytes(r.wire)
-        );
+        let totals = totals(r);
         match r.role {
             // A sender's stderr is often a log, where this line is all that says it
             // worked: shown terminal or not.
             Role::Sender if !self.quiet => {
-                let what = lock(&self.ctx).sending.clone().unwrap_or_else(|| "the data".into());
-                self.line(&format!("sent {what}, {totals}"));
+                let ctx = lock(&self.ctx);
+                let what = ctx.sending.clone().unwrap_or_else(|| "the data".into());
+                let done = ctx.receivers.iter().filter(|r| r.state == ReceiverState::Done);
+                let to = match (ctx.receivers.is_empty(), done.count()) {
+                    (true, _) => String::new(),
+                    (false, 1) => " to 1 receiver".into(),
+                    (false, n) => format!(" to {n} receivers"),
+                };
+                drop(ctx);
+                self.line(&format!("sent {what}{to}, {totals}"));
             }
             Role::Receiver if self.live() => self.line(&format!("done: {totals}")),
             _ => {}
@@ -799,6 +902,42 @@ impl Reporter {
             b.finish_and_clear();
         }
     }
+}
+
+/// A transfer's totals: `2.9 MiB in 1.2 s (2.4 MiB/s, 3.0 MiB on the wire)`.
+fn totals(r: &Report) -> String {
+    let secs = r.elapsed.as_secs_f64().max(1e-6);
+    // The rate of what moved in this run: bytes already held from an earlier one
+    // (a resumed part file) took no time here.
+    let moved = r.bytes.saturating_sub(r.stats.skipped);
+    format!(
+        "{} in {:.1} s ({}/s, {} on the wire)",
+        human_bytes(r.bytes),
+        secs,
+        human_bytes((moved as f64 / secs) as u64),
+        human_bytes(r.wire)
+    )
+}
+
+/// The status line of a `--many` send: every receiver and where it stands.
+fn receivers_status(receivers: &[Receiver]) -> String {
+    let each: Vec<String> = receivers
+        .iter()
+        .map(|r| {
+            let state = match (r.state, r.total) {
+                (ReceiverState::Connecting, _) => "connecting".to_owned(),
+                (ReceiverState::Sending, Some(total)) if total > 0 => {
+                    format!("{}%", r.bytes.saturating_mul(100) / total)
+                }
+                (ReceiverState::Sending, _) => human_bytes(r.bytes),
+                (ReceiverState::Reconnecting, _) => "reconnecting".to_owned(),
+                (ReceiverState::Done, _) => "done".to_owned(),
+                (ReceiverState::Dropped, _) => "dropped".to_owned(),
+            };
+            format!("#{} {state}", r.id)
+        })
+        .collect();
+    format!("receivers: {} · waiting for more…", each.join(" · "))
 }
 
 /// Writes one line on stderr, cleaned by [`pcp::printable`]: with [`eprint_json`], the
@@ -1084,6 +1223,24 @@ mod tests {
         let line = rep.notice(&failed).expect("said");
         assert!(!line.contains("local network"), "{line}");
         assert!(line.contains("--peer"), "{line}");
+    }
+
+    /// Issue 15: with `--many`, every event of a receiver carries its number in
+    /// `--json`, and the status lists every receiver.
+    #[test]
+    fn many_receivers_are_numbered() {
+        let rep = Reporter::with_terminal(false, false);
+        let of = |id, event| Event::Receiver { id, event: Box::new(event) };
+        rep.emit(of(1, Event::Started { total: Some(200), done: 0 }));
+        rep.emit(of(1, Event::Progress { bytes: 50 }));
+        rep.emit(of(2, Event::ConnectionLost));
+        rep.emit(of(3, Event::Dropped { reason: "the receiver declined".into() }));
+        let status = receivers_status(&lock(&rep.ctx).receivers);
+        assert_eq!(status, "receivers: #1 25% · #2 reconnecting · #3 dropped · waiting for more…");
+        let json = Reporter::with_terminal(false, false).json(true);
+        assert!(json.track(4, &Event::Progress { bytes: 1 }), "the first progress shows");
+        assert!(!json.track(4, &Event::Progress { bytes: 2 }), "then once a second");
+        assert!(json.track(5, &Event::Progress { bytes: 1 }), "each receiver its own");
     }
 
     #[test]

@@ -21,13 +21,19 @@
 //!   never mixed into the receiver's file.
 //! - Frames go out in counter order: seal jobs take their counters in order and are
 //!   written in that order; a control frame is sealed only when none is in flight.
+//! - With a [`Budget`] (many receivers, [`super::many`]), a chunk is read into the
+//!   window only with one of the budget's permits, held until the chunk is forgotten:
+//!   every session sharing the budget keeps at most its size in chunks between them,
+//!   however many they are. A session short of permits waits; its receiver's timed
+//!   acks (every [`KEEPALIVE`]) free what it holds, so it slows, never stalls.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +55,69 @@ struct Kept {
     raw: Arc<Buf>,
     /// The root over chunks before this one; known once the chunk was first sealed.
     root_before: Option<RootHash>,
+    /// Its place in the shared budget, if there is one; given back when dropped.
+    _held: Option<Held>,
 }
+
+/// Chunks that the windows of many sessions may keep between them: a semaphore of
+/// chunk permits, and a count of chunks kept under it (with its high-water mark), so
+/// that the bound can be observed.
+#[derive(Clone)]
+pub(crate) struct Budget(Arc<Shared>);
+
+struct Shared {
+    permits: Arc<Semaphore>,
+    kept: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Budget {
+    /// A budget of `chunks` chunks (at least one).
+    pub(crate) fn new(chunks: usize) -> Budget {
+        Budget(Arc::new(Shared {
+            permits: Arc::new(Semaphore::new(chunks.max(1))),
+            kept: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+        }))
+    }
+
+    /// The most chunks ever kept at once under this budget.
+    pub(crate) fn peak(&self) -> u64 {
+        self.0.peak.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a permit. Cancel safe: dropped, it takes nothing.
+    async fn permit(&self) -> OwnedSemaphorePermit {
+        match Arc::clone(&self.0.permits).acquire_owned().await {
+            Ok(p) => p,
+            // Never closed: wait forever rather than read past the bound.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Counts one chunk kept (with its permit, if it has one).
+    fn keep(&self, permit: Option<OwnedSemaphorePermit>) -> Held {
+        let now = self.0.kept.fetch_add(1, Ordering::Relaxed) + 1;
+        self.0.peak.fetch_max(now, Ordering::Relaxed);
+        Held { _permit: permit, budget: self.clone() }
+    }
+}
+
+/// One kept chunk's place in a [`Budget`].
+struct Held {
+    _permit: Option<OwnedSemaphorePermit>,
+    budget: Budget,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.0.kept.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A wait for a permit, kept across turns of the send loop so that it keeps its place
+/// in the semaphore's queue (dropped and made again, it would go to the back).
+type PermitWait = std::pin::Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
 
 type SealJob = (u64, JoinHandle<Result<SealedChunk, PipelineError>>);
 
@@ -95,6 +163,10 @@ pub(super) struct Outgoing {
     /// One past the highest chunk index ever sent.
     high: u64,
     pub(super) stats: Stats,
+    /// Shared with other sessions' windows, if any (see the module invariants).
+    budget: Option<Budget>,
+    /// A permit of `budget` taken for the next chunk read.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// The chunks of one session between the window and the wire: seal jobs in counter
@@ -132,7 +204,15 @@ impl Outgoing {
             root: RootHash::default(),
             high: 0,
             stats: Stats::default(),
+            budget: None,
+            permit: None,
         }
+    }
+
+    /// Keeps this window within `budget`, shared with other senders' windows.
+    pub(super) fn within(mut self, budget: Budget) -> Outgoing {
+        self.budget = Some(budget);
+        self
     }
 
     /// The offer for a receiver that just authenticated. While the source has not
@@ -249,6 +329,7 @@ impl Outgoing {
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
         let mut wrote = false;
+        let mut waiting: Option<PermitWait> = None;
         loop {
             if std::mem::take(&mut wrote)
                 && let Some((_, next)) = flight.jobs.front()
@@ -277,6 +358,13 @@ impl Outgoing {
                 && flight.queued == self.read
                 && self.read < self.acked + window
                 && flight.jobs.len() < depth;
+            // Within a budget, a chunk is read only with a permit in hand.
+            let want_permit = may_read && self.budget.is_some() && self.permit.is_none();
+            let may_read = may_read && (self.budget.is_none() || self.permit.is_some());
+            if want_permit && waiting.is_none() {
+                let budget = self.budget.clone().expect("checked in want_permit");
+                waiting = Some(Box::pin(async move { budget.permit().await }));
+            }
             let chunks = self.chunks.as_mut().expect("positioned before the data phase");
             tokio::select! {
                 biased;
@@ -291,6 +379,10 @@ impl Outgoing {
                     self.record_sent(i, &sealed);
                     let bytes = (self.high.min(self.read)) * u64::from(self.chunk_size);
                     events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
+                }
+                permit = async { waiting.as_mut().expect("set above").await }, if want_permit => {
+                    waiting = None;
+                    self.permit = Some(permit);
                 }
                 chunk = chunks.recv(), if may_read => self.take(chunk),
                 changed = acked_rx.changed() => match changed {
@@ -341,7 +433,8 @@ impl Outgoing {
         match chunk {
             Some(Ok(raw)) => {
                 self.bytes_read += raw.len() as u64;
-                self.kept.push_back(Kept { raw: Arc::new(raw), root_before: None });
+                let held = self.budget.as_ref().map(|b| b.keep(self.permit.take()));
+                self.kept.push_back(Kept { raw: Arc::new(raw), root_before: None, _held: held });
                 self.read += 1;
             }
             Some(Err(e)) => {

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::event::{Event, Events, Report, Role, Transport};
 use crate::message::{Control, Resume};
 use crate::node::Node;
-use crate::options::SendOptions;
+use crate::options::{Receivers, SendOptions};
 use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, RootHash};
 use crate::session::{Session, SessionError};
 use crate::source::Source;
@@ -46,6 +46,9 @@ pub async fn send(
             "a code needs at least {} words",
             crate::code::MIN_WORDS
         )));
+    }
+    if options.receivers != Receivers::One {
+        return super::many::send(options, events, cancel).await;
     }
     // Checked now, so that a source that cannot be sent fails before a code is shown;
     // measured only when the offer is sent (see `Outgoing::offer`).

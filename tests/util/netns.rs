@@ -401,6 +401,20 @@ impl Lan {
     pub fn hosts(&self) -> &[Host] {
         &self.hosts
     }
+
+    /// Limits what reaches host `i` to `rate` (tc syntax: "10mbit") with a token bucket
+    /// on the bridge's port toward it, as a slow link of that host alone would: the
+    /// others keep their speed. Only on a bridged LAN (three hosts or more).
+    ///
+    /// # Panics
+    ///
+    /// On a pair, or if `tc` fails.
+    pub fn limit_to(&self, i: usize, rate: &str) {
+        let hub = self.hub.as_ref().expect("limit_to needs a bridged LAN of three hosts or more");
+        let port = format!("h{i}");
+        let tbf = ["qdisc", "replace", "dev", &port, "root", "tbf", "rate", rate];
+        hub.run("tc", &[&tbf[..], &["burst", "256kb", "latency", "50ms"]].concat());
+    }
 }
 
 /// "a", "b", … "z", then "h26", "h27", …

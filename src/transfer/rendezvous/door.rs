@@ -291,6 +291,8 @@ pub(in crate::transfer) struct Listener {
     me: PeerId,
     pub(super) guesses: Arc<Guesses>,
     events: Events,
+    /// The door [`Listener::next_of_many`] keeps between sessions.
+    kept: Option<Door<Stream>>,
 }
 
 impl Listener {
@@ -307,7 +309,7 @@ impl Listener {
         let me = node.peer_id();
         let budget = session::guesses::budget_for(code.word_count());
         let guesses = Arc::new(Guesses::new(budget));
-        Ok(Listener { node: node.clone(), incoming, found, code, me, guesses, events })
+        Ok(Listener { node: node.clone(), incoming, found, code, me, guesses, events, kept: None })
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
@@ -318,8 +320,33 @@ impl Listener {
     /// When the code burns, this goes on for [`BURNT_LINGER`] answering every hello for
     /// it "burnt" (see [`Guesses`]), then fails with [`Error::CodeBurnt`].
     pub(in crate::transfer) async fn next_session(&mut self) -> Result<Session<Stream>, Error> {
+        let mut door = self.door();
+        self.next_session_through(&mut door).await
+    }
+
+    /// [`Listener::next_session`] for a send that serves many receivers: the door is
+    /// kept between calls, so handshakes that run side by side while one session
+    /// comes out are not cut off, and come out next.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe (the handshakes in flight would be lost): the caller runs it in
+    /// a task of its own.
+    pub(in crate::transfer) async fn next_of_many(&mut self) -> Result<Session<Stream>, Error> {
+        let mut door = self.kept.take().unwrap_or_else(|| self.door());
+        let next = self.next_session_through(&mut door).await;
+        self.kept = Some(door);
+        next
+    }
+
+    fn door(&self) -> Door<Stream> {
+        Door::new(self.code.clone(), self.me, Arc::clone(&self.guesses), super::slot_ok)
+    }
+
+    async fn next_session_through(
+        &mut self,
+        door: &mut Door<Stream>,
+    ) -> Result<Session<Stream>, Error> {
         let guesses = Arc::clone(&self.guesses);
-        let mut door = Door::new(self.code.clone(), self.me, Arc::clone(&guesses), super::slot_ok);
         let mut burnt_at = guesses.burnt().then(|| Instant::now() + BURNT_LINGER);
         loop {
             tokio::select! {

@@ -1,0 +1,326 @@
+//! A send that serves many receivers with one code ([`Receivers::Many`]).
+//!
+//! One [`Listener`] takes every handshake, in a task of its own that keeps its door
+//! between sessions, so the code's wrong-code budget ([`crate::guess_budget`]) is the
+//! code's, shared by every receiver and every origin, never one per receiver. Each
+//! receiver that proves the code gets a task with its own [`Outgoing`]: its own source,
+//! opened and read again from the start, its own window, acks and resume, exactly as
+//! a single receiver has in [`super::send`](mod@super::send).
+//!
+//! Sessions are routed by peer id: a receiver that lost its connection comes back under
+//! the same peer id (the same process, or a rerun under the identity it kept with its
+//! part file) and is handed to its own task; any other peer is a new receiver.
+//!
+//! Invariants:
+//! - With a count N, at most N receivers are ever served: running plus finished never
+//!   passes N, and a receiver past it is told so before any offer.
+//! - A receiver that fails (declines, errs, does not come back within the reconnect
+//!   timeout) is dropped with [`Event::Dropped`]; the others go on, and its place is
+//!   free again.
+//! - Every event of one receiver is wrapped in [`Event::Receiver`] with its number;
+//!   the send's own [`Event::Finished`] carries the sum of every finished receiver.
+//! - Every receiver's window draws on one [`Budget`] of
+//!   [`pipeline::many_chunks`](crate::pipeline::many_chunks) chunks (64 MiB): the
+//!   chunks kept for all receivers together never pass it, however many receivers
+//!   there are; each one's own window stays at most 16 MiB. What is not in it: each
+//!   receiver's read-ahead and seal buffers (a few chunks per receiver).
+//! - Standard input is refused: it can be read only once, and a fan-out through one
+//!   shared buffer is not built yet.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use libp2p::{PeerId, Stream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::outgoing::{Budget, Ending, Outgoing};
+use super::rendezvous::Listener;
+use super::send::serve;
+use super::{LINGER, node_config};
+use crate::code::Code;
+use crate::error::Error;
+use crate::event::{Event, Events, Report, Role, Stats, Transport};
+use crate::message::Control;
+use crate::node::Node;
+use crate::options::{Receivers, SendOptions, Source};
+use crate::pipeline::Compression;
+use crate::session::Session;
+
+/// What every receiver's task needs to know of the send.
+#[derive(Clone)]
+struct Plan {
+    paths: Vec<PathBuf>,
+    chunk_size: u32,
+    compression: Compression,
+    reconnect_timeout: Duration,
+    node: Node,
+    /// Shared by every receiver's window.
+    budget: Budget,
+}
+
+/// A receiver being served: its number and where its next session goes.
+struct Serving {
+    id: u32,
+    sessions: mpsc::Sender<Session<Stream>>,
+}
+
+/// [`crate::send`] with [`Receivers::Many`]: serves every receiver that proves the
+/// code until `count` of them have finished, or until cancelled (see the module docs).
+pub(super) async fn send(
+    options: SendOptions,
+    events: Events,
+    cancel: CancellationToken,
+) -> Result<Report, Error> {
+    let Receivers::Many { count } = options.receivers else {
+        unreachable!("called for many receivers only")
+    };
+    let paths = match options.source {
+        Source::Paths(paths) => paths,
+        Source::Reader(_) => {
+            return Err(Error::InvalidOptions(
+                "standard input cannot be sent to many receivers: it can be read only once; \
+                 send files or directories"
+                    .into(),
+            ));
+        }
+        Source::Text(_) => {
+            return Err(Error::InvalidOptions(
+                "text cannot be sent to many receivers yet; send it to one at a time".into(),
+            ));
+        }
+    };
+    // Checked now, as a single send checks it, so that a source that cannot be sent
+    // fails before a code is shown; each receiver opens it again.
+    crate::source::Source::new(Source::Paths(paths.clone()))?;
+    let made_up = options.code.is_none();
+    let code = options.code.unwrap_or_else(|| Code::generate(options.words));
+    let net = &options.network;
+    let (node, found) = Node::start(node_config(net, Duration::from_secs(60), &code, true))?;
+    let mut listener = Listener::new(&node, found, code.clone(), events.clone())?;
+    events.emit(Event::Code { code: code.to_string(), made_up });
+    events.emit(Event::Searching);
+
+    // The listener in a task of its own: it is not cancel safe, and it keeps taking
+    // handshakes while the sessions before run.
+    let (to_us, mut sessions) = mpsc::channel(1);
+    let listening = tokio::spawn(async move {
+        loop {
+            let next = listener.next_of_many().await;
+            let ended = next.is_err();
+            if to_us.send(next).await.is_err() || ended {
+                break;
+            }
+        }
+    });
+    let _stop_listening = AbortOnDrop(listening);
+
+    let plan = Plan {
+        paths,
+        chunk_size: options.chunk_size,
+        compression: options.compression,
+        reconnect_timeout: net.reconnect_timeout,
+        node,
+        budget: Budget::new(crate::pipeline::many_chunks(options.chunk_size)),
+    };
+    let mut serving: HashMap<PeerId, Serving> = HashMap::new();
+    let mut tasks: JoinSet<(PeerId, Result<Option<Report>, Error>)> = JoinSet::new();
+    let (mut next_id, mut finished) = (1u32, 0u32);
+    let mut total = Totals::default();
+    let mut listening = true;
+    let mut listen_error: Option<Error> = None;
+    let mut cut_off = false;
+    let mut first_at: Option<Instant> = None;
+    loop {
+        if count.is_some_and(|n| finished >= n.get()) || (!listening && tasks.is_empty()) {
+            break;
+        }
+        tokio::select! {
+            // The tasks' tokens are children of `cancel`: each tells its receiver.
+            () = cancel.cancelled(), if listening => listening = false,
+            next = sessions.recv(), if listening => match next {
+                Some(Ok(session)) => {
+                    let peer = session.peer();
+                    if let Some(s) = serving.get(&peer) {
+                        // Back after a loss: its task takes it once it noticed the
+                        // loss itself; one that comes again meanwhile retries.
+                        let _ = s.sessions.try_send(session);
+                    } else if full(count, finished, serving.len()) {
+                        tracing::info!(%peer, "a receiver past the count; told so");
+                        tokio::spawn(refuse_full(session, count));
+                    } else {
+                        let id = next_id;
+                        next_id = next_id.saturating_add(1);
+                        first_at.get_or_insert_with(Instant::now);
+                        let (tx, rx) = mpsc::channel(1);
+                        serving.insert(peer, Serving { id, sessions: tx });
+                        let tagged = tagged(&events, id);
+                        let (plan, cancel) = (plan.clone(), cancel.child_token());
+                        tasks.spawn(async move {
+                            (peer, receiver(session, rx, plan, tagged, cancel).await)
+                        });
+                    }
+                }
+                Some(Err(e)) => {
+                    listening = false;
+                    listen_error = Some(e);
+                }
+                None => listening = false,
+            },
+            Some(joined) = tasks.join_next() => {
+                let (peer, result) = joined.map_err(|_| crate::pipeline::PipelineError::Worker)?;
+                let Some(s) = serving.remove(&peer) else { continue };
+                match result {
+                    Ok(Some(report)) => {
+                        finished += 1;
+                        total.add(&report);
+                    }
+                    // Refused before anything was sent (a rerun that comes back under
+                    // the identity it kept): its place is free.
+                    Ok(None) => {}
+                    Err(e) => {
+                        cut_off |= matches!(e, Error::Cancelled);
+                        let reason = crate::error::last_word(&e);
+                        tracing::info!(receiver = s.id, %peer, %reason, "receiver dropped");
+                        emit_for(&events, s.id, Event::Dropped { reason });
+                    }
+                }
+            },
+        }
+    }
+    tracing::debug!(peak = plan.budget.peak(), "chunks kept at most for all receivers");
+    if let Some(e) = listen_error {
+        return Err(e);
+    }
+    // Cancelled with a count not reached, or with receivers cut off mid-way: an
+    // interruption. Without a count and nobody cut off, Ctrl-C is how it ends.
+    if cancel.is_cancelled() && (cut_off || count.is_some_and(|n| finished < n.get())) {
+        return Err(Error::Cancelled);
+    }
+    let report = Report {
+        role: Role::Sender,
+        bytes: total.bytes,
+        wire: total.wire,
+        chunks: total.chunks,
+        elapsed: first_at.map_or(Duration::ZERO, |t| t.elapsed()),
+        stats: total.stats,
+        written: Vec::new(),
+        transport: None,
+    };
+    events.emit(Event::Finished(report.clone()));
+    Ok(report)
+}
+
+/// Whether a new receiver would pass the count.
+fn full(count: Option<NonZeroU32>, finished: u32, serving: usize) -> bool {
+    count.is_some_and(|n| u64::from(finished) + serving as u64 >= u64::from(n.get()))
+}
+
+/// The sum of the finished receivers.
+#[derive(Default)]
+struct Totals {
+    bytes: u64,
+    wire: u64,
+    chunks: u64,
+    stats: Stats,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Report) {
+        self.bytes += r.bytes;
+        self.wire += r.wire;
+        self.chunks += r.chunks;
+        self.stats.sent += r.stats.sent;
+        self.stats.resent += r.stats.resent;
+        self.stats.skipped += r.stats.skipped;
+        self.stats.reconnects += r.stats.reconnects;
+    }
+}
+
+/// Aborts a task when dropped: the listener ends with the send, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn emit_for(events: &Events, id: u32, event: Event) {
+    events.emit(Event::Receiver { id, event: Box::new(event) });
+}
+
+/// The caller's events, each wrapped as receiver `id`'s.
+fn tagged(events: &Events, id: u32) -> Events {
+    let events = events.clone();
+    Events::new(move |event| emit_for(&events, id, event))
+}
+
+/// Tells a receiver past the count that this send serves no more, before any offer
+/// (it sees the sender's error and stops).
+async fn refuse_full(mut session: Session<Stream>, count: Option<NonZeroU32>) {
+    let n = count.map_or(0, NonZeroU32::get);
+    let why = format!("this sender serves {n} receiver{} and has no place left", plural(n));
+    session.say_last(&Control::Error(why), LINGER).await;
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One receiver, from its first session to its last byte, across reconnections: its
+/// report, `None` if it refused before anything was sent, or why it was dropped.
+async fn receiver(
+    mut session: Session<Stream>,
+    mut more: mpsc::Receiver<Session<Stream>>,
+    plan: Plan,
+    events: Events,
+    cancel: CancellationToken,
+) -> Result<Option<Report>, Error> {
+    let peer = session.peer();
+    events.emit(Event::Authenticating { peer });
+    let source = crate::source::Source::new(Source::Paths(plan.paths))?;
+    let mut out = Outgoing::new(plan.chunk_size, plan.compression, source).within(plan.budget);
+    let mut started: Option<Instant> = None;
+    let mut pinned: Option<PeerId> = None;
+    let mut transport: Option<Transport> = None;
+    loop {
+        let ending = serve(&mut out, session, (&mut started, pinned), &events, &cancel).await?;
+        if let Ok(Some(addr)) = plan.node.remote_addr(peer).await {
+            transport = Some(Transport::of(&addr));
+        }
+        match ending {
+            Ending::Done => break,
+            Ending::Refused if started.is_none() => return Ok(None),
+            Ending::Refused => {}
+            Ending::Lost => {
+                pinned = Some(peer);
+                out.stats.reconnects += 1;
+                events.emit(Event::ConnectionLost);
+            }
+        }
+        session = tokio::select! {
+            () = cancel.cancelled() => return Err(Error::Cancelled),
+            next = tokio::time::timeout(plan.reconnect_timeout, more.recv()) => match next {
+                Ok(Some(s)) => s,
+                Ok(None) => return Err(crate::node::NodeError::Stopped.into()),
+                Err(_) => return Err(Error::ReconnectTimeout(plan.reconnect_timeout.as_secs())),
+            },
+        };
+    }
+    let report = Report {
+        role: Role::Sender,
+        bytes: out.bytes_read,
+        wire: out.stats.sent,
+        chunks: out.read,
+        elapsed: started.map_or(Duration::ZERO, |t| t.elapsed()),
+        stats: out.stats,
+        written: Vec::new(),
+        transport,
+    };
+    events.emit(Event::Finished(report.clone()));
+    Ok(Some(report))
+}
