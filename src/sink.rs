@@ -3,11 +3,11 @@
 //!
 //! Invariants:
 //! - Only verified chunks reach a sink (the pipeline checks them).
-//! - A file appears under its final name only after [`Sink::finish`], i.e. after the
+//! - A file appears under its final name only after [`Sink::finish_with`], i.e. after the
 //!   whole stream verified; until then it is `NAME.pcp-part`.
 //! - An archive's tar stream is extracted as its chunks verify, through [`Unpacker`]'s
 //!   checks, into the staging directory `DIR/.pcp-<id>.partial` (see `sink/extract.rs`),
-//!   and moved into place by [`Sink::finish`]. The tar bytes are not kept: a rerun
+//!   and moved into place by [`Sink::finish_with`]. The tar bytes are not kept: a rerun
 //!   resumes from the journal's last entry extracted whole (see [`crate::resume`]).
 //! - A sink aborted ([`Sink::abort`]) or dropped without `finish` keeps its part file
 //!   (and manifest) for a later resume, unless told not to (`keep_part: false`). Only
@@ -285,7 +285,7 @@ impl Sink {
         Ok(Sink { tx: Some(tx), thread: Some(thread), kept })
     }
 
-    /// The part file that stays if the transfer stops before [`Sink::finish`].
+    /// The part file that stays if the transfer stops before [`Sink::finish_with`].
     pub(crate) fn kept(&self) -> Option<&PathBuf> {
         self.kept.as_ref()
     }
@@ -293,7 +293,7 @@ impl Sink {
     /// Hands a verified chunk, with its hash, to the writer.
     ///
     /// # Errors
-    /// The writer failed; [`Sink::finish`] tells why.
+    /// The writer failed; [`Sink::finish_with`] tells why.
     pub(crate) async fn write(&mut self, data: Buf, hash: [u8; 32]) -> Result<(), SinkError> {
         let tx = self.tx.as_ref().ok_or(SinkError::Stopped)?;
         if tx.send(Msg::Data(data, hash)).await.is_err() {
@@ -313,7 +313,7 @@ impl Sink {
         self.finish_with(None).await
     }
 
-    /// [`Sink::finish`]; a file target first gives the file `meta`'s permissions
+    /// Commits as `finish` does (flushes, renames or moves into place); a file target first gives the file `meta`'s permissions
     /// (under the umask) and modification time, through its handle (issue 15, item 10).
     ///
     /// # Errors
@@ -336,7 +336,7 @@ impl Sink {
 
     /// Hands `chunks` (each with its blake3 hash, as the pipeline verified it) to the
     /// writer thread, then commits, or with `commit` false stops as [`Sink::abort`] does,
-    /// and waits for the writer's result: [`Sink::write`] and [`Sink::finish`] without an
+    /// and waits for the writer's result: [`Sink::write`] and [`Sink::finish_with`] without an
     /// async runtime, for the fuzz targets. A panic on the writer thread is resumed here.
     #[cfg(feature = "fuzzing")]
     pub(crate) fn run_blocking(
