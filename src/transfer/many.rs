@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outgoing::{Budget, Ending, Outgoing};
 use super::rendezvous::Listener;
-use super::send::serve;
+use super::send::{finished, serve};
 use super::{LINGER, node_config};
 use crate::code::Code;
 use crate::error::Error;
@@ -311,16 +311,6 @@ async fn receiver(
             },
         };
     }
-    let report = Report {
-        role: Role::Sender,
-        bytes: out.bytes_read,
-        wire: out.stats.sent,
-        chunks: out.read,
-        elapsed: started.map_or(Duration::ZERO, |t| t.elapsed()),
-        stats: out.stats,
-        written: Vec::new(),
-        transport,
-    };
-    events.emit(Event::Finished(report.clone()));
+    let report = finished(out, started, transport, &events);
     Ok(Some(report))
 }

@@ -110,6 +110,18 @@ pub async fn send(
             }
         }
     }
+    let report = finished(out, started, transport, &events);
+    Ok(report)
+}
+
+/// The sender's report of a transfer that ended well, also emitted as
+/// [`Event::Finished`]: one send and each receiver of a `--many` send end alike.
+pub(super) fn finished(
+    out: Outgoing,
+    started: Option<Instant>,
+    transport: Option<Transport>,
+    events: &Events,
+) -> Report {
     let report = Report {
         role: Role::Sender,
         bytes: out.bytes_read,
@@ -121,7 +133,7 @@ pub async fn send(
         transport,
     };
     events.emit(Event::Finished(report.clone()));
-    Ok(report)
+    report
 }
 
 /// One session: the offer, the receiver's answer (accept, or where it resumes), and
