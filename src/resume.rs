@@ -624,7 +624,7 @@ pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefi
 
 /// The offer an earlier run's manifest beside `part` names, if that manifest is ours and
 /// its header verifies under the identity kept beside it (also ours): what says which
-/// transfer a leftover belongs to ([`crate::leftovers`]). `None` for anything else.
+/// transfer a leftover belongs to ([`mod@crate::leftovers`]). `None` for anything else.
 pub(crate) fn kept_offer(part: &Path) -> Option<Offer> {
     let identity = load_identity(part).ok().flatten()?;
     let file = open_manifest(part).ok().flatten()?;
