@@ -1059,3 +1059,47 @@ fn clean_asks_on_the_terminal() {
         assert_eq!(names(dir.path()), left, "after {answer:?}:\n{text}");
     }
 }
+
+// --- 6: a receiver that comes too late is told ------------------------------------------
+
+/// Item 6: a second receiver for a code whose sender already sends to another (and so
+/// takes no one else, and ends when that one is done) is told so, and stops: not a
+/// "busy … retrying (n/30)" line every 2 s until the sender is gone.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_second_receiver_is_told_the_sender_took_another() {
+    const SIZE: usize = 32 * MIB;
+    // The second receiver on a host of its own: two mDNS sockets on one host may not
+    // both get the sender's answer.
+    let lan = Lan::new(3);
+    // Slow enough (~30 s) that the second receiver finds the sender still sending,
+    // however long its discovery takes.
+    lan.host(0).rate_limit("8mbit");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("big.bin");
+    let (first_out, second_out) = (tmp.path().join("first.out"), tmp.path().join("second.out"));
+    let data = write_random_file(&src, SIZE);
+    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
+    let args = ["-y", "-o", arg(&first_out), CODE];
+    let mut first = start_receiver(lan.host(1), &args, Stdio::null());
+    util::wait_for_len(
+        &util::part_path(&first_out),
+        (SIZE / 16) as u64,
+        TRANSFER_TIMEOUT,
+        &mut [&mut sender, &mut first],
+    );
+    // Bounded in case it is never told: the old behaviour.
+    let args = ["-y", "--timeout", "60", "-o", arg(&second_out), CODE];
+    let mut second = start_receiver(lan.host(2), &args, Stdio::null());
+    let (status, stderr) = second.finish(TRANSFER_TIMEOUT);
+    assert!(
+        stderr.contains("already sending to another receiver"),
+        "{status}, not told:\n{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "kept retrying:\n{stderr}");
+    assert!(!status.success(), "{status}\n{stderr}");
+    assert!(!second_out.exists() && !util::part_path(&second_out).exists());
+    first.expect_exit(exit::OK);
+    sender.expect_exit(exit::OK);
+    assert_bytes_eq("first.out", &data, &read(&first_out));
+}
