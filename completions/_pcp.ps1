@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send a stream, a file or a directory')
             [CompletionResult]::new('receive', 'receive', [CompletionResultType]::ParameterValue, 'Receive what a sender offers, given its code')
             [CompletionResult]::new('node', 'node', [CompletionResultType]::ParameterValue, 'Run a long-lived DHT, relay and AutoNAT node for a group''s own infrastructure')
+            [CompletionResult]::new('clean', 'clean', [CompletionResultType]::ParameterValue, 'List and remove what interrupted receives left in a directory')
             break
         }
         'pcp;send' {
@@ -96,6 +97,15 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print nothing on standard error but errors')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More logging on standard error: -v for pcp''s own, -vv for all of pcp''s, -vvv for the network stack''s too')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More logging on standard error: -v for pcp''s own, -vv for all of pcp''s, -vvv for the network stack''s too')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'pcp;clean' {
+            [CompletionResult]::new('-y', '-y', [CompletionResultType]::ParameterName, 'Remove without asking')
+            [CompletionResult]::new('--yes', '--yes', [CompletionResultType]::ParameterName, 'Remove without asking')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

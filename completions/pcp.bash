@@ -16,6 +16,9 @@ _pcp() {
             ",$1")
                 cmd="pcp"
                 ;;
+            pcp,clean)
+                cmd="pcp__subcmd__clean"
+                ;;
             pcp,node)
                 cmd="pcp__subcmd__node"
                 ;;
@@ -32,8 +35,22 @@ _pcp() {
 
     case "${cmd}" in
         pcp)
-            opts="-q -v -h -V --quiet --verbose --json --help --version send receive node"
+            opts="-q -v -h -V --quiet --verbose --json --help --version send receive node clean"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pcp__subcmd__clean)
+            opts="-y -h -V --yes --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

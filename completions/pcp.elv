@@ -30,6 +30,7 @@ set edit:completion:arg-completer[pcp] = {|@words|
             cand send 'Send a stream, a file or a directory'
             cand receive 'Receive what a sender offers, given its code'
             cand node 'Run a long-lived DHT, relay and AutoNAT node for a group''s own infrastructure'
+            cand clean 'List and remove what interrupted receives left in a directory'
         }
         &'pcp;send'= {
             cand --text 'Send TEXT as text: the receiver sees it on its terminal instead of saving a file, without a question up to 4 KiB. Without TEXT, the text is read from standard input, up to 1 MiB of UTF-8'
@@ -90,6 +91,14 @@ set edit:completion:arg-completer[pcp] = {|@words|
             cand --quiet 'Print nothing on standard error but errors'
             cand -v 'More logging on standard error: -v for pcp''s own, -vv for all of pcp''s, -vvv for the network stack''s too'
             cand --verbose 'More logging on standard error: -v for pcp''s own, -vv for all of pcp''s, -vvv for the network stack''s too'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'pcp;clean'= {
+            cand -y 'Remove without asking'
+            cand --yes 'Remove without asking'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'

@@ -32,6 +32,7 @@ complete -c pcp -n "__fish_pcp_needs_command" -s V -l version -d 'Print version'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "send" -d 'Send a stream, a file or a directory'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "receive" -d 'Receive what a sender offers, given its code'
 complete -c pcp -n "__fish_pcp_needs_command" -f -a "node" -d 'Run a long-lived DHT, relay and AutoNAT node for a group\'s own infrastructure'
+complete -c pcp -n "__fish_pcp_needs_command" -f -a "clean" -d 'List and remove what interrupted receives left in a directory'
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l text -d 'Send TEXT as text: the receiver sees it on its terminal instead of saving a file, without a question up to 4 KiB. Without TEXT, the text is read from standard input, up to 1 MiB of UTF-8' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l code -d 'Use this code instead of making one up (word-word-word-word)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l words -d 'How many words a new code has (at least 3; more words, more security)' -r
@@ -75,3 +76,6 @@ complete -c pcp -n "__fish_pcp_using_subcommand node" -s q -l quiet -d 'Print no
 complete -c pcp -n "__fish_pcp_using_subcommand node" -s v -l verbose -d 'More logging on standard error: -v for pcp\'s own, -vv for all of pcp\'s, -vvv for the network stack\'s too'
 complete -c pcp -n "__fish_pcp_using_subcommand node" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pcp -n "__fish_pcp_using_subcommand node" -s V -l version -d 'Print version'
+complete -c pcp -n "__fish_pcp_using_subcommand clean" -s y -l yes -d 'Remove without asking'
+complete -c pcp -n "__fish_pcp_using_subcommand clean" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pcp -n "__fish_pcp_using_subcommand clean" -s V -l version -d 'Print version'

@@ -4,6 +4,7 @@
 
 pub(crate) mod args;
 mod ask;
+mod clean;
 pub(crate) mod log;
 pub(crate) mod prompt;
 pub(crate) mod render;
@@ -125,6 +126,10 @@ pub(crate) fn verbosity(cli: &Cli) -> Result<(bool, u8, bool), Failure> {
             ));
         }
         Command::Node(a) => (a.quiet, a.verbose, false),
+        Command::Clean(_) if cli.json => {
+            return Err(Failure::usage("--json is for send and receive", None));
+        }
+        Command::Clean(_) => (false, 0, false),
     };
     Ok((cli.quiet || quiet, cli.verbose.saturating_add(verbose), cli.json || json))
 }
@@ -234,6 +239,12 @@ pub(crate) async fn run(
             if cancel.is_cancelled() {
                 return Err(Failure::from(pcp::Error::Cancelled));
             }
+        }
+        // Blocking (a directory listing, a question on the terminal): off the reactor.
+        Command::Clean(a) => {
+            tokio::task::spawn_blocking(move || clean::run(&a))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         }
     }
     Ok(())

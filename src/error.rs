@@ -255,6 +255,11 @@ impl Error {
             Error::Session(SessionError::Burnt) => Some(
                 "ask the sender to run pcp send again, and use the new code it shows".into(),
             ),
+            Error::Session(SessionError::Taken) => Some(
+                "this code went to another receiver; ask the sender for a new code (or for \
+                 pcp send --many, which serves several receivers)"
+                    .into(),
+            ),
             Error::Session(SessionError::Guessing { .. }) => Some(
                 "ask the sender to run pcp send again, and give the new code only to the \
                  receiver"

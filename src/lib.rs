@@ -92,6 +92,7 @@ pub(crate) mod fsx;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod leftovers;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod options;
@@ -108,6 +109,7 @@ pub(crate) mod transfer;
 pub use code::{Code, ParseCodeError};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{EntryKind, Event, OfferInfo, OfferKind, Origin, Report, Role, Stats, Transport};
+pub use leftovers::{Leftover, LeftoverKind, leftovers};
 pub use node::NodeError;
 pub use options::{
     Destination, NetworkOptions, NodeOptions, ReceiveOptions, Receivers, SendOptions, Source,

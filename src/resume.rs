@@ -622,6 +622,15 @@ pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefi
     Ok(prefix)
 }
 
+/// The offer an earlier run's manifest beside `part` names, if that manifest is ours and
+/// its header verifies under the identity kept beside it (also ours): what says which
+/// transfer a leftover belongs to ([`mod@crate::leftovers`]). `None` for anything else.
+pub(crate) fn kept_offer(part: &Path) -> Option<Offer> {
+    let identity = load_identity(part).ok().flatten()?;
+    let file = open_manifest(part).ok().flatten()?;
+    Records::open(file, &JournalKey::of(&identity)).ok().flatten().map(|(offer, _)| offer)
+}
+
 /// Opens the manifest beside `part` for reading: `None` when there is none.
 fn open_manifest(part: &Path) -> Result<Option<BufReader<File>>, ResumeError> {
     let manifest = manifest_path(part);

@@ -16,8 +16,10 @@
 //! Integers are big-endian. Status: 0 OK, 1 not this channel or slot, 2 busy with another
 //! receiver, 3 unsupported version, 4 the code is burnt (too many wrong codes; see
 //! [`Guesses`]), 5 try again in N seconds (wrong codes came from the receiver's network
-//! lately, or every guess left is being tried; see [`guesses`]). A receiver that predates
-//! status 5 takes it for a broken hello and retries after its usual pause. After the
+//! lately, or every guess left is being tried; see [`guesses`]), 6 taken (a single-receiver
+//! sender whose data went to another receiver: it takes no other peer, and ends when that
+//! one is done; issue 15, item 6). A receiver that predates status 5 or 6 takes it for a
+//! broken hello and retries after its usual pause. After the
 //! confirmation both directions carry [`crate::framing`] frames.
 //!
 //! # Security
@@ -95,6 +97,8 @@ mod status {
     pub(super) const BURNT: u8 = 4;
     /// Try again in the seconds that follow (`u16`).
     pub(super) const TRY_LATER: u8 = 5;
+    /// Taken: this sender sends to another receiver, and will take no other.
+    pub(super) const TAKEN: u8 = 6;
 }
 
 /// The longest a receiver waits when a sender asks it to try again later, whatever the
@@ -155,6 +159,10 @@ pub enum SessionError {
     /// The peer is serving another receiver.
     #[error("the sender is busy with another receiver")]
     Busy,
+    /// The peer sends to another receiver and takes no other (it said so before any
+    /// key exchange: unproven).
+    #[error("the sender is already sending to another receiver, and takes no other")]
+    Taken,
     /// The peer speaks another protocol version.
     #[error("the peer runs an incompatible pcp version")]
     Version,
@@ -329,6 +337,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             status::OK => {}
             status::NOT_SERVING => return Err(SessionError::NotServing),
             status::BUSY => return Err(SessionError::Busy),
+            status::TAKEN => return Err(SessionError::Taken),
             status::VERSION => return Err(SessionError::Version),
             status::BURNT => return Err(SessionError::SaidBurnt),
             status::TRY_LATER => {
@@ -502,6 +511,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Tells a peer that this sender is busy, and closes the stream.
     pub(crate) async fn refuse_busy(mut stream: S) {
         refuse(&mut stream, status::BUSY).await;
+    }
+
+    /// Tells a peer that this sender sends to another receiver and will take no other,
+    /// and closes the stream.
+    pub(crate) async fn refuse_taken(mut stream: S) {
+        refuse(&mut stream, status::TAKEN).await;
     }
 
     fn new(stream: S, peer: PeerId, them: Role, keys: Keys) -> Session<S> {

@@ -552,7 +552,7 @@ mod tests {
         root.push(blake3::hash(&source[..MIN_CHUNK_SIZE as usize]).as_bytes());
         let held = Resume { chunks: 1, root: root.finish() };
         let (mut out, _dir) = file_sender(&source).await;
-        let mut started = Some(std::time::Instant::now());
+        let started = std::sync::OnceLock::from(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());
         let stranger = async move {
@@ -561,10 +561,7 @@ mod tests {
             r.recv().await
         };
         let both = async {
-            tokio::join!(
-                send::serve(&mut out, s, (&mut started, someone_else), &ev, &none),
-                stranger
-            )
+            tokio::join!(send::serve(&mut out, s, (&started, someone_else), &ev, &none), stranger)
         };
         let (served, answer) =
             tokio::time::timeout(std::time::Duration::from_secs(20), both).await.expect("in time");
@@ -582,7 +579,7 @@ mod tests {
     async fn after_a_loss_a_refusal_keeps_the_sender_waiting() {
         let (s, mut r) = sessions().await;
         let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize)).await;
-        let mut started = Some(std::time::Instant::now());
+        let started = std::sync::OnceLock::from(std::time::Instant::now());
         let (none, ev) = (CancellationToken::new(), quiet());
         let rerun = async move {
             assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
@@ -592,7 +589,7 @@ mod tests {
         };
         let peer = Some(PeerId::random());
         let (served, ()) =
-            tokio::join!(send::serve(&mut out, s, (&mut started, peer), &ev, &none), rerun);
+            tokio::join!(send::serve(&mut out, s, (&started, peer), &ev, &none), rerun);
         assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
     }
 
@@ -603,7 +600,7 @@ mod tests {
     async fn after_a_loss_a_stranger_without_the_data_is_turned_away() {
         let (s, mut r) = sessions().await;
         let (mut out, _dir) = file_sender(&data(4 * MIN_CHUNK_SIZE as usize)).await;
-        let mut started = Some(std::time::Instant::now());
+        let started = std::sync::OnceLock::from(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());
         let stranger = async move {
@@ -611,10 +608,8 @@ mod tests {
             r.send(&Control::Accept).await.expect("accept");
             r.recv().await
         };
-        let (served, answer) = tokio::join!(
-            send::serve(&mut out, s, (&mut started, someone_else), &ev, &none),
-            stranger
-        );
+        let (served, answer) =
+            tokio::join!(send::serve(&mut out, s, (&started, someone_else), &ev, &none), stranger);
         assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
         assert!(
             matches!(answer, Err(SessionError::Remote { ref message, .. }) if message.contains("another receiver already took")),
@@ -630,7 +625,7 @@ mod tests {
     async fn a_stream_whose_receiver_is_gone_ends_both_sides_at_once() {
         let (s, mut r) = sessions().await;
         let mut out = sender(data(4 * MIN_CHUNK_SIZE as usize)).await;
-        let mut started = Some(std::time::Instant::now());
+        let started = std::sync::OnceLock::from(std::time::Instant::now());
         let someone_else = Some(PeerId::random());
         let (none, ev) = (CancellationToken::new(), quiet());
         let newcomer = async move {
@@ -638,10 +633,8 @@ mod tests {
             r.send(&Control::Accept).await.expect("accept");
             r.recv().await
         };
-        let (served, answer) = tokio::join!(
-            send::serve(&mut out, s, (&mut started, someone_else), &ev, &none),
-            newcomer
-        );
+        let (served, answer) =
+            tokio::join!(send::serve(&mut out, s, (&started, someone_else), &ev, &none), newcomer);
         assert!(
             matches!(served, Err(crate::Error::StreamLost { .. })),
             "{served:?}",
@@ -666,14 +659,14 @@ mod tests {
     async fn a_receiver_coming_back_as_an_earlier_run_is_not_a_refusal() {
         let (s, mut r) = sessions().await;
         let (mut out, _dir) = file_sender(&data(4 * MIN_CHUNK_SIZE as usize)).await;
-        let mut started = None;
+        let started = std::sync::OnceLock::new();
         let (none, (ev, seen)) = (CancellationToken::new(), recorded());
         let rerun = async move {
             assert!(matches!(r.recv().await, Ok(Control::Offer(_))));
             r.send(&Control::Refuse(receive::REIDENTIFY.into())).await.expect("refuse");
         };
         let (served, ()) =
-            tokio::join!(send::serve(&mut out, s, (&mut started, None), &ev, &none), rerun);
+            tokio::join!(send::serve(&mut out, s, (&started, None), &ev, &none), rerun);
         assert!(matches!(served, Ok(outgoing::Ending::Refused)), "{:?}", served.err());
         let seen = seen.lock().expect("lock");
         assert!(seen.iter().any(|e| matches!(e, Event::ResumingEarlier)), "{seen:?}");

@@ -227,8 +227,12 @@ fn ensure_all(artefacts: &[(String, String)]) {
 /// One page per subcommand, named as `man` finds it (`man pcp-send`). clap's `name` takes
 /// a `&'static str` (no `string` feature), hence the fixed table; the assertion below makes
 /// a new subcommand fail here until it is added.
-const SUBCOMMAND_PAGES: [(&str, &str); 3] =
-    [("send", "pcp-send"), ("receive", "pcp-receive"), ("node", "pcp-node")];
+const SUBCOMMAND_PAGES: [(&str, &str); 4] = [
+    ("send", "pcp-send"),
+    ("receive", "pcp-receive"),
+    ("node", "pcp-node"),
+    ("clean", "pcp-clean"),
+];
 
 #[test]
 fn man_pages_are_up_to_date() {

@@ -725,3 +725,77 @@ fn directory_killed_at_half_way_resumes_from_what_was_extracted() {
     assert_eq!(list_dir(&dst), ["tree"], "staging and its journal are gone");
     assert_trees_eq(&tree, &dst.join("tree"));
 }
+
+/// Runs `tree` to `dst` with `code` and SIGKILLs both sides once the receiver reports
+/// half of `size`; returns the name of the staging directory that run left.
+fn folder_killed_at(rig: &Rig, tree: &Path, dst: &Path, code: &str, size: usize) -> String {
+    let before = list_dir(dst);
+    let mut sender = start_sender(rig.sender_host(), code, &["-v", arg(tree)], Stdio::null());
+    let args = ["--json", "-y", "-C", arg(dst), code];
+    let mut receiver = start_receiver(rig.receiver_host(), &args, Stdio::null());
+    let half = percent(size, 50);
+    receiver.stderr.wait_for_line(|l| progress_bytes(l) >= half, PROGRESS_TIMEOUT);
+    kill(&mut receiver);
+    kill(&mut sender);
+    let kept = list_dir(dst);
+    let staging = kept
+        .iter()
+        .find(|n| n.starts_with(".pcp-") && n.ends_with(".partial") && !before.contains(n));
+    staging.unwrap_or_else(|| panic!("no staging directory: {kept:?}")).clone()
+}
+
+/// Renames `staging` in `dst`, with its manifest and key, to the staging name `to`: a
+/// set of an earlier run of the same transfer under another name (what an earlier
+/// version's naming left, say), still intact under its own key.
+fn rename_set(dst: &Path, staging: &str, to: &str) {
+    for side in ["", ".manifest", ".key"] {
+        let (from, to) = (dst.join(format!("{staging}{side}")), dst.join(format!("{to}{side}")));
+        fs::rename(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+}
+
+/// Issue 15, item 11: a folder killed twice, each time leaving its staging, manifest
+/// and key under another staging name, then sent whole: after the success nothing of
+/// that transfer remains, and what belongs to something else stays.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_finished_folder_leaves_nothing_of_earlier_runs() {
+    const FILES: usize = 8;
+    const EACH: usize = MIB;
+    const SIZE: usize = FILES * EACH;
+    let _serial = serial();
+    let rig = Rig::new(0, RATE);
+    fs::create_dir(rig.path("src")).expect("mkdir src");
+    let tree = write_random_tree(&rig.path("src"), "tree", FILES, EACH);
+    let dst = rig.path("dst");
+    fs::create_dir(&dst).expect("mkdir dst");
+    // Another transfer's leftovers: not this one's to remove.
+    fs::write(dst.join("other.bin.pcp-part"), b"other").expect("write");
+    fs::create_dir(dst.join(".pcp-0000000000000000.partial")).expect("mkdir");
+    fs::write(dst.join(".pcp-0000000000000000.partial.manifest"), b"junk").expect("write");
+
+    for (code, to) in
+        [(CODE, ".pcp-aaaaaaaaaaaaaaaa.partial"), (CODE2, ".pcp-bbbbbbbbbbbbbbbb.partial")]
+    {
+        let staging = folder_killed_at(&rig, &tree, &dst, code, SIZE);
+        rename_set(&dst, &staging, to);
+    }
+    let before = list_dir(&dst);
+    assert_eq!(before.len(), 9, "two earlier runs' sets and the others: {before:?}");
+
+    let mut sender = start_sender(rig.sender_host(), CODE3, &["-v", arg(&tree)], Stdio::null());
+    let args = ["-v", "-y", "-C", arg(&dst), CODE3];
+    let mut receiver = start_receiver(rig.receiver_host(), &args, Stdio::null());
+    expect_success(&mut [&mut sender, &mut receiver], FINISH_TIMEOUT);
+    assert_trees_eq(&tree, &dst.join("tree"));
+    assert_eq!(
+        list_dir(&dst),
+        [
+            ".pcp-0000000000000000.partial",
+            ".pcp-0000000000000000.partial.manifest",
+            "other.bin.pcp-part",
+            "tree"
+        ],
+        "nothing of this transfer remains, and nothing else went"
+    );
+}

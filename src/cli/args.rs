@@ -48,6 +48,16 @@ EXIT STATUS:
     2    usage error
     130  stopped by SIGINT (the normal way to stop a node)";
 
+const CLEAN_AFTER: &str = "\
+EXAMPLES:
+    pcp clean                 list what interrupted runs left here, ask, remove
+    pcp clean -y ~/Downloads  remove without asking
+
+EXIT STATUS:
+    0    nothing found, removed, or kept at the prompt's no
+    1    DIR could not be read, or something could not be removed
+    2    usage error, or no terminal to ask on without -y";
+
 const RECEIVE_AFTER: &str = concat!(
     "\
 EXAMPLES:
@@ -149,6 +159,29 @@ pub(crate) enum Command {
     /// then serves until interrupted.
     #[command(after_long_help = NODE_AFTER)]
     Node(NodeArgs),
+    /// List and remove what interrupted receives left in a directory.
+    ///
+    /// A receiver that stops before the end keeps what it verified so that a rerun
+    /// resumes: NAME.pcp-part with NAME.pcp-part.manifest and NAME.pcp-part.key for a
+    /// file, DIR/.pcp-ID.partial/ with .pcp-ID.partial.manifest and .pcp-ID.partial.key
+    /// for a folder. pcp clean lists those in DIR (not below it), with their sizes, and
+    /// asks on the terminal before removing them. Only regular files and directories you
+    /// own are listed; a symlink is never followed or removed. A transfer whose leftovers
+    /// are removed starts over when it is received again.
+    #[command(after_long_help = CLEAN_AFTER)]
+    Clean(CleanArgs),
+}
+
+/// `pcp clean`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CleanArgs {
+    /// The directory to clean (the current one if omitted).
+    #[arg(value_name = "DIR", value_hint = ValueHint::DirPath)]
+    pub(crate) dir: Option<PathBuf>,
+
+    /// Remove without asking.
+    #[arg(short = 'y', long)]
+    pub(crate) yes: bool,
 }
 
 /// Flags both sides share.

@@ -30,6 +30,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libp2p::{PeerId, Stream};
@@ -284,17 +285,17 @@ async fn receiver(
     events.emit(Event::Authenticating { peer });
     let source = crate::source::Source::new(Source::Paths(plan.paths))?;
     let mut out = Outgoing::new(plan.chunk_size, plan.compression, source).within(plan.budget);
-    let mut started: Option<Instant> = None;
+    let started: OnceLock<Instant> = OnceLock::new();
     let mut pinned: Option<PeerId> = None;
     let mut transport: Option<Transport> = None;
     loop {
-        let ending = serve(&mut out, session, (&mut started, pinned), &events, &cancel).await?;
+        let ending = serve(&mut out, session, (&started, pinned), &events, &cancel).await?;
         if let Ok(Some(addr)) = plan.node.remote_addr(peer).await {
             transport = Some(Transport::of(&addr));
         }
         match ending {
             Ending::Done => break,
-            Ending::Refused if started.is_none() => return Ok(None),
+            Ending::Refused if started.get().is_none() => return Ok(None),
             Ending::Refused => {}
             Ending::Lost => {
                 pinned = Some(peer);
@@ -311,6 +312,6 @@ async fn receiver(
             },
         };
     }
-    let report = finished(out, started, transport, &events);
+    let report = finished(out, &started, transport, &events);
     Ok(Some(report))
 }

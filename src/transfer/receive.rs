@@ -511,6 +511,15 @@ async fn finish(
     }
     tracing::debug!(chunks = inc.count, bytes = inc.bytes, "verified");
     let written = inc.written.take().unwrap_or_default().paths;
+    // Issue 15, item 11: after a success nothing of this transfer may remain, not even
+    // what an earlier run of it left under another staging name.
+    if inc.offer.kind == Kind::Archive
+        && let Some(staging) = &inc.part
+    {
+        for path in crate::leftovers::remove_earlier(staging, &inc.offer) {
+            tracing::debug!(path = %path.display(), "removed an earlier run's leftover");
+        }
+    }
     let report = Report {
         role: Role::Receiver,
         bytes: inc.bytes,

@@ -196,6 +196,9 @@ enum Failure {
     SaidBurnt,
     /// It stayed busy with another receiver.
     Busy,
+    /// It said it sends to another receiver and takes no other, before any key
+    /// exchange: unproven, but the likeliest reason when no one else answers.
+    Taken,
     /// Reachable only through a relay, and hole punching failed.
     RelayOnly(PeerId),
     /// It failed the key exchange: a wrong code, or not the sender at all.
@@ -332,6 +335,11 @@ impl Search {
                 tracing::trace!(%peer, error = %e, "not tried again");
                 None
             }
+            SessionError::Taken => {
+                tracing::debug!(%peer, "sends to another receiver and takes no other");
+                self.failed(Failure::Taken);
+                None
+            }
             SessionError::Busy => {
                 let tries = self.busy.entry(peer).or_default();
                 *tries += 1;
@@ -373,6 +381,7 @@ impl Search {
             Some(Failure::WrongCode) => SessionError::WrongCode.into(),
             Some(Failure::RelayOnly(peer)) => Error::RelayOnly(peer),
             Some(Failure::Busy) => SessionError::Busy.into(),
+            Some(Failure::Taken) => SessionError::Taken.into(),
             Some(Failure::SaidBurnt) | None => {
                 Error::NotFound { said_burnt: self.said_burnt.len() }
             }
@@ -747,6 +756,10 @@ mod tests {
         }
         assert_eq!(s.outcome(peer, SessionError::Busy, &events), None, "no more tries");
         assert!(matches!(s.verdict(), Error::Session(SessionError::Busy)), "busy says more");
+        // Issue 15, item 6: a sender that took another receiver is not asked again.
+        let other = PeerId::random();
+        assert_eq!(s.outcome(other, SessionError::Taken, &events), None, "never asked again");
+        assert!(matches!(s.verdict(), Error::Session(SessionError::Taken)), "taken says more");
         s.failed(Failure::RelayOnly(peer));
         assert!(matches!(s.verdict(), Error::RelayOnly(_)), "a relay-only peer says more");
         s.failed(Failure::WrongCode);

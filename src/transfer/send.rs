@@ -1,6 +1,7 @@
 //! [`send`]: serve the code, authenticate receivers, send the offer and the chunks, and
 //! pick up where the receiver stands after any reconnection.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncWrite};
@@ -62,7 +63,8 @@ pub async fn send(
     events.emit(Event::Searching);
 
     let mut out = Outgoing::new(chunk_size, options.compression, source);
-    let mut started: Option<Instant> = None;
+    // Shared with `refuse_others`, which reads it while `serve` sets it.
+    let started: OnceLock<Instant> = OnceLock::new();
     // After a lost connection: the receiver that has the data so far.
     let mut pinned: Option<libp2p::PeerId> = None;
     let mut transport: Option<Transport>;
@@ -73,7 +75,7 @@ pub async fn send(
         let session = tokio::select! {
             () = cancel.cancelled() => return Err(Error::Cancelled),
             s = async {
-                match started {
+                match started.get().copied() {
                     None => match deadline {
                         Some((at, after)) => tokio::time::timeout_at(at, waiting)
                             .await
@@ -90,8 +92,11 @@ pub async fn send(
         transport = node.remote_addr(peer).await.ok().flatten().map(|a| Transport::of(&a));
         tracing::info!(%peer, transport = %transport.map_or("unknown", Transport::as_str), "authenticated");
         let served = tokio::select! {
-            r = serve(&mut out, session, (&mut started, pinned), &events, &cancel) => r?,
-            () = listener.refuse_others() => unreachable!("refuse_others never returns"),
+            r = serve(&mut out, session, (&started, pinned), &events, &cancel) => r?,
+            // Once the data went to `peer`, no one else can ever be served: told so.
+            () = listener.refuse_others(|| started.get().map(|_| peer)) => {
+                unreachable!("refuse_others never returns")
+            }
         };
         // Asked again at the end: the session's stream can reach us before the node has
         // seen its connection come up (the stream is handed over from the connection's
@@ -110,7 +115,7 @@ pub async fn send(
             }
         }
     }
-    let report = finished(out, started, transport, &events);
+    let report = finished(out, &started, transport, &events);
     Ok(report)
 }
 
@@ -118,7 +123,7 @@ pub async fn send(
 /// [`Event::Finished`]: one send and each receiver of a `--many` send end alike.
 pub(super) fn finished(
     out: Outgoing,
-    started: Option<Instant>,
+    started: &OnceLock<Instant>,
     transport: Option<Transport>,
     events: &Events,
 ) -> Report {
@@ -127,7 +132,7 @@ pub(super) fn finished(
         bytes: out.bytes_read,
         wire: out.stats.sent,
         chunks: out.read,
-        elapsed: started.map_or(Duration::ZERO, |t| t.elapsed()),
+        elapsed: started.get().copied().map_or(Duration::ZERO, |t| t.elapsed()),
         stats: out.stats,
         written: Vec::new(),
         transport,
@@ -141,7 +146,7 @@ pub(super) fn finished(
 pub(super) async fn serve<S>(
     out: &mut Outgoing,
     mut session: Session<S>,
-    (started, pinned): (&mut Option<Instant>, Option<libp2p::PeerId>),
+    (started, pinned): (&OnceLock<Instant>, Option<libp2p::PeerId>),
     events: &Events,
     cancel: &CancellationToken,
 ) -> Result<Ending, Error>
@@ -166,7 +171,7 @@ where
         }
     };
     session.send(&Control::Offer(offer)).await?;
-    let first = started.is_none();
+    let first = started.get().is_none();
     if first {
         events.emit(Event::AwaitingAccept);
     }
@@ -235,7 +240,7 @@ where
         return Err(e);
     }
     if first {
-        *started = Some(Instant::now());
+        let _ = started.set(Instant::now());
         let total = out.offered().and_then(|o| o.size);
         events.emit(Event::Started { total, done: out.bytes_read });
     } else {

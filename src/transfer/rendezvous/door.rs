@@ -14,6 +14,11 @@
 //!    per origin and [`MAX_HANDSHAKES_PER_PEER`] per peer; a hello past them is
 //!    answered "busy".
 //!
+//! While a session runs ([`Listener::refuse_others`]) every other stream is told "busy",
+//! except that once the data went to a receiver, a single-receiver sender tells every
+//! other peer "taken": it MUST never serve another, so a latecomer stops asking at once
+//! instead of retrying until the sender is gone (issue 15, item 6).
+//!
 //! So a silent stream never holds a handshake slot, and a real receiver, whose hello
 //! comes right after its stream, is never blocked by silent ones. An origin is an IPv4
 //! address, an IPv6 /64 or a relay ([`Origin`]): one host cannot take every place with
@@ -391,13 +396,19 @@ impl Listener {
         }
     }
 
-    /// While a session runs: refuses every other stream as busy and passes the node's
-    /// events on. Never returns.
-    pub(in crate::transfer) async fn refuse_others(&mut self) {
+    /// While a session runs: refuses every other stream and passes the node's events
+    /// on. Never returns. A stream is told "busy" (try again) while `taken` is `None`,
+    /// and from its own peer (a receiver reconnecting before the sender saw the loss);
+    /// once `taken` names the receiver the data went to, any other peer is told
+    /// "taken": it can never be served (issue 15, item 6).
+    pub(in crate::transfer) async fn refuse_others(&mut self, taken: impl Fn() -> Option<PeerId>) {
         loop {
             tokio::select! {
                 next = self.incoming.next() => match next {
-                    Some((_, stream)) => { tokio::spawn(Session::refuse_busy(stream)); }
+                    Some((peer, stream)) => match taken() {
+                        Some(to) if to != peer => { tokio::spawn(Session::refuse_taken(stream)); }
+                        _ => { tokio::spawn(Session::refuse_busy(stream)); }
+                    },
                     None => std::future::pending::<()>().await,
                 },
                 Some(ev) = self.found.recv() => super::report_network(ev, self.me, &self.events),
