@@ -33,7 +33,7 @@ mod store;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use crate::event::Transport;
+use crate::event::{DhtStatus, Transport, Via};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -42,8 +42,6 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, noise, ping, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot};
-
-pub use dht::Status as DhtStatus;
 
 /// How long a Kademlia query of `pcp send`/`receive` may run; lookups repeat anyway.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,27 +98,6 @@ pub(crate) struct Config {
     pub keypair: Option<Keypair>,
     /// Let session data go over a relayed connection (`--allow-relay`).
     pub allow_relay: bool,
-}
-
-/// How a peer was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// mDNS on the local network.
-    Mdns,
-    /// A `--peer` address we dialled.
-    Direct,
-    /// A provider record on the Kademlia DHT.
-    Dht,
-}
-
-impl std::fmt::Display for Via {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Via::Mdns => "mDNS",
-            Via::Direct => "direct address",
-            Via::Dht => "DHT",
-        })
-    }
 }
 
 /// What the node reports.
@@ -196,15 +173,6 @@ pub(crate) enum Link {
     RelayOnly,
     /// The peer could not be reached at all.
     Unreachable,
-}
-
-/// The IP address in a multiaddr, if it has one.
-pub(crate) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
-        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
-        _ => None,
-    })
 }
 
 /// How long a link with only a direct QUIC connection waits for a `--peer` TCP dial in
