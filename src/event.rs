@@ -10,13 +10,15 @@
 //! Strings in events that came from the peer ([`OfferInfo::name`],
 //! [`OfferInfo::entries`]) are as the peer sent them: sanitize them before showing them
 //! on a terminal (the binary does).
+//!
+//! This module owns the data types the network node reports as well ([`Via`],
+//! [`DhtStatus`], [`Transport`]): `node` imports them from here and this module never
+//! imports `node`, so that the two do not depend on each other.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-
-pub use crate::node::{DhtStatus, Via};
 
 /// Which side of a transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +81,17 @@ impl OfferInfo {
     /// The IP address the offer came from, when known.
     #[must_use]
     pub fn ip(&self) -> Option<std::net::IpAddr> {
-        self.addr.as_ref().and_then(crate::node::ip_of)
+        self.addr.as_ref().and_then(ip_of)
     }
+}
+
+/// The IP address in a multiaddr, if it has one.
+fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.into()),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 /// Counters of one side's transfer, resume included.
@@ -171,6 +182,63 @@ impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// How a peer was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// mDNS on the local network.
+    Mdns,
+    /// A `--peer` address we dialled.
+    Direct,
+    /// A provider record on the Kademlia DHT.
+    Dht,
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Mdns => "mDNS",
+            Via::Direct => "direct address",
+            Via::Dht => "DHT",
+        })
+    }
+}
+
+/// What the DHT side reports, for the progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhtStatus {
+    /// Connected to `connected` of `total` bootstrap nodes.
+    Bootstrap {
+        /// Reached so far.
+        connected: usize,
+        /// Given.
+        total: usize,
+    },
+    /// No bootstrap node could be reached; only mDNS and `--peer` are left.
+    BootstrapFailed {
+        /// How many were tried.
+        total: usize,
+    },
+    /// Publishing the provider record of this slot.
+    Advertising {
+        /// The slot.
+        slot: u64,
+    },
+    /// The provider record is stored on this many DHT nodes (0: publishing failed).
+    Advertised {
+        /// The slot.
+        slot: u64,
+        /// Whether the DHT took it.
+        ok: bool,
+    },
+    /// Looking up the current and the previous slot.
+    Searching {
+        /// The current slot.
+        current: u64,
+        /// The previous slot.
+        previous: u64,
+    },
 }
 
 /// Where a handshake comes from, as a sender counts them: the unit of its per-source

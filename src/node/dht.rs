@@ -54,7 +54,8 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use sha2::{Digest, Sha256};
 
-use super::{Behaviour, Event, Via};
+use super::{Behaviour, Event};
+use crate::event::{DhtStatus, Via};
 
 /// The public IPFS bootstrap nodes, the default when `--bootstrap` is not given.
 pub(crate) const PUBLIC_BOOTSTRAP: [&str; 5] = [
@@ -79,42 +80,6 @@ pub(crate) struct Config {
     pub provide: bool,
     /// Look the channel up (the receiver).
     pub lookup: bool,
-}
-
-/// What the DHT side reports, for the progress display.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
-    /// Connected to `connected` of `total` bootstrap nodes.
-    Bootstrap {
-        /// Reached so far.
-        connected: usize,
-        /// Given.
-        total: usize,
-    },
-    /// No bootstrap node could be reached; only mDNS and `--peer` are left.
-    BootstrapFailed {
-        /// How many were tried.
-        total: usize,
-    },
-    /// Publishing the provider record of this slot.
-    Advertising {
-        /// The slot.
-        slot: u64,
-    },
-    /// The provider record is stored on this many DHT nodes (0: publishing failed).
-    Advertised {
-        /// The slot.
-        slot: u64,
-        /// Whether the DHT took it.
-        ok: bool,
-    },
-    /// Looking up the current and the previous slot.
-    Searching {
-        /// The current slot.
-        current: u64,
-        /// The previous slot.
-        previous: u64,
-    },
 }
 
 /// The rendezvous key of `slot` and `channel`; see the module docs.
@@ -294,7 +259,7 @@ impl Dht {
                 self.failed += 1;
             }
         }
-        emit(Event::Dht(Status::Bootstrap { connected: 0, total: self.total }));
+        emit(Event::Dht(DhtStatus::Bootstrap { connected: 0, total: self.total }));
         self.check_failed(emit);
     }
 
@@ -306,7 +271,7 @@ impl Dht {
         let total = self.total;
         if !self.failure_reported && self.connected() == 0 && self.failed >= total {
             self.failure_reported = true;
-            emit(Event::Dht(Status::BootstrapFailed { total }));
+            emit(Event::Dht(DhtStatus::BootstrapFailed { total }));
         }
     }
 
@@ -329,7 +294,7 @@ impl Dht {
             Some(c) if !*c => *c = true,
             _ => return,
         }
-        emit(Event::Dht(Status::Bootstrap { connected: self.connected(), total: self.total }));
+        emit(Event::Dht(DhtStatus::Bootstrap { connected: self.connected(), total: self.total }));
         if !self.bootstrapped {
             self.bootstrapped = true;
             if let Some(kad) = swarm.behaviour_mut().kad.as_mut()
@@ -417,7 +382,7 @@ impl Dht {
                 kad.stop_providing(&rendezvous_key(old, channel));
             }
             match kad.start_providing(rendezvous_key(current, channel)) {
-                Ok(_) => emit(Event::Dht(Status::Advertising { slot: current })),
+                Ok(_) => emit(Event::Dht(DhtStatus::Advertising { slot: current })),
                 Err(e) => tracing::warn!(error = %e, "cannot store the provider record"),
             }
         }
@@ -430,7 +395,7 @@ impl Dht {
             for slot in [current, previous] {
                 self.lookups.insert(kad.get_providers(rendezvous_key(slot, channel)));
             }
-            emit(Event::Dht(Status::Searching { current, previous }));
+            emit(Event::Dht(DhtStatus::Searching { current, previous }));
         }
     }
 
@@ -467,10 +432,10 @@ impl Dht {
             QueryResult::StartProviding(r) => {
                 let slot = self.provided.as_ref().map_or(0, |(s, _)| *s);
                 match r {
-                    Ok(_) => emit(Event::Dht(Status::Advertised { slot, ok: true })),
+                    Ok(_) => emit(Event::Dht(DhtStatus::Advertised { slot, ok: true })),
                     Err(e) => {
                         tracing::debug!(error = %e, "publishing the provider record");
-                        emit(Event::Dht(Status::Advertised { slot, ok: false }));
+                        emit(Event::Dht(DhtStatus::Advertised { slot, ok: false }));
                     }
                 }
             }

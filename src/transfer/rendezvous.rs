@@ -38,8 +38,8 @@ use tokio::sync::mpsc;
 use super::slot_ok;
 use crate::code::{self, Code};
 use crate::error::Error;
-use crate::event::{Event, Events};
-use crate::node::{self, Event as NodeEvent, Node, Via};
+use crate::event::{Event, Events, Via};
+use crate::node::{self, Event as NodeEvent, Node};
 use crate::session::guesses::MAX_IMPOSTORS;
 use crate::session::{self, HANDSHAKE_TIMEOUT, Impostors, Rendezvous, Session, SessionError};
 
