@@ -184,7 +184,7 @@ fn rtt_200_ms_cut_for_12_s_resumes() {
 /// returns how long it took, from connect to the receiver's end of stream.
 fn tcp_transfer(wan: &Wan, size: u64) -> Duration {
     let to = SocketAddr::from((wan.host(1).addr(), 5001));
-    let listener = in_netns(wan.host(1).netns(), move || {
+    let listener = in_netns(wan.host(1).netns().name(), move || {
         TcpListener::bind(to).unwrap_or_else(|e| panic!("bind {to}: {e}"))
     })
     .join()
@@ -203,7 +203,7 @@ fn tcp_transfer(wan: &Wan, size: u64) -> Duration {
     });
 
     let started = Instant::now();
-    in_netns(wan.host(0).netns(), move || {
+    in_netns(wan.host(0).netns().name(), move || {
         let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(10)).expect("connect");
         conn.set_write_timeout(Some(Duration::from_secs(30))).expect("set a write timeout");
         let buf = vec![0x5au8; 1 << 20];
@@ -229,7 +229,9 @@ fn delay_line_throughput() {
     const SIZE: u64 = 512 * MIB as u64;
     let _serial = serial();
     let wan = Wan::new(Link::rtt(Duration::from_millis(2)));
+    let cpu_before = wan.line().cpu_time();
     let secs = tcp_transfer(&wan, SIZE).as_secs_f64();
+    let cpu = (wan.line().cpu_time() - cpu_before).as_secs_f64();
 
     let mbit = SIZE as f64 * 8.0 / secs / 1e6;
     let a_to_b = wan.line().counters(0);
@@ -238,9 +240,11 @@ fn delay_line_throughput() {
     let dropped = a_to_b.dropped.load(Ordering::Relaxed);
     eprintln!(
         "delay line: {SIZE} bytes of TCP payload in {secs:.2} s = {mbit:.0} Mbit/s; \
-         a→b {frames} frames ({:.0} frames/s, mean {} bytes), {dropped} dropped",
+         a→b {frames} frames ({:.0} frames/s, mean {} bytes), {dropped} dropped; \
+         the line's threads used {cpu:.2} s of CPU ({:.0} Mbit/s per core)",
         frames as f64 / secs,
         bytes / frames.max(1),
+        SIZE as f64 * 8.0 / cpu.max(0.01) / 1e6,
     );
     assert!(mbit >= 300.0, "the delay line carried only {mbit:.0} Mbit/s");
 }
@@ -250,9 +254,12 @@ fn delay_line_throughput() {
 fn one_way(from: &Host, to: &Host) -> Duration {
     let dst = SocketAddr::from((to.addr(), 5002));
     let src = SocketAddr::from((from.addr(), 0));
-    let rx = in_netns(to.netns(), move || UdpSocket::bind(dst).expect("bind udp")).join().unwrap();
-    let tx =
-        in_netns(from.netns(), move || UdpSocket::bind(src).expect("bind udp")).join().unwrap();
+    let rx = in_netns(to.netns().name(), move || UdpSocket::bind(dst).expect("bind udp"))
+        .join()
+        .unwrap();
+    let tx = in_netns(from.netns().name(), move || UdpSocket::bind(src).expect("bind udp"))
+        .join()
+        .unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
     let sent = Instant::now();
     tx.send_to(b"when", dst).expect("send a datagram");

@@ -4,9 +4,11 @@
 //! with a delay and an optional loss rate of its own per direction.
 //!
 //! It is a wire, not a router: it forwards every frame as it came (ARP, multicast and
-//! mDNS included), so the two hosts share one /24 as on a [`super::Lan`] pair.
+//! mDNS included), so the two hosts share one /24 as on a `Lan` pair.
 //!
 //! Invariants:
+//! - A frame leaves at most [`GRANULE`] before its due time, and late only by what
+//!   the scheduler adds.
 //! - Frames of one direction leave in the order they arrived (one FIFO per direction;
 //!   the delay of a direction is constant, so FIFO order is due order). The line never
 //!   reorders or duplicates; it drops only by its loss rate, while [`DelayLine::cut`],
@@ -15,7 +17,7 @@
 //! - Loss is deterministic: each direction draws from its own xorshift generator seeded
 //!   from [`Link::seed`], so a lossy run drops the same frame numbers every time.
 //! - The hosts' veth ends MUST have tx checksum offload, TSO and GSO off
-//!   ([`disable_offloads`]): a frame read from a veth with them on carries an
+//!   (`ethtool` [`offloads_off`]): a frame read from a veth with them on carries an
 //!   unfinished checksum (or is a 64 KiB super-frame), and the far host drops it.
 //! - The frames the router namespace itself sends out of its ends (IPv6 neighbour
 //!   discovery, …) are never forwarded: a socket filter keeps only incoming frames.
@@ -27,26 +29,35 @@
 //! ([`Drop`]) sets a flag and takes the router's ends down: the kernel then wakes each
 //! blocked reader with `ENETDOWN`.
 //!
+//! Measured (`tests/wan.rs`, `delay_line_throughput`, debug build, a 2-core machine
+//! under other load): one TCP stream at 0.93–1.2 Gbit/s in 1500-byte frames, ~90,000
+//! frames/s each way, the four threads using ~1 s of CPU per second. That CPU includes
+//! the receiving host's TCP input, which the kernel runs in the writer's `write`.
+//!
 //! The sockets come from the `afpacket` crate, which opens them without `CLOEXEC`:
 //! processes the tests spawn meanwhile inherit them, harmlessly (they never read them),
 //! and the sockets close when the last of those exits.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use afpacket::sync::RawPacketStream;
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
-use super::netns::Netns;
-
 /// Frames one direction holds at most: 1 Gbit/s of 1500-byte frames for 390 ms.
 pub const QUEUE: usize = 32 * 1024;
+
+/// How early a writer may send a frame rather than sleep until it is due: a frame is
+/// never late by the line's doing, and at most this much early (0.25 ms on delays of
+/// tens of milliseconds).
+const GRANULE: Duration = Duration::from_micros(250);
 
 /// The largest frame read: with offloads off a frame is at most MTU + 14 bytes, but
 /// a larger buffer costs nothing and never truncates.
@@ -105,21 +116,28 @@ pub struct DelayLine {
     /// A→B, then B→A.
     counters: [Arc<Counters>; 2],
     threads: Vec<JoinHandle<()>>,
+    /// The forwarding threads' kernel ids, for [`DelayLine::cpu_time`].
+    tids: Arc<Mutex<Vec<i32>>>,
 }
 
 impl DelayLine {
-    /// Starts forwarding between `end_a` and `end_b`, two interfaces of `router`, with
+    /// Starts forwarding between `end_a` and `end_b`, two interfaces of the namespace
+    /// named `router` (`ip netns`, so `/run/netns/ROUTER`), with
     /// the delays and losses of `link`. Brings both ends up.
     ///
     /// # Panics
     ///
     /// If the sockets cannot be made or bound (not root, no such interface).
     #[must_use]
-    pub fn start(router: &Netns, end_a: &str, end_b: &str, link: Link) -> DelayLine {
+    pub fn start(router: &str, end_a: &str, end_b: &str, link: Link) -> DelayLine {
         for end in [end_a, end_b] {
             // Promiscuous, so that no frame is filtered by destination before the
             // socket sees it.
-            router.ip(&["link", "set", end, "promisc", "on", "up"]);
+            let status = Command::new("ip")
+                .args(["-n", router, "link", "set", end, "promisc", "on", "up"])
+                .status()
+                .expect("run ip");
+            assert!(status.success(), "ip -n {router} link set {end} up: {status}");
         }
         let ends = [end_a.to_owned(), end_b.to_owned()];
         let names = ends.clone();
@@ -132,9 +150,10 @@ impl DelayLine {
         let cut = Arc::new(AtomicBool::new(false));
         let counters = [Arc::default(), Arc::default()];
         let mut threads = Vec::with_capacity(4);
+        let tids = Arc::new(Mutex::new(Vec::with_capacity(4)));
         let directions = [
-            (&sock_a, &sock_b, link.a_to_b, link.loss_a_to_b, "a→b"),
-            (&sock_b, &sock_a, link.b_to_a, link.loss_b_to_a, "b→a"),
+            (&sock_a, &sock_b, link.a_to_b, link.loss_a_to_b, "ab"),
+            (&sock_b, &sock_a, link.b_to_a, link.loss_b_to_a, "ba"),
         ];
         for (i, (from, to, delay, loss, name)) in directions.into_iter().enumerate() {
             let (tx, rx) = sync_channel(QUEUE);
@@ -154,10 +173,18 @@ impl DelayLine {
                 cut: Arc::clone(&cut),
                 counters: Arc::clone(&counters[i]),
             };
-            threads.push(spawn(&format!("delay {name} read"), move || reader.run()));
-            threads.push(spawn(&format!("delay {name} write"), move || writer.run()));
+            let tids_r = Arc::clone(&tids);
+            threads.push(spawn(&format!("delay {name} rd"), move || {
+                register(&tids_r);
+                reader.run();
+            }));
+            let tids_w = Arc::clone(&tids);
+            threads.push(spawn(&format!("delay {name} wr"), move || {
+                register(&tids_w);
+                writer.run();
+            }));
         }
-        DelayLine { router: router.name().to_owned(), ends, stop, cut, counters, threads }
+        DelayLine { router: router.to_owned(), ends, stop, cut, counters, threads, tids }
     }
 
     /// While `true`, every frame is dropped, those already on the line too: the cable
@@ -175,6 +202,30 @@ impl DelayLine {
         self.set_cut(false);
     }
 
+    /// The CPU time (user and system) the forwarding threads have used so far, from
+    /// `/proc/self/task/TID/stat`, in clock ticks of 10 ms (`USER_HZ`).
+    ///
+    /// # Panics
+    ///
+    /// If a thread's stat cannot be read or parsed.
+    #[must_use]
+    pub fn cpu_time(&self) -> Duration {
+        let tids = self.tids.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticks: u64 = tids
+            .iter()
+            .map(|tid| {
+                let path = format!("/proc/self/task/{tid}/stat");
+                let stat = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                // After the ")" that closes the name: state is field 3, utime 14, stime 15.
+                let (_, rest) = stat.rsplit_once(')').expect("a stat line has the name in ()");
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let field = |n: usize| fields[n - 3].parse::<u64>().expect("a tick count");
+                field(14) + field(15)
+            })
+            .sum();
+        Duration::from_millis(ticks * 10)
+    }
+
     /// The counts of A→B (`0`) or B→A (`1`).
     #[must_use]
     pub fn counters(&self, direction: usize) -> &Counters {
@@ -187,9 +238,8 @@ impl Drop for DelayLine {
         self.stop.store(true, Ordering::SeqCst);
         for end in &self.ends {
             // Wakes the reader blocked on this end with ENETDOWN (module documentation).
-            let status = std::process::Command::new("ip")
-                .args(["-n", &self.router, "link", "set", end, "down"])
-                .status();
+            let status =
+                Command::new("ip").args(["-n", &self.router, "link", "set", end, "down"]).status();
             if !matches!(status, Ok(s) if s.success()) {
                 eprintln!("warning: delay line: cannot take {end} down: {status:?}");
             }
@@ -202,18 +252,19 @@ impl Drop for DelayLine {
     }
 }
 
-/// Runs `f` on a new thread that has joined `ns`'s network namespace first, so the
-/// sockets `f` opens are `ns`'s. The calling thread stays where it is.
+/// Runs `f` on a new thread that has joined the network namespace named `ns` (`ip
+/// netns`) first, so the sockets `f` opens are `ns`'s. The calling thread stays where
+/// it is.
 ///
 /// # Panics
 ///
 /// On the new thread, if the namespace cannot be joined.
 pub fn in_netns<T: Send + 'static>(
-    ns: &Netns,
+    ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name());
-    spawn(&format!("in {}", ns.name()), move || {
+    let path = format!("/run/netns/{ns}");
+    spawn(&format!("in {ns}"), move || {
         let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
             .unwrap_or_else(|e| panic!("setns {path}: {e}"));
@@ -221,14 +272,21 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
+/// Records the calling thread's kernel id in `tids`.
+fn register(tids: &Mutex<Vec<i32>>) {
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    tids.lock().unwrap_or_else(PoisonError::into_inner).push(tid);
+}
+
 fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     thread::Builder::new().name(name.to_owned()).spawn(f).expect("spawn a thread")
 }
 
-/// Turns off tx checksum offload, TSO and GSO on `dev` in `ns` (see the module
-/// documentation for why). Needs `ethtool`.
-pub fn disable_offloads(ns: &Netns, dev: &str) {
-    ns.run("ethtool", &["-K", dev, "tx", "off", "tso", "off", "gso", "off"]);
+/// The `ethtool` arguments that turn off tx checksum offload, TSO and GSO on `dev`
+/// (see the module documentation for why).
+#[must_use]
+pub fn offloads_off(dev: &str) -> [&str; 8] {
+    ["-K", dev, "tx", "off", "tso", "off", "gso", "off"]
 }
 
 /// A packet socket of this thread's namespace bound to `end`, which sees only the
@@ -305,8 +363,10 @@ impl Writer {
     fn run(self) {
         // Ends when the reader has gone (stop) and the queue is empty.
         while let Ok((due, frame)) = self.queue.recv() {
+            // A frame due within GRANULE goes now: one sleep per frame would cost a
+            // timer and two context switches per frame, most of the line's CPU.
             let now = Instant::now();
-            if due > now {
+            if due > now + GRANULE {
                 thread::sleep(due - now);
             }
             if self.cut.load(Ordering::Relaxed) {

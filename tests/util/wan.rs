@@ -14,7 +14,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::delay::{DelayLine, Link, disable_offloads};
+use super::delay::{DelayLine, Link, offloads_off};
 use super::netns::{Host, Netns};
 
 /// Two hosts a delay line apart; everything is deleted on drop. Declare it before the
@@ -49,12 +49,12 @@ impl Wan {
         };
         for host in &hosts {
             let ns = host.netns();
-            disable_offloads(ns, "eth0");
+            ns.run("ethtool", &offloads_off("eth0"));
             ns.ip(&["addr", "add", &format!("{}/24", host.addr()), "dev", "eth0"]);
             ns.ip(&["link", "set", "eth0", "multicast", "on"]);
             ns.set_up("eth0");
         }
-        let line = DelayLine::start(&router, "a0", "b0", link);
+        let line = DelayLine::start(router.name(), "a0", "b0", link);
         Wan { line, hosts, router }
     }
 
