@@ -9,6 +9,10 @@
 //!   token bucket on its egress, so a transfer lasts long enough to be interrupted),
 //!   [`Host::link_down`] / [`Host::link_up`] / [`Host::pull_cable`], and
 //!   [`Host::change_addr`].
+//! - [`wan`]: [`Wan`] joins two hosts through a router namespace whose [`DelayLine`]
+//!   (`delay`) forwards every Ethernet frame a set time later, per direction, with an
+//!   optional deterministic loss: a round trip of hundreds of milliseconds without
+//!   netem. [`in_netns`] runs a closure on a thread inside a namespace.
 //! - [`process`]: [`Host::cmd`] runs `pcp` inside a host with a clean environment
 //!   ([`clean_env`]) and no terminal. [`ChildGuard`] kills and reaps its child on drop;
 //!   [`StderrLines`] reads a child's stderr on a thread; [`Proc`] is both; every wait
@@ -30,10 +34,12 @@
 #![allow(unreachable_pub)] // a test crate has no public API; `pub` shares helpers across its modules
 
 mod data;
+mod delay;
 mod netns;
 mod pcp;
 mod process;
 mod pty;
+mod wan;
 
 // Flat re-exports keep call sites short (`util::Lan`); like the dead code above, the
 // ones a test binary does not use would warn.
@@ -42,6 +48,8 @@ pub use data::{
     MIB, assert_bytes_eq, assert_trees_eq, chmod, data_len, file_bytes_under, list_dir,
     make_sample_tree, random_bytes, read, tree_diff, write_random_file, write_random_tree,
 };
+#[allow(unused_imports)]
+pub use delay::{Counters, DelayLine, Link, in_netns};
 #[allow(unused_imports)]
 pub use netns::{Host, Lan, Netns, require_isolated};
 #[allow(unused_imports)]
@@ -56,3 +64,5 @@ pub use process::{
 };
 #[allow(unused_imports)]
 pub use pty::{Pty, plain};
+#[allow(unused_imports)]
+pub use wan::Wan;
