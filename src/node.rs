@@ -64,6 +64,7 @@ const MAX_HELD_DISCOVERIES: usize = 16_384;
 
 /// Errors starting or talking to the node.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The transport stack could not be built.
     #[error("could not set up the network stack: {0}")]
