@@ -43,7 +43,7 @@ use crate::message::{
     Offer, Resume, TopKind,
 };
 use crate::node::{self, Event as NodeEvent, Node, NodeError};
-use crate::pipeline::{self, Compression, DEFAULT_CHUNK_SIZE, PipelineError, RootHash};
+use crate::pipeline::{self, Compression, DEFAULT_CHUNK_SIZE, RootHash};
 use crate::session::{self, Rendezvous, Session, SessionError};
 
 /// A name full of terminal escape sequences: an OSC 52 clipboard write, a screen clear
@@ -553,6 +553,11 @@ fn io_err(e: io::Error) -> Error {
     frame_err(FrameError::Io(e))
 }
 
+/// A blocking task of the adversary's own that panicked: a bug here, said as I/O.
+fn joined(e: tokio::task::JoinError) -> Error {
+    io_err(io::Error::other(e))
+}
+
 impl Chunks {
     fn new(w: Writer, chunk_size: u32) -> Chunks {
         Chunks { w, chunk_size, index: 0, bytes: 0, root: RootHash::default() }
@@ -566,7 +571,7 @@ impl Chunks {
             pipeline::seal_chunk(i, &raw, Compression::Zstd(1), &key, counter)
         })
         .await
-        .map_err(|_| PipelineError::Worker)??;
+        .map_err(joined)??;
         self.w.write_sealed(sealed.header, &sealed.frame).await.map_err(frame_err)?;
         self.root.push(&sealed.hash);
         self.bytes += sealed.raw_len as u64;
@@ -733,7 +738,7 @@ async fn padded(w: &mut Chunks) -> Step {
         w.w.write_sealed(header, &body).await.map_err(frame_err)?;
     }
     for frame in frames {
-        let (header, body) = frame.await.map_err(|_| PipelineError::Worker)?.map_err(frame_err)?;
+        let (header, body) = frame.await.map_err(joined)?.map_err(frame_err)?;
         // Straight to the stream, without the writer's deadline: a receiver slow to open
         // 16 MiB frames (seconds each in a debug build) must not make the adversary give
         // up first.
@@ -766,7 +771,7 @@ async fn bomb(w: &mut Chunks) -> Step {
     w.good(file_chunk(0)).await?;
     let payload = tokio::task::spawn_blocking(|| zeros_compressed(BOMB_LEN))
         .await
-        .map_err(|_| PipelineError::Worker)?
+        .map_err(joined)?
         .map_err(io_err)?;
     let zeros = vec![0u8; w.chunk_size as usize];
     let head = ChunkHeader {

@@ -58,7 +58,7 @@ mod names;
 mod pack;
 mod unpack;
 
-pub(crate) use error::ArchiveError;
+pub use error::ArchiveError;
 pub(crate) use names::plain_name;
 pub(crate) use pack::{measure, pack, top_level_kinds, top_level_names};
 pub(crate) use unpack::{Announced, Checkpoint, DirMeta, Extracted, Unpacker};

@@ -5,6 +5,7 @@
 pub(crate) mod args;
 mod ask;
 mod clean;
+mod hint;
 pub(crate) mod log;
 pub(crate) mod prompt;
 pub(crate) mod render;
@@ -103,7 +104,7 @@ impl From<pcp::Error> for Failure {
     fn from(e: pcp::Error) -> Failure {
         Failure {
             message: chain(&e),
-            hint: e.hint(),
+            hint: hint::hint(&e),
             code: exit_code(e.kind()),
             kind: e.kind().as_str(),
         }
@@ -484,7 +485,7 @@ fn node_options(a: NodeArgs) -> Result<(NodeOptions, Option<String>), Failure> {
         Some(path) => {
             let key = pcp::load_or_create_key(path).map_err(|e| Failure {
                 message: chain(&e),
-                hint: e.hint().map(str::to_owned),
+                hint: hint::key(&e).map(str::to_owned),
                 code: exit::FAILURE,
                 kind: ErrorKind::Io.as_str(),
             })?;

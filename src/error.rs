@@ -1,18 +1,31 @@
 //! The engine's error: what ended a transfer, with the layer's own error kept as its
 //! cause, and a stable [`ErrorKind`] a caller can act on.
 //!
-//! Each layer has its own error enum (`code::ParseCodeError`, `framing::FrameError`,
-//! `session::SessionError`, `source::SourceError`, `sink::SinkError`, …); none of them
-//! knows this type. They roll up here through `#[from]`. The binary maps [`ErrorKind`]
-//! to its exit status and prints the chain plus [`Error::hint`].
+//! Each layer has its own error enum ([`FrameError`], [`SessionError`], [`SourceError`],
+//! [`SinkError`], …, exported here so that a caller can match on them); none of them
+//! knows this type. They roll up here through `#[from]`, each kept whole as the cause.
+//! Every enum is `#[non_exhaustive]`: a new case is not a breaking change.
+//!
+//! Messages state what happened, in the engine's terms. They never give advice in a
+//! front end's terms (a flag, a command to run): the `pcp` binary adds its hints
+//! (`src/cli/hint.rs`) from the error's structure, and another front end words its own.
 
 use std::io;
 
 use crate::event::Role;
-use crate::framing::FrameError;
-use crate::pipeline::PipelineError;
-use crate::session::SessionError;
 use crate::term;
+
+pub use crate::archive::ArchiveError;
+pub use crate::framing::FrameError;
+pub use crate::fsx::OwnershipError;
+pub use crate::message::MessageError;
+pub use crate::node::NodeError;
+pub use crate::pipeline::PipelineError;
+pub use crate::resume::ResumeError;
+pub use crate::server::KeyError;
+pub use crate::session::SessionError;
+pub use crate::sink::SinkError;
+pub use crate::source::SourceError;
 
 /// What kind of failure, for a caller that decides what to do next (and for the
 /// binary's exit status and the `kind` of its JSON `error` event).
@@ -146,10 +159,7 @@ pub enum Error {
     #[error("the source changed: {0}")]
     SourceChanged(&'static str),
     /// A resuming receiver holds less than the sender still keeps in memory.
-    #[error(
-        "the receiver holds {held} chunks but only chunks from {oldest} on are still kept: \
-         run pcp send again to start over"
-    )]
+    #[error("the receiver holds {held} chunks but only chunks from {oldest} on are still kept")]
     ResumeTooOld {
         /// Chunks the receiver holds.
         held: u64,
@@ -199,7 +209,6 @@ impl Error {
     /// What kind of failure this is.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
-        use crate::sink::SinkError;
         match self {
             Error::InvalidOptions(_)
             | Error::Sink(SinkError::Unnamed)
@@ -241,90 +250,6 @@ impl Error {
             Error::Pipeline(PipelineError::Frame(e)) => e.is_transient(),
             Error::PeerGone(_) => true,
             _ => false,
-        }
-    }
-
-    /// A recommendation to show under the error, where one helps.
-    #[must_use]
-    pub fn hint(&self) -> Option<String> {
-        use crate::sink::SinkError;
-        match self {
-            Error::Session(SessionError::WrongCode) => Some(
-                "check the code with the sender; the sender allows a few attempts per code".into(),
-            ),
-            Error::Session(SessionError::Burnt) => Some(
-                "ask the sender to run pcp send again, and use the new code it shows".into(),
-            ),
-            Error::Session(SessionError::Taken) => Some(
-                "this code went to another receiver; ask the sender for a new code (or for \
-                 pcp send --many, which serves several receivers)"
-                    .into(),
-            ),
-            Error::Session(SessionError::Guessing { .. }) => Some(
-                "ask the sender to run pcp send again, and give the new code only to the \
-                 receiver"
-                    .into(),
-            ),
-            Error::NotFound { said_burnt } if *said_burnt > 0 => Some(
-                "if the sender says its code is burnt, run pcp send again for a new one; \
-                 otherwise check the code, and that both sides are on the same network"
-                    .into(),
-            ),
-            Error::CodeBurnt { .. } => {
-                Some("start again with a new code: run pcp send again, and give the code only to the receiver".into())
-            }
-            Error::Sink(SinkError::Exists(_)) => Some(
-                "use --force to overwrite, or choose another -o / -C; the sender keeps waiting, \
-                 so run pcp receive again with the same code"
-                    .into(),
-            ),
-            Error::Sink(SinkError::Unnamed) => Some(
-                "the sender keeps waiting: run pcp receive again with the same code, with \
-                 stdout redirected or -o FILE"
-                    .into(),
-            ),
-            Error::SourceChanged(_) => Some(
-                "send the same data as before, or remove the receiver's .pcp-part file (or use --force there) to start over".into(),
-            ),
-            Error::StreamLost { .. } => Some(
-                "run pcp send again with the data from the start, and keep the receiver \
-                 running (or use -o FILE there, which resumes)"
-                    .into(),
-            ),
-            // Issue 15, item 11: the receiver needs the way out too. Only a hint, so
-            // matching the sender's words costs nothing if a peer mimics them.
-            Error::Session(SessionError::Remote { from: Role::Sender, message })
-                if message.starts_with("the source changed") =>
-            {
-                Some(
-                    "the sender's data is not what the part file here holds: run pcp \
-                     receive again with --force to start over, or remove the .pcp-part (or \
-                     .pcp-ID.partial) entries and their .manifest and .key"
-                        .into(),
-                )
-            }
-            Error::ReconnectTimeout(_) => Some(
-                "with -o, run pcp receive -o again (any code) with a new pcp send to resume".into(),
-            ),
-            // A part file, manifest or key file that is not ours: move it away or --force.
-            Error::Resume(crate::resume::ResumeError::NotOurs(e))
-            | Error::Sink(
-                SinkError::NotOurs(e)
-                | SinkError::Resume(crate::resume::ResumeError::NotOurs(e)),
-            ) => e.hint().map(str::to_owned),
-            Error::Resume(crate::resume::ResumeError::OtherTransfer(_)) => {
-                Some("use --force to start over, or choose another -o".into())
-            }
-            Error::RelayOnly(_) => Some(
-                "both sides are behind NATs that could not be punched through; use \
-                 --allow-relay with a relay that allows it, or put one side on a reachable \
-                 address (--listen on a forwarded port, --peer)"
-                    .into(),
-            ),
-            Error::Sink(SinkError::Archive(e)) | Error::Source(crate::source::SourceError::Archive(e)) => {
-                e.hint().map(str::to_owned)
-            }
-            _ => None,
         }
     }
 
@@ -458,19 +383,6 @@ mod tests {
              burnt: start again with a new one"
         );
         assert!(!e.to_string().contains("someone else"), "{e}");
-    }
-
-    /// Issue 15, item 11: a changed source shows the way out on the receiver too.
-    #[test]
-    fn a_changed_source_has_a_hint_on_both_sides() {
-        let sender = Error::SourceChanged("its first chunks differ from what the receiver holds");
-        assert!(sender.hint().is_some_and(|h| h.contains("--force")));
-        let receiver = Error::Session(SessionError::Remote {
-            from: Role::Sender,
-            message: last_word(&sender),
-        });
-        let hint = receiver.hint().expect("a hint on the receiver");
-        assert!(hint.contains("--force") && hint.contains(".pcp-part"), "{hint}");
     }
 
     #[test]

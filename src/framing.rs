@@ -84,6 +84,7 @@ pub(crate) const KEY_LEN: usize = 32;
 
 /// What can go wrong with a frame.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The frame is larger than [`MAX_FRAME_LEN`].
     #[error("frame of {len} bytes is longer than the maximum of {max}")]

@@ -74,11 +74,9 @@ pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
         .map_err(explain)
 }
 
-/// What to do about a file [`open_ours`] refused.
-pub(crate) const NOT_OURS_HINT: &str = "move it away or pass --force to start over";
-
 /// Why a file pcp would reopen is not one it can take for its own (see the module docs).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OwnershipError {
     /// A symbolic link is at the name.
     #[error("{} is a symbolic link", shown(.0))]
@@ -124,18 +122,8 @@ pub enum OwnershipError {
 impl OwnershipError {
     /// Nothing is at the name.
     #[must_use]
-    pub(crate) fn is_not_found(&self) -> bool {
+    pub fn is_not_found(&self) -> bool {
         matches!(self, OwnershipError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
-    }
-
-    /// What the user can do: for a file that is not pcp's own, move it away or start
-    /// over; nothing for an I/O error.
-    #[must_use]
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            OwnershipError::Io { .. } => None,
-            _ => Some(NOT_OURS_HINT),
-        }
     }
 }
 
@@ -384,7 +372,7 @@ mod tests {
         let e = open_ours(&fifo, false).expect_err("a FIFO, without blocking");
         assert!(matches!(e, OwnershipError::NotRegular(_)), "{e:?}");
         let e = open_ours(&dir.path().join("none"), false).expect_err("missing");
-        assert!(e.is_not_found() && e.hint().is_none(), "{e:?}");
+        assert!(e.is_not_found(), "{e:?}");
     }
 
     #[test]
@@ -398,7 +386,6 @@ mod tests {
             assert!(matches!(e, OwnershipError::Writable { .. }), "{e:?}");
             let want = format!("{} is writable by {who} (mode {mode:04o})", path.display());
             assert_eq!(e.to_string(), want);
-            assert_eq!(e.hint(), Some("move it away or pass --force to start over"));
         }
         // Read bits are no reason to refuse: the file is still only ours to change.
         for mode in [0o600, 0o644, 0o400] {
@@ -433,6 +420,5 @@ mod tests {
         let e = open_ours(&path, false).expect_err("someone else's");
         assert!(matches!(e, OwnershipError::Owner { uid: 65534, .. }), "{e:?}");
         assert_eq!(e.to_string(), format!("{} is owned by uid 65534, not you", path.display()));
-        assert!(e.hint().is_some());
     }
 }

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 /// Errors decoding a message the peer sent.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MessageError {
     /// The frame was empty or carried an unknown tag.
     #[error("peer sent an unknown message (tag {0:#04x})")]

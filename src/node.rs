@@ -59,6 +59,7 @@ const EVENT_CAPACITY: usize = 256;
 
 /// Errors starting or talking to the node.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// The transport stack could not be built.
     #[error("could not set up the network stack: {0}")]

@@ -39,6 +39,7 @@ const SAMPLE_KEEP_PERCENT: usize = 95;
 
 /// Errors of the data phase.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PipelineError {
     /// A chunk's content does not match its hash.
     #[error("chunk {index} failed its blake3 check")]
@@ -97,12 +98,14 @@ pub enum PipelineError {
     /// A message failed to decode.
     #[error(transparent)]
     Message(#[from] MessageError),
-    /// A worker thread died.
-    #[error("a pipeline worker failed")]
-    Worker,
-    /// The stream ended before its closing frame.
-    #[error("the stream ended early")]
-    Truncated,
+    /// A task the pipeline handed CPU work to ended without its result: it panicked, or
+    /// the runtime is shutting down.
+    #[error("a pipeline task ended without its result")]
+    Task(#[source] tokio::task::JoinError),
+    /// A part of this transfer that it waits on went away without answering: it
+    /// stopped first (its own error, if any, is the one reported) or was never there.
+    #[error("the {0} went away without answering")]
+    Gone(&'static str),
     /// A chunk other than the last was short or empty: chunks are cut at fixed offsets.
     #[error("chunk {index} is short ({len} bytes) but is not the last")]
     ShortChunk {

@@ -191,6 +191,7 @@ pub(crate) struct EntryRecord {
 
 /// Errors reading or writing resume state.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ResumeError {
     /// The part file is from another transfer (another kind, size or chunk size).
     #[error("{} holds part of another transfer", crate::fsx::shown(.0))]

@@ -80,22 +80,6 @@ pub enum KeyError {
     },
 }
 
-impl KeyError {
-    /// What the user can do about it.
-    #[must_use]
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            KeyError::NotOurs(_) => Some(
-                "a node's key file must be yours alone: a regular file you own, one link,                  no write bit for group or others (chmod 600); or remove it to start with                  a new identity",
-            ),
-            KeyError::TooLarge(_) | KeyError::NotAKey { .. } => {
-                Some("give --key the file pcp node created, or a new path to create one")
-            }
-            KeyError::Io { .. } => None,
-        }
-    }
-}
-
 impl From<crate::fsx::OwnershipError> for KeyError {
     fn from(e: crate::fsx::OwnershipError) -> KeyError {
         match e {
@@ -257,7 +241,6 @@ mod tests {
         let e = load_or_create_key(&link).expect_err("a symlink to a key");
         assert!(matches!(e, KeyError::NotOurs(_)), "{e:?}");
         assert!(e.to_string().ends_with("is a symbolic link"), "{e}");
-        assert!(e.hint().is_some_and(|h| h.contains("chmod 600")));
 
         let dangling = dir.path().join("dangling.key");
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &dangling).expect("plant");

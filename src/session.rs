@@ -111,6 +111,7 @@ const VERDICT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a session could not be set up or continued.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
     /// The receiver's check of the sender's confirmation failed.
     #[error("wrong code: the sender could not be authenticated")]

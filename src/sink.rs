@@ -57,6 +57,7 @@ const PARTIAL_SUFFIX: &str = ".partial";
 
 /// Errors writing what was received.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SinkError {
     /// Writing to the caller's writer (standard output) failed, a closed pipe included.
     #[error("cannot write to standard output")]
@@ -87,14 +88,11 @@ pub enum SinkError {
     #[error("the output writer stopped")]
     Stopped,
     /// A stream has no name to save it under.
-    #[error("a stream has no name to save it under: redirect stdout or use -o FILE")]
+    #[error("a stream has no name to save it under")]
     Unnamed,
     /// A resumed directory's staging was extracted from other bytes than the sender
     /// sends now (its source changed after the point the sender proved unchanged).
-    #[error(
-        "the sender's data changed since the earlier run extracted part of it: \
-         rerun with --force to start over"
-    )]
+    #[error("the sender's data changed since the earlier run extracted part of it")]
     Diverged,
     /// The sender announced a name that is unsafe to write.
     #[error("the sender announced an unsafe name {:?}", crate::term::sanitize(.0))]

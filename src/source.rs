@@ -37,6 +37,7 @@ pub const TEXT_PEEK: usize = 4096;
 
 /// Errors reading what is to be sent.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// The paths cannot be sent as given.
     #[error("{0}")]

@@ -12,6 +12,7 @@ use crate::term::sanitize;
 /// receiver they come from the peer (entries, and paths under the target), and on the
 /// sender from a local tree that may hold any byte.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArchiveError {
     /// A path given to send does not exist.
     #[error("{}: no such file or directory", shown(.path))]
@@ -241,27 +242,6 @@ impl ArchiveError {
                 | ArchiveError::FewerEntries { .. }
                 | ArchiveError::KindMismatch { .. }
         )
-    }
-
-    /// A recommendation printed under the error, where one helps.
-    #[must_use]
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
-            ArchiveError::Exists { .. } => {
-                Some("use --force to overwrite, or -C DIR to extract elsewhere")
-            }
-            ArchiveError::UntrustedStaging { .. } | ArchiveError::Mismatch { .. } => {
-                Some("move it away or pass --force to start over")
-            }
-            ArchiveError::KindClash { .. } => {
-                Some("move it away, or extract elsewhere with -C DIR")
-            }
-            ArchiveError::Unsafe { .. } => Some(
-                "the sender's archive tries to write outside the target; \
-                 nothing was extracted outside it",
-            ),
-            _ => None,
-        }
     }
 }
 

@@ -1117,7 +1117,6 @@ mod tests {
         let mut unpacker = Unpacker::new(&dest, vec!["d".into()]).unwrap();
         let err = unpacker.unpack(&tar[..]).unwrap_err();
         assert!(matches!(err, ArchiveError::Unsafe { .. }), "{err:?}");
-        assert!(err.hint().is_some());
         assert_eq!(names_in(root.path()), ["dest"]);
         let staging = unpacker.staging().file_name().unwrap().to_str().unwrap().to_owned();
         assert_eq!(names_in(&dest), [staging]);
@@ -1426,7 +1425,6 @@ mod tests {
         assert!(
             matches!(err, ArchiveError::Exists { ref path } if *path == dest.path().join("tree"))
         );
-        assert_eq!(err.hint(), Some("use --force to overwrite, or -C DIR to extract elsewhere"));
         assert_eq!(names_in(dest.path()), ["tree"], "staging removed on drop");
         assert_eq!(names_in(&dest.path().join("tree")), ["mine.txt"]);
     }
@@ -1844,7 +1842,6 @@ mod tests {
             assert!(shown.contains(&staging.display().to_string()), "names the path: {shown}");
             assert!(shown.contains(why), "{shown}");
             assert!(!shown.contains("--force"), "the flag is the binary's word: {shown}");
-            assert_eq!(err.hint(), Some("move it away or pass --force to start over"));
         };
         untrusted(resume(&staging), "symbolic link");
         let r = Unpacker::resumable(dest.path(), staging.clone(), vec!["t".into()], None);

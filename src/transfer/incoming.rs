@@ -149,7 +149,7 @@ impl Incoming {
             };
             match item.ok_or(crate::framing::FrameError::Truncated)? {
                 Inbound::Chunk(job) => {
-                    let chunk = job.await.map_err(|_| PipelineError::Worker)??;
+                    let chunk = job.await.map_err(PipelineError::Task)??;
                     self.write(chunk).await?;
                     events.emit(Event::Progress { bytes: self.bytes });
                     if self.count.is_multiple_of(ack_every) {
@@ -195,7 +195,7 @@ impl Incoming {
         self.stats.received += len;
         self.wire += chunk.wire_len as u64 + 4;
         self.count += 1;
-        let sink = self.sink.as_mut().ok_or(PipelineError::Worker)?;
+        let sink = self.sink.as_mut().ok_or(PipelineError::Gone("output writer"))?;
         sink.write(chunk.data, chunk.hash).await?;
         Ok(())
     }
@@ -225,7 +225,7 @@ impl Incoming {
         writer: &mut FrameWriter<W>,
         meta: Option<FileMeta>,
     ) -> Result<(), Error> {
-        let sink = self.sink.take().ok_or(PipelineError::Worker)?;
+        let sink = self.sink.take().ok_or(PipelineError::Gone("output writer"))?;
         let finish = sink.finish_with(meta);
         tokio::pin!(finish);
         let mut tick = tokio::time::interval(KEEPALIVE);

@@ -172,7 +172,7 @@ pub(super) async fn send(
                 None => listening = false,
             },
             Some(joined) = tasks.join_next() => {
-                let (peer, result) = joined.map_err(|_| crate::pipeline::PipelineError::Worker)?;
+                let (peer, result) = joined.map_err(crate::pipeline::PipelineError::Task)?;
                 let Some(s) = serving.remove(&peer) else { continue };
                 match result {
                     Ok(Some(report)) => {

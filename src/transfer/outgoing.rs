@@ -236,12 +236,12 @@ impl Outgoing {
                 (source, offer, meta)
             })
             .await
-            .map_err(|_| PipelineError::Worker)?;
+            .map_err(PipelineError::Task)?;
             self.source = Some(source);
             self.offer = Some(offer?);
             self.meta = meta;
         }
-        self.offer.as_ref().ok_or_else(|| PipelineError::Worker.into())
+        self.offer.as_ref().ok_or_else(|| PipelineError::Gone("source's offer").into())
     }
 
     /// What was last offered, if anything was.
@@ -282,7 +282,7 @@ impl Outgoing {
             let len = raw.len() as u64;
             let hash = tokio::task::spawn_blocking(move || *blake3::hash(&raw).as_bytes())
                 .await
-                .map_err(|_| PipelineError::Worker)?;
+                .map_err(PipelineError::Task)?;
             self.root.push(&hash);
             self.bytes_read += len;
             self.stats.skipped += len;
@@ -370,7 +370,7 @@ impl Outgoing {
                 biased;
                 () = cancel.cancelled() => return self.cancel(flight, writer, replies).await,
                 (i, sealed) = wait_front(&mut flight.jobs), if !flight.jobs.is_empty() => {
-                    let sealed = sealed.map_err(|_| PipelineError::Worker)??;
+                    let sealed = sealed.map_err(PipelineError::Task)??;
                     if writer.write_framed(sealed.header, sealed.wire()).await.is_err() {
                         return lost_or_failed(&mut replies).await;
                     }
@@ -495,7 +495,8 @@ impl Outgoing {
         if session::send(&mut writer, &Control::End(end)).await.is_err() {
             return lost_or_failed(&mut replies).await;
         }
-        let last = (&mut replies).await.map_err(|_| PipelineError::Worker)?;
+        let last =
+            (&mut replies).await.map_err(|_| PipelineError::Gone("receiver's reply reader"))?;
         writer.close().await;
         match last {
             Ok((Control::Done, _)) => Ok(Ending::Done),

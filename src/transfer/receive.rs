@@ -313,7 +313,7 @@ where
             events.emit(Event::Offer(info.clone()));
             let asked = tokio::task::spawn_blocking(move || consent(&info));
             let answer = tokio::select! {
-                a = asked => a.map_err(|_| PipelineError::Worker)?,
+                a = asked => a.map_err(PipelineError::Task)?,
                 () = cancel.cancelled() => {
                     session.say_last(&Control::Cancel, LINGER).await;
                     return Err(Error::Cancelled);
@@ -789,7 +789,20 @@ mod tests {
             let Err(e) = result else { panic!("{what}: refused") };
             let shown = crate::error::chain(&e);
             assert!(shown.contains(".pcp-part.key is") && shown.contains(what), "{shown}");
-            assert_eq!(e.hint().as_deref(), Some("move it away or pass --force to start over"));
+            // The binary's hint (src/cli/hint.rs) keys on this structure.
+            assert!(
+                matches!(
+                    e,
+                    crate::Error::Resume(crate::resume::ResumeError::NotOurs(_))
+                        | crate::Error::Sink(
+                            crate::sink::SinkError::NotOurs(_)
+                                | crate::sink::SinkError::Resume(
+                                    crate::resume::ResumeError::NotOurs(_)
+                                )
+                        )
+                ),
+                "{what}: {e:?}"
+            );
         }
     }
 
