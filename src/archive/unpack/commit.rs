@@ -182,3 +182,182 @@ pub(super) fn place(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    use tar::EntryType;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::archive::unpack::commit;
+    use crate::archive::unpack::tests::{dir, mode, names_in, raw_entry, set_mode};
+
+    // ---- commit ----
+
+    /// An unpacker for `dest` holding `tree/new.txt` and `tree/sub/a.txt`, ready to commit.
+    fn staged(dest: &Path) -> Unpacker {
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, EntryType::Directory, b"tree", b"", b"");
+        raw_entry(&mut tar, EntryType::Regular, b"tree/new.txt", b"", b"new");
+        raw_entry(&mut tar, EntryType::Directory, b"tree/sub", b"", b"");
+        raw_entry(&mut tar, EntryType::Regular, b"tree/sub/a.txt", b"", b"sent");
+        tar.extend_from_slice(&[0; 1024]);
+        let mut unpacker = Unpacker::new(dest, vec!["tree".into()]).unwrap();
+        unpacker.unpack(&tar[..]).unwrap();
+        unpacker
+    }
+
+    #[test]
+    fn conflicts_lists_existing_names() {
+        let dest = TempDir::new().unwrap();
+        fs::create_dir(dest.path().join("tree")).unwrap();
+        symlink("nowhere", dest.path().join("dangling")).unwrap();
+        let names: Vec<String> =
+            ["tree", "free", "dangling", ".."].into_iter().map(String::from).collect();
+        assert_eq!(
+            Unpacker::conflicts(dest.path(), &names),
+            [dest.path().join("tree"), dest.path().join("dangling")]
+        );
+    }
+
+    #[test]
+    fn commit_without_force_refuses_and_changes_nothing() {
+        let dest = TempDir::new().unwrap();
+        fs::create_dir(dest.path().join("tree")).unwrap();
+        fs::write(dest.path().join("tree/mine.txt"), b"mine").unwrap();
+        let unpacker = staged(dest.path());
+        let err = unpacker.commit(false).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::Exists { ref path } if *path == dest.path().join("tree"))
+        );
+        assert_eq!(names_in(dest.path()), ["tree"], "staging removed on drop");
+        assert_eq!(names_in(&dest.path().join("tree")), ["mine.txt"]);
+    }
+
+    #[test]
+    fn commit_with_force_merges_directories() {
+        let dest = TempDir::new().unwrap();
+        let tree = dest.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        set_mode(&tree, 0o2770);
+        fs::write(tree.join("mine.txt"), b"mine").unwrap();
+        fs::write(tree.join("new.txt"), b"old").unwrap();
+
+        let placed = staged(dest.path()).commit(true).unwrap();
+        assert_eq!(placed, std::slice::from_ref(&tree));
+        assert_eq!(names_in(dest.path()), ["tree"]);
+        assert_eq!(names_in(&tree), ["mine.txt", "new.txt", "sub"]);
+        assert_eq!(fs::read(tree.join("mine.txt")).unwrap(), b"mine");
+        assert_eq!(fs::read(tree.join("new.txt")).unwrap(), b"new");
+        assert_eq!(fs::read(tree.join("sub/a.txt")).unwrap(), b"sent");
+        assert_eq!(mode(&tree), 0o2770, "a directory merged into keeps its mode");
+        assert_eq!(mode(&tree.join("sub")), 0o755, "a directory placed gets the sent mode");
+
+        // Nested directories merge too: files the archive has are replaced, others stay.
+        fs::write(tree.join("sub/a.txt"), b"edited").unwrap();
+        fs::write(tree.join("sub/keep.txt"), b"keep").unwrap();
+        staged(dest.path()).commit(true).unwrap();
+        assert_eq!(names_in(&tree.join("sub")), ["a.txt", "keep.txt"]);
+        assert_eq!(fs::read(tree.join("sub/a.txt")).unwrap(), b"sent");
+        assert_eq!(fs::read(tree.join("sub/keep.txt")).unwrap(), b"keep");
+        assert_eq!(names_in(dest.path()), ["tree"]);
+    }
+
+    /// Issue 14 item 8: `--force` replaced a directory with a file (`remove_dir_all`),
+    /// at the top level or inside a merge, and a file with a directory.
+    #[test]
+    fn force_never_turns_a_directory_into_a_file_or_back() {
+        // Inside a merge: the receiver's `tree/sub` is a file, the sender's a directory;
+        // the receiver's `tree/new.txt` is a directory, the sender's a file.
+        for (mine, clash) in [("sub", "a directory"), ("new.txt", "a file")] {
+            let dest = TempDir::new().unwrap();
+            let tree = dest.path().join("tree");
+            fs::create_dir(&tree).unwrap();
+            if mine == "sub" {
+                fs::write(tree.join(mine), b"in the way").unwrap();
+            } else {
+                fs::create_dir(tree.join(mine)).unwrap();
+                fs::write(tree.join(mine).join("keep"), b"keep").unwrap();
+            }
+            let err = staged(dest.path()).commit(true).unwrap_err();
+            let ArchiveError::KindClash { ref path, ours, .. } = err else { panic!("{err:?}") };
+            assert_eq!(*path, tree.join(mine));
+            assert_eq!(ours, clash);
+            assert!(err.to_string().ends_with("; not replaced"), "{err}");
+            if mine == "sub" {
+                assert_eq!(fs::read(tree.join("sub")).unwrap(), b"in the way");
+            } else {
+                assert_eq!(fs::read(tree.join("new.txt/keep")).unwrap(), b"keep");
+            }
+        }
+        // At the top level: a directory `tree` where the sender's `tree` is a file.
+        let dest = TempDir::new().unwrap();
+        fs::create_dir(dest.path().join("tree")).unwrap();
+        fs::write(dest.path().join("tree/keep"), b"keep").unwrap();
+        let mut tar = Vec::new();
+        raw_entry(&mut tar, EntryType::Regular, b"tree", b"", b"file");
+        tar.extend_from_slice(&[0; 1024]);
+        let mut unpacker = Unpacker::new(dest.path(), vec!["tree".into()]).unwrap();
+        unpacker.unpack(&tar[..]).unwrap();
+        let err = unpacker.commit(true).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("tree is a directory and the sender's tree is a file"), "{shown}");
+        assert_eq!(fs::read(dest.path().join("tree/keep")).unwrap(), b"keep");
+        // And the reverse.
+        let dest = TempDir::new().unwrap();
+        fs::write(dest.path().join("tree"), b"mine").unwrap();
+        let err = staged(dest.path()).commit(true).unwrap_err();
+        assert!(err.to_string().contains("tree is a file and the sender's tree is a directory"));
+        assert_eq!(fs::read(dest.path().join("tree")).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn commit_refuses_a_missing_announced_entry() {
+        let dest = TempDir::new().unwrap();
+        let mut tar = Vec::new();
+        dir(&mut tar, "a");
+        tar.extend_from_slice(&[0; 1024]);
+        let mut unpacker = Unpacker::new(dest.path(), vec!["a".into(), "b".into()]).unwrap();
+        unpacker.unpack(&tar[..]).unwrap();
+        let err = unpacker.commit(false).unwrap_err();
+        assert!(matches!(err, ArchiveError::Incomplete { ref name } if name == "b"));
+        assert!(names_in(dest.path()).is_empty());
+    }
+
+    #[test]
+    fn place_without_force_never_replaces_what_appeared_after_the_check() {
+        let root = TempDir::new().unwrap();
+        fs::create_dir_all(root.path().join("staged/d")).unwrap();
+        fs::create_dir_all(root.path().join("target/d")).unwrap();
+        fs::write(root.path().join("staged/f"), b"sent").unwrap();
+        // Created after commit's check, before the move: another process's file.
+        fs::write(root.path().join("target/f"), b"precious").unwrap();
+        let from = Dir::open_path(&root.path().join("staged")).unwrap();
+        let to = Dir::open_path(&root.path().join("target")).unwrap();
+        let target = root.path().join("target/f");
+        let err = commit::place(&from, "f", &to, &target, false).unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err:?}");
+        assert_eq!(fs::read(&target).unwrap(), b"precious");
+        // The same for a directory.
+        let err = commit::place(&from, "d", &to, &root.path().join("target/d"), false).unwrap_err();
+        assert!(matches!(err, ArchiveError::Exists { .. }), "{err:?}");
+        // With force, it is replaced.
+        commit::place(&from, "f", &to, &target, true).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"sent");
+    }
+
+    #[test]
+    fn drop_removes_staging() {
+        let dest = TempDir::new().unwrap();
+        let unpacker = staged(dest.path());
+        let staging = unpacker.staging().to_owned();
+        assert!(staging.starts_with(dest.path()));
+        assert!(staging.join("tree/sub/a.txt").is_file());
+        drop(unpacker);
+        assert!(!staging.exists());
+        assert!(names_in(dest.path()).is_empty());
+    }
+}
