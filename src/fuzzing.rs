@@ -164,7 +164,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
     let (manifest, part_data) = rest.split_at(n);
     let part = dir.join("f.pcp-part");
     fs::write(&part, part_data).expect("write the part file");
-    fs::write(resume::manifest_path(&part), manifest).expect("write the manifest");
+    fs::write(resume::Part::at(&part).manifest(), manifest).expect("write the manifest");
 
     // The receiver refuses an offer with any other chunk size before it loads.
     let theirs = resume::manifest_offer(manifest, &resume::test_key())
@@ -711,10 +711,10 @@ fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
         kinds: vec![TopKind::Folder, TopKind::File],
     };
     let target = Target::Extract { dir: dest.clone(), announced: Announced::of(&offer) };
-    let staging = target.resume_part().expect("an extraction has a staging directory");
-    let manifest = resume::manifest_path(&staging);
-    let mut tmp = manifest.clone().into_os_string();
-    tmp.push(".tmp");
+    let part = target.resume_part().expect("an extraction has a staging directory");
+    let staging = part.path().to_owned();
+    let manifest = part.manifest();
+    let tmp = part.manifest_tmp();
 
     // Staging, as the input has it.
     let mut planted = Vec::new();
@@ -1045,7 +1045,7 @@ mod tests {
         for piece in part.chunks(offer.chunk_size.max(1) as usize).take(records) {
             journal.append(blake3::hash(piece).as_bytes()).expect("append");
         }
-        let manifest = fs::read(resume::manifest_path(&path)).expect("read the manifest");
+        let manifest = fs::read(resume::Part::at(&path).manifest()).expect("read the manifest");
         let mut out = u16::try_from(manifest.len()).expect("small").to_be_bytes().to_vec();
         out.extend_from_slice(&manifest);
         out.extend_from_slice(part);
@@ -1313,7 +1313,7 @@ mod tests {
             kinds: vec![TopKind::Folder, TopKind::File],
         };
         write_journal(&input.journal, &staging, &offer, &resume::test_key(), &input.tar, &planted);
-        let len = fs::metadata(resume::manifest_path(&staging)).expect("journal").len();
+        let len = fs::metadata(resume::Part::at(&staging).manifest()).expect("journal").len();
         walk(dir.path(), &mut Vec::new());
         usize::try_from(len).expect("small")
     }
