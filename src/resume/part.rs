@@ -248,3 +248,158 @@ pub(crate) fn read_key_file(path: &Path) -> Result<KeyFile, OwnershipError> {
     }
     Ok(KeyFile::Read { key: Keypair::from_protobuf_encoding(&bytes).map(Box::new), mode })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::leftovers::{LeftoverKind, kind_of};
+    use crate::message::Kind;
+
+    fn name(path: &Path) -> &str {
+        path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 name")
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    fn offer(kind: Kind) -> Offer {
+        Offer {
+            kind,
+            name: "a.bin".into(),
+            size: Some(1 << 20),
+            entries: vec!["d".into()],
+            chunk_size: crate::pipeline::MIN_CHUNK_SIZE,
+            files: None,
+            kinds: Vec::new(),
+        }
+    }
+
+    /// Every name a part is kept under comes from here, and is what `pcp clean` (the
+    /// leftovers) recognises, of the right kind; a manifest leads back to its part.
+    #[test]
+    fn names_are_computed_once_and_recognised_as_leftovers() {
+        let dir = Path::new("/somewhere");
+        let file = Part::for_file(&dir.join("a.bin"));
+        assert_eq!(file.path(), dir.join("a.bin.pcp-part"));
+        let folder = Part::for_folder(dir, &["d".into(), "e.txt".into()]);
+        assert_eq!(folder.path().parent(), Some(dir));
+        assert!(
+            name(folder.path()).starts_with(".pcp-") && name(folder.path()).ends_with(".partial")
+        );
+        assert_eq!(name(folder.path()).len(), ".pcp-".len() + 16 + ".partial".len());
+        assert_eq!(
+            folder,
+            Part::for_folder(dir, &["d".into(), "e.txt".into()]),
+            "a rerun finds it"
+        );
+        assert_ne!(folder, Part::for_folder(dir, &["d".into()]), "another transfer's is another");
+        for (part, kind) in [(&file, LeftoverKind::Part), (&folder, LeftoverKind::Staging)] {
+            assert_eq!(kind_of(name(part.path())), Some(kind), "{part:?}");
+            assert_eq!(kind_of(name(&part.manifest())), Some(LeftoverKind::Manifest));
+            assert_eq!(kind_of(name(&part.manifest_tmp())), Some(LeftoverKind::Manifest));
+            assert_eq!(kind_of(name(&part.key())), Some(LeftoverKind::Key));
+            assert_eq!(part.manifest().parent(), Some(dir));
+            assert_eq!(part.key().parent(), Some(dir));
+            assert_eq!(Part::of_manifest(&part.manifest()).as_ref(), Some(part));
+            assert_eq!(Part::at(part.path()), *part);
+        }
+        assert_eq!(Part::of_manifest(&file.key()), None, "a key file is no manifest");
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `discard` leaves nothing of a part: the part file or the staging directory (with
+    /// a read-only directory inside), the manifest and the kept identity; and follows no
+    /// symlink planted at the part's name.
+    #[test]
+    fn discard_removes_the_part_and_every_side_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mac = JournalKey::of(&key);
+        let file = Part::for_file(&dir.path().join("a.bin"));
+        std::fs::write(file.path(), b"12345").expect("write");
+        let folder = Part::for_folder(dir.path(), &["d".into()]);
+        std::fs::create_dir_all(folder.path().join("d/sub")).expect("mkdir");
+        std::fs::write(folder.path().join("d/sub/f"), b"abc").expect("write");
+        chmod(&folder.path().join("d/sub"), 0o700);
+        for (part, kind) in [(&file, Kind::File), (&folder, Kind::Archive)] {
+            super::super::Journal::create(part.path(), &offer(kind), &Prefix::default(), &mac)
+                .expect("journal");
+            part.save_identity(&key).expect("identity");
+            assert!(part.is_there() && part.manifest().exists() && part.key().exists());
+        }
+        assert_eq!(names_in(dir.path()).len(), 6, "{:?}", names_in(dir.path()));
+        file.discard();
+        folder.discard();
+        assert!(!file.is_there() && !folder.is_there());
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "nothing stays");
+
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).expect("mkdir");
+        std::fs::write(victim.join("keep"), b"x").expect("write");
+        std::os::unix::fs::symlink(&victim, folder.path()).expect("plant");
+        folder.discard();
+        assert!(!folder.is_there(), "the symlink itself goes");
+        assert!(victim.join("keep").exists(), "never what it points to");
+    }
+
+    /// The one reader of key files, which `pcp node --key` and the receiver's kept
+    /// identity both go through: a key file writable by its group or others, or a
+    /// symlink to a good key, is refused by both; one readable by its group is read.
+    #[test]
+    fn the_one_key_reader_refuses_a_writable_or_symlinked_key_file_for_both_users() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = Part::for_file(&dir.path().join("a.bin"));
+        let node_key = dir.path().join("node.key");
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let bytes = key.to_protobuf_encoding().expect("encode");
+        assert!(matches!(read_key_file(&part.key()), Ok(KeyFile::Missing)));
+        for path in [part.key(), node_key.clone()] {
+            std::fs::write(&path, &bytes).expect("write");
+            chmod(&path, 0o640);
+            match read_key_file(&path).expect("ours") {
+                KeyFile::Read { key: Ok(k), mode } => {
+                    assert_eq!(k.public(), key.public());
+                    assert_eq!(mode, 0o640);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        for mode in [0o620, 0o602] {
+            chmod(&part.key(), mode);
+            chmod(&node_key, mode);
+            let e = read_key_file(&part.key()).expect_err("writable by others");
+            assert!(matches!(e, OwnershipError::Writable { .. }), "{e:?}");
+            let e = part.load_identity().expect_err("never an identity");
+            assert!(matches!(e, ResumeError::NotOurs(OwnershipError::Writable { .. })), "{e:?}");
+            let e = crate::server::load_or_create_key(&node_key).expect_err("never a node key");
+            assert!(
+                matches!(e, crate::server::KeyError::NotOurs(OwnershipError::Writable { .. })),
+                "{e:?}"
+            );
+        }
+        chmod(&node_key, 0o600);
+        let good = dir.path().join("good.key");
+        std::fs::rename(&node_key, &good).expect("mv");
+        std::fs::remove_file(part.key()).expect("rm");
+        std::os::unix::fs::symlink(&good, part.key()).expect("plant");
+        std::os::unix::fs::symlink(&good, &node_key).expect("plant");
+        let e = read_key_file(&part.key()).expect_err("a symlink");
+        assert!(matches!(e, OwnershipError::Symlink(_)), "{e:?}");
+        let e = part.load_identity().expect_err("never an identity");
+        assert!(matches!(e, ResumeError::NotOurs(OwnershipError::Symlink(_))), "{e:?}");
+        let e = crate::server::load_or_create_key(&node_key).expect_err("never a node key");
+        assert!(matches!(e, crate::server::KeyError::NotOurs(OwnershipError::Symlink(_))), "{e:?}");
+        assert!(matches!(read_key_file(&good), Ok(KeyFile::Read { key: Ok(_), .. })));
+    }
+}
