@@ -165,7 +165,7 @@ pub fn manifest(data: &[u8], dir: &Path) {
     let (manifest, part_data) = rest.split_at(n);
     let part = dir.join("f.pcp-part");
     fs::write(&part, part_data).expect("write the part file");
-    fs::write(resume::manifest_path(&part), manifest).expect("write the manifest");
+    fs::write(resume::Part::at(&part).manifest(), manifest).expect("write the manifest");
 
     // The receiver refuses an offer with any other chunk size before it loads.
     let theirs = resume::manifest_offer(manifest, &resume::test_key())
@@ -452,7 +452,7 @@ mod tests {
         for piece in part.chunks(offer.chunk_size.max(1) as usize).take(records) {
             journal.append(blake3::hash(piece).as_bytes()).expect("append");
         }
-        let manifest = fs::read(resume::manifest_path(&path)).expect("read the manifest");
+        let manifest = fs::read(resume::Part::at(&path).manifest()).expect("read the manifest");
         let mut out = u16::try_from(manifest.len()).expect("small").to_be_bytes().to_vec();
         out.extend_from_slice(&manifest);
         out.extend_from_slice(part);

@@ -25,7 +25,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::message::Offer;
-use crate::resume;
+use crate::resume::part::{
+    KEY_SUFFIX, MANIFEST_SUFFIX, PART_SUFFIX as PART, STAGING_PREFIX, STAGING_SUFFIX as STAGING,
+    TMP_SUFFIX,
+};
+use crate::resume::{self, Part};
 
 /// Which kind of leftover an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,23 +55,20 @@ pub struct Leftover {
     pub bytes: u64,
 }
 
-/// Suffix of a file's part.
-const PART: &str = ".pcp-part";
-/// Suffix of a folder's staging directory (after the `.pcp-` prefix).
-const STAGING: &str = ".partial";
-
-/// What kind of leftover `name` would be, by name alone.
-fn kind_of(name: &str) -> Option<LeftoverKind> {
+/// What kind of leftover `name` would be, by name alone (the names are [`Part`]'s).
+pub(crate) fn kind_of(name: &str) -> Option<LeftoverKind> {
     let base = name
-        .strip_suffix(".manifest.tmp")
-        .or_else(|| name.strip_suffix(".manifest"))
+        .strip_suffix(TMP_SUFFIX)
+        .and_then(|b| b.strip_suffix(MANIFEST_SUFFIX))
+        .or_else(|| name.strip_suffix(MANIFEST_SUFFIX))
         .map(|b| (b, LeftoverKind::Manifest))
-        .or_else(|| name.strip_suffix(".key").map(|b| (b, LeftoverKind::Key)));
+        .or_else(|| name.strip_suffix(KEY_SUFFIX).map(|b| (b, LeftoverKind::Key)));
     let (base, side) = match base {
         Some((b, k)) => (b, Some(k)),
         None => (name, None),
     };
-    let staging = base.starts_with(".pcp-") && base.len() > ".pcp-".len() + STAGING.len();
+    let staging =
+        base.starts_with(STAGING_PREFIX) && base.len() > STAGING_PREFIX.len() + STAGING.len();
     match side {
         Some(k) if base.ends_with(PART) || (staging && base.ends_with(STAGING)) => Some(k),
         Some(_) => None,
@@ -146,8 +147,8 @@ pub fn remove(leftover: &Leftover) -> io::Result<()> {
 /// same transfer (`offer`) left beside it under another staging name, each set only
 /// when its manifest verifies under its own kept key and names this transfer. Returns
 /// what was removed. Failures are logged and skipped: the transfer itself succeeded.
-pub(crate) fn remove_earlier(staging: &Path, offer: &Offer) -> Vec<PathBuf> {
-    let Some(dir) = staging.parent() else { return Vec::new() };
+pub(crate) fn remove_earlier(staging: &Part, offer: &Offer) -> Vec<PathBuf> {
+    let Some(dir) = staging.path().parent() else { return Vec::new() };
     let found = match leftovers(dir) {
         Ok(found) => found,
         Err(e) => {
@@ -157,23 +158,22 @@ pub(crate) fn remove_earlier(staging: &Path, offer: &Offer) -> Vec<PathBuf> {
     };
     let mut removed = Vec::new();
     for manifest in found.iter().filter(|l| l.kind == LeftoverKind::Manifest) {
-        let Some(part) = manifest.path.to_str().and_then(|p| p.strip_suffix(".manifest")) else {
-            continue;
-        };
-        let part = Path::new(part);
+        let Some(part) = Part::of_manifest(&manifest.path) else { continue };
         let is_staging = part
+            .path()
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| kind_of(n) == Some(LeftoverKind::Staging));
-        if part == staging || !is_staging {
+        if part == *staging || !is_staging {
             continue;
         }
-        if !resume::kept_offer(part).is_some_and(|theirs| resume::same_transfer(&theirs, offer)) {
+        if !part.kept_offer().is_some_and(|theirs| resume::same_transfer(&theirs, offer)) {
             continue;
         }
-        let key = resume::key_path(part);
-        let set =
-            found.iter().filter(|l| l.path == part || l.path == key || l.path == manifest.path);
+        let key = part.key();
+        let set = found
+            .iter()
+            .filter(|l| l.path == part.path() || l.path == key || l.path == manifest.path);
         // The manifest last: without it a set is no longer recognised as this transfer's.
         let mut set: Vec<&Leftover> = set.collect();
         set.sort_by_key(|l| l.kind == LeftoverKind::Manifest);

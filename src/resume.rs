@@ -19,7 +19,7 @@
 //! file, owned by us, writable by no one else, one link) and at most 4 KiB; a missing or
 //! damaged one only means a fresh identity, which a rerun sender accepts anyway. One
 //! that is not ours (planted by another user, say in `/tmp`) MUST never become the
-//! receiver's identity: [`load_identity`] refuses it, and the receiver stops with an
+//! receiver's identity: [`Part::load_identity`] refuses it, and the receiver stops with an
 //! error naming it rather than silently resuming under another identity.
 //!
 //! # Manifest format
@@ -99,6 +99,9 @@ use crate::archive::{Checkpoint, DirMeta, Extracted};
 use crate::fsx;
 use crate::message::{Kind, MAX_OFFER_LEN, Offer};
 use crate::pipeline::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, RootHash};
+
+pub(crate) mod part;
+pub(crate) use part::Part;
 
 const MAGIC: &[u8; 8] = b"PCPMAN3\n";
 /// The longest manifest header: an offer, which is at most this long on the wire too.
@@ -224,80 +227,6 @@ impl From<fsx::OwnershipError> for ResumeError {
             not_ours => ResumeError::NotOurs(not_ours),
         }
     }
-}
-
-/// The most a key file may hold: an ed25519 key is 68 bytes encoded.
-pub(crate) const MAX_KEY_FILE: u64 = 4096;
-
-/// The identity file's path for a part file.
-#[must_use]
-pub(crate) fn key_path(part: &Path) -> PathBuf {
-    let mut s = part.as_os_str().to_owned();
-    s.push(".key");
-    PathBuf::from(s)
-}
-
-/// The identity an earlier run kept beside `part`: `None` when there is none, or when
-/// our own key file holds no key (damaged, or longer than [`MAX_KEY_FILE`]), so that a
-/// fresh identity is used and replaces it.
-///
-/// # Errors
-/// [`ResumeError::NotOurs`] when the file at the key's name is not ours
-/// ([`fsx::open_ours`]): it MUST never become the receiver's identity; other I/O errors.
-pub(crate) fn load_identity(part: &Path) -> Result<Option<libp2p::identity::Keypair>, ResumeError> {
-    let path = key_path(part);
-    let file = match fsx::open_ours(&path, false) {
-        Ok(file) => file,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut bytes = Vec::new();
-    let read = file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes);
-    if let Err(source) = read {
-        return Err(ResumeError::Io { path, source });
-    }
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        tracing::info!(path = %path.display(), "the kept identity is too long: a fresh one");
-        return Ok(None);
-    }
-    Ok(libp2p::identity::Keypair::from_protobuf_encoding(&bytes).ok())
-}
-
-/// Keeps `key` beside `part` for a later run ([`load_identity`]), replacing what was
-/// there (never writing through it).
-///
-/// # Errors
-/// I/O errors, naming the key file.
-pub(crate) fn save_identity(
-    part: &Path,
-    key: &libp2p::identity::Keypair,
-) -> Result<(), ResumeError> {
-    let path = key_path(part);
-    let err = |source| ResumeError::Io { path: path.clone(), source };
-    if matches!(load_identity(part), Ok(Some(k)) if k.public() == key.public()) {
-        return Ok(());
-    }
-    let bytes = key.to_protobuf_encoding().map_err(|e| err(io::Error::other(e)))?;
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
-        _ => {}
-    }
-    let mut file = fsx::create_new_private(&path).map_err(err)?;
-    file.write_all(&bytes).map_err(err)
-}
-
-/// Removes the files kept beside `part` for a resume (manifest and identity).
-pub(crate) fn remove_side_files(part: &Path) {
-    let _ = std::fs::remove_file(manifest_path(part));
-    let _ = std::fs::remove_file(key_path(part));
-}
-
-/// The manifest's path for a part file.
-#[must_use]
-pub(crate) fn manifest_path(part: &Path) -> PathBuf {
-    let mut s = part.as_os_str().to_owned();
-    s.push(".manifest");
-    PathBuf::from(s)
 }
 
 /// The verified prefix a receiver holds.
@@ -623,19 +552,9 @@ pub(crate) fn load(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Prefi
     Ok(prefix)
 }
 
-/// The offer an earlier run's manifest beside `part` names, if that manifest is ours and
-/// its header verifies under the identity kept beside it (also ours): what says which
-/// transfer a leftover belongs to ([`mod@crate::leftovers`]). `None` for anything else.
-pub(crate) fn kept_offer(part: &Path) -> Option<Offer> {
-    let identity = load_identity(part).ok().flatten()?;
-    let file = open_manifest(part).ok().flatten()?;
-    Records::open(file, &JournalKey::of(&identity)).ok().flatten().map(|(offer, _)| offer)
-}
-
 /// Opens the manifest beside `part` for reading: `None` when there is none.
 fn open_manifest(part: &Path) -> Result<Option<BufReader<File>>, ResumeError> {
-    let manifest = manifest_path(part);
-    match fsx::open_ours(&manifest, false) {
+    match fsx::open_ours(&Part::at(part).manifest(), false) {
         Ok(file) => Ok(Some(BufReader::with_capacity(64 * 1024, file))),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e.into()),
@@ -650,7 +569,7 @@ fn read_manifest(part: &Path, offer: &Offer, key: &JournalKey) -> Result<Parsed,
     let Some(file) = open_manifest(part)? else {
         return Ok(Parsed { damaged: true, ..Parsed::default() });
     };
-    let io_err = |source| ResumeError::Io { path: manifest_path(part), source };
+    let io_err = |source| ResumeError::Io { path: Part::at(part).manifest(), source };
     let parsed = parse(file, key).map_err(io_err)?;
     if let Some(theirs) = &parsed.offer
         && !same_transfer(theirs, offer)
@@ -700,7 +619,7 @@ pub(crate) fn for_each_entry<E: From<ResumeError>>(
     upto: u64,
     mut each: impl FnMut(&EntryRecord) -> Result<(), E>,
 ) -> Result<(), E> {
-    let io_err = |source| ResumeError::Io { path: manifest_path(part), source };
+    let io_err = |source| ResumeError::Io { path: Part::at(part).manifest(), source };
     let Some(file) = open_manifest(part)? else { return Ok(()) };
     let Some((_, mut records)) = Records::open(file, key).map_err(io_err)? else {
         return Ok(());
@@ -722,6 +641,9 @@ pub(crate) fn for_each_entry<E: From<ResumeError>>(
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
+    /// The part it is the manifest of.
+    part: Part,
+    /// The manifest.
     path: PathBuf,
     key: JournalKey,
     /// Records written so far: a record's MAC covers its position.
@@ -741,11 +663,10 @@ impl Journal {
         prefix: &Prefix,
         key: &JournalKey,
     ) -> Result<Journal, ResumeError> {
-        let path = manifest_path(part);
+        let part = Part::at(part);
+        let path = part.manifest();
         let err = |source| ResumeError::Io { path: path.clone(), source };
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
+        let tmp = part.manifest_tmp();
         let tmp_err = |source| ResumeError::Io { path: tmp.clone(), source };
         // Whatever holds the temporary name (a run that died here, or a symlink planted to
         // redirect the write) is unlinked, never written through; should something appear
@@ -755,7 +676,8 @@ impl Journal {
             _ => {}
         }
         let file = fsx::create_new_private(&tmp).map_err(tmp_err)?;
-        let mut journal = Journal { file, path: path.clone(), key: key.clone(), written: 0 };
+        let mut journal =
+            Journal { file, part: part.clone(), path: path.clone(), key: key.clone(), written: 0 };
         let mut out = BufWriter::with_capacity(64 * 1024, &journal.file);
         let header = postcard::to_stdvec(offer).expect("serializing an offer cannot fail");
         let len = u32::try_from(header.len()).expect("an offer is far smaller than 4 GiB");
@@ -779,7 +701,7 @@ impl Journal {
             if let Some(h) = &x.chunk {
                 push(&mut out, CHUNK, h).map_err(tmp_err)?;
             }
-            let copied = for_each_entry(part, key, x.entries, |e| {
+            let copied = for_each_entry(part.path(), key, x.entries, |e| {
                 let body = postcard::to_stdvec(e).expect("serializing an entry cannot fail");
                 push(&mut out, ENTRY, &body).map_err(tmp_err)
             });
@@ -827,16 +749,30 @@ impl Journal {
     /// Removes the manifest, and the identity kept beside it: the transfer completed
     /// (or its part file is gone).
     pub(crate) fn remove(self) {
-        let _ = std::fs::remove_file(&self.path);
-        if let Some(part) = self.path.to_str().and_then(|p| p.strip_suffix(".manifest")) {
-            let _ = std::fs::remove_file(key_path(Path::new(part)));
-        }
+        self.part.discard_side_files();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::part::MAX_KEY_FILE;
     use super::*;
+
+    fn manifest_path(part: &Path) -> PathBuf {
+        Part::at(part).manifest()
+    }
+
+    fn key_path(part: &Path) -> PathBuf {
+        Part::at(part).key()
+    }
+
+    fn load_identity(part: &Path) -> Result<Option<libp2p::identity::Keypair>, ResumeError> {
+        Part::at(part).load_identity()
+    }
+
+    fn save_identity(part: &Path, key: &libp2p::identity::Keypair) -> Result<(), ResumeError> {
+        Part::at(part).save_identity(key)
+    }
 
     fn offer(size: u64) -> Offer {
         Offer {

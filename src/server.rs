@@ -11,10 +11,11 @@
 //! never through a symlink. Without one, a new identity per run.
 //!
 //! # Security
-//! An existing key file is read only if it is ours, by the same rule as every file pcp
-//! reopens ([`crate::fsx::open_ours`]): not a symlink, a regular file owned by the
-//! effective uid, with no group or other write bit and one link; and only up to
-//! [`MAX_KEY_FILE`] bytes (4 KiB). Anything else is refused ([`KeyError`]): whoever can write
+//! An existing key file is read by the one reader of key files, the receiver's kept
+//! identity's too ([`crate::resume::part::read_key_file`]): only if it is ours, by the
+//! same rule as every file pcp reopens ([`crate::fsx::open_ours`]): not a symlink, a
+//! regular file owned by the effective uid, with no group or other write bit and one
+//! link; and only up to [`MAX_KEY_FILE`] bytes (4 KiB). Anything else is refused ([`KeyError`]): whoever can write
 //! or replace the file chooses the node's identity. A key readable by its group or by
 //! others is used, with a warning in the words of ssh's "UNPROTECTED PRIVATE KEY FILE"
 //! ([`NodeKey::warning`]). ssh refuses such a private key outright; `pcp node` only
@@ -29,8 +30,7 @@
 //! sender. It stores no value records. The numbers, and why, are in `node/limits.rs`
 //! and `node/store.rs`.
 
-use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,8 +46,7 @@ use crate::term;
 /// Where a node listens when no address is given.
 const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
 
-/// The most a key file may hold: an ed25519 key is 68 bytes encoded.
-pub(crate) const MAX_KEY_FILE: u64 = 4096;
+use crate::resume::part::{KeyFile, MAX_KEY_FILE, read_key_file};
 
 /// A key file that cannot be used: not ours, too large, no key, or unreadable.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +161,10 @@ pub async fn serve(
 /// created.
 pub fn load_or_create_key(path: &Path) -> Result<NodeKey, KeyError> {
     let io = |source| KeyError::Io { path: path.to_owned(), source };
-    let file = match crate::fsx::open_ours(path, false) {
-        Ok(file) => file,
-        Err(e) if e.is_not_found() => {
+    let (key, mode) = match read_key_file(path)? {
+        KeyFile::Read { key, mode } => (key, mode),
+        KeyFile::TooLarge => return Err(KeyError::TooLarge(path.to_owned())),
+        KeyFile::Missing => {
             let keypair = Keypair::generate_ed25519();
             let bytes = keypair.to_protobuf_encoding().map_err(|e| io(io::Error::other(e)))?;
             // Anew, 0600, and never through a symlink planted meanwhile.
@@ -172,21 +172,10 @@ pub fn load_or_create_key(path: &Path) -> Result<NodeKey, KeyError> {
             file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io)?;
             return Ok(NodeKey { keypair, warning: None });
         }
-        Err(e) => return Err(e.into()),
     };
-    let meta = file.metadata().map_err(io)?;
-    if meta.len() > MAX_KEY_FILE {
-        return Err(KeyError::TooLarge(path.to_owned()));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > MAX_KEY_FILE {
-        return Err(KeyError::TooLarge(path.to_owned()));
-    }
-    let keypair = Keypair::from_protobuf_encoding(&bytes)
-        .map_err(|source| KeyError::NotAKey { path: path.to_owned(), source })?;
+    let keypair = *key.map_err(|source| KeyError::NotAKey { path: path.to_owned(), source })?;
     // Said by the caller (the binary prints it as a notice); the library never prints.
-    let warning = readable_by_others(path, meta.permissions().mode());
+    let warning = readable_by_others(path, mode);
     Ok(NodeKey { keypair, warning })
 }
 
@@ -207,6 +196,8 @@ fn readable_by_others(path: &Path, mode: u32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn chmod(path: &Path, mode: u32) {

@@ -44,16 +44,11 @@ mod extract;
 use crate::message::{FileMeta, Kind, Offer};
 use crate::options::Destination;
 use crate::pool::Buf;
-use crate::resume::{Journal, JournalKey, Prefix, ResumeError};
+use crate::resume::{Journal, JournalKey, Part, Prefix, ResumeError};
 use extract::Extraction;
 
 /// Chunks that may wait for the writer thread.
 const QUEUE: usize = 4;
-
-/// Suffix of a file being received.
-pub(crate) const PART_SUFFIX: &str = ".pcp-part";
-/// Suffix of the staging directory a directory is extracted into.
-const PARTIAL_SUFFIX: &str = ".partial";
 
 /// Errors writing what was received.
 #[derive(Debug, thiserror::Error)]
@@ -182,16 +177,13 @@ impl Target {
     /// What this target writes through and keeps for a resume, if anything:
     /// `NAME.pcp-part` for a file, and for an archive its staging directory,
     /// `DIR/.pcp-<id>.partial`, where `<id>` comes from the entry names, so that a rerun
-    /// finds it again.
+    /// finds it again ([`Part`] names them).
     #[must_use]
-    pub(crate) fn resume_part(&self) -> Option<PathBuf> {
+    pub(crate) fn resume_part(&self) -> Option<Part> {
         match self {
             Target::Writer(_) => None,
-            Target::File { path, .. } => Some(part_path(path)),
-            Target::Extract { dir, announced } => {
-                let id = blake3::hash(announced.names.join("\0").as_bytes()).to_hex();
-                Some(dir.join(format!(".pcp-{}{PARTIAL_SUFFIX}", &id[..16])))
-            }
+            Target::File { path, .. } => Some(Part::for_file(path)),
+            Target::Extract { dir, announced } => Some(Part::for_folder(dir, &announced.names)),
         }
     }
 
@@ -201,12 +193,23 @@ impl Target {
         match self {
             Target::Writer(_) => Vec::new(),
             // The part file counts too: it may be an earlier run's kept data.
-            Target::File { path, .. } => [path.clone(), part_path(path)]
+            Target::File { path, .. } => [path.clone(), Part::for_file(path).path().to_owned()]
                 .into_iter()
                 .filter(|p| p.symlink_metadata().is_ok())
                 .collect(),
             Target::Extract { dir, announced } => Unpacker::conflicts(dir, &announced.names),
         }
+    }
+
+    /// What already exists where this target would write, other than its own part:
+    /// that is what a resume continues from, never a conflict (whether it is resumed is
+    /// decided after consent).
+    #[must_use]
+    pub(crate) fn taken(&self) -> Vec<PathBuf> {
+        let part = self.resume_part();
+        let mut taken = self.conflicts();
+        taken.retain(|c| part.as_ref().is_none_or(|p| c != p.path()));
+        taken
     }
 }
 
@@ -230,7 +233,7 @@ pub(crate) struct Sink {
     tx: Option<mpsc::Sender<Msg>>,
     thread: Option<JoinHandle<Result<Written, SinkError>>>,
     /// The part file kept if the transfer stops here.
-    kept: Option<PathBuf>,
+    kept: Option<Part>,
 }
 
 impl Sink {
@@ -257,7 +260,7 @@ impl Sink {
             (Target::Writer(w), _) => std::thread::spawn(move || write_to(w, rx)),
             (_, None) => unreachable!("files and extractions always keep something for resume"),
             (Target::File { path, keep_part }, Some(part)) => {
-                let (file, journal) = open_part(&part, journal, force)?;
+                let (file, journal) = open_part(part.path(), journal, force)?;
                 std::thread::spawn(move || {
                     let commit = |part: &Path| -> Result<Written, SinkError> {
                         // Without force, a name taken in the meantime is never replaced.
@@ -272,7 +275,7 @@ impl Sink {
                         })?;
                         Ok(Written { paths: vec![path.clone()] })
                     };
-                    write_part(rx, file, journal, &part, keep_part, commit)
+                    write_part(rx, file, journal, part.path(), keep_part, commit)
                 })
             }
             (Target::Extract { dir, announced }, Some(staging)) => {
@@ -284,7 +287,7 @@ impl Sink {
     }
 
     /// The part file that stays if the transfer stops before [`Sink::finish_with`].
-    pub(crate) fn kept(&self) -> Option<&PathBuf> {
+    pub(crate) fn kept(&self) -> Option<&Part> {
         self.kept.as_ref()
     }
 
@@ -386,29 +389,6 @@ impl Drop for Sink {
         // the clean-up is done use `abort`.
         self.tx = None;
     }
-}
-
-/// Removes what a target kept for resume: a part file, or a staging directory with
-/// everything in it (never following a symlink at `path`). Best effort.
-pub(crate) fn discard(path: &Path) {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            // Directories extracted so far are still 0o700: nothing blocks the removal.
-            let _ = std::fs::remove_dir_all(path);
-        }
-        Ok(_) => {
-            let _ = std::fs::remove_file(path);
-        }
-        Err(_) => {}
-    }
-}
-
-/// `path` with [`PART_SUFFIX`] appended.
-#[must_use]
-pub(crate) fn part_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(PART_SUFFIX);
-    PathBuf::from(s)
 }
 
 fn write_to(
@@ -545,6 +525,14 @@ fn write_part(
 mod tests {
     use super::*;
     use crate::resume::test_key;
+
+    fn part_path(path: &Path) -> PathBuf {
+        Part::for_file(path).path().to_owned()
+    }
+
+    fn manifest_path(part: &Path) -> PathBuf {
+        Part::at(part).manifest()
+    }
 
     #[tokio::test]
     async fn file_appears_only_on_finish() {
@@ -737,16 +725,17 @@ mod tests {
         let sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
             .expect("start");
         assert_eq!(mode(&part_path(&path)), 0o600, "the part file");
-        assert_eq!(mode(&crate::resume::manifest_path(&part_path(&path))), 0o600, "its manifest");
+        assert_eq!(mode(&manifest_path(&part_path(&path))), 0o600, "its manifest");
         drop(sink);
 
         let target =
             Target::Extract { dir: dir.path().to_owned(), announced: vec!["t".into()].into() };
-        let staging = target.resume_part().expect("an archive has a staging directory");
+        let staging =
+            target.resume_part().expect("an archive has a staging directory").path().to_owned();
         let sink = Sink::start(target, false, Some((&offer, &Prefix::default(), &test_key())))
             .expect("start");
         assert_eq!(mode(&staging), 0o700, "the staging directory");
-        assert_eq!(mode(&crate::resume::manifest_path(&staging)), 0o600, "its manifest");
+        assert_eq!(mode(&manifest_path(&staging)), 0o600, "its manifest");
         drop(sink);
     }
 
@@ -809,7 +798,8 @@ mod tests {
             dir: dest.path().to_owned(),
             announced: vec!["tree".into()].into(),
         };
-        let staging = target().resume_part().expect("an archive has a staging directory");
+        let staging =
+            target().resume_part().expect("an archive has a staging directory").path().to_owned();
         let offer = archive_offer();
 
         // Stopped inside `tree/sub/b`: what came whole is already in staging, nothing is
@@ -855,7 +845,8 @@ mod tests {
             dir: dest.path().to_owned(),
             announced: vec!["tree".into()].into(),
         };
-        let staging = target().resume_part().expect("an archive has a staging directory");
+        let staging =
+            target().resume_part().expect("an archive has a staging directory").path().to_owned();
         let offer = archive_offer();
         let mut sink =
             Sink::start(target(), false, Some((&offer, &Prefix::default(), &test_key())))
@@ -881,7 +872,8 @@ mod tests {
             dir: dest.path().to_owned(),
             announced: vec!["tree".into()].into(),
         };
-        let staging = target().resume_part().expect("an archive has a staging directory");
+        let staging =
+            target().resume_part().expect("an archive has a staging directory").path().to_owned();
         std::fs::create_dir(&staging).expect("mkdir");
         std::fs::write(staging.join("someone's"), b"x").expect("write");
         let offer = archive_offer();
@@ -994,10 +986,12 @@ mod tests {
         let part =
             Target::Extract { dir: dest.path().to_owned(), announced: vec!["tree".into()].into() }
                 .resume_part()
-                .expect("part");
+                .expect("part")
+                .path()
+                .to_owned();
         // What was extracted stays for a rerun, with its journal.
         assert_eq!(std::fs::read(part.join("tree/a")).expect("staged entry"), b"data");
-        assert!(crate::resume::manifest_path(&part).exists());
+        assert!(manifest_path(&part).exists());
         assert_eq!(std::fs::read(&taken).expect("read"), b"mine");
     }
 }

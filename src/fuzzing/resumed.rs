@@ -468,10 +468,10 @@ fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
         kinds: vec![TopKind::Folder, TopKind::File],
     };
     let target = Target::Extract { dir: dest.clone(), announced: Announced::of(&offer) };
-    let staging = target.resume_part().expect("an extraction has a staging directory");
-    let manifest = resume::manifest_path(&staging);
-    let mut tmp = manifest.clone().into_os_string();
-    tmp.push(".tmp");
+    let part = target.resume_part().expect("an extraction has a staging directory");
+    let staging = part.path().to_owned();
+    let manifest = part.manifest();
+    let tmp = part.manifest_tmp();
 
     // Staging, as the input has it.
     let mut planted = Vec::new();
@@ -880,7 +880,7 @@ pub(super) mod tests {
             kinds: vec![TopKind::Folder, TopKind::File],
         };
         write_journal(&input.journal, &staging, &offer, &resume::test_key(), &input.tar, &planted);
-        let len = fs::metadata(resume::manifest_path(&staging)).expect("journal").len();
+        let len = fs::metadata(resume::Part::at(&staging).manifest()).expect("journal").len();
         walk(dir.path(), &mut Vec::new());
         usize::try_from(len).expect("small")
     }

@@ -20,7 +20,7 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tokio::sync::mpsc;
 
@@ -28,12 +28,12 @@ use super::{Msg, SinkError, Written};
 use crate::archive::{Announced, ArchiveError, Unpacker};
 use crate::message::Offer;
 use crate::pool::Buf;
-use crate::resume::{Journal, JournalKey, Prefix};
+use crate::resume::{Journal, JournalKey, Part, Prefix};
 
 /// An extraction ready to take chunks.
 pub(super) struct Extraction {
     unpacker: Unpacker,
-    staging: PathBuf,
+    staging: Part,
     journal: Option<Journal>,
     /// Tar-stream offset of the first byte extraction gets.
     base: u64,
@@ -53,22 +53,22 @@ impl Extraction {
     /// cannot be created; the journal cannot be written.
     pub(super) fn open(
         dir: &Path,
-        staging: PathBuf,
+        staging: Part,
         announced: Announced,
         journal: Option<(&Offer, &Prefix, &JournalKey)>,
         force: bool,
     ) -> Result<Extraction, SinkError> {
         let resumed = journal.and_then(|(_, prefix, _)| prefix.extraction.clone());
         if resumed.is_none() && force {
-            super::discard(&staging);
+            staging.discard_data();
         }
         let dirs = resumed.as_ref().map(|r| r.dirs.clone());
-        let unpacker =
-            Unpacker::resumable(dir, staging.clone(), announced, dirs).map_err(|e| match e {
+        let unpacker = Unpacker::resumable(dir, staging.path().to_owned(), announced, dirs)
+            .map_err(|e| match e {
                 ArchiveError::Staging { source, .. }
                     if source.kind() == io::ErrorKind::AlreadyExists =>
                 {
-                    SinkError::Exists(staging.clone())
+                    SinkError::Exists(staging.path().to_owned())
                 }
                 e => e.into(),
             })?;
@@ -78,7 +78,7 @@ impl Extraction {
             // Staging is adopted only as the journal describes it: every entry an earlier
             // run extracted whole is checked against its record (type, size, a file's
             // blake3) beneath the staging handle, before anything is resumed from it.
-            crate::resume::for_each_entry(&staging, key, r.entries, |e| {
+            crate::resume::for_each_entry(staging.path(), key, r.entries, |e| {
                 let parts: Vec<String> = e
                     .name
                     .split('/')
@@ -90,7 +90,9 @@ impl Extraction {
         }
         let chunk_size = journal.map(|(offer, _, _)| offer.chunk_size);
         let journal = match journal {
-            Some((offer, prefix, key)) => Some(Journal::create(&staging, offer, prefix, key)?),
+            Some((offer, prefix, key)) => {
+                Some(Journal::create(staging.path(), offer, prefix, key)?)
+            }
             None => None,
         };
         let (base, skip, resent) = match (chunk_size, resumed) {
@@ -110,7 +112,7 @@ impl Extraction {
         if let Err(SinkError::Archive(e)) = &result
             && e.is_refusal()
         {
-            super::discard(&staging);
+            staging.discard_data();
             if let Some(j) = journal.into_inner() {
                 j.remove();
             }

@@ -39,7 +39,7 @@ pub(super) struct Incoming {
     pub(super) sink: Option<Sink>,
     /// The part file the sink keeps for a later run if the transfer stops (the sink's
     /// own [`Sink::kept`]), remembered here because a failed commit has consumed the sink.
-    pub(super) part: Option<std::path::PathBuf>,
+    pub(super) part: Option<crate::resume::Part>,
     /// What the sink wrote, once committed.
     pub(super) written: Option<Written>,
     /// Verified chunks so far.

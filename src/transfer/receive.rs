@@ -343,9 +343,9 @@ where
     }
     // Consent is given: from here on, what an earlier run kept may show.
     let part = target.resume_part();
-    let kept = part.as_ref().filter(|p| !force && p.symlink_metadata().is_ok());
+    let kept = part.as_ref().filter(|p| !force && p.is_there());
     if let (Some(kept), true) = (kept, may_reidentify) {
-        let saved = match resume::load_identity(kept) {
+        let saved = match kept.load_identity() {
             Ok(saved) => saved,
             Err(e) => {
                 session.say_last(&Control::Refuse(CANNOT_RESUME.into()), LINGER).await;
@@ -363,7 +363,7 @@ where
     // which is this run's once it has re-identified.
     let key = resume::JournalKey::of(keypair);
     let prefix = match kept {
-        Some(kept) => match resume::load(kept, &offer, &key) {
+        Some(kept) => match kept.load(&offer, &key) {
             Ok(prefix) => prefix,
             Err(e) => {
                 let reason = match e {
@@ -385,7 +385,7 @@ where
     let started = Sink::start(target, force, journal).and_then(|sink| {
         // Kept with the part file, so that a rerun comes back as this peer id.
         if let Some(part) = &part {
-            resume::save_identity(part, keypair)?;
+            part.save_identity(keypair)?;
         }
         Ok(sink)
     });
@@ -446,9 +446,8 @@ fn prepare(offer: &Offer, dest: Destination, force: bool) -> Result<Target, (Err
     }
     let target = Target::for_offer(dest, offer)
         .map_err(|e| (e.into(), "the receiver cannot write this kind of offer where it is"))?;
-    let part = target.resume_part();
-    let conflicts = if force { Vec::new() } else { target.conflicts() };
-    if let Some(first) = conflicts.into_iter().find(|c| Some(c) != part.as_ref()) {
+    let taken = if force { Vec::new() } else { target.taken() };
+    if let Some(first) = taken.into_iter().next() {
         let e = SinkError::Exists(first).into();
         return Err((e, "the receiver already has something by that name"));
     }
@@ -498,13 +497,12 @@ async fn finish(
         }
         // The sink is gone either way now (aborted here, or consumed by a commit that
         // failed): whatever part file is still there stays for a rerun, and is said.
-        match inc.part.take().filter(|p| p.symlink_metadata().is_ok()) {
+        match inc.part.take().filter(resume::Part::is_there) {
             // Nothing verified arrived: a part file would only be litter.
-            Some(part) if inc.bytes == 0 => {
-                resume::remove_side_files(&part);
-                crate::sink::discard(&part);
+            Some(part) if inc.bytes == 0 => part.discard(),
+            Some(part) => {
+                events.emit(Event::Kept { path: part.path().to_owned(), bytes: inc.bytes })
             }
-            Some(path) => events.emit(Event::Kept { path, bytes: inc.bytes }),
             None => {}
         }
         return Err(e);
@@ -544,7 +542,10 @@ mod tests {
 
     use super::*;
     use crate::pipeline::RootHash;
-    use crate::sink::part_path;
+
+    fn part_path(path: &std::path::Path) -> std::path::PathBuf {
+        resume::Part::for_file(path).path().to_owned()
+    }
 
     /// Issue 14, item 3: the size is the bound, so a file or folder offer must carry
     /// one; a stream has none to give.
@@ -642,7 +643,7 @@ mod tests {
         let mut j =
             resume::Journal::create(&part, &file_offer(), &Prefix::default(), &mac).expect("j");
         j.append(blake3::hash(&chunk).as_bytes()).expect("record");
-        resume::save_identity(&part, &key).expect("identity");
+        resume::Part::at(&part).save_identity(&key).expect("identity");
         key
     }
 
@@ -747,7 +748,7 @@ mod tests {
         let (said, result) = contact(&path, file_offer(), given, (&other, false)).await;
         assert!(matches!(said, Control::Resume(_)), "{said:?}");
         drop(result);
-        let now = resume::load_identity(&part_path(&path)).expect("ours").expect("a key");
+        let now = resume::Part::for_file(&path).load_identity().expect("ours").expect("a key");
         assert_eq!(now.public(), other.public());
 
         // Consent given for one offer is not consent for another.
@@ -769,7 +770,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("out");
         kept_run(&path);
-        let key = resume::key_path(&part_path(&path));
+        let key = resume::Part::for_file(&path).key();
         let planted = libp2p::identity::Keypair::generate_ed25519();
         std::fs::remove_file(&key).expect("rm");
         std::fs::write(&key, planted.to_protobuf_encoding().expect("encode")).expect("plant");
