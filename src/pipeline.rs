@@ -16,6 +16,8 @@
 //!   whatever the transfer size.
 //! - zstd is skipped for a chunk when a sample of it does not compress, and the raw
 //!   chunk is sent whenever compression does not shrink it.
+//! - An adaptive sender's level follows this transfer's goodput, never the rest of the
+//!   machine's load ([`governor`]).
 //!
 //! The root hash is blake3 over the concatenated 32-byte chunk hashes, in order.
 
@@ -24,6 +26,10 @@ use std::cell::RefCell;
 use crate::framing::{FrameError, FrameKey, HEADER_LEN, Header, TAG_LEN};
 use crate::message::{CHUNK_HEADER_LEN, ChunkHeader, FLAG_ZSTD, MessageError};
 use crate::pool::Buf;
+
+mod governor;
+
+pub(crate) use governor::{Found, Governor};
 
 /// Default chunk size: 1 MiB (see `benches/pipeline.rs` for the sweep).
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
@@ -123,9 +129,11 @@ pub enum Compression {
     Off,
     /// zstd at this level, where it pays.
     Zstd(i32),
-    /// Per chunk, from none up to zstd level 6, by what the link takes: less when the
-    /// sender's CPU holds the transfer back, more when the link does and the machine
-    /// has CPU to spare. Where it pays, as for [`Compression::Zstd`].
+    /// Per chunk, from none up to zstd level 6, by the goodput this transfer gets at
+    /// each: less when compressing holds the transfer back, more while the link does
+    /// and a level up moves more of the input per second (the governor in
+    /// `pipeline/governor.rs`). Where it
+    /// pays, as for [`Compression::Zstd`].
     Adaptive,
 }
 
@@ -139,210 +147,6 @@ impl Compression {
             Compression::Adaptive => Some(1),
         }
     }
-}
-
-/// The settings [`Compression::Adaptive`] moves between, cheapest first. Measured in
-/// issue 8 on 1 MiB chunks of text (a tar of /usr/include and /usr/share): level 1
-/// shrinks it 5.2×, 2: 5.6×, 3: 5.9×, 5: 6.4×, 6: 6.6×, at about 1/1, 1/1.3, 1/1.7,
-/// 1/2.4 and 1/2.9 of level 1's speed; 7 and up gain little more for much more time
-/// and memory. On a fast link none beats level 1 (a 2-core machine sent text 1.35× as
-/// fast uncompressed as at level 3); at 100 Mbit/s level 7 beat level 3 by 1.10×.
-const LADDER: [Compression; 6] = [
-    Compression::Off,
-    Compression::Zstd(1),
-    Compression::Zstd(2),
-    Compression::Zstd(3),
-    Compression::Zstd(5),
-    Compression::Zstd(6),
-];
-
-/// Where [`Compression::Adaptive`] starts on [`LADDER`]: level 1, cheap and worth it on
-/// all but the fastest links.
-const LADDER_START: usize = 1;
-
-/// From this step of [`LADDER`] up (zstd 5 and 6), [`Compression::Adaptive`] tries every
-/// chunk whole instead of trusting the level-1 sample of its middle: the governor only
-/// gets there when the link is the bottleneck and the CPU has time to spare, and there
-/// the sample's misses cost the most. On 256 MiB of text (the tar of /usr/include and
-/// /usr/share that benches/compare.sh sends through 100 Mbit/s), 33 of 256 chunks had an
-/// incompressible middle but would have shrunk by 9.6 MB in all at level 6: the
-/// transfer moved 2.85x the link rate with the sample, against the 3.2x that level 6
-/// allows (1 MiB blocks compress 3.37x there).
-const THOROUGH_FROM: usize = 4;
-
-/// Observations per decision of the [`Governor`].
-const GOVERNOR_WINDOW: u32 = 4;
-
-/// The share of the machine's CPU time that must have been idle lately for the
-/// [`Governor`] to spend more of it on compression.
-const IDLE_TO_CLIMB: f64 = 0.25;
-
-/// Chooses each chunk's compression, for [`Compression::Adaptive`], from what the link
-/// takes.
-///
-/// The sender's writer reports, each time it is free to write the next frame, whether
-/// that frame was already sealed ([`Governor::observe`]). If it was, every time over a
-/// window of [`GOVERNOR_WINDOW`] frames, sealing keeps ahead of the link, and the
-/// governor moves one step up [`LADDER`] to send fewer bytes, provided the machine has
-/// CPU to spare (at least [`IDLE_TO_CLIMB`] of it idle lately, where that can be read):
-/// the link may be slow only because encrypting and sending the bytes, on this machine
-/// or a receiver sharing it, is short of CPU, and more compression would then take
-/// from that. If the writer had to wait for at least half of the frames, compression
-/// holds the transfer back, and it moves one step down, down to none at all. Frames
-/// already sealed or being sealed at the old setting are not counted after a change.
-/// A fixed setting ([`Compression::Off`], [`Compression::Zstd`]) never moves.
-#[derive(Debug)]
-pub(crate) struct Governor {
-    /// A fixed setting, or `None` to adapt.
-    fixed: Option<Compression>,
-    step: usize,
-    ahead: u32,
-    seen: u32,
-    skip: u32,
-    in_flight: u32,
-    idle: IdleMeter,
-}
-
-impl Governor {
-    /// A governor for `compression`, with up to `in_flight` chunks sealed ahead of the
-    /// writer.
-    #[must_use]
-    pub(crate) fn new(compression: Compression, in_flight: usize) -> Governor {
-        let fixed = (compression != Compression::Adaptive).then_some(compression);
-        let in_flight = u32::try_from(in_flight).unwrap_or(u32::MAX);
-        Governor {
-            fixed,
-            step: LADDER_START,
-            ahead: 0,
-            seen: 0,
-            skip: in_flight,
-            in_flight,
-            idle: IdleMeter::default(),
-        }
-    }
-
-    /// The setting for the next chunk to seal.
-    #[must_use]
-    pub(crate) fn current(&self) -> Compression {
-        self.fixed.unwrap_or(LADDER[self.step])
-    }
-
-    /// Whether the next chunk's compression should first be tried on a sample (see
-    /// [`THOROUGH_FROM`]; a fixed setting always samples).
-    #[must_use]
-    pub(crate) fn sample(&self) -> bool {
-        self.fixed.is_some() || self.step < THOROUGH_FROM
-    }
-
-    /// The writer is free to write the next frame, and found it sealed (`ready`) or not.
-    pub(crate) fn observe(&mut self, ready: bool) {
-        if self.fixed.is_some() {
-            return;
-        }
-        if self.skip > 0 {
-            self.skip -= 1;
-            return;
-        }
-        self.seen += 1;
-        self.ahead += u32::from(ready);
-        if self.seen < GOVERNOR_WINDOW {
-            return;
-        }
-        let spare = match self.idle.idle_share() {
-            Idle::Share(idle) => idle >= IDLE_TO_CLIMB,
-            Idle::Pending => false,
-            Idle::Unknown => true,
-        };
-        let step = if self.ahead == self.seen && spare {
-            (self.step + 1).min(LADDER.len() - 1)
-        } else if self.ahead * 2 <= self.seen {
-            self.step.saturating_sub(1)
-        } else {
-            self.step
-        };
-        if step != self.step {
-            tracing::debug!(from = ?LADDER[self.step], to = ?LADDER[step], "compression");
-            self.step = step;
-            self.skip = self.in_flight;
-        }
-        (self.ahead, self.seen) = (0, 0);
-    }
-}
-
-/// How idle the machine's CPUs were lately, from `/proc/stat` (Linux); elsewhere, or if
-/// it cannot be read, unknown.
-#[derive(Debug, Default)]
-struct IdleMeter {
-    /// The last reading, when taken, and the share idle between the one before and it.
-    last: Option<(std::time::Instant, CpuTimes)>,
-    share: Option<f64>,
-    /// What the tests make the machine look like.
-    #[cfg(test)]
-    pretend: Option<Idle>,
-}
-
-/// What an [`IdleMeter`] knows.
-#[derive(Debug, Clone, Copy)]
-enum Idle {
-    /// This share of the CPU time was idle over the last span.
-    Share(f64),
-    /// Not a whole span measured yet.
-    Pending,
-    /// Cannot be measured here.
-    Unknown,
-}
-
-/// Jiffies since boot over all CPUs: idle (with I/O wait), and in total.
-#[derive(Debug, Clone, Copy)]
-struct CpuTimes {
-    idle: u64,
-    total: u64,
-}
-
-impl IdleMeter {
-    /// The counters tick every 10 ms: shorter spans say little.
-    const SPAN: std::time::Duration = std::time::Duration::from_millis(200);
-
-    /// The share of CPU time idle over the last span of at least [`IdleMeter::SPAN`]
-    /// that ended (the first call only starts one).
-    fn idle_share(&mut self) -> Idle {
-        #[cfg(test)]
-        if let Some(idle) = self.pretend {
-            return idle;
-        }
-        let now = std::time::Instant::now();
-        if self.last.is_none_or(|(at, _)| now.duration_since(at) >= Self::SPAN) {
-            let times = cpu_times();
-            if let (Some((_, before)), Some(t)) = (self.last, times) {
-                let total = t.total.saturating_sub(before.total);
-                let idle = t.idle.saturating_sub(before.idle);
-                self.share = (total > 0).then(|| idle as f64 / total as f64);
-            }
-            self.last = times.map(|t| (now, t));
-        }
-        match (self.share, self.last) {
-            (Some(share), _) => Idle::Share(share),
-            (None, Some(_)) => Idle::Pending,
-            (None, None) => Idle::Unknown,
-        }
-    }
-}
-
-/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal …`.
-fn cpu_times() -> Option<CpuTimes> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    parse_cpu_times(stat.lines().next()?)
-}
-
-fn parse_cpu_times(line: &str) -> Option<CpuTimes> {
-    let mut fields = line.split_ascii_whitespace();
-    if fields.next()? != "cpu" {
-        return None;
-    }
-    let n: Vec<u64> = fields.take(8).map(str::parse).collect::<Result<_, _>>().ok()?;
-    let [user, nice, system, idle, iowait, irq, softirq, steal] = n[..] else { return None };
-    let idle = idle + iowait;
-    Some(CpuTimes { idle, total: user + nice + system + idle + irq + softirq + steal })
 }
 
 thread_local! {
@@ -688,41 +492,6 @@ mod tests {
     }
 
     #[test]
-    fn the_governor_climbs_when_ahead_and_drops_when_waiting() {
-        let mut g = Governor::new(Compression::Adaptive, 3);
-        g.idle.pretend = Some(Idle::Share(0.9));
-        assert_eq!(g.current(), Compression::Zstd(1));
-        // The first frames were sealed before any decision: not counted.
-        for _ in 0..3 {
-            g.observe(false);
-        }
-        assert_eq!(g.current(), Compression::Zstd(1));
-        // Always ahead: one step per window, after the frames in flight, to the top.
-        for _ in 0..100 {
-            g.observe(true);
-        }
-        assert_eq!(g.current(), Compression::Zstd(6));
-        // Up there the link is the bottleneck and CPU is spare: every chunk is tried whole.
-        assert!(!g.sample());
-        for _ in 0..7 {
-            g.observe(false);
-        }
-        assert_eq!(g.current(), Compression::Zstd(5));
-        for _ in 0..100 {
-            g.observe(false);
-        }
-        assert_eq!(g.current(), Compression::Off);
-        assert!(g.sample());
-        // Three out of four ahead: stay.
-        for _ in 0..25 {
-            for ready in [true, true, false, true] {
-                g.observe(ready);
-            }
-        }
-        assert_eq!(g.current(), Compression::Off);
-    }
-
-    #[test]
     fn without_the_sample_a_chunk_with_a_random_middle_is_still_compressed() {
         // Text, a random middle (what the sample sees), text again.
         let text: Vec<u8> = b"pcp moves bytes to a peer found by code words; ".repeat(7_000);
@@ -740,42 +509,6 @@ mod tests {
         let opened =
             open_chunk(&k, 0, whole.header, whole.frame, 0, DEFAULT_CHUNK_SIZE).expect("open");
         assert_eq!(opened.data, raw[..]);
-    }
-
-    #[test]
-    fn cpu_times_from_proc_stat() {
-        let t = parse_cpu_times("cpu  4705 356 584 3699 23 23 0 0 0 0").expect("parses");
-        assert_eq!((t.idle, t.total), (3722, 4705 + 356 + 584 + 3699 + 23 + 23));
-        assert!(parse_cpu_times("cpu0 1 2 3 4 5 6 7 8").is_none());
-        assert!(parse_cpu_times("cpu 1 2 3").is_none());
-        assert!(parse_cpu_times("cpu 1 2 x 4 5 6 7 8").is_none());
-    }
-
-    #[test]
-    fn the_governor_climbs_only_with_cpu_to_spare() {
-        for (idle, top) in [
-            (Idle::Share(0.1), Compression::Zstd(1)),
-            (Idle::Pending, Compression::Zstd(1)),
-            (Idle::Unknown, Compression::Zstd(6)),
-        ] {
-            let mut g = Governor::new(Compression::Adaptive, 3);
-            g.idle.pretend = Some(idle);
-            for _ in 0..100 {
-                g.observe(true);
-            }
-            assert_eq!(g.current(), top, "idle {idle:?}");
-        }
-    }
-
-    #[test]
-    fn a_fixed_setting_never_moves() {
-        for c in [Compression::Off, Compression::Zstd(9)] {
-            let mut g = Governor::new(c, 3);
-            for i in 0..100 {
-                g.observe(i % 3 == 0);
-            }
-            assert_eq!(g.current(), c);
-        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::error::Error;
 use crate::event::{Event, Events, Role, Stats};
 use crate::framing::{FrameReader, FrameWriter};
 use crate::message::{Control, End, FileMeta, MessageError, Offer, Resume};
-use crate::pipeline::{self, Compression, Governor, PipelineError, RootHash, SealedChunk};
+use crate::pipeline::{self, Compression, Found, Governor, PipelineError, RootHash, SealedChunk};
 use crate::pool::{Buf, Pool};
 use crate::session::{self, Session, SessionError};
 use crate::source::{Chunks, Source, SourceError};
@@ -328,15 +328,22 @@ impl Outgoing {
         let (window, depth) = (pipeline::window_chunks(self.chunk_size), pipeline::depth());
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
-        let mut wrote = false;
+        // The raw length of the frame just written and how long the write took, until
+        // the governor heard of it.
+        let mut wrote = None;
+        self.governor.reconnected();
         let mut waiting: Option<PermitWait> = None;
         loop {
-            if std::mem::take(&mut wrote)
-                && let Some((_, next)) = flight.jobs.front()
-            {
+            if let Some((raw, writing)) = wrote.take() {
                 // Free to write again: was the next frame sealed already (the link is
-                // what holds us back) or not (the CPU is)?
-                self.governor.observe(next.is_finished());
+                // what holds us back), still being sealed (the CPU is), or not on its
+                // way at all (the source or the window is)?
+                let found = match flight.jobs.front() {
+                    Some((_, next)) if next.is_finished() => Found::Sealed,
+                    Some(_) => Found::Sealing,
+                    None => Found::Nothing,
+                };
+                self.governor.observe(found, raw, writing, last_write);
             }
             self.seal_more(&mut flight, &mut writer, depth)?;
             if flight.jobs.is_empty() && flight.queued == self.read {
@@ -371,11 +378,12 @@ impl Outgoing {
                 () = cancel.cancelled() => return self.cancel(flight, writer, replies).await,
                 (i, sealed) = wait_front(&mut flight.jobs), if !flight.jobs.is_empty() => {
                     let sealed = sealed.map_err(PipelineError::Task)??;
+                    let began = Instant::now();
                     if writer.write_framed(sealed.header, sealed.wire()).await.is_err() {
                         return lost_or_failed(&mut replies).await;
                     }
                     last_write = Instant::now();
-                    wrote = true;
+                    wrote = Some((sealed.raw_len, last_write - began));
                     self.record_sent(i, &sealed);
                     let bytes = (self.high.min(self.read)) * u64::from(self.chunk_size);
                     events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
