@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub(super) mod fanout;
 
 use self::fanout::{Cursor, Fanout};
-use super::outgoing::{Budget, Ending, Outgoing};
+use super::outgoing::{Budget, Ending, Held, Outgoing};
 use super::rendezvous::Listener;
 use super::send::{STREAM_TAKEN, finished, serve};
 use super::{KEEPALIVE, LINGER, node_config};
@@ -61,6 +61,10 @@ use crate::session::Session;
 
 /// Idle buffers a receiver's pool keeps (counted in its reservation).
 const KEEP: usize = 2;
+
+/// Chunks one receiver seals at once at most: its seal buffers are reserved from the
+/// budget, and many receivers share the cores anyway.
+const DEPTH: usize = 3;
 
 /// What every receiver's task needs to know of the send.
 #[derive(Clone)]
@@ -103,7 +107,8 @@ pub(super) async fn send(
         }
         once => {
             let source = crate::source::Source::new(once)?;
-            let fanout = Fanout::new(source, options.chunk_size, budget.clone(), lag);
+            let fanout =
+                Fanout::new(source, options.chunk_size, budget.clone(), (lag, fed_reserve()));
             (Vec::new(), Some(fanout))
         }
     };
@@ -165,15 +170,24 @@ pub(super) async fn send(
                         tracing::info!(%peer, "a receiver past the count; told so");
                         tokio::spawn(refuse_full(session, count));
                     } else {
-                        // Joined now, at the stream's first chunk if it is still held.
-                        let cursor = match plan.fanout.as_ref().map(Fanout::join) {
-                            Some(None) => {
-                                tracing::info!(%peer, "a receiver after the stream's start; told so");
-                                tokio::spawn(refuse_late(session));
-                                continue;
-                            }
-                            Some(cursor) => cursor,
+                        // Joined now, at the stream's first chunk if it is still held, and
+                        // with its seal buffers at once: waiting for them, its cursor
+                        // would pin the buffer that the room must come from.
+                        let fed = match plan.fanout.as_ref() {
                             None => None,
+                            Some(f) => match (plan.budget.try_reserve(fed_reserve()), f.join()) {
+                                (Some(held), Some(cursor)) => Some((cursor, held)),
+                                (_, None) => {
+                                    tracing::info!(%peer, "a receiver after the stream's start");
+                                    tokio::spawn(refuse(session, STREAM_TAKEN.into()));
+                                    continue;
+                                }
+                                (None, Some(_)) => {
+                                    tracing::info!(%peer, "no room left for one more receiver");
+                                    tokio::spawn(refuse(session, NO_ROOM.into()));
+                                    continue;
+                                }
+                            },
                         };
                         let id = next_id;
                         next_id = next_id.saturating_add(1);
@@ -183,7 +197,7 @@ pub(super) async fn send(
                         let tagged = tagged(&events, id);
                         let (plan, cancel) = (plan.clone(), cancel.child_token());
                         tasks.spawn(async move {
-                            (peer, receiver(session, rx, plan, cursor, tagged, cancel).await)
+                            (peer, receiver(session, rx, plan, fed, tagged, cancel).await)
                         });
                     }
                 }
@@ -306,10 +320,25 @@ async fn refuse_full(mut session: Session<Stream>, count: Option<NonZeroU32>) {
     session.say_last(&Control::Error(why), LINGER).await;
 }
 
-/// Tells a receiver that comes after the stream's first chunk left the shared buffer
-/// that it cannot have the stream, before any offer.
-async fn refuse_late(mut session: Session<Stream>) {
-    session.say_last(&Control::Error(STREAM_TAKEN.into()), LINGER).await;
+/// Tells a receiver why it cannot be served, before any offer: it comes after the
+/// stream's first chunk left the shared buffer, or the budget has no room for it.
+async fn refuse(mut session: Session<Stream>, why: String) {
+    session.say_last(&Control::Error(why), LINGER).await;
+}
+
+/// What a receiver of standard input is told when the budget has no room for its seal
+/// buffers (the others hold it all).
+const NO_ROOM: &str = "this sender's buffer for standard input has no room for one more \
+                       receiver; the others are served";
+
+/// Seal jobs a receiver runs at once, and the chunks it reserves from the budget when
+/// it reads from the shared buffer (its seal buffers and its pool's idle ones).
+fn depth() -> usize {
+    crate::pipeline::depth().min(DEPTH)
+}
+
+fn fed_reserve() -> usize {
+    depth() + KEEP
 }
 
 fn plural(n: u32) -> &'static str {
@@ -322,20 +351,22 @@ async fn receiver(
     mut session: Session<Stream>,
     mut more: mpsc::Receiver<Session<Stream>>,
     plan: Plan,
-    cursor: Option<Cursor>,
+    fed: Option<(Cursor, Held)>,
     events: Events,
     cancel: CancellationToken,
 ) -> Result<Option<Report>, Error> {
     let peer = session.peer();
     events.emit(Event::Authenticating { peer });
     // Seal buffers (and, reading its own source, read-ahead) are counted too.
-    let depth = crate::pipeline::depth();
-    let reserve = match cursor {
-        Some(_) => depth + KEEP,
-        None => crate::source::AHEAD + 1 + depth + KEEP,
+    let depth = depth();
+    let (cursor, reserved) = match fed {
+        Some((cursor, held)) => (Some(cursor), Some(held)),
+        None => (None, None),
     };
-    let _reserved = {
-        let reserving = plan.budget.reserve(reserve);
+    let _reserved = if let Some(held) = reserved {
+        held
+    } else {
+        let reserving = plan.budget.reserve(crate::source::AHEAD + 1 + depth + KEEP);
         tokio::pin!(reserving);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
         loop {
@@ -352,11 +383,12 @@ async fn receiver(
     let mut out = match (cursor, &plan.fanout) {
         (Some(cursor), Some(fanout)) => {
             let offer = fanout.offer().await?;
-            Outgoing::fed(plan.chunk_size, plan.compression, offer, cursor, KEEP)
+            Outgoing::fed(plan.chunk_size, plan.compression, offer, cursor, (KEEP, depth))
         }
         _ => {
             let source = crate::source::Source::new(Source::Paths(plan.paths))?;
-            Outgoing::new(plan.chunk_size, plan.compression, source).within(plan.budget, KEEP)
+            Outgoing::new(plan.chunk_size, plan.compression, source)
+                .within(plan.budget, (KEEP, depth))
         }
     };
     let started: OnceLock<Instant> = OnceLock::new();

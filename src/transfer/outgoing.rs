@@ -106,6 +106,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     kept: AtomicU64,
     peak: AtomicU64,
+    /// Told whenever chunks are given back.
+    freed: tokio::sync::Notify,
 }
 
 impl Budget {
@@ -115,6 +117,7 @@ impl Budget {
             permits: Arc::new(Semaphore::new(chunks.max(1))),
             kept: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -123,9 +126,18 @@ impl Budget {
         self.0.peak.load(Ordering::Relaxed)
     }
 
-    /// A permit if one is free now.
-    pub(super) fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+    /// A permit if more than `spare` are free now: `spare` stay free for others.
+    pub(super) fn try_permit(&self, spare: usize) -> Option<OwnedSemaphorePermit> {
+        if self.0.permits.available_permits() <= spare {
+            return None;
+        }
         Arc::clone(&self.0.permits).try_acquire_owned().ok()
+    }
+
+    /// Fires once chunks are given back after it was enabled (see
+    /// [`tokio::sync::Notify::notified`]).
+    pub(super) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.freed.notified()
     }
 
     /// Waits for `n` permits at once, kept until the [`Held`] is dropped: what a
@@ -137,6 +149,13 @@ impl Budget {
             Err(_) => std::future::pending().await,
         };
         self.count(u64::from(n), Some(permit))
+    }
+
+    /// [`Budget::reserve`] if `n` permits are free now.
+    pub(super) fn try_reserve(&self, n: usize) -> Option<Held> {
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&self.0.permits).try_acquire_many_owned(n).ok()?;
+        Some(self.count(u64::from(n), Some(permit)))
     }
 
     /// Waits for a permit. Cancel safe: dropped, it takes nothing.
@@ -156,13 +175,13 @@ impl Budget {
     fn count(&self, chunks: u64, permit: Option<OwnedSemaphorePermit>) -> Held {
         let now = self.0.kept.fetch_add(chunks, Ordering::Relaxed) + chunks;
         self.0.peak.fetch_max(now, Ordering::Relaxed);
-        Held { _permit: permit, chunks, budget: self.clone() }
+        Held { permit, chunks, budget: self.clone() }
     }
 }
 
 /// Chunks' place in a [`Budget`]: one kept chunk, or a reservation.
 pub(crate) struct Held {
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
     chunks: u64,
     budget: Budget,
 }
@@ -170,6 +189,9 @@ pub(crate) struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.budget.0.kept.fetch_sub(self.chunks, Ordering::Relaxed);
+        // The permit goes back first: whoever is told finds it.
+        drop(self.permit.take());
+        self.budget.0.freed.notify_waiters();
     }
 }
 
@@ -225,6 +247,8 @@ pub(super) struct Outgoing {
     budget: Option<Budget>,
     /// A permit of `budget` taken for the next chunk read.
     permit: Option<OwnedSemaphorePermit>,
+    /// Seal jobs in flight at most (each with an output buffer).
+    depth: usize,
 }
 
 /// The chunks of one session between the window and the wire: seal jobs in counter
@@ -248,16 +272,18 @@ impl Outgoing {
 
     /// A window fed from a shared buffer (see [`Feed::Shared`]), with the offer the
     /// buffer's source was measured at once for every receiver. Its own pool keeps at
-    /// most `keep` idle buffers: its seal buffers are counted against the budget.
+    /// most `keep` idle buffers and it seals at most `depth` chunks at once: its seal
+    /// buffers are counted against the budget.
     pub(super) fn fed(
         chunk_size: u32,
         compression: Compression,
         offer: Offer,
         cursor: super::many::fanout::Cursor,
-        keep: usize,
+        (keep, depth): (usize, usize),
     ) -> Outgoing {
         let pool = Pool::new(chunk_size as usize + crate::pool::FRAME_ROOM, keep);
         let mut out = Outgoing::from(chunk_size, compression, None, pool);
+        out.depth = depth.max(1);
         out.offer = Some(offer);
         out.chunks = Some(Feed::Shared(cursor));
         out
@@ -284,14 +310,17 @@ impl Outgoing {
             stats: Stats::default(),
             budget: None,
             permit: None,
+            depth: pipeline::depth(),
         }
     }
 
     /// Keeps this window within `budget`, shared with other senders' windows; its
-    /// pool then keeps at most `keep` idle buffers (counted by the caller's
-    /// reservation, see [`Budget::reserve`]).
-    pub(super) fn within(mut self, budget: Budget, keep: usize) -> Outgoing {
+    /// pool then keeps at most `keep` idle buffers, and it seals at most `depth`
+    /// chunks at once (both counted by the caller's reservation, see
+    /// [`Budget::reserve`]).
+    pub(super) fn within(mut self, budget: Budget, (keep, depth): (usize, usize)) -> Outgoing {
         self.budget = Some(budget);
+        self.depth = depth.max(1);
         self.pool = Pool::new(self.chunk_size as usize + crate::pool::FRAME_ROOM, keep);
         self
     }
@@ -407,7 +436,7 @@ impl Outgoing {
         let (acked_tx, mut acked_rx) = watch::channel(self.acked);
         let mut replies = tokio::spawn(read_replies(reader, acked_tx));
         let mut flight = Flight { jobs: VecDeque::new(), queued: self.acked };
-        let (window, depth) = (pipeline::window_chunks(self.chunk_size), pipeline::depth());
+        let (window, depth) = (pipeline::window_chunks(self.chunk_size), self.depth);
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
         let mut wrote = false;

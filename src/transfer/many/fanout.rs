@@ -8,6 +8,8 @@
 //!   read-ahead), held until neither the ring nor any window holds the chunk: the
 //!   chunks held for all receivers together never pass the budget, and the slowest
 //!   receiver paces the reader.
+//! - The reader leaves `spare` permits free for one more receiver's seal buffers, so
+//!   that a newcomer can join while the stream's first chunk is held.
 //! - A chunk leaves the ring only when the reader needs its room, and only once every
 //!   receiver's cursor has passed it. Until chunk 0 has left, a new receiver gets the
 //!   whole stream ([`Fanout::join`]); after, it is refused (it cannot be restarted).
@@ -51,6 +53,8 @@ struct Inner {
     news: watch::Sender<()>,
     budget: Budget,
     lag: Duration,
+    /// Permits the reader leaves free (see the module docs).
+    spare: usize,
     chunk_size: u32,
     /// Measured once, for every receiver.
     offer: tokio::sync::Mutex<Option<Offer>>,
@@ -59,6 +63,8 @@ struct Inner {
 struct State {
     /// The source, until the offer is measured and then until the reader starts.
     source: Option<Source>,
+    /// The size offered, which the reader holds the source to.
+    size: Option<u64>,
     /// Chunks `base .. base + ring.len()`.
     ring: VecDeque<Piece>,
     base: u64,
@@ -89,10 +95,16 @@ impl State {
 }
 
 impl Fanout {
-    /// A buffer for `source`, within `budget`; `lag`: see the module docs.
-    pub(crate) fn new(source: Source, chunk_size: u32, budget: Budget, lag: Duration) -> Fanout {
+    /// A buffer for `source`, within `budget`; `lag` and `spare`: see the module docs.
+    pub(crate) fn new(
+        source: Source,
+        chunk_size: u32,
+        budget: Budget,
+        (lag, spare): (Duration, usize),
+    ) -> Fanout {
         let state = State {
             source: Some(source),
+            size: None,
             ring: VecDeque::new(),
             base: 0,
             end: None,
@@ -105,6 +117,7 @@ impl Fanout {
             news: watch::Sender::new(()),
             budget,
             lag,
+            spare,
             chunk_size,
             offer: tokio::sync::Mutex::new(None),
         }))
@@ -133,8 +146,11 @@ impl Fanout {
         })
         .await
         .map_err(|_| PipelineError::Worker)?;
-        self.state().source = Some(source);
+        let mut st = self.state();
+        st.source = Some(source);
         let measured = measured?;
+        st.size = measured.size;
+        drop(st);
         *offer = Some(measured.clone());
         Ok(measured)
     }
@@ -162,7 +178,7 @@ impl Fanout {
             return;
         }
         let Some(source) = st.source.take() else { return };
-        let size = self.0.offer.try_lock().ok().and_then(|o| o.as_ref().and_then(|o| o.size));
+        let size = st.size;
         let chunk_size = self.0.chunk_size as usize;
         let pool = Pool::new(chunk_size + FRAME_ROOM, KEEP);
         let chunks = source.spawn(chunk_size, pool, size);
@@ -207,17 +223,22 @@ impl Fanout {
     /// cursor passed are dropped and their windows gave them back. Drops a laggard
     /// after the whole bound without one.
     async fn room(&self, news: &mut watch::Receiver<()>) -> OwnedSemaphorePermit {
-        if let Some(p) = self.0.budget.try_permit() {
+        let budget = &self.0.budget;
+        if let Some(p) = budget.try_permit(self.0.spare) {
             return p;
         }
         let mut since = tokio::time::Instant::now();
-        let waiting = self.0.budget.permit();
-        tokio::pin!(waiting);
         loop {
-            self.evict();
+            let freed = budget.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             news.borrow_and_update();
+            self.evict();
+            if let Some(p) = budget.try_permit(self.0.spare) {
+                return p;
+            }
             tokio::select! {
-                p = &mut waiting => return p,
+                () = &mut freed => {}
                 // A cursor moved: maybe more can leave the ring.
                 changed = news.changed() => if changed.is_err() {
                     return std::future::pending().await;
@@ -363,9 +384,12 @@ mod tests {
 
     const CHUNK: usize = MIN_CHUNK_SIZE as usize;
 
-    /// The reader's own reservation: a budget of this much plus `ring` leaves the ring
-    /// `ring` chunks.
-    const READER: usize = AHEAD + 1 + KEEP;
+    /// Left free for a newcomer.
+    const SPARE: usize = 2;
+
+    /// The reader's own reservation and the spare: a budget of this much plus `ring`
+    /// leaves the ring `ring` chunks.
+    const READER: usize = AHEAD + 1 + KEEP + SPARE;
 
     fn data(chunks: usize) -> Vec<u8> {
         (0..chunks * CHUNK).map(|i| (i * 7 + i / 1000) as u8).collect()
@@ -377,7 +401,7 @@ mod tests {
         let given = crate::options::Source::Reader(Box::new(io::Cursor::new(bytes)));
         let source = Source::new(given).expect("source");
         let budget = Budget::new(READER + ring);
-        let f = Fanout::new(source, MIN_CHUNK_SIZE, budget.clone(), lag);
+        let f = Fanout::new(source, MIN_CHUNK_SIZE, budget.clone(), (lag, SPARE));
         f.offer().await.expect("offer");
         (f, budget)
     }
