@@ -342,9 +342,10 @@ pub(crate) struct SendArgs {
     /// tries them. A receiver that fails is dropped and the others go on. Standard
     /// input and text are read once into one shared buffer of 64 MiB that every
     /// receiver reads at its own pace: the slowest one sets the pace (see
-    /// --many-lag), and a receiver that comes after the first 64 MiB have left the
-    /// buffer is told it cannot have the stream. What follows --many is N when it is a
-    /// number, else the first PATH (`--many ./5` sends a file named 5 until Ctrl-C).
+    /// --many-lag), and a receiver that comes once the stream's start has left the
+    /// buffer (some 40 MiB or more in) is told it cannot have the stream. What follows
+    /// --many is N when it is a number, else the first PATH (`--many ./5` sends a file
+    /// named 5 until Ctrl-C).
     #[arg(long, value_name = "N", num_args = 0..=1, value_hint = ValueHint::AnyPath)]
     pub(crate) many: Option<Option<PathBuf>>,
 
