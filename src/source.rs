@@ -67,8 +67,8 @@ pub enum SourceError {
     /// with the others full, taking nothing, for the whole bound, and was dropped so
     /// that they go on.
     #[error(
-        "this receiver fell {mib} MiB behind the others and took nothing for {secs} s; \
-         it was dropped so that they go on (--many-lag)"
+        "this receiver kept the {mib} MiB buffer it shares with the other receivers full \
+         and took nothing for {secs} s; it was dropped so that they go on (--many-lag)"
     )]
     Lagged {
         /// The shared buffer, in MiB.

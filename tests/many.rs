@@ -267,3 +267,32 @@ fn a_receiver_after_the_stream_moved_on_is_refused() {
     let before = util::data_len(&out1);
     wait_for_len(&out1, before + 8 * MIB as u64, FINISH, &mut [&mut sender, &mut r1]);
 }
+
+/// Issue 15: a receiver that stops taking (here, its process stopped) while the others
+/// go on fills the shared buffer; after `--many-lag` it is dropped, with its reason on
+/// the sender, the other one finishes with every byte, and the stopped one, once it
+/// runs again, is told why it was dropped.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_stalled_receiver_is_dropped_after_the_lag_and_the_other_finishes() {
+    let lan = Lan::new(3);
+    let tmp = TempDir::new().expect("a temporary directory");
+    let src = tmp.path().join("src.bin");
+    let data = write_random_file(&src, 112 * MIB);
+    let (out1, out2) = (tmp.path().join("out1.bin"), tmp.path().join("out2.bin"));
+    let args = ["-v", "--many", "2", "--many-lag", "3", "-"];
+    let mut sender = start_sender(lan.host(0), CODE, &args, stdin_from(&src));
+    // Both come at once, so that both have the stream from its start.
+    let mut r1 = receive_to(&lan, 1, &out1);
+    let mut r2 = receive_to(&lan, 2, &out2);
+    wait_for_len(&out2, MIB as u64, FINISH, &mut [&mut sender, &mut r1, &mut r2]);
+    r2.child.signal("STOP");
+    let (status, said1) = r1.finish(FINISH);
+    assert_eq!(status.code(), Some(exit::OK), "receiver 1: {status}\n{said1}");
+    assert_bytes_eq(arg(&out1), &data, &read(&out1));
+    let dropped = sender.stderr.wait_for_line(|l| l.contains(" dropped: "), TIMEOUT);
+    assert!(dropped.contains("--many-lag"), "{dropped}");
+    r2.child.signal("CONT");
+    let told = r2.expect_exit(exit::FAILURE);
+    assert!(told.contains("--many-lag"), "receiver 2 is told why\n{told}");
+}

@@ -145,6 +145,9 @@ pub(super) async fn send(
         budget,
     };
     let mut serving: HashMap<PeerId, Serving> = HashMap::new();
+    // Receivers the shared buffer dropped, and why: one that comes back (its
+    // connection died while it lagged) is told that, not that the stream moved on.
+    let mut lagged: HashMap<PeerId, String> = HashMap::new();
     let mut tasks: JoinSet<(PeerId, Result<Option<Report>, Error>)> = JoinSet::new();
     let (mut next_id, mut finished) = (1u32, 0u32);
     let mut total = Totals::default();
@@ -166,6 +169,8 @@ pub(super) async fn send(
                         // Back after a loss: its task takes it once it noticed the
                         // loss itself; one that comes again meanwhile retries.
                         let _ = s.sessions.try_send(session);
+                    } else if let Some(why) = lagged.get(&peer) {
+                        tokio::spawn(refuse(session, why.clone()));
                     } else if full(count, finished, serving.len()) {
                         tracing::info!(%peer, "a receiver past the count; told so");
                         tokio::spawn(refuse_full(session, count));
@@ -221,6 +226,9 @@ pub(super) async fn send(
                     Err(e) => {
                         cut_off |= matches!(e, Error::Cancelled);
                         let reason = crate::error::last_word(&e);
+                        if matches!(e, Error::Source(crate::source::SourceError::Lagged { .. })) {
+                            lagged.insert(peer, reason.clone());
+                        }
                         tracing::info!(receiver = s.id, %peer, %reason, "receiver dropped");
                         emit_for(&events, s.id, Event::Dropped { reason });
                     }
@@ -380,6 +388,7 @@ async fn receiver(
             }
         }
     };
+    let dropped = cursor.as_ref().map(Cursor::dropped);
     let mut out = match (cursor, &plan.fanout) {
         (Some(cursor), Some(fanout)) => {
             let offer = fanout.offer().await?;
@@ -411,6 +420,14 @@ async fn receiver(
         }
         session = tokio::select! {
             () = cancel.cancelled() => return Err(Error::Cancelled),
+            // Dropped by the shared buffer while away: its window is given back now,
+            // not after the reconnect timeout.
+            why = async {
+                match &dropped {
+                    Some(d) => d.wait().await,
+                    None => std::future::pending().await,
+                }
+            } => return Err(why.into()),
             next = tokio::time::timeout(plan.reconnect_timeout, more.recv()) => match next {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err(crate::node::NodeError::Stopped.into()),

@@ -17,8 +17,9 @@
 //!   holds are still there; its window keeps what it was sent until it acknowledged it,
 //!   so a reconnection resumes as with a single receiver.
 //! - When the reader has waited for room for the whole lag bound without any permit
-//!   coming back, the receiver holding the oldest chunk, if another receiver is ahead
-//!   of it, is dropped: its window stops with [`SourceError::Lagged`], said to both
+//!   coming back, the receiver holding the oldest chunk among those that took nothing
+//!   and acknowledged nothing for the bound, if another receiver is ahead of it, is
+//!   dropped: its window stops with [`SourceError::Lagged`], said to both
 //!   sides, and the others go on. One receiver alone, or all equally slow, only set
 //!   the pace.
 //! - The offer is measured once, for the first receiver that authenticates, and every
@@ -27,7 +28,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_util::sync::CancellationToken;
@@ -81,6 +82,8 @@ struct Mark {
     next: u64,
     /// The oldest chunk its window still holds.
     low: u64,
+    /// When it last took a chunk or gave one back.
+    moved: Instant,
     dropped: CancellationToken,
 }
 
@@ -165,7 +168,8 @@ impl Fanout {
         let id = st.next_id;
         st.next_id += 1;
         let dropped = CancellationToken::new();
-        st.cursors.insert(id, Mark { next: 0, low: 0, dropped: dropped.clone() });
+        let mark = Mark { next: 0, low: 0, moved: Instant::now(), dropped: dropped.clone() };
+        st.cursors.insert(id, mark);
         drop(st);
         self.0.news.send_replace(());
         Some(Cursor { fanout: self.clone(), id, next: 0, news: self.0.news.subscribe(), dropped })
@@ -201,12 +205,15 @@ impl Fanout {
         }
     }
 
-    /// The reader waited the whole bound: drops the receiver holding the oldest chunk
-    /// if another one is ahead of it. Whether one was dropped.
+    /// The reader waited the whole bound: drops the receiver that holds the oldest
+    /// chunk among those that took nothing and gave nothing back for the bound, if
+    /// another one is ahead of it (a newcomer catching up is moving, so it is never
+    /// the one). Whether one was dropped.
     fn drop_laggard(&self) -> bool {
         let st = self.state();
         let at = |m: &Mark| (m.low, m.next);
-        let Some(laggard) = st.live().min_by_key(|m| at(m)) else { return false };
+        let idle = st.live().filter(|m| m.moved.elapsed() >= self.0.lag);
+        let Some(laggard) = idle.min_by_key(|m| at(m)) else { return false };
         let ahead = st.live().any(|m| at(m) > at(laggard));
         if ahead {
             tracing::info!(low = laggard.low, read = st.read(), "a receiver lags; dropped");
@@ -337,6 +344,7 @@ impl Cursor {
                     self.next += 1;
                     if let Some(m) = st.cursors.get_mut(&self.id) {
                         m.next = self.next;
+                        m.moved = Instant::now();
                     }
                     drop(st);
                     self.fanout.0.news.send_replace(());
@@ -358,8 +366,11 @@ impl Cursor {
 
     /// Its window holds nothing before chunk `low` any more.
     pub(crate) fn passed(&self, low: u64) {
-        if let Some(m) = self.fanout.state().cursors.get_mut(&self.id) {
-            m.low = m.low.max(low);
+        if let Some(m) = self.fanout.state().cursors.get_mut(&self.id)
+            && low > m.low
+        {
+            m.low = low;
+            m.moved = Instant::now();
         }
         self.fanout.0.news.send_replace(());
     }
