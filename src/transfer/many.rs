@@ -107,8 +107,14 @@ pub(super) async fn send(
         }
         once => {
             let source = crate::source::Source::new(once)?;
-            let fanout =
-                Fanout::new(source, options.chunk_size, budget.clone(), (lag, fed_reserve()));
+            // With a count, the stream starts once that many receivers are there.
+            let quorum = count.map_or(1, |n| u64::from(n.get()));
+            let fanout = Fanout::new(
+                source,
+                options.chunk_size,
+                budget.clone(),
+                (lag, fed_reserve(), quorum),
+            );
             (Vec::new(), Some(fanout))
         }
     };

@@ -22,6 +22,8 @@
 //!   dropped: its window stops with [`SourceError::Lagged`], said to both
 //!   sides, and the others go on. One receiver alone, or all equally slow, only set
 //!   the pace.
+//! - Nothing is read before `quorum` receivers have joined (`--many N`: N), so that
+//!   all of them get the stream from its start however far apart they come.
 //! - The offer is measured once, for the first receiver that authenticates, and every
 //!   receiver gets the same offer.
 
@@ -56,6 +58,8 @@ struct Inner {
     lag: Duration,
     /// Permits the reader leaves free (see the module docs).
     spare: usize,
+    /// Receivers that join before anything is read (see the module docs).
+    quorum: u64,
     chunk_size: u32,
     /// Measured once, for every receiver.
     offer: tokio::sync::Mutex<Option<Offer>>,
@@ -98,12 +102,13 @@ impl State {
 }
 
 impl Fanout {
-    /// A buffer for `source`, within `budget`; `lag` and `spare`: see the module docs.
+    /// A buffer for `source`, within `budget`; `lag`, `spare` and `quorum`: see the
+    /// module docs.
     pub(crate) fn new(
         source: Source,
         chunk_size: u32,
         budget: Budget,
-        (lag, spare): (Duration, usize),
+        (lag, spare, quorum): (Duration, usize, u64),
     ) -> Fanout {
         let state = State {
             source: Some(source),
@@ -121,6 +126,7 @@ impl Fanout {
             budget,
             lag,
             spare,
+            quorum,
             chunk_size,
             offer: tokio::sync::Mutex::new(None),
         }))
@@ -270,6 +276,13 @@ async fn read(fanout: Fanout, mut chunks: Chunks) {
     // The chunks between the reader thread and here, and its pool's idle buffers.
     let _ahead = fanout.0.budget.reserve(AHEAD + 1 + KEEP).await;
     let mut news = fanout.0.news.subscribe();
+    // The windows that joined send keepalives while they wait.
+    while fanout.state().next_id < fanout.0.quorum {
+        news.borrow_and_update();
+        if fanout.state().next_id >= fanout.0.quorum || news.changed().await.is_err() {
+            break;
+        }
+    }
     loop {
         let permit = fanout.room(&mut news).await;
         let next = chunks.recv().await;
@@ -412,7 +425,7 @@ mod tests {
         let given = crate::options::Source::Reader(Box::new(io::Cursor::new(bytes)));
         let source = Source::new(given).expect("source");
         let budget = Budget::new(READER + ring);
-        let f = Fanout::new(source, MIN_CHUNK_SIZE, budget.clone(), (lag, SPARE));
+        let f = Fanout::new(source, MIN_CHUNK_SIZE, budget.clone(), (lag, SPARE, 1));
         f.offer().await.expect("offer");
         (f, budget)
     }
@@ -524,5 +537,31 @@ mod tests {
             got.extend_from_slice(&p.raw[..]);
         }
         assert!(got == bytes, "{} bytes of {}", got.len(), bytes.len());
+    }
+
+    /// Issue 15: with `--many N`, nothing is read before N receivers joined, so the
+    /// last one to come still gets the stream from its start.
+    #[tokio::test]
+    async fn nothing_is_read_before_the_count_joined() {
+        let bytes = data(4);
+        let given = crate::options::Source::Reader(Box::new(io::Cursor::new(bytes.clone())));
+        let source = Source::new(given).expect("source");
+        let f = Fanout::new(source, MIN_CHUNK_SIZE, Budget::new(READER + 2), (NEVER, SPARE, 2));
+        f.offer().await.expect("offer");
+        let mut first = f.join().expect("joins");
+        assert!(next(&mut first, BRIEF).await.is_none(), "read before the second joined");
+        assert!(f.state().ring.is_empty(), "read before the second joined");
+        let mut second = f.join().expect("the second joins at the start");
+        let whole = |mut cur: Cursor| async move {
+            let mut got = Vec::new();
+            while let Some(p) = next(&mut cur, TIMEOUT).await.expect("in time") {
+                got.extend_from_slice(&p.raw[..]);
+            }
+            got
+        };
+        let (a, b) = tokio::join!(whole(first), whole(second));
+        for got in [a, b] {
+            assert!(got == bytes, "{} bytes of {}", got.len(), bytes.len());
+        }
     }
 }
