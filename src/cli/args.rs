@@ -341,7 +341,8 @@ pub(crate) struct SendArgs {
     /// files are read again for each one. Wrong codes count against the code, whoever
     /// tries them. A receiver that fails is dropped and the others go on. Standard
     /// input and text are read once into one shared buffer of 64 MiB that every
-    /// receiver reads at its own pace: the slowest one sets the pace (see
+    /// receiver reads at its own pace, from when N receivers are there (without N,
+    /// from the first): the slowest one sets the pace (see
     /// --many-lag), and a receiver that comes once the stream's start has left the
     /// buffer (some 40 MiB or more in) is told it cannot have the stream. What follows
     /// --many is N when it is a number, else the first PATH (`--many ./5` sends a file
