@@ -551,7 +551,7 @@ mod tests {
         let mut first = f.join().expect("joins");
         assert!(next(&mut first, BRIEF).await.is_none(), "read before the second joined");
         assert!(f.state().ring.is_empty(), "read before the second joined");
-        let mut second = f.join().expect("the second joins at the start");
+        let second = f.join().expect("the second joins at the start");
         let whole = |mut cur: Cursor| async move {
             let mut got = Vec::new();
             while let Some(p) = next(&mut cur, TIMEOUT).await.expect("in time") {
