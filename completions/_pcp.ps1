@@ -44,6 +44,7 @@ Register-ArgumentCompleter -Native -CommandName 'pcp' -ScriptBlock {
             [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, how long to wait for the receiver to come back before giving up (seconds)')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up when no receiver has come within DURATION (90, 90s, 10m, 1h): exit 5')
             [CompletionResult]::new('--many', '--many', [CompletionResultType]::ParameterName, 'Serve the same code to many receivers: until N of them have finished, or without N until Ctrl-C')
+            [CompletionResult]::new('--many-lag', '--many-lag', [CompletionResultType]::ParameterName, 'With --many and standard input or text: drop a receiver that keeps the others waiting for SECS seconds')
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Listen on this address instead of all interfaces on a random port (repeatable)')
             [CompletionResult]::new('--bootstrap', '--bootstrap', [CompletionResultType]::ParameterName, 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)')
             [CompletionResult]::new('--no-compress', '--no-compress', [CompletionResultType]::ParameterName, 'Do not compress: for data known not to compress, or a very fast link')

@@ -182,7 +182,7 @@ _pcp() {
             return 0
             ;;
         pcp__subcmd__send)
-            opts="-q -v -h -V --text --code --words --level --no-compress --quiet --reconnect-timeout --timeout --many --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
+            opts="-q -v -h -V --text --code --words --level --no-compress --quiet --reconnect-timeout --timeout --many --many-lag --verbose --no-mdns --listen --bootstrap --no-dht --allow-relay --json --help --version"
             if [[ ${cur} == -* ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -213,6 +213,10 @@ _pcp() {
                     return 0
                     ;;
                 --many)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --many-lag)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,6 +40,7 @@ set edit:completion:arg-completer[pcp] = {|@words|
             cand --reconnect-timeout 'After a lost connection, how long to wait for the receiver to come back before giving up (seconds)'
             cand --timeout 'Give up when no receiver has come within DURATION (90, 90s, 10m, 1h): exit 5'
             cand --many 'Serve the same code to many receivers: until N of them have finished, or without N until Ctrl-C'
+            cand --many-lag 'With --many and standard input or text: drop a receiver that keeps the others waiting for SECS seconds'
             cand --listen 'Listen on this address instead of all interfaces on a random port (repeatable)'
             cand --bootstrap 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)'
             cand --no-compress 'Do not compress: for data known not to compress, or a very fast link'

@@ -40,6 +40,7 @@ complete -c pcp -n "__fish_pcp_using_subcommand send" -l level -d 'zstd level fo
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l reconnect-timeout -d 'After a lost connection, how long to wait for the receiver to come back before giving up (seconds)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l timeout -d 'Give up when no receiver has come within DURATION (90, 90s, 10m, 1h): exit 5' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l many -d 'Serve the same code to many receivers: until N of them have finished, or without N until Ctrl-C' -r -F
+complete -c pcp -n "__fish_pcp_using_subcommand send" -l many-lag -d 'With --many and standard input or text: drop a receiver that keeps the others waiting for SECS seconds' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l listen -d 'Listen on this address instead of all interfaces on a random port (repeatable)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l bootstrap -d 'Join the DHT through this node instead of the public IPFS bootstrap nodes (repeatable; PCP_BOOTSTRAP takes a comma-separated list)' -r
 complete -c pcp -n "__fish_pcp_using_subcommand send" -l no-compress -d 'Do not compress: for data known not to compress, or a very fast link'

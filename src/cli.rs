@@ -353,13 +353,8 @@ fn send_options(a: SendArgs, many: Option<Option<NonZeroU32>>) -> Result<SendOpt
     o.chunk_size = a.chunk_size;
     o.network = network(&a.common, a.reconnect_timeout, a.timeout);
     if let Some(count) = many {
-        if matches!(o.source, Source::Reader(_)) {
-            return Err(Failure::usage(
-                "--many cannot send standard input: it can be read only once",
-                Some("send files or directories to many receivers, or pipe to one".into()),
-            ));
-        }
-        o.receivers = pcp::Receivers::Many { count };
+        let lag = std::time::Duration::from_secs(a.many_lag);
+        o.receivers = pcp::Receivers::Many { count, lag };
     }
     Ok(o)
 }

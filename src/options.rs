@@ -111,12 +111,16 @@ pub enum Receivers {
     #[default]
     One,
     /// Every receiver that proves the code, each with its own session, window and
-    /// resume, until `count` of them have finished (`None`: until cancelled). The
-    /// source is read again for each one, so it must be paths, not a reader. The
-    /// wrong-code budget is the code's, shared by all of them.
+    /// resume, until `count` of them have finished (`None`: until cancelled). Paths
+    /// are read again for each one; a reader or text is read once into one bounded
+    /// buffer that every receiver reads at its own pace. The wrong-code budget is the
+    /// code's, shared by all of them.
     Many {
         /// Receivers to finish before the send ends; `None` serves until cancelled.
         count: Option<std::num::NonZeroU32>,
+        /// A reader or text only: how long the shared buffer may stay full because of
+        /// one receiver that takes nothing before that receiver is dropped.
+        lag: std::time::Duration,
     },
 }
 

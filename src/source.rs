@@ -30,7 +30,7 @@ use crate::pool::{Buf, Pool};
 use crate::term;
 
 /// Chunks that may wait between the reader thread and the pipeline.
-const AHEAD: usize = 2;
+pub(crate) const AHEAD: usize = 2;
 
 /// The longest stdin that is offered as text without `--text`: about a screenful.
 pub const TEXT_PEEK: usize = 4096;
@@ -63,6 +63,19 @@ pub enum SourceError {
     Changed {
         /// The file, or the path given to send that holds what changed.
         path: PathBuf,
+    },
+    /// `--many` with standard input or text: this receiver kept the buffer shared
+    /// with the others full, taking nothing, for the whole bound, and was dropped so
+    /// that they go on.
+    #[error(
+        "this receiver kept the {mib} MiB buffer it shares with the other receivers full \
+         and took nothing for {secs} s; it was dropped so that they go on (--many-lag)"
+    )]
+    Lagged {
+        /// The shared buffer, in MiB.
+        mib: u64,
+        /// The bound, in seconds.
+        secs: u64,
     },
 }
 

@@ -241,7 +241,7 @@ mod tests {
             let bytes = bytes.clone();
             async move {
                 let (mut s, r) = sessions().await;
-                let mut out = sender(bytes).await.within(budget);
+                let mut out = sender(bytes).await.within(budget, (2, 3));
                 let got = Shared::default();
                 let mut inc = receiver(&out, got.clone());
                 out.position(&start(), &mut s).await.expect("position");

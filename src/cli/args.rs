@@ -340,11 +340,24 @@ pub(crate) struct SendArgs {
     /// Each receiver runs its own session, with its own key, progress and resume; the
     /// files are read again for each one. Wrong codes count against the code, whoever
     /// tries them. A receiver that fails is dropped and the others go on. Standard
-    /// input cannot be sent this way (it can be read only once). What follows --many
-    /// is N when it is a number, else the first PATH (`--many ./5` sends a file named
-    /// 5 until Ctrl-C).
+    /// input and text are read once into one shared buffer of 64 MiB that every
+    /// receiver reads at its own pace, from when N receivers are there (without N,
+    /// from the first): the slowest one sets the pace (see
+    /// --many-lag), and a receiver that comes once the stream's start has left the
+    /// buffer (some 40 MiB or more in) is told it cannot have the stream. What follows
+    /// --many is N when it is a number, else the first PATH (`--many ./5` sends a file
+    /// named 5 until Ctrl-C).
     #[arg(long, value_name = "N", num_args = 0..=1, value_hint = ValueHint::AnyPath)]
     pub(crate) many: Option<Option<PathBuf>>,
+
+    /// With --many and standard input or text: drop a receiver that keeps the others
+    /// waiting for SECS seconds.
+    ///
+    /// When the shared buffer is full because one receiver is behind and takes
+    /// nothing for SECS seconds, that receiver is dropped, with a message on both
+    /// sides, and the others go on. A slow receiver that keeps taking sets the pace.
+    #[arg(long, value_name = "SECS", default_value_t = 60, requires = "many")]
+    pub(crate) many_lag: u64,
 
     /// Shared flags.
     #[command(flatten)]

@@ -22,10 +22,15 @@
 //! - Every receiver's window draws on one [`Budget`] of
 //!   [`pipeline::many_chunks`](crate::pipeline::many_chunks) chunks (64 MiB): the
 //!   chunks kept for all receivers together never pass it, however many receivers
-//!   there are; each one's own window stays at most 16 MiB. What is not in it: each
-//!   receiver's read-ahead and seal buffers (a few chunks per receiver).
-//! - Standard input is refused: it can be read only once, and a fan-out through one
-//!   shared buffer is not built yet.
+//!   there are; each one's own window stays at most 16 MiB. Each receiver's
+//!   read-ahead and seal buffers are in it too: a receiver reserves them from the
+//!   budget before its offer (sending keepalives while it waits), and keeps them until
+//!   it ends.
+//! - Standard input and text are read once, into one bounded buffer shared by every
+//!   receiver ([`fanout`]), within the same budget: the slowest receiver paces the
+//!   reader, and one that keeps the others waiting for the lag bound is dropped. A
+//!   newcomer after the stream's first chunk left the buffer is told that it cannot be
+//!   restarted, before any offer.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -38,10 +43,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::outgoing::{Budget, Ending, Outgoing};
+pub(super) mod fanout;
+
+use self::fanout::{Cursor, Fanout};
+use super::outgoing::{Budget, Ending, Held, Outgoing};
 use super::rendezvous::Listener;
-use super::send::{finished, serve};
-use super::{LINGER, node_config};
+use super::send::{STREAM_TAKEN, finished, serve};
+use super::{KEEPALIVE, LINGER, node_config};
 use crate::code::Code;
 use crate::error::Error;
 use crate::event::{Event, Events, Report, Role, Stats, Transport};
@@ -51,10 +59,20 @@ use crate::options::{Receivers, SendOptions, Source};
 use crate::pipeline::Compression;
 use crate::session::Session;
 
+/// Idle buffers a receiver's pool keeps (counted in its reservation).
+const KEEP: usize = 2;
+
+/// Chunks one receiver seals at once at most: its seal buffers are reserved from the
+/// budget, and many receivers share the cores anyway.
+const DEPTH: usize = 3;
+
 /// What every receiver's task needs to know of the send.
 #[derive(Clone)]
 struct Plan {
+    /// Read again for each receiver, or
     paths: Vec<PathBuf>,
+    /// read once for all of them.
+    fanout: Option<Fanout>,
     chunk_size: u32,
     compression: Compression,
     reconnect_timeout: Duration,
@@ -76,27 +94,31 @@ pub(super) async fn send(
     events: Events,
     cancel: CancellationToken,
 ) -> Result<Report, Error> {
-    let Receivers::Many { count } = options.receivers else {
+    let Receivers::Many { count, lag } = options.receivers else {
         unreachable!("called for many receivers only")
     };
-    let paths = match options.source {
-        Source::Paths(paths) => paths,
-        Source::Reader(_) => {
-            return Err(Error::InvalidOptions(
-                "standard input cannot be sent to many receivers: it can be read only once; \
-                 send files or directories"
-                    .into(),
-            ));
+    let budget = Budget::new(crate::pipeline::many_chunks(options.chunk_size));
+    let (paths, fanout) = match options.source {
+        Source::Paths(paths) => {
+            // Checked now, as a single send checks it, so that a source that cannot
+            // be sent fails before a code is shown; each receiver opens it again.
+            crate::source::Source::new(Source::Paths(paths.clone()))?;
+            (paths, None)
         }
-        Source::Text(_) => {
-            return Err(Error::InvalidOptions(
-                "text cannot be sent to many receivers yet; send it to one at a time".into(),
-            ));
+        once => {
+            let source = crate::source::Source::new(once)?;
+            // With a count, the stream starts once that many receivers are there.
+            let quorum = count.map_or(1, |n| u64::from(n.get()));
+            let fanout = Fanout::new(
+                source,
+                options.chunk_size,
+                budget.clone(),
+                (lag, fed_reserve(), quorum),
+            );
+            (Vec::new(), Some(fanout))
         }
     };
-    // Checked now, as a single send checks it, so that a source that cannot be sent
-    // fails before a code is shown; each receiver opens it again.
-    crate::source::Source::new(Source::Paths(paths.clone()))?;
+    let _stop_reading = StopOnDrop(fanout.clone());
     let made_up = options.code.is_none();
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
     let net = &options.network;
@@ -121,13 +143,17 @@ pub(super) async fn send(
 
     let plan = Plan {
         paths,
+        fanout,
         chunk_size: options.chunk_size,
         compression: options.compression,
         reconnect_timeout: net.reconnect_timeout,
         node,
-        budget: Budget::new(crate::pipeline::many_chunks(options.chunk_size)),
+        budget,
     };
     let mut serving: HashMap<PeerId, Serving> = HashMap::new();
+    // Receivers the shared buffer dropped, and why: one that comes back (its
+    // connection died while it lagged) is told that, not that the stream moved on.
+    let mut lagged: HashMap<PeerId, String> = HashMap::new();
     let mut tasks: JoinSet<(PeerId, Result<Option<Report>, Error>)> = JoinSet::new();
     let (mut next_id, mut finished) = (1u32, 0u32);
     let mut total = Totals::default();
@@ -149,10 +175,31 @@ pub(super) async fn send(
                         // Back after a loss: its task takes it once it noticed the
                         // loss itself; one that comes again meanwhile retries.
                         let _ = s.sessions.try_send(session);
+                    } else if let Some(why) = lagged.get(&peer) {
+                        tokio::spawn(refuse(session, why.clone()));
                     } else if full(count, finished, serving.len()) {
                         tracing::info!(%peer, "a receiver past the count; told so");
                         tokio::spawn(refuse_full(session, count));
                     } else {
+                        // Joined now, at the stream's first chunk if it is still held, and
+                        // with its seal buffers at once: waiting for them, its cursor
+                        // would pin the buffer that the room must come from.
+                        let fed = match plan.fanout.as_ref() {
+                            None => None,
+                            Some(f) => match (plan.budget.try_reserve(fed_reserve()), f.join()) {
+                                (Some(held), Some(cursor)) => Some((cursor, held)),
+                                (_, None) => {
+                                    tracing::info!(%peer, "a receiver after the stream's start");
+                                    tokio::spawn(refuse(session, STREAM_TAKEN.into()));
+                                    continue;
+                                }
+                                (None, Some(_)) => {
+                                    tracing::info!(%peer, "no room left for one more receiver");
+                                    tokio::spawn(refuse(session, NO_ROOM.into()));
+                                    continue;
+                                }
+                            },
+                        };
                         let id = next_id;
                         next_id = next_id.saturating_add(1);
                         first_at.get_or_insert_with(Instant::now);
@@ -161,7 +208,7 @@ pub(super) async fn send(
                         let tagged = tagged(&events, id);
                         let (plan, cancel) = (plan.clone(), cancel.child_token());
                         tasks.spawn(async move {
-                            (peer, receiver(session, rx, plan, tagged, cancel).await)
+                            (peer, receiver(session, rx, plan, fed, tagged, cancel).await)
                         });
                     }
                 }
@@ -185,6 +232,9 @@ pub(super) async fn send(
                     Err(e) => {
                         cut_off |= matches!(e, Error::Cancelled);
                         let reason = crate::error::last_word(&e);
+                        if matches!(e, Error::Source(crate::source::SourceError::Lagged { .. })) {
+                            lagged.insert(peer, reason.clone());
+                        }
                         tracing::info!(receiver = s.id, %peer, %reason, "receiver dropped");
                         emit_for(&events, s.id, Event::Dropped { reason });
                     }
@@ -192,7 +242,12 @@ pub(super) async fn send(
             },
         }
     }
-    tracing::debug!(peak = plan.budget.peak(), "chunks kept at most for all receivers");
+    let most = crate::pipeline::many_chunks(plan.chunk_size);
+    tracing::info!(
+        peak = plan.budget.peak(),
+        budget = most,
+        "chunks held at most for all receivers"
+    );
     if let Some(e) = listen_error {
         return Err(e);
     }
@@ -241,6 +296,17 @@ impl Totals {
     }
 }
 
+/// Stops the shared buffer's reader when dropped: it ends with the send.
+struct StopOnDrop(Option<Fanout>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            f.stop();
+        }
+    }
+}
+
 /// Aborts a task when dropped: the listener ends with the send, however it ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -268,6 +334,27 @@ async fn refuse_full(mut session: Session<Stream>, count: Option<NonZeroU32>) {
     session.say_last(&Control::Error(why), LINGER).await;
 }
 
+/// Tells a receiver why it cannot be served, before any offer: it comes after the
+/// stream's first chunk left the shared buffer, or the budget has no room for it.
+async fn refuse(mut session: Session<Stream>, why: String) {
+    session.say_last(&Control::Error(why), LINGER).await;
+}
+
+/// What a receiver of standard input is told when the budget has no room for its seal
+/// buffers (the others hold it all).
+const NO_ROOM: &str = "this sender's buffer for standard input has no room for one more \
+                       receiver; the others are served";
+
+/// Seal jobs a receiver runs at once, and the chunks it reserves from the budget when
+/// it reads from the shared buffer (its seal buffers and its pool's idle ones).
+fn depth() -> usize {
+    crate::pipeline::depth().min(DEPTH)
+}
+
+fn fed_reserve() -> usize {
+    depth() + KEEP
+}
+
 fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -278,13 +365,47 @@ async fn receiver(
     mut session: Session<Stream>,
     mut more: mpsc::Receiver<Session<Stream>>,
     plan: Plan,
+    fed: Option<(Cursor, Held)>,
     events: Events,
     cancel: CancellationToken,
 ) -> Result<Option<Report>, Error> {
     let peer = session.peer();
     events.emit(Event::Authenticating { peer });
-    let source = crate::source::Source::new(Source::Paths(plan.paths))?;
-    let mut out = Outgoing::new(plan.chunk_size, plan.compression, source).within(plan.budget);
+    // Seal buffers (and, reading its own source, read-ahead) are counted too.
+    let depth = depth();
+    let (cursor, reserved) = match fed {
+        Some((cursor, held)) => (Some(cursor), Some(held)),
+        None => (None, None),
+    };
+    let _reserved = if let Some(held) = reserved {
+        held
+    } else {
+        let reserving = plan.budget.reserve(crate::source::AHEAD + 1 + depth + KEEP);
+        tokio::pin!(reserving);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        loop {
+            tokio::select! {
+                held = &mut reserving => break held,
+                _ = tick.tick() => session.send(&Control::Keepalive).await?,
+                () = cancel.cancelled() => {
+                    session.say_last(&Control::Cancel, LINGER).await;
+                    return Err(Error::Cancelled);
+                }
+            }
+        }
+    };
+    let dropped = cursor.as_ref().map(Cursor::dropped);
+    let mut out = match (cursor, &plan.fanout) {
+        (Some(cursor), Some(fanout)) => {
+            let offer = fanout.offer().await?;
+            Outgoing::fed(plan.chunk_size, plan.compression, offer, cursor, (KEEP, depth))
+        }
+        _ => {
+            let source = crate::source::Source::new(Source::Paths(plan.paths))?;
+            Outgoing::new(plan.chunk_size, plan.compression, source)
+                .within(plan.budget, (KEEP, depth))
+        }
+    };
     let started: OnceLock<Instant> = OnceLock::new();
     let mut pinned: Option<PeerId> = None;
     let mut transport: Option<Transport> = None;
@@ -305,6 +426,14 @@ async fn receiver(
         }
         session = tokio::select! {
             () = cancel.cancelled() => return Err(Error::Cancelled),
+            // Dropped by the shared buffer while away: its window is given back now,
+            // not after the reconnect timeout.
+            why = async {
+                match &dropped {
+                    Some(d) => d.wait().await,
+                    None => std::future::pending().await,
+                }
+            } => return Err(why.into()),
             next = tokio::time::timeout(plan.reconnect_timeout, more.recv()) => match next {
                 Ok(Some(s)) => s,
                 Ok(None) => return Err(crate::node::NodeError::Stopped.into()),

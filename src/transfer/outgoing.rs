@@ -26,6 +26,11 @@
 //!   every session sharing the budget keeps at most its size in chunks between them,
 //!   however many they are. A session short of permits waits; its receiver's timed
 //!   acks (every [`KEEPALIVE`]) free what it holds, so it slows, never stalls.
+//! - A window fed from a shared buffer ([`Feed::Shared`], standard input to many
+//!   receivers) takes no permit of its own: each chunk carries the one the buffer took
+//!   for it, given back once no window and not the buffer hold it. Such a window tells
+//!   the buffer how far its receiver acknowledged, and stops with the buffer's reason
+//!   when the buffer drops its receiver.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -55,8 +60,40 @@ struct Kept {
     raw: Arc<Buf>,
     /// The root over chunks before this one; known once the chunk was first sealed.
     root_before: Option<RootHash>,
-    /// Its place in the shared budget, if there is one; given back when dropped.
-    _held: Option<Held>,
+    /// Its place in the shared budget, if there is one; given back when the last
+    /// holder drops it.
+    _held: Option<Arc<Held>>,
+}
+
+/// A chunk as a window takes it: its bytes, and its place in a budget if it came with
+/// one (from a shared buffer).
+#[derive(Clone)]
+pub(super) struct Piece {
+    pub(super) raw: Arc<Buf>,
+    pub(super) held: Option<Arc<Held>>,
+}
+
+/// Where a window's chunks come from.
+pub(super) enum Feed {
+    /// Its own source's reader thread.
+    Own(Chunks),
+    /// A buffer shared with other receivers' windows.
+    Shared(super::many::fanout::Cursor),
+}
+
+impl Feed {
+    /// The next chunk, the error that ended the source, or `None` at its end.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped, it takes nothing.
+    async fn recv(&mut self) -> Option<Result<Piece, SourceError>> {
+        match self {
+            Feed::Own(rx) => {
+                rx.recv().await.map(|c| c.map(|buf| Piece { raw: Arc::new(buf), held: None }))
+            }
+            Feed::Shared(cursor) => cursor.recv().await,
+        }
+    }
 }
 
 /// Chunks that the windows of many sessions may keep between them: a semaphore of
@@ -69,6 +106,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     kept: AtomicU64,
     peak: AtomicU64,
+    /// Told whenever chunks are given back.
+    freed: tokio::sync::Notify,
 }
 
 impl Budget {
@@ -78,6 +117,7 @@ impl Budget {
             permits: Arc::new(Semaphore::new(chunks.max(1))),
             kept: AtomicU64::new(0),
             peak: AtomicU64::new(0),
+            freed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -86,8 +126,40 @@ impl Budget {
         self.0.peak.load(Ordering::Relaxed)
     }
 
+    /// A permit if more than `spare` are free now: `spare` stay free for others.
+    pub(super) fn try_permit(&self, spare: usize) -> Option<OwnedSemaphorePermit> {
+        if self.0.permits.available_permits() <= spare {
+            return None;
+        }
+        Arc::clone(&self.0.permits).try_acquire_owned().ok()
+    }
+
+    /// Fires once chunks are given back after it was enabled (see
+    /// [`tokio::sync::Notify::notified`]).
+    pub(super) fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.freed.notified()
+    }
+
+    /// Waits for `n` permits at once, kept until the [`Held`] is dropped: what a
+    /// sender holds besides its window (read-ahead and seal buffers). Cancel safe.
+    pub(super) async fn reserve(&self, n: usize) -> Held {
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let permit = match Arc::clone(&self.0.permits).acquire_many_owned(n).await {
+            Ok(p) => p,
+            Err(_) => std::future::pending().await,
+        };
+        self.count(u64::from(n), Some(permit))
+    }
+
+    /// [`Budget::reserve`] if `n` permits are free now.
+    pub(super) fn try_reserve(&self, n: usize) -> Option<Held> {
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&self.0.permits).try_acquire_many_owned(n).ok()?;
+        Some(self.count(u64::from(n), Some(permit)))
+    }
+
     /// Waits for a permit. Cancel safe: dropped, it takes nothing.
-    async fn permit(&self) -> OwnedSemaphorePermit {
+    pub(super) async fn permit(&self) -> OwnedSemaphorePermit {
         match Arc::clone(&self.0.permits).acquire_owned().await {
             Ok(p) => p,
             // Never closed: wait forever rather than read past the bound.
@@ -96,22 +168,30 @@ impl Budget {
     }
 
     /// Counts one chunk kept (with its permit, if it has one).
-    fn keep(&self, permit: Option<OwnedSemaphorePermit>) -> Held {
-        let now = self.0.kept.fetch_add(1, Ordering::Relaxed) + 1;
+    pub(super) fn keep(&self, permit: Option<OwnedSemaphorePermit>) -> Held {
+        self.count(1, permit)
+    }
+
+    fn count(&self, chunks: u64, permit: Option<OwnedSemaphorePermit>) -> Held {
+        let now = self.0.kept.fetch_add(chunks, Ordering::Relaxed) + chunks;
         self.0.peak.fetch_max(now, Ordering::Relaxed);
-        Held { _permit: permit, budget: self.clone() }
+        Held { permit, chunks, budget: self.clone() }
     }
 }
 
-/// One kept chunk's place in a [`Budget`].
-struct Held {
-    _permit: Option<OwnedSemaphorePermit>,
+/// Chunks' place in a [`Budget`]: one kept chunk, or a reservation.
+pub(crate) struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    chunks: u64,
     budget: Budget,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.0.kept.fetch_sub(1, Ordering::Relaxed);
+        self.budget.0.kept.fetch_sub(self.chunks, Ordering::Relaxed);
+        // The permit goes back first: whoever is told finds it.
+        drop(self.permit.take());
+        self.budget.0.freed.notify_waiters();
     }
 }
 
@@ -143,7 +223,7 @@ pub(super) struct Outgoing {
     governor: Governor,
     /// The source until a receiver accepts; then its chunks.
     source: Option<Source>,
-    chunks: Option<Chunks>,
+    chunks: Option<Feed>,
     /// Buffers for chunks read and frames sealed, recycled: see [`crate::pool`].
     pool: Pool,
     source_done: bool,
@@ -167,6 +247,8 @@ pub(super) struct Outgoing {
     budget: Option<Budget>,
     /// A permit of `budget` taken for the next chunk read.
     permit: Option<OwnedSemaphorePermit>,
+    /// Seal jobs in flight at most (each with an output buffer).
+    depth: usize,
 }
 
 /// The chunks of one session between the window and the wire: seal jobs in counter
@@ -185,13 +267,35 @@ impl Flight {
 
 impl Outgoing {
     pub(super) fn new(chunk_size: u32, compression: Compression, source: Source) -> Outgoing {
-        let pool = Pool::for_chunks(chunk_size);
+        Outgoing::from(chunk_size, compression, Some(source), Pool::for_chunks(chunk_size))
+    }
+
+    /// A window fed from a shared buffer (see [`Feed::Shared`]), with the offer the
+    /// buffer's source was measured at once for every receiver. Its own pool keeps at
+    /// most `keep` idle buffers and it seals at most `depth` chunks at once: its seal
+    /// buffers are counted against the budget.
+    pub(super) fn fed(
+        chunk_size: u32,
+        compression: Compression,
+        offer: Offer,
+        cursor: super::many::fanout::Cursor,
+        (keep, depth): (usize, usize),
+    ) -> Outgoing {
+        let pool = Pool::new(chunk_size as usize + crate::pool::FRAME_ROOM, keep);
+        let mut out = Outgoing::from(chunk_size, compression, None, pool);
+        out.depth = depth.max(1);
+        out.offer = Some(offer);
+        out.chunks = Some(Feed::Shared(cursor));
+        out
+    }
+
+    fn from(chunk_size: u32, compression: Compression, source: Option<Source>, pool: Pool) -> Self {
         Outgoing {
             offer: None,
             meta: None,
             chunk_size,
             governor: Governor::new(compression, pipeline::depth()),
-            source: Some(source),
+            source,
             chunks: None,
             pool,
             source_done: false,
@@ -206,12 +310,18 @@ impl Outgoing {
             stats: Stats::default(),
             budget: None,
             permit: None,
+            depth: pipeline::depth(),
         }
     }
 
-    /// Keeps this window within `budget`, shared with other senders' windows.
-    pub(super) fn within(mut self, budget: Budget) -> Outgoing {
+    /// Keeps this window within `budget`, shared with other senders' windows; its
+    /// pool then keeps at most `keep` idle buffers, and it seals at most `depth`
+    /// chunks at once (both counted by the caller's reservation, see
+    /// [`Budget::reserve`]).
+    pub(super) fn within(mut self, budget: Budget, (keep, depth): (usize, usize)) -> Outgoing {
         self.budget = Some(budget);
+        self.depth = depth.max(1);
+        self.pool = Pool::new(self.chunk_size as usize + crate::pool::FRAME_ROOM, keep);
         self
     }
 
@@ -269,7 +379,8 @@ impl Outgoing {
             // The first receiver accepted: only now is the source read, held to the
             // size it was offered at.
             let size = self.offer.as_ref().expect("offered before a receiver answers").size;
-            self.chunks = Some(source.spawn(self.chunk_size as usize, self.pool.clone(), size));
+            let chunks = source.spawn(self.chunk_size as usize, self.pool.clone(), size);
+            self.chunks = Some(Feed::Own(chunks));
         }
         let chunks = self.chunks.as_mut().expect("spawned just above or before");
         let mut last_sign_of_life = Instant::now();
@@ -278,7 +389,7 @@ impl Outgoing {
             let Some(raw) = chunks.recv().await else {
                 return Err(Error::SourceChanged("it is shorter than what the receiver holds"));
             };
-            let raw = raw?;
+            let raw = raw?.raw;
             let len = raw.len() as u64;
             let hash = tokio::task::spawn_blocking(move || *blake3::hash(&raw).as_bytes())
                 .await
@@ -325,7 +436,7 @@ impl Outgoing {
         let (acked_tx, mut acked_rx) = watch::channel(self.acked);
         let mut replies = tokio::spawn(read_replies(reader, acked_tx));
         let mut flight = Flight { jobs: VecDeque::new(), queued: self.acked };
-        let (window, depth) = (pipeline::window_chunks(self.chunk_size), pipeline::depth());
+        let (window, depth) = (pipeline::window_chunks(self.chunk_size), self.depth);
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
         // The raw length of the frame just written and how long the write took, until
@@ -333,6 +444,11 @@ impl Outgoing {
         let mut wrote = None;
         self.governor.reconnected();
         let mut waiting: Option<PermitWait> = None;
+        // Fed from a shared buffer: fires when the buffer drops this receiver.
+        let dropped = match &self.chunks {
+            Some(Feed::Shared(c)) => Some(c.dropped()),
+            _ => None,
+        };
         loop {
             if let Some((raw, writing)) = wrote.take() {
                 // Free to write again: was the next frame sealed already (the link is
@@ -393,6 +509,11 @@ impl Outgoing {
                     self.permit = Some(permit);
                 }
                 chunk = chunks.recv(), if may_read => self.take(chunk),
+                why = async { dropped.as_ref().expect("checked").wait().await }, if dropped.is_some() && !self.source_done => {
+                    // Out once the chunks in flight are, as a source error is.
+                    self.failed = Some(why);
+                    self.source_done = true;
+                }
                 changed = acked_rx.changed() => match changed {
                     // Never past what this session wrote (see the module invariants).
                     Ok(()) => self.forget_until((*acked_rx.borrow()).min(flight.written())),
@@ -437,12 +558,13 @@ impl Outgoing {
     }
 
     /// A chunk (or the end, or an error) from the source.
-    fn take(&mut self, chunk: Option<Result<Buf, SourceError>>) {
+    fn take(&mut self, chunk: Option<Result<Piece, SourceError>>) {
         match chunk {
-            Some(Ok(raw)) => {
+            Some(Ok(Piece { raw, held })) => {
                 self.bytes_read += raw.len() as u64;
-                let held = self.budget.as_ref().map(|b| b.keep(self.permit.take()));
-                self.kept.push_back(Kept { raw: Arc::new(raw), root_before: None, _held: held });
+                let held = held
+                    .or_else(|| self.budget.as_ref().map(|b| Arc::new(b.keep(self.permit.take()))));
+                self.kept.push_back(Kept { raw, root_before: None, _held: held });
                 self.read += 1;
             }
             Some(Err(e)) => {
@@ -482,6 +604,9 @@ impl Outgoing {
         self.acked = acked;
         while self.oldest() < acked && !self.kept.is_empty() {
             self.kept.pop_front();
+        }
+        if let Some(Feed::Shared(c)) = &self.chunks {
+            c.passed(self.oldest());
         }
     }
 
