@@ -147,14 +147,14 @@ impl Fanout {
         if let Some(o) = offer.as_ref() {
             return Ok(o.clone());
         }
-        let mut source = self.state().source.take().ok_or(PipelineError::Worker)?;
+        let mut source = self.state().source.take().ok_or(PipelineError::Gone("shared source"))?;
         let chunk_size = self.0.chunk_size;
         let (source, measured) = tokio::task::spawn_blocking(move || {
             let measured = source.offer(chunk_size);
             (source, measured)
         })
         .await
-        .map_err(|_| PipelineError::Worker)?;
+        .map_err(PipelineError::Task)?;
         let mut st = self.state();
         st.source = Some(source);
         let measured = measured?;
