@@ -325,7 +325,9 @@ impl Reporter {
         let mut lines =
             vec![format!("no sender found after {}; perhaps:", pcp::event::duration_words(after))];
         lines.push(
-            "  - pcp send is not running on the other computer, or shows another code".into(),
+            "  - pcp send is not running on the other computer (it may have finished, with \
+             another receiver), or shows another code"
+                .into(),
         );
         if peers {
             lines.push(
