@@ -362,7 +362,7 @@ async fn connect(node: &Node, peer: PeerId, code: &Code) -> Result<Session<Strea
         .open_stream(peer, session::PROTOCOL)
         .await
         .map_err(|e| SessionError::Io(io::Error::other(e.to_string())))?;
-    let at = Rendezvous { channel: code.channel(), slot: code::current_slot() };
+    let at = Rendezvous { channel: code.channel(), slot: code::current_slot(code::SLOT_SECS) };
     Session::connect(stream, code, at, node.peer_id(), peer).await
 }
 

@@ -323,7 +323,17 @@ fn network(
         allow_relay: c.allow_relay,
         reconnect_timeout: Duration::from_secs(reconnect_timeout),
         timeout,
+        slot: slot(),
     }
+}
+
+/// The discovery slot's length: the library's default, unless the hidden, test-only
+/// environment variable `PCP_SLOT_SECS` holds a positive number of seconds (tests/dht.rs
+/// shortens the slot to see it roll over during a wait). Not a flag: users have no
+/// reason to change it, and peers meet only if they agree on it.
+fn slot() -> Duration {
+    let secs = std::env::var("PCP_SLOT_SECS").ok().and_then(|v| v.parse::<u64>().ok());
+    Duration::from_secs(secs.filter(|&n| n > 0).unwrap_or(pcp::code::SLOT_SECS))
 }
 
 fn parse_code(s: Result<Code, pcp::ParseCodeError>) -> Result<Code, Failure> {

@@ -49,32 +49,22 @@ pub const MIN_WORDS: usize = 3;
 /// How many words [`Code::generate`] is usually asked for (the CLI's default).
 pub const DEFAULT_WORDS: usize = 4;
 
-/// Length in seconds of a discovery time slot.
+/// Length in seconds of a discovery time slot: the default of
+/// [`crate::NetworkOptions::slot`], which every pcp uses.
 pub const SLOT_SECS: u64 = 300;
 
-/// The slot length in use: [`SLOT_SECS`], unless the hidden, test-only environment
-/// variable `PCP_SLOT_SECS` holds a positive number of seconds. Tests set it to a few
-/// seconds to make a slot rollover happen during a wait; users have no reason to, and
-/// both peers must agree on it. Read once per process.
+/// The slot (unix seconds at its start) we are in now, for slots of `slot_secs`
+/// ([`SLOT_SECS`] unless [`crate::NetworkOptions::slot`] says otherwise).
+///
+/// # Panics
+///
+/// If `slot_secs` is 0.
 #[must_use]
-pub fn slot_secs() -> u64 {
-    static SECS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SECS.get_or_init(|| {
-        std::env::var("PCP_SLOT_SECS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(SLOT_SECS)
-    })
-}
-
-/// The slot (unix seconds at its start) we are in now, with [`slot_secs`].
-#[must_use]
-pub fn current_slot() -> u64 {
+pub fn current_slot(slot_secs: u64) -> u64 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    slot(secs, slot_secs())
+    slot(secs, slot_secs)
 }
 
 /// The most suggestions a [`ParseCodeError::UnknownWord`] carries.

@@ -35,6 +35,11 @@ pub struct NetworkOptions {
     /// a receiver authenticates. `None` (the default) waits until cancelled. A person
     /// deciding at a prompt is never cut short by it.
     pub timeout: Option<Duration>,
+    /// The length of the discovery time slot (see [`crate::code::slot`]): peers meet
+    /// only if they agree on it, so leave it at its default,
+    /// [`crate::code::SLOT_SECS`], unless every peer is yours. Tests shorten it to see a
+    /// slot roll over during a wait. Whole seconds; under one second counts as one.
+    pub slot: Duration,
 }
 
 impl Default for NetworkOptions {
@@ -47,6 +52,7 @@ impl Default for NetworkOptions {
             allow_relay: false,
             reconnect_timeout: Duration::from_secs(600),
             timeout: None,
+            slot: Duration::from_secs(crate::code::SLOT_SECS),
         }
     }
 }

@@ -126,6 +126,7 @@ pub async fn serve(
             channel: None,
             provide: false,
             lookup: false,
+            slot_secs: crate::code::SLOT_SECS,
         }),
         serve: true,
         keypair: options.keypair,

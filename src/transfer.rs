@@ -60,10 +60,15 @@ const KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// A hello's slot is ours if it is the current one or a neighbour (clock skew and a
 /// rollover during the wait).
-fn slot_ok(at: Rendezvous) -> bool {
+fn slot_ok(at: Rendezvous, len: u64) -> bool {
     // `at.slot` comes from the peer: checked arithmetic, never a panic.
-    let (now, len) = (code::current_slot(), code::slot_secs());
+    let now = code::current_slot(len);
     at.slot == now || at.slot.checked_add(len) == Some(now) || now.checked_add(len) == Some(at.slot)
+}
+
+/// The slot length of `net`, in whole seconds, at least one.
+fn slot_secs(net: &NetworkOptions) -> u64 {
+    net.slot.as_secs().max(1)
 }
 
 /// The node for one side: `provide` for the sender, which advertises the code's
@@ -83,6 +88,7 @@ fn node_config(net: &NetworkOptions, query: Duration, code: &Code, provide: bool
             channel: Some(code.channel()),
             provide,
             lookup: !provide,
+            slot_secs: slot_secs(net),
         }),
         serve: false,
         keypair: None,
@@ -675,10 +681,18 @@ mod tests {
 
     #[test]
     fn slots_tolerate_skew() {
-        let now = code::current_slot();
-        assert!(slot_ok(Rendezvous { channel: 0, slot: now }));
-        assert!(slot_ok(Rendezvous { channel: 0, slot: now - code::slot_secs() }));
-        assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * code::slot_secs() }));
-        assert!(!slot_ok(Rendezvous { channel: 0, slot: u64::MAX }), "no overflow on peer input");
+        let len = code::SLOT_SECS;
+        let now = code::current_slot(len);
+        assert!(slot_ok(Rendezvous { channel: 0, slot: now }, len));
+        assert!(slot_ok(Rendezvous { channel: 0, slot: now - len }, len));
+        assert!(!slot_ok(Rendezvous { channel: 0, slot: now - 3 * len }, len));
+        assert!(
+            !slot_ok(Rendezvous { channel: 0, slot: u64::MAX }, len),
+            "no overflow on peer input"
+        );
+        // A shorter slot (tests, a private group) is its own clock.
+        let short = code::current_slot(3);
+        assert!(slot_ok(Rendezvous { channel: 0, slot: short }, 3));
+        assert!(!slot_ok(Rendezvous { channel: 0, slot: short - 9 }, 3));
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct Config {
     pub provide: bool,
     /// Look the channel up (the receiver).
     pub lookup: bool,
+    /// The time slot's length, in seconds (at least one).
+    pub slot_secs: u64,
 }
 
 /// The rendezvous key of `slot` and `channel`; see the module docs.
@@ -371,7 +373,7 @@ impl Dht {
         if self.connected() == 0 && !self.bootstrapped {
             return;
         }
-        let current = crate::code::current_slot();
+        let current = crate::code::current_slot(self.config.slot_secs);
         let external: Vec<Multiaddr> = swarm.external_addresses().cloned().collect();
         let Some(kad) = swarm.behaviour_mut().kad.as_mut() else { return };
         let stale = self.provided.as_ref().is_none_or(|(s, a)| *s != current || *a != external);
@@ -390,7 +392,7 @@ impl Dht {
             && self.lookups.is_empty()
             && tokio::time::Instant::now() >= self.next_lookup
         {
-            let previous = current.saturating_sub(crate::code::slot_secs());
+            let previous = current.saturating_sub(self.config.slot_secs);
             self.reported.clear();
             for slot in [current, previous] {
                 self.lookups.insert(kad.get_providers(rendezvous_key(slot, channel)));

@@ -194,7 +194,7 @@ async fn meet(
         node.dial(addr.clone()).await?;
     }
     events.emit(Event::Searching);
-    let search = find_sender(&node, found, &options.code, events);
+    let search = find_sender(&node, found, &options.code, events, super::slot_secs(net));
     let mut session = tokio::select! {
         () = cancel.cancelled() => return Err(Error::Cancelled),
         s = async {

@@ -98,8 +98,9 @@ pub(super) async fn find_sender(
     found: mpsc::Receiver<NodeEvent>,
     code: &Code,
     events: &Events,
+    slot_secs: u64,
 ) -> Result<Session<Stream>, Error> {
-    find_sender_with(node, found, code, events, Patience::default()).await
+    find_sender_with(node, found, code, events, Patience::default(), slot_secs).await
 }
 
 /// [`find_sender`], with its patience given.
@@ -109,6 +110,7 @@ async fn find_sender_with(
     code: &Code,
     events: &Events,
     patience: Patience,
+    slot_secs: u64,
 ) -> Result<Session<Stream>, Error> {
     let me = node.peer_id();
     let impostors = Arc::new(Impostors::new(MAX_IMPOSTORS));
@@ -118,7 +120,7 @@ async fn find_sender_with(
     loop {
         while let Some(peer) = s.next() {
             let impostors = Arc::clone(&impostors);
-            attempts.push(attempt(node.clone(), peer, code.clone(), me, impostors));
+            attempts.push(attempt(node.clone(), peer, code.clone(), me, impostors, slot_secs));
         }
         let give_up = until(s.give_up_at);
         let other_senders = until(s.tell_at);
@@ -397,10 +399,11 @@ async fn attempt(
     code: Code,
     me: PeerId,
     impostors: Arc<Impostors>,
+    slot_secs: u64,
 ) -> Attempt {
     // The slot is taken now, not when the receiver started: the sender may show up in
     // a later one.
-    let at = Rendezvous { channel: code.channel(), slot: code::current_slot() };
+    let at = Rendezvous { channel: code.channel(), slot: code::current_slot(slot_secs) };
     let mut control = node.control();
     let run = async {
         // The session stream MUST ride a direct connection unless --allow-relay: it
@@ -483,7 +486,8 @@ mod tests {
         let cfg = super::super::node_config(&memory(), Duration::from_secs(60), code, true);
         let (node, mut found) = Node::start(cfg).expect("node");
         let addr = listening(&mut found).await;
-        let listener = Listener::new(&node, found, code.clone(), events).expect("listener");
+        let listener =
+            Listener::new(&node, found, code.clone(), events, code::SLOT_SECS).expect("listener");
         (node, listener, addr)
     }
 
@@ -506,7 +510,7 @@ mod tests {
     ) -> Result<Session<Stream>, Error> {
         let (node, found) = receiver(code);
         node.dial(addr).await.expect("dial");
-        find_sender_with(&node, found, code, &Events::new(|_| {}), patience).await
+        find_sender_with(&node, found, code, &Events::new(|_| {}), patience, code::SLOT_SECS).await
     }
 
     /// Events into a vector the test reads.
@@ -562,7 +566,7 @@ mod tests {
             // The impostor answers first; the real sender turns up a moment later.
             tokio::time::sleep(Duration::from_millis(500)).await;
             receiver.dial(good).await.expect("dial");
-            find_sender(&receiver, found, &c, &Events::new(|_| {})).await
+            find_sender(&receiver, found, &c, &Events::new(|_| {}), code::SLOT_SECS).await
         };
         let r = tokio::select! {
             r = search => r,
@@ -583,7 +587,7 @@ mod tests {
         let (receiver, found) = receiver(&c);
         receiver.dial(bad).await.expect("dial");
         let quiet = Events::new(|_| {});
-        let search = find_sender(&receiver, found, &c, &quiet);
+        let search = find_sender(&receiver, found, &c, &quiet, code::SLOT_SECS);
         tokio::pin!(search);
         let said = tokio::select! {
             r = &mut search => panic!("the search ended before the impostor spoke: {r:?}"),
@@ -624,7 +628,7 @@ mod tests {
             receiver.dial(addr).await.expect("dial");
         }
         let quiet = Events::new(|_| {});
-        let search = find_sender(&receiver, found, &c, &quiet);
+        let search = find_sender(&receiver, found, &c, &quiet, code::SLOT_SECS);
         let r = tokio::time::timeout(Duration::from_secs(30), async {
             tokio::select! {
                 r = search => r,
@@ -657,7 +661,7 @@ mod tests {
         let (events, seen) = recorded();
         let r = tokio::time::timeout(Duration::from_secs(60), async {
             tokio::select! {
-                r = find_sender(&receiver, found, &c, &events) => r,
+                r = find_sender(&receiver, found, &c, &events, code::SLOT_SECS) => r,
                 _ = l.next_session() => futures::future::pending().await,
             }
         })
@@ -735,7 +739,7 @@ mod tests {
         let count = tokio::time::timeout(Duration::from_secs(20), async {
             tokio::select! {
                 c = told => c,
-                _ = find_sender(&receiver, found, &c, &events) => panic!("search ended"),
+                _ = find_sender(&receiver, found, &c, &events, code::SLOT_SECS) => panic!("search ended"),
                 _ = l.next_session() => panic!("a session with another code"),
             }
         })

@@ -58,7 +58,8 @@ pub async fn send(
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
     let net = &options.network;
     let (node, found) = Node::start(node_config(net, Duration::from_secs(60), &code, true))?;
-    let mut listener = Listener::new(&node, found, code.clone(), events.clone())?;
+    let mut listener =
+        Listener::new(&node, found, code.clone(), events.clone(), super::slot_secs(net))?;
     events.emit(Event::Code { code: code.to_string(), made_up });
     events.emit(Event::Searching);
 

@@ -150,12 +150,15 @@ pub(super) struct Knocked<S> {
     pub(super) result: Result<Session<S>, SessionError>,
 }
 
+/// Whether a hello's rendezvous (channel and time slot) is one this sender serves.
+pub(super) type Serving = Arc<dyn Fn(Rendezvous) -> bool + Send + Sync>;
+
 /// Takes streams and runs their handshakes within the places of the module docs.
 pub(super) struct Door<S> {
     code: Code,
     me: PeerId,
     guesses: Arc<Guesses>,
-    serving: fn(Rendezvous) -> bool,
+    serving: Serving,
     waiting: Places,
     running: Places,
     next_id: u64,
@@ -163,12 +166,7 @@ pub(super) struct Door<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Door<S> {
-    pub(super) fn new(
-        code: Code,
-        me: PeerId,
-        guesses: Arc<Guesses>,
-        serving: fn(Rendezvous) -> bool,
-    ) -> Door<S> {
+    pub(super) fn new(code: Code, me: PeerId, guesses: Arc<Guesses>, serving: Serving) -> Door<S> {
         Door {
             code,
             me,
@@ -273,13 +271,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Door<S> {
             });
         }
         let (code, me, guesses, serving) =
-            (self.code.clone(), self.me, Arc::clone(&self.guesses), self.serving);
+            (self.code.clone(), self.me, Arc::clone(&self.guesses), Arc::clone(&self.serving));
         let (id, peer, origin) = (place.id, place.peer, place.origin.clone());
         place.since = Instant::now();
         self.running.take(place);
         self.steps.push(Box::pin(async move {
             let who = (me, peer, &origin);
-            let result = Session::answer(stream, &hello, &code, serving, who, &guesses).await;
+            let result = Session::answer(stream, &hello, &code, &*serving, who, &guesses).await;
             Step::Done { id, result }
         }));
         None
@@ -296,6 +294,8 @@ pub(in crate::transfer) struct Listener {
     me: PeerId,
     pub(super) guesses: Arc<Guesses>,
     events: Events,
+    /// The discovery slot's length, for the hellos' rendezvous.
+    slot_secs: u64,
     /// The door [`Listener::next_of_many`] keeps between sessions.
     kept: Option<Door<Stream>>,
 }
@@ -306,6 +306,7 @@ impl Listener {
         found: mpsc::Receiver<NodeEvent>,
         code: Code,
         events: Events,
+        slot_secs: u64,
     ) -> Result<Listener, Error> {
         let incoming = node
             .control()
@@ -314,7 +315,17 @@ impl Listener {
         let me = node.peer_id();
         let budget = session::guesses::budget_for(code.word_count());
         let guesses = Arc::new(Guesses::new(budget));
-        Ok(Listener { node: node.clone(), incoming, found, code, me, guesses, events, kept: None })
+        Ok(Listener {
+            node: node.clone(),
+            incoming,
+            found,
+            code,
+            me,
+            guesses,
+            events,
+            slot_secs,
+            kept: None,
+        })
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
@@ -344,7 +355,9 @@ impl Listener {
     }
 
     fn door(&self) -> Door<Stream> {
-        Door::new(self.code.clone(), self.me, Arc::clone(&self.guesses), super::slot_ok)
+        let len = self.slot_secs;
+        let serving: Serving = Arc::new(move |at| super::slot_ok(at, len));
+        Door::new(self.code.clone(), self.me, Arc::clone(&self.guesses), serving)
     }
 
     async fn next_session_through(
@@ -438,7 +451,15 @@ mod tests {
     fn door(budget: u32) -> (Door<Pipe>, PeerId) {
         let me = PeerId::random();
         let code: Code = CODE.parse().expect("code");
-        (Door::new(code, me, Arc::new(Guesses::new(budget)), |r| r.slot == 300), me)
+        (
+            Door::new(
+                code,
+                me,
+                Arc::new(Guesses::new(budget)),
+                Arc::new(|r: Rendezvous| r.slot == 300),
+            ),
+            me,
+        )
     }
 
     /// A stream from `peer` at `origin` into the door; the receiver's end is returned.
