@@ -400,6 +400,21 @@ fn stdin_to_stdout_survives_three_cuts() {
 #[test]
 #[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn a_stream_whose_receiver_died_says_so_on_both_sides() {
+    stream_receiver_dies(false);
+}
+
+/// The same when the first receiver falls silent instead (stopped: a dead host, or a
+/// QUIC connection, whose killed end sends nothing): the newcomer arrives while the
+/// sender still thinks the first one alive. It must be told "busy" and wait for the
+/// verdict, not "taken", which left the sender waiting for the silent one until its
+/// reconnect timeout (as CI saw once a QUIC connection won the race).
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_stream_whose_receiver_fell_silent_says_so_on_both_sides() {
+    stream_receiver_dies(true);
+}
+
+fn stream_receiver_dies(silent: bool) {
     const TOLD: &str =
         "this stream was already partly delivered to another receiver and cannot be restarted";
     let _serial = serial();
@@ -411,11 +426,18 @@ fn a_stream_whose_receiver_died_says_so_on_both_sides() {
     sender.wait_until_ready();
     let mut first = start_receiver(rig.receiver_host(), &["-y", CODE], stdout_to(&stdout));
     rig.wait_for_percent(&stdout, 25, &mut [&mut sender, &mut first]);
-    kill(&mut first);
+    if silent {
+        first.child.signal("STOP");
+    } else {
+        kill(&mut first);
+    }
 
     let mut second =
         start_receiver(rig.receiver_host(), &["-y", CODE], stdout_to(&rig.path("stdout2")));
     let results = finish_all(&mut [&mut sender, &mut second], Duration::from_secs(90));
+    if silent {
+        kill(&mut first);
+    }
     let all = everything(&["sender", "second receiver"], &results);
     assert_eq!(results[1].0.code(), Some(exit::FAILURE), "{all}");
     assert!(results[1].1.contains(TOLD), "{all}");

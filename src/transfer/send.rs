@@ -53,6 +53,11 @@ pub async fn send(
     }
     // Checked now, so that a source that cannot be sent fails before a code is shown;
     // measured only when the offer is sent (see `Outgoing::offer`).
+    // A stream's receiver cannot be told apart from a newcomer once it is gone (it keeps
+    // no identity), so a newcomer is told "busy" while the session lives, not "taken":
+    // it is either refused for good once the loss shows (`serve`) or was a live
+    // receiver's typo'd twin, and a live transfer is not ended for it.
+    let stream = matches!(options.source, crate::options::Source::Reader(_));
     let source = Source::new(options.source)?;
     let made_up = options.code.is_none();
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
@@ -94,8 +99,9 @@ pub async fn send(
         tracing::info!(%peer, transport = %transport.map_or("unknown", Transport::as_str), "authenticated");
         let served = tokio::select! {
             r = serve(&mut out, session, (&started, pinned), &events, &cancel) => r?,
-            // Once the data went to `peer`, no one else can ever be served: told so.
-            () = listener.refuse_others(|| started.get().map(|_| peer)) => {
+            // Once a file's or folder's data went to `peer`, no one else can ever be
+            // served: told so. A stream's newcomer waits for the verdict (see above).
+            () = listener.refuse_others(|| started.get().filter(|_| !stream).map(|_| peer)) => {
                 unreachable!("refuse_others never returns")
             }
         };
