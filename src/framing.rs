@@ -35,3 +35,21 @@ pub(crate) use stream::{FrameReader, FrameWriter, Opener, Sealer};
 pub use stream::{read_frame_into, write_framed};
 #[cfg(doc)]
 use stream::{read_frame_within, write_frame};
+
+/// The keys and data both halves' tests use.
+#[cfg(test)]
+mod fixtures {
+    use super::format::{FrameKey, KEY_LEN};
+
+    pub(super) const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
+    pub(super) const OTHER_KEY: [u8; KEY_LEN] = [9; KEY_LEN];
+
+    pub(super) fn key() -> FrameKey {
+        FrameKey::new(KEY)
+    }
+
+    /// Deterministic, non-repeating test data.
+    pub(super) fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
+    }
+}

@@ -333,18 +333,7 @@ fn associated_data(counter: u64, header: Header) -> [u8; 12] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
-    const OTHER_KEY: [u8; KEY_LEN] = [9; KEY_LEN];
-
-    fn key() -> FrameKey {
-        FrameKey::new(KEY)
-    }
-
-    /// Deterministic, non-repeating test data.
-    fn data(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
-    }
+    use crate::framing::fixtures::{KEY, OTHER_KEY, data, key};
 
     #[test]
     fn header_round_trip() {

@@ -549,19 +549,8 @@ mod tests {
     use futures::io::Cursor;
 
     use super::*;
+    use crate::framing::fixtures::{OTHER_KEY, data, key};
     use crate::framing::format::{KEY_LEN, MAX_PLAINTEXT_LEN, TAG_LEN};
-
-    const KEY: [u8; KEY_LEN] = [7; KEY_LEN];
-    const OTHER_KEY: [u8; KEY_LEN] = [9; KEY_LEN];
-
-    fn key() -> FrameKey {
-        FrameKey::new(KEY)
-    }
-
-    /// Deterministic, non-repeating test data.
-    fn data(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i * 31 + i / 251) as u8).collect()
-    }
 
     /// Seal `chunks` as one stream with the LAST flag on the final chunk if `last`, and
     /// return the bytes on the wire.
