@@ -415,6 +415,12 @@ impl Lan {
         let tbf = ["qdisc", "replace", "dev", &port, "root", "tbf", "rate", rate];
         hub.run("tc", &[&tbf[..], &["burst", "256kb", "latency", "50ms"]].concat());
     }
+
+    /// Removes a limit set by [`Lan::limit_to`].
+    pub fn clear_limit(&self, i: usize) {
+        let hub = self.hub.as_ref().expect("clear_limit needs a bridged LAN");
+        hub.run("tc", &["qdisc", "del", "dev", &format!("h{i}"), "root"]);
+    }
 }
 
 /// "a", "b", … "z", then "h26", "h27", …
