@@ -437,6 +437,10 @@ pub enum Event {
     Dropped {
         /// Why, as pcp says it (peer text sanitized).
         reason: String,
+        /// It fell behind: it kept the buffer it shares with the others (standard
+        /// input, text) full for longer than the `lag` of [`crate::Receivers::Many`]
+        /// allows; a longer bound lets a slow receiver catch up.
+        fell_behind: bool,
     },
 }
 

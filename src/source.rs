@@ -69,7 +69,7 @@ pub enum SourceError {
     /// that they go on.
     #[error(
         "this receiver kept the {mib} MiB buffer it shares with the other receivers full \
-         and took nothing for {secs} s; it was dropped so that they go on (--many-lag)"
+         and took nothing for {secs} s; it was dropped so that they go on"
     )]
     Lagged {
         /// The shared buffer, in MiB.

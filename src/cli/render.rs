@@ -729,7 +729,9 @@ impl Reporter {
         let show_progress = self.track(id, &ev);
         if self.json {
             let v = match &ev {
-                Event::Dropped { reason } => Some(json!({"event": "dropped", "message": reason})),
+                Event::Dropped { reason, fell_behind } => {
+                    Some(json!({"event": "dropped", "message": reason, "fell_behind": fell_behind}))
+                }
                 Event::Progress { bytes } if show_progress => {
                     Some(json!({"event": "progress", "bytes": bytes}))
                 }
@@ -746,7 +748,14 @@ impl Reporter {
             Event::Authenticating { peer } => {
                 Some(format!("receiver #{id}: {} connected", peer_id(peer, self.verbose)))
             }
-            Event::Dropped { reason } => Some(format!("receiver #{id} dropped: {reason}")),
+            Event::Dropped { reason, fell_behind: false } => {
+                Some(format!("receiver #{id} dropped: {reason}"))
+            }
+            // The library states the fact; the flag that changes it is the binary's.
+            Event::Dropped { reason, fell_behind: true } => Some(format!(
+                "receiver #{id} dropped: {reason} (a longer --many-lag lets a slow receiver \
+                 catch up)"
+            )),
             Event::Finished(r) => {
                 if self.verbose {
                     let fields: Vec<String> =
@@ -1236,7 +1245,10 @@ mod tests {
         rep.emit(of(1, Event::Started { total: Some(200), done: 0 }));
         rep.emit(of(1, Event::Progress { bytes: 50 }));
         rep.emit(of(2, Event::ConnectionLost));
-        rep.emit(of(3, Event::Dropped { reason: "the receiver declined".into() }));
+        rep.emit(of(
+            3,
+            Event::Dropped { reason: "the receiver declined".into(), fell_behind: false },
+        ));
         let status = receivers_status(&lock(&rep.ctx).receivers);
         assert_eq!(status, "receivers: #1 25% · #2 reconnecting · #3 dropped · waiting for more…");
         let json = Reporter::with_terminal(false, false).json(true);

@@ -233,11 +233,13 @@ pub(super) async fn send(
                     Err(e) => {
                         cut_off |= matches!(e, Error::Cancelled);
                         let reason = crate::error::last_word(&e);
-                        if matches!(e, Error::Source(crate::source::SourceError::Lagged { .. })) {
+                        let fell_behind =
+                            matches!(e, Error::Source(crate::source::SourceError::Lagged { .. }));
+                        if fell_behind {
                             lagged.insert(peer, reason.clone());
                         }
                         tracing::info!(receiver = s.id, %peer, %reason, "receiver dropped");
-                        emit_for(&events, s.id, Event::Dropped { reason });
+                        emit_for(&events, s.id, Event::Dropped { reason, fell_behind });
                     }
                 }
             },
