@@ -141,112 +141,129 @@ pub(crate) async fn run(
     rep: Arc<Reporter>,
     cancel: CancellationToken,
 ) -> Result<(), Failure> {
-    let events = {
-        let rep = Arc::clone(&rep);
-        move |ev| rep.emit(ev)
-    };
     match cmd {
-        Command::Send(mut a) => {
-            let (many, paths) = many_and_paths(a.many.take(), std::mem::take(&mut a.paths))?;
-            a.paths = paths;
-            // Without mDNS and the DHT, the receiver can reach us only with --peer.
-            let announce = a.common.no_mdns && a.common.no_dht;
-            let random: Vec<String> = a
-                .common
-                .listen
-                .iter()
-                .filter(|addr| announce && random_port(addr))
-                .map(ToString::to_string)
-                .collect();
-            rep.sending(if a.text.is_some() { "text".into() } else { offer_label(&a.paths) });
-            rep.discovery(Discovery {
-                role: pcp::Role::Sender,
-                mdns: !a.common.no_mdns,
-                dht: !a.common.no_dht,
-                peers: false,
-            });
-            let typed = reads_the_terminal(&a.paths, a.text.as_ref())?;
-            let options = send_options(a, many)?;
-            if typed {
-                rep.emit_line(
-                    "reading standard input from the terminal: type the text, then Ctrl-D",
-                );
-            }
-            if announce {
-                rep.announce_addresses();
-            }
-            for addr in random {
-                rep.emit_line(&format!(
-                    "--listen {addr} has a random port: the address for --peer changes with \
-                     every run (choose one, e.g. /ip4/0.0.0.0/tcp/4001)"
-                ));
-            }
-            let flush = announce.then(|| {
-                let rep = Arc::clone(&rep);
-                tokio::spawn(async move {
-                    tokio::time::sleep(HOLD_LOCAL_ADDRESSES).await;
-                    rep.flush_held_addresses();
-                })
-            });
-            let sent = pcp::send(options, events, cancel).await;
-            if let Some(f) = flush {
-                f.abort();
-            }
-            sent?;
-        }
-        Command::Receive(a) => {
-            rep.discovery(Discovery {
-                role: pcp::Role::Receiver,
-                mdns: !a.common.no_mdns,
-                dht: !a.common.no_dht,
-                peers: !a.peer.is_empty(),
-            });
-            let chosen = a.output.as_ref().is_some_and(|o| o.as_os_str() == "-");
-            let (mut options, yes) = receive_options(a)?;
-            if matches!(options.destination, Destination::Writer(_)) && !chosen {
-                rep.data_to_stdout();
-            }
-            if matches!(options.destination, Destination::Directory(_)) {
-                options.text = Some(text_writer(&rep));
-            }
-            let to_file = matches!(options.destination, Destination::File(_));
-            let consent = consent(Arc::clone(&rep), yes, to_file);
-            // A wait without a word is a dead end: after a while, say what may be wrong.
-            let hint = {
-                let rep = Arc::clone(&rep);
-                tokio::spawn(async move {
-                    tokio::time::sleep(STILL_LOOKING).await;
-                    rep.still_looking(STILL_LOOKING);
-                })
-            };
-            let received = pcp::receive(options, events, consent, cancel).await;
-            hint.abort();
-            match received {
-                // The reader of our stdout went away (`pcp receive … | head`): not a failure.
-                Err(e) if e.is_broken_pipe() => {}
-                r => {
-                    r?;
-                }
-            }
-        }
-        Command::Node(a) => {
-            let (options, warning) = node_options(a)?;
-            if let Some(w) = warning {
-                rep.emit_line(&w);
-            }
-            pcp::serve(options, events, cancel.clone())
-                .await
-                .map_err(|e| Failure::from(pcp::Error::from(e)))?;
-            if cancel.is_cancelled() {
-                return Err(Failure::from(pcp::Error::Cancelled));
-            }
-        }
+        Command::Send(a) => send(a, rep, cancel).await,
+        Command::Receive(a) => receive(a, rep, cancel).await,
+        Command::Node(a) => node(a, rep, cancel).await,
         // Blocking (a directory listing, a question on the terminal): off the reactor.
-        Command::Clean(a) => {
-            tokio::task::spawn_blocking(move || clean::run(&a))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-        }
+        Command::Clean(a) => tokio::task::spawn_blocking(move || clean::run(&a))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+    }
+}
+
+/// The library's events, to the reporter.
+fn events(rep: &Arc<Reporter>) -> impl Fn(pcp::Event) + Send + Sync + 'static {
+    let rep = Arc::clone(rep);
+    move |ev| rep.emit(ev)
+}
+
+/// `pcp send`.
+async fn send(
+    mut a: SendArgs,
+    rep: Arc<Reporter>,
+    cancel: CancellationToken,
+) -> Result<(), Failure> {
+    let events = events(&rep);
+    let (many, paths) = many_and_paths(a.many.take(), std::mem::take(&mut a.paths))?;
+    a.paths = paths;
+    // Without mDNS and the DHT, the receiver can reach us only with --peer.
+    let announce = a.common.no_mdns && a.common.no_dht;
+    let random: Vec<String> = a
+        .common
+        .listen
+        .iter()
+        .filter(|addr| announce && random_port(addr))
+        .map(ToString::to_string)
+        .collect();
+    rep.sending(if a.text.is_some() { "text".into() } else { offer_label(&a.paths) });
+    rep.discovery(Discovery {
+        role: pcp::Role::Sender,
+        mdns: !a.common.no_mdns,
+        dht: !a.common.no_dht,
+        peers: false,
+    });
+    let typed = reads_the_terminal(&a.paths, a.text.as_ref())?;
+    let options = send_options(a, many)?;
+    if typed {
+        rep.emit_line("reading standard input from the terminal: type the text, then Ctrl-D");
+    }
+    if announce {
+        rep.announce_addresses();
+    }
+    for addr in random {
+        rep.emit_line(&format!(
+            "--listen {addr} has a random port: the address for --peer changes with \
+             every run (choose one, e.g. /ip4/0.0.0.0/tcp/4001)"
+        ));
+    }
+    let flush = announce.then(|| {
+        let rep = Arc::clone(&rep);
+        tokio::spawn(async move {
+            tokio::time::sleep(HOLD_LOCAL_ADDRESSES).await;
+            rep.flush_held_addresses();
+        })
+    });
+    let sent = pcp::send(options, events, cancel).await;
+    if let Some(f) = flush {
+        f.abort();
+    }
+    sent?;
+    Ok(())
+}
+
+/// `pcp receive`.
+async fn receive(
+    a: ReceiveArgs,
+    rep: Arc<Reporter>,
+    cancel: CancellationToken,
+) -> Result<(), Failure> {
+    let events = events(&rep);
+    rep.discovery(Discovery {
+        role: pcp::Role::Receiver,
+        mdns: !a.common.no_mdns,
+        dht: !a.common.no_dht,
+        peers: !a.peer.is_empty(),
+    });
+    let chosen = a.output.as_ref().is_some_and(|o| o.as_os_str() == "-");
+    let (mut options, yes) = receive_options(a)?;
+    if matches!(options.destination, Destination::Writer(_)) && !chosen {
+        rep.data_to_stdout();
+    }
+    if matches!(options.destination, Destination::Directory(_)) {
+        options.text = Some(text_writer(&rep));
+    }
+    let to_file = matches!(options.destination, Destination::File(_));
+    let consent = consent(Arc::clone(&rep), yes, to_file);
+    // A wait without a word is a dead end: after a while, say what may be wrong.
+    let hint = {
+        let rep = Arc::clone(&rep);
+        tokio::spawn(async move {
+            tokio::time::sleep(STILL_LOOKING).await;
+            rep.still_looking(STILL_LOOKING);
+        })
+    };
+    let received = pcp::receive(options, events, consent, cancel).await;
+    hint.abort();
+    match received {
+        // The reader of our stdout went away (`pcp receive … | head`): not a failure.
+        Err(e) if e.is_broken_pipe() => Ok(()),
+        r => r.map(drop).map_err(Failure::from),
+    }
+}
+
+/// `pcp node`.
+async fn node(a: NodeArgs, rep: Arc<Reporter>, cancel: CancellationToken) -> Result<(), Failure> {
+    let events = events(&rep);
+    let (options, warning) = node_options(a)?;
+    if let Some(w) = warning {
+        rep.emit_line(&w);
+    }
+    pcp::serve(options, events, cancel.clone())
+        .await
+        .map_err(|e| Failure::from(pcp::Error::from(e)))?;
+    if cancel.is_cancelled() {
+        return Err(Failure::from(pcp::Error::Cancelled));
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ use crate::event::Role;
 use crate::framing::{FrameError, FrameKey, FrameReader, FrameWriter, Opener, Sealer};
 use crate::message::{Control, MessageError};
 
-pub(crate) use guesses::{Gate, Guesses, Impostors};
+pub(crate) use guesses::{Gate, Guesses, Impostors, Ticket};
 
 /// Silence (or a write that cannot finish) for this long means the connection is dead:
 /// both sides go back to discovery and resume. Well above the 2 s keepalive, well within
@@ -426,37 +426,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         guesses: &Guesses,
     ) -> Result<Session<S>, SessionError> {
         let hello = &hello.0;
-        if &hello[..3] != MAGIC {
-            return Err(SessionError::Protocol("bad hello"));
-        }
-        if hello[3] != VERSION {
-            refuse(&mut stream, status::VERSION).await;
-            return Err(SessionError::Version);
-        }
-        let channel = u16::from_be_bytes([hello[4], hello[5]]);
-        let mut slot = [0u8; 8];
-        slot.copy_from_slice(&hello[6..14]);
-        let at = Rendezvous { channel, slot: u64::from_be_bytes(slot) };
-        if at.channel != code.channel() || !serving(at) {
-            refuse(&mut stream, status::NOT_SERVING).await;
-            return Err(SessionError::NotServing);
-        }
+        Self::check_hello(&mut stream, hello, code, serving).await?;
         // Said before our SPAKE2 message, so nothing can be tested.
-        let mut ticket = match guesses.gate(origin) {
-            Gate::Open(ticket) => ticket,
-            Gate::Burnt => {
-                refuse(&mut stream, status::BURNT).await;
-                return Err(SessionError::Burnt);
-            }
-            Gate::Wait(d) => {
-                let secs = u16::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u16::MAX).max(1);
-                let [a, b] = secs.to_be_bytes();
-                // Best effort, like every refusal.
-                let _ = stream.write_all(&[status::TRY_LATER, a, b]).await;
-                let _ = stream.close().await;
-                return Err(SessionError::TryLater { secs });
-            }
-        };
+        let mut ticket = Self::gate(&mut stream, guesses, origin).await?;
         // A peer that already hung up (or sent more than a hello) gets no reply: without
         // our SPAKE2 message and confirmation it cannot test a guess, so this costs the
         // code nothing. A real receiver waits for the reply. (One that hangs up later
@@ -507,6 +479,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // so the others could not spend the whole budget (see `guesses`).
         ticket.succeed();
         Ok(Session::new(stream, receiver, Role::Receiver, keys))
+    }
+
+    /// A hello this sender answers: pcp's, of our version, for our code's channel and a
+    /// slot we serve. Anything else is refused (told so where the peer can use it)
+    /// before any SPAKE2 message.
+    async fn check_hello(
+        stream: &mut S,
+        hello: &[u8; HELLO_LEN],
+        code: &Code,
+        serving: impl Fn(Rendezvous) -> bool,
+    ) -> Result<(), SessionError> {
+        if &hello[..3] != MAGIC {
+            return Err(SessionError::Protocol("bad hello"));
+        }
+        if hello[3] != VERSION {
+            refuse(stream, status::VERSION).await;
+            return Err(SessionError::Version);
+        }
+        let channel = u16::from_be_bytes([hello[4], hello[5]]);
+        let mut slot = [0u8; 8];
+        slot.copy_from_slice(&hello[6..14]);
+        let at = Rendezvous { channel, slot: u64::from_be_bytes(slot) };
+        if at.channel != code.channel() || !serving(at) {
+            refuse(stream, status::NOT_SERVING).await;
+            return Err(SessionError::NotServing);
+        }
+        Ok(())
+    }
+
+    /// The origin's turn at the code: a ticket for one guess, or the refusal (burnt, or
+    /// come back later) said to the peer.
+    async fn gate<'g>(
+        stream: &mut S,
+        guesses: &'g Guesses,
+        origin: &Origin,
+    ) -> Result<Ticket<'g>, SessionError> {
+        match guesses.gate(origin) {
+            Gate::Open(ticket) => Ok(ticket),
+            Gate::Burnt => {
+                refuse(stream, status::BURNT).await;
+                Err(SessionError::Burnt)
+            }
+            Gate::Wait(d) => {
+                let secs = u16::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u16::MAX).max(1);
+                let [a, b] = secs.to_be_bytes();
+                // Best effort, like every refusal.
+                let _ = stream.write_all(&[status::TRY_LATER, a, b]).await;
+                let _ = stream.close().await;
+                Err(SessionError::TryLater { secs })
+            }
+        }
     }
 
     /// Tells a peer that this sender is busy, and closes the stream.

@@ -98,49 +98,17 @@ pub(super) async fn send(
         unreachable!("called for many receivers only")
     };
     let budget = Budget::new(crate::pipeline::many_chunks(options.chunk_size));
-    let (paths, fanout) = match options.source {
-        Source::Paths(paths) => {
-            // Checked now, as a single send checks it, so that a source that cannot
-            // be sent fails before a code is shown; each receiver opens it again.
-            crate::source::Source::new(Source::Paths(paths.clone()))?;
-            (paths, None)
-        }
-        once => {
-            let source = crate::source::Source::new(once)?;
-            // With a count, the stream starts once that many receivers are there.
-            let quorum = count.map_or(1, |n| u64::from(n.get()));
-            let fanout = Fanout::new(
-                source,
-                options.chunk_size,
-                budget.clone(),
-                (lag, fed_reserve(), quorum),
-            );
-            (Vec::new(), Some(fanout))
-        }
-    };
+    let (paths, fanout) = sources(options.source, count, lag, options.chunk_size, &budget)?;
     let _stop_reading = StopOnDrop(fanout.clone());
     let made_up = options.code.is_none();
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
     let net = &options.network;
     let (node, found) = Node::start(node_config(net, Duration::from_secs(60), &code, true))?;
-    let mut listener =
+    let listener =
         Listener::new(&node, found, code.clone(), events.clone(), super::slot_secs(net))?;
     events.emit(Event::Code { code: code.to_string(), made_up });
     events.emit(Event::Searching);
-
-    // The listener in a task of its own: it is not cancel safe, and it keeps taking
-    // handshakes while the sessions before run.
-    let (to_us, mut sessions) = mpsc::channel(1);
-    let listening = tokio::spawn(async move {
-        loop {
-            let next = listener.next_of_many().await;
-            let ended = next.is_err();
-            if to_us.send(next).await.is_err() || ended {
-                break;
-            }
-        }
-    });
-    let _stop_listening = AbortOnDrop(listening);
+    let (mut sessions, _stop_listening) = listen(listener);
 
     let plan = Plan {
         paths,
@@ -151,126 +119,226 @@ pub(super) async fn send(
         node,
         budget,
     };
-    let mut serving: HashMap<PeerId, Serving> = HashMap::new();
-    // Receivers the shared buffer dropped, and why: one that comes back (its
-    // connection died while it lagged) is told that, not that the stream moved on.
-    let mut lagged: HashMap<PeerId, String> = HashMap::new();
-    let mut tasks: JoinSet<(PeerId, Result<Option<Report>, Error>)> = JoinSet::new();
-    let (mut next_id, mut finished) = (1u32, 0u32);
-    let mut total = Totals::default();
+    let mut served = Served::new(plan, count, events, cancel.clone());
     let mut listening = true;
+    // The listener's failure (the code burnt, the node gone) ends the send once the
+    // receivers being served have finished.
     let mut listen_error: Option<Error> = None;
-    let mut cut_off = false;
-    let mut first_at: Option<Instant> = None;
-    loop {
-        if count.is_some_and(|n| finished >= n.get()) || (!listening && tasks.is_empty()) {
-            break;
-        }
+    while !served.over(listening) {
         tokio::select! {
             // The tasks' tokens are children of `cancel`: each tells its receiver.
             () = cancel.cancelled(), if listening => listening = false,
             next = sessions.recv(), if listening => match next {
-                Some(Ok(session)) => {
-                    let peer = session.peer();
-                    if let Some(s) = serving.get(&peer) {
-                        // Back after a loss: its task takes it once it noticed the
-                        // loss itself; one that comes again meanwhile retries.
-                        let _ = s.sessions.try_send(session);
-                    } else if let Some(why) = lagged.get(&peer) {
-                        tokio::spawn(refuse(session, why.clone()));
-                    } else if full(count, finished, serving.len()) {
-                        tracing::info!(%peer, "a receiver past the count; told so");
-                        tokio::spawn(refuse_full(session, count));
-                    } else {
-                        // Joined now, at the stream's first chunk if it is still held, and
-                        // with its seal buffers at once: waiting for them, its cursor
-                        // would pin the buffer that the room must come from.
-                        let fed = match plan.fanout.as_ref() {
-                            None => None,
-                            Some(f) => match (plan.budget.try_reserve(fed_reserve()), f.join()) {
-                                (Some(held), Some(cursor)) => Some((cursor, held)),
-                                (_, None) => {
-                                    tracing::info!(%peer, "a receiver after the stream's start");
-                                    tokio::spawn(refuse(session, STREAM_TAKEN.into()));
-                                    continue;
-                                }
-                                (None, Some(_)) => {
-                                    tracing::info!(%peer, "no room left for one more receiver");
-                                    tokio::spawn(refuse(session, NO_ROOM.into()));
-                                    continue;
-                                }
-                            },
-                        };
-                        let id = next_id;
-                        next_id = next_id.saturating_add(1);
-                        first_at.get_or_insert_with(Instant::now);
-                        let (tx, rx) = mpsc::channel(1);
-                        serving.insert(peer, Serving { id, sessions: tx });
-                        let tagged = tagged(&events, id);
-                        let (plan, cancel) = (plan.clone(), cancel.child_token());
-                        tasks.spawn(async move {
-                            (peer, receiver(session, rx, plan, fed, tagged, cancel).await)
-                        });
-                    }
-                }
+                Some(Ok(session)) => served.admit(session),
                 Some(Err(e)) => {
                     listening = false;
                     listen_error = Some(e);
                 }
                 None => listening = false,
             },
-            Some(joined) = tasks.join_next() => {
+            Some(joined) = served.tasks.join_next() => {
                 let (peer, result) = joined.map_err(crate::pipeline::PipelineError::Task)?;
-                let Some(s) = serving.remove(&peer) else { continue };
-                match result {
-                    Ok(Some(report)) => {
-                        finished += 1;
-                        total.add(&report);
-                    }
-                    // Refused before anything was sent (a rerun that comes back under
-                    // the identity it kept): its place is free.
-                    Ok(None) => {}
-                    Err(e) => {
-                        cut_off |= matches!(e, Error::Cancelled);
-                        let reason = crate::error::last_word(&e);
-                        let fell_behind =
-                            matches!(e, Error::Source(crate::source::SourceError::Lagged { .. }));
-                        if fell_behind {
-                            lagged.insert(peer, reason.clone());
-                        }
-                        tracing::info!(receiver = s.id, %peer, %reason, "receiver dropped");
-                        emit_for(&events, s.id, Event::Dropped { reason, fell_behind });
-                    }
-                }
+                served.ended(peer, result);
             },
         }
     }
-    let most = crate::pipeline::many_chunks(plan.chunk_size);
-    tracing::info!(
-        peak = plan.budget.peak(),
-        budget = most,
-        "chunks held at most for all receivers"
-    );
-    if let Some(e) = listen_error {
-        return Err(e);
+    served.report(listen_error)
+}
+
+/// What the send reads for its receivers: paths read again for each one, or one
+/// reader or text fanned out to all of them. Checked now, as a single send checks
+/// it, so that a source that cannot be sent fails before a code is shown.
+fn sources(
+    source: Source,
+    count: Option<NonZeroU32>,
+    lag: Duration,
+    chunk_size: u32,
+    budget: &Budget,
+) -> Result<(Vec<PathBuf>, Option<Fanout>), Error> {
+    if let Source::Paths(paths) = source {
+        crate::source::Source::new(Source::Paths(paths.clone()))?;
+        return Ok((paths, None));
     }
-    // Cancelled with a count not reached, or with receivers cut off mid-way: an
-    // interruption. Without a count and nobody cut off, Ctrl-C is how it ends.
-    if cancel.is_cancelled() && (cut_off || count.is_some_and(|n| finished < n.get())) {
-        return Err(Error::Cancelled);
+    let source = crate::source::Source::new(source)?;
+    // With a count, the stream starts once that many receivers are there.
+    let quorum = count.map_or(1, |n| u64::from(n.get()));
+    let fanout = Fanout::new(source, chunk_size, budget.clone(), (lag, fed_reserve(), quorum));
+    Ok((Vec::new(), Some(fanout)))
+}
+
+/// The listener in a task of its own: it is not cancel safe, and it keeps taking
+/// handshakes while the sessions before run. It ends with the send, however that ends.
+fn listen(mut listener: Listener) -> (mpsc::Receiver<Result<Session<Stream>, Error>>, AbortOnDrop) {
+    let (to_us, sessions) = mpsc::channel(1);
+    let listening = tokio::spawn(async move {
+        loop {
+            let next = listener.next_of_many().await;
+            let ended = next.is_err();
+            if to_us.send(next).await.is_err() || ended {
+                break;
+            }
+        }
+    });
+    (sessions, AbortOnDrop(listening))
+}
+
+/// The send's receivers: who is being served, who finished, who was dropped.
+struct Served {
+    plan: Plan,
+    count: Option<NonZeroU32>,
+    events: Events,
+    cancel: CancellationToken,
+    serving: HashMap<PeerId, Serving>,
+    /// Receivers the shared buffer dropped, and why: one that comes back (its
+    /// connection died while it lagged) is told that, not that the stream moved on.
+    lagged: HashMap<PeerId, String>,
+    tasks: JoinSet<(PeerId, Result<Option<Report>, Error>)>,
+    next_id: u32,
+    finished: u32,
+    total: Totals,
+    /// A receiver was cut off mid-way by the cancellation.
+    cut_off: bool,
+    first_at: Option<Instant>,
+}
+
+impl Served {
+    fn new(
+        plan: Plan,
+        count: Option<NonZeroU32>,
+        events: Events,
+        cancel: CancellationToken,
+    ) -> Self {
+        Served {
+            plan,
+            count,
+            events,
+            cancel,
+            serving: HashMap::new(),
+            lagged: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_id: 1,
+            finished: 0,
+            total: Totals::default(),
+            cut_off: false,
+            first_at: None,
+        }
     }
-    let report = Report {
-        role: Role::Sender,
-        bytes: total.bytes,
-        wire: total.wire,
-        chunks: total.chunks,
-        elapsed: first_at.map_or(Duration::ZERO, |t| t.elapsed()),
-        stats: total.stats,
-        written: Vec::new(),
-        transport: None,
-    };
-    events.emit(Event::Finished(report.clone()));
-    Ok(report)
+
+    /// Whether the send is over: the count reached, or no longer listening and
+    /// nobody left to serve.
+    fn over(&self, listening: bool) -> bool {
+        self.count.is_some_and(|n| self.finished >= n.get())
+            || (!listening && self.tasks.is_empty())
+    }
+
+    /// A session that proved the code: handed to its receiver's task, or a new
+    /// receiver, or told why it cannot be served.
+    fn admit(&mut self, session: Session<Stream>) {
+        let peer = session.peer();
+        if let Some(s) = self.serving.get(&peer) {
+            // Back after a loss: its task takes it once it noticed the loss itself;
+            // one that comes again meanwhile retries.
+            let _ = s.sessions.try_send(session);
+        } else if let Some(why) = self.lagged.get(&peer) {
+            tokio::spawn(refuse(session, why.clone()));
+        } else if full(self.count, self.finished, self.serving.len()) {
+            tracing::info!(%peer, "a receiver past the count; told so");
+            tokio::spawn(refuse_full(session, self.count));
+        } else {
+            match self.feed() {
+                Ok(fed) => self.serve(session, fed),
+                Err(why) => {
+                    tracing::info!(%peer, %why, "a receiver refused");
+                    tokio::spawn(refuse(session, why.into()));
+                }
+            }
+        }
+    }
+
+    /// A new receiver's place in the shared buffer, if there is one: joined now, at
+    /// the stream's first chunk if it is still held, and with its seal buffers at once
+    /// (waiting for them, its cursor would pin the buffer that the room must come
+    /// from). What to tell it when it cannot have the stream.
+    fn feed(&self) -> Result<Option<(Cursor, Held)>, &'static str> {
+        let Some(f) = self.plan.fanout.as_ref() else { return Ok(None) };
+        match (self.plan.budget.try_reserve(fed_reserve()), f.join()) {
+            (Some(held), Some(cursor)) => Ok(Some((cursor, held))),
+            (_, None) => Err(STREAM_TAKEN),
+            (None, Some(_)) => Err(NO_ROOM),
+        }
+    }
+
+    /// Starts serving a new receiver in a task of its own.
+    fn serve(&mut self, session: Session<Stream>, fed: Option<(Cursor, Held)>) {
+        let peer = session.peer();
+        let id = self.next_id;
+        self.next_id = self.next_id.saturating_add(1);
+        self.first_at.get_or_insert_with(Instant::now);
+        let (tx, rx) = mpsc::channel(1);
+        self.serving.insert(peer, Serving { id, sessions: tx });
+        let tagged = tagged(&self.events, id);
+        let (plan, cancel) = (self.plan.clone(), self.cancel.child_token());
+        self.tasks
+            .spawn(async move { (peer, receiver(session, rx, plan, fed, tagged, cancel).await) });
+    }
+
+    /// A receiver's task ended: finished, or refused before anything was sent (a
+    /// rerun that comes back under the identity it kept: its place is free), or
+    /// dropped.
+    fn ended(&mut self, peer: PeerId, result: Result<Option<Report>, Error>) {
+        let Some(s) = self.serving.remove(&peer) else { return };
+        match result {
+            Ok(Some(report)) => {
+                self.finished += 1;
+                self.total.add(&report);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.cut_off |= matches!(e, Error::Cancelled);
+                let reason = crate::error::last_word(&e);
+                let fell_behind =
+                    matches!(e, Error::Source(crate::source::SourceError::Lagged { .. }));
+                if fell_behind {
+                    self.lagged.insert(peer, reason.clone());
+                }
+                tracing::info!(receiver = s.id, %peer, %reason, "receiver dropped");
+                emit_for(&self.events, s.id, Event::Dropped { reason, fell_behind });
+            }
+        }
+    }
+
+    /// The send's result once it is over: the sum of every finished receiver, or the
+    /// listener's failure.
+    fn report(self, listen_error: Option<Error>) -> Result<Report, Error> {
+        let most = crate::pipeline::many_chunks(self.plan.chunk_size);
+        tracing::info!(
+            peak = self.plan.budget.peak(),
+            budget = most,
+            "chunks held at most for all receivers"
+        );
+        if let Some(e) = listen_error {
+            return Err(e);
+        }
+        // Cancelled with a count not reached, or with receivers cut off mid-way: an
+        // interruption. Without a count and nobody cut off, Ctrl-C is how it ends.
+        let short = self.count.is_some_and(|n| self.finished < n.get());
+        if self.cancel.is_cancelled() && (self.cut_off || short) {
+            return Err(Error::Cancelled);
+        }
+        let total = self.total;
+        let report = Report {
+            role: Role::Sender,
+            bytes: total.bytes,
+            wire: total.wire,
+            chunks: total.chunks,
+            elapsed: self.first_at.map_or(Duration::ZERO, |t| t.elapsed()),
+            stats: total.stats,
+            written: Vec::new(),
+            transport: None,
+        };
+        self.events.emit(Event::Finished(report.clone()));
+        Ok(report)
+    }
 }
 
 /// Whether a new receiver would pass the count.
@@ -362,6 +430,29 @@ fn plural(n: u32) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// Reserves from the budget a receiver's read-ahead, seal buffers and idle buffers,
+/// keeping its session alive while the others hold the room.
+async fn reserve(
+    session: &mut Session<Stream>,
+    budget: &Budget,
+    depth: usize,
+    cancel: &CancellationToken,
+) -> Result<Held, Error> {
+    let reserving = budget.reserve(crate::source::AHEAD + 1 + depth + KEEP);
+    tokio::pin!(reserving);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    loop {
+        tokio::select! {
+            held = &mut reserving => return Ok(held),
+            _ = tick.tick() => session.send(&Control::Keepalive).await?,
+            () = cancel.cancelled() => {
+                session.say_last(&Control::Cancel, LINGER).await;
+                return Err(Error::Cancelled);
+            }
+        }
+    }
+}
+
 /// One receiver, from its first session to its last byte, across reconnections: its
 /// report, `None` if it refused before anything was sent, or why it was dropped.
 async fn receiver(
@@ -380,22 +471,9 @@ async fn receiver(
         Some((cursor, held)) => (Some(cursor), Some(held)),
         None => (None, None),
     };
-    let _reserved = if let Some(held) = reserved {
-        held
-    } else {
-        let reserving = plan.budget.reserve(crate::source::AHEAD + 1 + depth + KEEP);
-        tokio::pin!(reserving);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
-        loop {
-            tokio::select! {
-                held = &mut reserving => break held,
-                _ = tick.tick() => session.send(&Control::Keepalive).await?,
-                () = cancel.cancelled() => {
-                    session.say_last(&Control::Cancel, LINGER).await;
-                    return Err(Error::Cancelled);
-                }
-            }
-        }
+    let _reserved = match reserved {
+        Some(held) => held,
+        None => reserve(&mut session, &plan.budget, depth, &cancel).await?,
     };
     let dropped = cursor.as_ref().map(Cursor::dropped);
     let mut out = match (cursor, &plan.fanout) {

@@ -94,6 +94,14 @@ impl Feed {
             Feed::Shared(cursor) => cursor.recv().await,
         }
     }
+
+    /// Fed from a shared buffer: what fires when the buffer drops this receiver.
+    fn dropped(&self) -> Option<super::many::fanout::Dropped> {
+        match self {
+            Feed::Own(_) => None,
+            Feed::Shared(c) => Some(c.dropped()),
+        }
+    }
 }
 
 /// Chunks that the windows of many sessions may keep between them: a semaphore of
@@ -445,49 +453,22 @@ impl Outgoing {
         self.governor.reconnected();
         let mut waiting: Option<PermitWait> = None;
         // Fed from a shared buffer: fires when the buffer drops this receiver.
-        let dropped = match &self.chunks {
-            Some(Feed::Shared(c)) => Some(c.dropped()),
-            _ => None,
-        };
+        let dropped = self.chunks.as_ref().and_then(Feed::dropped);
         loop {
             if let Some((raw, writing)) = wrote.take() {
-                // Free to write again: was the next frame sealed already (the link is
-                // what holds us back), still being sealed (the CPU is), or not on its
-                // way at all (the source or the window is)?
-                let found = match flight.jobs.front() {
-                    Some((_, next)) if next.is_finished() => Found::Sealed,
-                    Some(_) => Found::Sealing,
-                    None => Found::Nothing,
-                };
-                self.governor.observe(found, raw, writing, last_write);
+                self.observe(&flight, raw, writing, last_write);
             }
             self.seal_more(&mut flight, &mut writer, depth)?;
             if flight.jobs.is_empty() && flight.queued == self.read {
                 if let Some(e) = self.failed.take() {
                     // Every earlier frame is out, so the next counter is in order.
-                    // Issue 10, item 1: the receiver stops at once and says why.
-                    let e = Error::from(e);
-                    let why = crate::error::last_word(&e);
-                    let _ = session::send(&mut writer, &Control::Error(why)).await;
-                    writer.close().await;
-                    let _ = tokio::time::timeout(LINGER, &mut replies).await;
-                    return Err(e);
+                    return Err(tell_failure(writer, &mut replies, e.into()).await);
                 }
                 if self.source_done {
                     return self.finish(writer, replies).await;
                 }
             }
-            let may_read = !self.source_done
-                && flight.queued == self.read
-                && self.read < self.acked + window
-                && flight.jobs.len() < depth;
-            // Within a budget, a chunk is read only with a permit in hand.
-            let want_permit = may_read && self.budget.is_some() && self.permit.is_none();
-            let may_read = may_read && (self.budget.is_none() || self.permit.is_some());
-            if want_permit && waiting.is_none() {
-                let budget = self.budget.clone().expect("checked in want_permit");
-                waiting = Some(Box::pin(async move { budget.permit().await }));
-            }
+            let (may_read, want_permit) = self.may_read(&flight, (window, depth), &mut waiting);
             let chunks = self.chunks.as_mut().expect("positioned before the data phase");
             tokio::select! {
                 biased;
@@ -500,9 +481,7 @@ impl Outgoing {
                     }
                     last_write = Instant::now();
                     wrote = Some((sealed.raw_len, last_write - began));
-                    self.record_sent(i, &sealed);
-                    let bytes = (self.high.min(self.read)) * u64::from(self.chunk_size);
-                    events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
+                    self.record_sent(i, &sealed, events);
                 }
                 permit = async { waiting.as_mut().expect("set above").await }, if want_permit => {
                     waiting = None;
@@ -531,6 +510,44 @@ impl Outgoing {
                 }
             }
         }
+    }
+
+    /// A frame was written (`raw` bytes of data, in `writing`): the governor hears how.
+    /// Free to write again: was the next frame sealed already (the link is what holds
+    /// us back), still being sealed (the CPU is), or not on its way at all (the source
+    /// or the window is)?
+    fn observe(&mut self, flight: &Flight, raw: usize, writing: Duration, at: Instant) {
+        let found = match flight.jobs.front() {
+            Some((_, next)) if next.is_finished() => Found::Sealed,
+            Some(_) => Found::Sealing,
+            None => Found::Nothing,
+        };
+        self.governor.observe(found, raw, writing, at);
+    }
+
+    /// Whether the next chunk may be read now (the source has more, the window and the
+    /// seal queue have room, and within a budget a permit is in hand), and whether a
+    /// permit is wanted first; the wait for one starts here.
+    fn may_read(
+        &self,
+        flight: &Flight,
+        (window, depth): (u64, usize),
+        waiting: &mut Option<PermitWait>,
+    ) -> (bool, bool) {
+        let may_read = !self.source_done
+            && flight.queued == self.read
+            && self.read < self.acked + window
+            && flight.jobs.len() < depth;
+        // Within a budget, a chunk is read only with a permit in hand.
+        let want_permit = may_read && self.budget.is_some() && self.permit.is_none();
+        let may_read = may_read && (self.budget.is_none() || self.permit.is_some());
+        if want_permit
+            && waiting.is_none()
+            && let Some(budget) = self.budget.clone()
+        {
+            *waiting = Some(Box::pin(async move { budget.permit().await }));
+        }
+        (may_read, want_permit)
     }
 
     /// Hands chunks we hold and have not queued yet (a resend, or fresh ones) to seal
@@ -578,7 +595,7 @@ impl Outgoing {
 
     /// Bookkeeping once chunk `i` is on the wire: its hash into the root (the first
     /// time), and the counters.
-    fn record_sent(&mut self, i: u64, sealed: &SealedChunk) {
+    fn record_sent(&mut self, i: u64, sealed: &SealedChunk, events: &Events) {
         if i == self.hashed {
             let oldest = self.oldest();
             if let Some(k) = self.kept.get_mut((i - oldest) as usize) {
@@ -594,6 +611,8 @@ impl Outgoing {
         } else {
             self.high = i + 1;
         }
+        let bytes = (self.high.min(self.read)) * u64::from(self.chunk_size);
+        events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
     }
 
     /// Drops chunks the receiver acknowledged.
@@ -663,6 +682,20 @@ impl Outgoing {
         writer.close().await;
         Err(Error::Cancelled)
     }
+}
+
+/// A source error, told to the receiver in our LAST frame once every earlier frame is
+/// out (issue 10, item 1: the receiver stops at once and says why).
+async fn tell_failure<R, W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    replies: &mut JoinHandle<Result<(Control, FrameReader<R>), SessionError>>,
+    e: Error,
+) -> Error {
+    let why = crate::error::last_word(&e);
+    let _ = session::send(&mut writer, &Control::Error(why)).await;
+    writer.close().await;
+    let _ = tokio::time::timeout(LINGER, &mut *replies).await;
+    e
 }
 
 /// What a receiver's LAST message other than `Done` after our `End` means. `early`:

@@ -55,36 +55,29 @@ pub async fn receive(
     cancel: CancellationToken,
 ) -> Result<Report, Error> {
     let events = Events::new(on_event);
-    match &options.destination {
-        Destination::File(o) if !options.force && o.symlink_metadata().is_ok() => {
-            return Err(SinkError::Exists(o.clone()).into());
-        }
-        Destination::Directory(d) if !d.is_dir() => {
-            return Err(Error::InvalidOptions(format!(
-                "{} is not a directory",
-                crate::term::sanitize(&d.display().to_string())
-            )));
-        }
-        _ => {}
-    }
-    let ReceiveOptions { code, destination, force, peers, network, mut text } = options;
+    check_destination(&options)?;
+    let ReceiveOptions { code, destination, force, peers, network, text } = options;
     // One identity for every reconnection: the sender takes the rest of a transfer
     // only from the receiver that started it. A rerun that resumes a part file takes
     // that run's identity over (see `first_contact`).
     let keypair = libp2p::identity::Keypair::generate_ed25519();
     // `--timeout`: until the sender is met; the prompt and what follows are not timed.
     let deadline = network.timeout.map(|t| (tokio::time::Instant::now() + t, t));
-    let mut search = Search { code, peers, network, keypair, deadline };
+    let search = Search { code, peers, network, keypair, deadline };
+    let mut run = Run {
+        search,
+        force,
+        text,
+        first: Some((destination, Consent::Ask(consent))),
+        reidentified: false,
+    };
     let mut state: Option<Incoming> = None;
-    let mut first = Some((destination, Consent::Ask(consent)));
-    // A run takes a kept identity over once at most.
-    let mut reidentified = false;
     let mut started = Instant::now();
     let mut transport = None;
     let result = async {
         loop {
             // The node lives as long as this round: dropping it closes the connection.
-            let (_node, met) = meet(&search, state.is_some(), &events, &cancel).await?;
+            let (_node, met) = meet(&run.search, state.is_some(), &events, &cancel).await?;
             let (session, offer, addr) = match met {
                 Met::Offer(so) => *so,
                 Met::Lost => continue,
@@ -94,42 +87,19 @@ pub async fn receive(
                 transport = %transport.map_or("unknown", Transport::as_str),
                 "the sender's offer arrived"
             );
-            let session = match (&mut state, first.take()) {
-                (Some(inc), _) => {
-                    let session = resume_with(inc, session, &offer).await?;
-                    events.emit(Event::Reconnected);
-                    session
-                }
-                (None, Some((dest, consent))) => {
-                    let dest = text_destination(dest, &offer, &mut text);
-                    let contact = first_contact(
-                        session,
-                        (offer, addr),
-                        (dest, consent),
-                        (force, &search.keypair, !reidentified),
-                        &events,
-                        &cancel,
-                    )
-                    .await?;
-                    let (inc, s) = match contact {
-                        Contact::Started(started) => *started,
-                        Contact::Reidentify(keypair, again) => {
-                            tracing::info!(
-                                peer = %keypair.public().to_peer_id(),
-                                "resuming under the identity kept with the part file"
-                            );
-                            reidentified = true;
-                            search.keypair = *keypair;
-                            first = Some(again);
-                            continue;
-                        }
-                    };
-                    started = Instant::now();
-                    events.emit(Event::Started { total: inc.offer.size, done: inc.bytes });
-                    state = Some(inc);
-                    s
-                }
-                (None, None) => unreachable!("the first contact sets the state"),
+            let session = if let Some(inc) = &state {
+                let session = resume_with(inc, session, &offer).await?;
+                events.emit(Event::Reconnected);
+                session
+            } else {
+                let Some((inc, s)) = run.start(session, (offer, addr), &events, &cancel).await?
+                else {
+                    continue;
+                };
+                started = Instant::now();
+                events.emit(Event::Started { total: inc.offer.size, done: inc.bytes });
+                state = Some(inc);
+                s
             };
             let inc = state.as_mut().expect("set above");
             match inc.run(session, &events, &cancel).await? {
@@ -143,6 +113,74 @@ pub async fn receive(
     }
     .await;
     finish(result, state, (started, transport), &events).await
+}
+
+/// What can be refused before looking for the sender: a file that exists (without
+/// force), a directory that is not one.
+fn check_destination(options: &ReceiveOptions) -> Result<(), Error> {
+    match &options.destination {
+        Destination::File(o) if !options.force && o.symlink_metadata().is_ok() => {
+            Err(SinkError::Exists(o.clone()).into())
+        }
+        Destination::Directory(d) if !d.is_dir() => Err(Error::InvalidOptions(format!(
+            "{} is not a directory",
+            crate::term::sanitize(&d.display().to_string())
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A receive until its transfer starts: how to find the sender, and the destination
+/// and consent for the first offer.
+struct Run<C> {
+    search: Search,
+    force: bool,
+    /// Where text goes when the destination is a directory, if the caller said.
+    text: Option<Box<dyn io::Write + Send>>,
+    /// Taken by the first offer; handed back when the receiver re-identifies.
+    first: Option<(Destination, Consent<C>)>,
+    /// A run takes a kept identity over once at most.
+    reidentified: bool,
+}
+
+impl<C> Run<C>
+where
+    C: FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
+{
+    /// The first offer: the transfer and its session, or `None` when the receiver
+    /// leaves to meet the sender again under the identity kept with a part file.
+    async fn start(
+        &mut self,
+        session: Session<Stream>,
+        (offer, addr): (Offer, Option<libp2p::Multiaddr>),
+        events: &Events,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(Incoming, Session<Stream>)>, Error> {
+        let (dest, consent) = self.first.take().expect("the first offer has its destination");
+        let dest = text_destination(dest, &offer, &mut self.text);
+        let contact = first_contact(
+            session,
+            (offer, addr),
+            (dest, consent),
+            (self.force, &self.search.keypair, !self.reidentified),
+            events,
+            cancel,
+        )
+        .await?;
+        match contact {
+            Contact::Started(started) => Ok(Some(*started)),
+            Contact::Reidentify(keypair, again) => {
+                tracing::info!(
+                    peer = %keypair.public().to_peer_id(),
+                    "resuming under the identity kept with the part file"
+                );
+                self.reidentified = true;
+                self.search.keypair = *keypair;
+                self.first = Some(again);
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Where an offer goes: text offered to a directory goes to the caller's text writer,
@@ -307,51 +345,12 @@ where
             return Err(e);
         }
     };
-    match consent {
-        Consent::Ask(consent) => {
-            let info = offer_info(&offer, session.peer(), addr);
-            events.emit(Event::Offer(info.clone()));
-            let asked = tokio::task::spawn_blocking(move || consent(&info));
-            let answer = tokio::select! {
-                a = asked => a.map_err(PipelineError::Task)?,
-                () = cancel.cancelled() => {
-                    session.say_last(&Control::Cancel, LINGER).await;
-                    return Err(Error::Cancelled);
-                }
-            };
-            match answer {
-                Ok(true) => {}
-                Ok(false) => {
-                    let declined = Control::Decline("the receiver declined".into());
-                    session.say_last(&declined, LINGER).await;
-                    return Err(Error::Declined("declined".into()));
-                }
-                Err(e) => {
-                    let reason = "the receiver could not be asked".into();
-                    session.say_last(&Control::Refuse(reason), LINGER).await;
-                    return Err(Error::Consent(e));
-                }
-            }
-        }
-        // Only what the user accepted, byte for byte (the name included).
-        Consent::Given(accepted) if accepted == offer => {}
-        Consent::Given(_) => {
-            let reason = "the sender offers something else than before".to_owned();
-            session.say_last(&Control::Decline(reason), LINGER).await;
-            return Err(Error::OfferChanged);
-        }
-    }
+    consented(&mut session, (&offer, addr), consent, events, cancel).await?;
     // Consent is given: from here on, what an earlier run kept may show.
     let part = target.resume_part();
     let kept = part.as_ref().filter(|p| !force && p.is_there());
     if let (Some(kept), true) = (kept, may_reidentify) {
-        let saved = match kept.load_identity() {
-            Ok(saved) => saved,
-            Err(e) => {
-                session.say_last(&Control::Refuse(CANNOT_RESUME.into()), LINGER).await;
-                return Err(e.into());
-            }
-        };
+        let saved = refused_on(&mut session, CANNOT_RESUME, kept.load_identity()).await?;
         if let (Some(saved), Some(dest)) = (saved, again)
             && saved.public() != keypair.public()
         {
@@ -363,19 +362,16 @@ where
     // which is this run's once it has re-identified.
     let key = resume::JournalKey::of(keypair);
     let prefix = match kept {
-        Some(kept) => match kept.load(&offer, &key) {
-            Ok(prefix) => prefix,
-            Err(e) => {
-                let reason = match e {
-                    resume::ResumeError::OtherTransfer(_) => {
-                        "the receiver holds part of another transfer"
-                    }
-                    _ => CANNOT_RESUME,
-                };
-                session.say_last(&Control::Refuse(reason.into()), LINGER).await;
-                return Err(e.into());
-            }
-        },
+        Some(kept) => {
+            let loaded = kept.load(&offer, &key);
+            let reason = match &loaded {
+                Err(resume::ResumeError::OtherTransfer(_)) => {
+                    "the receiver holds part of another transfer"
+                }
+                _ => CANNOT_RESUME,
+            };
+            refused_on(&mut session, reason, loaded).await?
+        }
         None => Prefix::default(),
     };
     if prefix.chunks() > 0 {
@@ -389,21 +385,86 @@ where
         }
         Ok(sink)
     });
-    let sink = match started {
-        Ok(sink) => sink,
-        Err(e) => {
-            let reason = "the receiver cannot write its output".into();
-            session.say_last(&Control::Refuse(reason), LINGER).await;
-            return Err(e.into());
-        }
-    };
+    let sink = refused_on(&mut session, "the receiver cannot write its output", started).await?;
     let answer = if prefix.chunks() > 0 {
         Control::Resume(Resume { chunks: prefix.chunks(), root: prefix.root().finish() })
     } else {
         Control::Accept
     };
     session.send(&answer).await?;
-    let inc = Incoming {
+    Ok(Contact::Started(Box::new((incoming(sink, &prefix, offer), session))))
+}
+
+/// A step's result; on failure the sender is told `reason` as the receiver's refusal.
+async fn refused_on<S, T, E>(
+    session: &mut Session<S>,
+    reason: &str,
+    result: Result<T, E>,
+) -> Result<T, Error>
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    Error: From<E>,
+{
+    match result {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            session.say_last(&Control::Refuse(reason.into()), LINGER).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Asks the user about the offer, or checks it is the one the user already accepted;
+/// a no (or a question that could not be asked) is told to the sender.
+async fn consented<S, C>(
+    session: &mut Session<S>,
+    (offer, addr): (&Offer, Option<libp2p::Multiaddr>),
+    consent: Consent<C>,
+    events: &Events,
+    cancel: &CancellationToken,
+) -> Result<(), Error>
+where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin,
+    C: FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
+{
+    let consent = match consent {
+        Consent::Ask(consent) => consent,
+        // Only what the user accepted, byte for byte (the name included).
+        Consent::Given(accepted) if accepted == *offer => return Ok(()),
+        Consent::Given(_) => {
+            let reason = "the sender offers something else than before".to_owned();
+            session.say_last(&Control::Decline(reason), LINGER).await;
+            return Err(Error::OfferChanged);
+        }
+    };
+    let info = offer_info(offer, session.peer(), addr);
+    events.emit(Event::Offer(info.clone()));
+    let asked = tokio::task::spawn_blocking(move || consent(&info));
+    let answer = tokio::select! {
+        a = asked => a.map_err(PipelineError::Task)?,
+        () = cancel.cancelled() => {
+            session.say_last(&Control::Cancel, LINGER).await;
+            return Err(Error::Cancelled);
+        }
+    };
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let declined = Control::Decline("the receiver declined".into());
+            session.say_last(&declined, LINGER).await;
+            Err(Error::Declined("declined".into()))
+        }
+        Err(e) => {
+            let reason = "the receiver could not be asked".into();
+            session.say_last(&Control::Refuse(reason), LINGER).await;
+            Err(Error::Consent(e))
+        }
+    }
+}
+
+/// A transfer that starts (or resumes at `prefix`) into `sink`.
+fn incoming(sink: Sink, prefix: &Prefix, offer: Offer) -> Incoming {
+    Incoming {
         part: sink.kept().cloned(),
         sink: Some(sink),
         written: None,
@@ -415,8 +476,7 @@ where
         short: !prefix.bytes.is_multiple_of(u64::from(offer.chunk_size)),
         stats: Stats { skipped: prefix.bytes, ..Stats::default() },
         offer,
-    };
-    Ok(Contact::Started(Box::new((inc, session))))
+    }
 }
 
 /// How the receiver tells the sender it will not take the offer: a malformed offer is

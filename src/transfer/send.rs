@@ -36,18 +36,8 @@ pub async fn send(
     cancel: CancellationToken,
 ) -> Result<Report, Error> {
     let events = Events::new(on_event);
+    check(&options)?;
     let chunk_size = options.chunk_size;
-    if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-        return Err(Error::InvalidOptions(format!(
-            "chunk size must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
-        )));
-    }
-    if options.code.is_none() && options.words < crate::code::MIN_WORDS {
-        return Err(Error::InvalidOptions(format!(
-            "a code needs at least {} words",
-            crate::code::MIN_WORDS
-        )));
-    }
     if options.receivers != Receivers::One {
         return super::many::send(options, events, cancel).await;
     }
@@ -77,23 +67,16 @@ pub async fn send(
     // `--timeout`: until a receiver authenticates; a person at its prompt is not timed.
     let deadline = net.timeout.map(|t| (tokio::time::Instant::now() + t, t));
     loop {
-        let waiting = listener.next_session();
-        let session = tokio::select! {
-            () = cancel.cancelled() => return Err(Error::Cancelled),
-            s = async {
-                match started.get().copied() {
-                    None => match deadline {
-                        Some((at, after)) => tokio::time::timeout_at(at, waiting)
-                            .await
-                            .unwrap_or(Err(Error::TimedOut { peer: Role::Receiver, after })),
-                        None => waiting.await,
-                    },
-                    Some(_) => tokio::time::timeout(net.reconnect_timeout, waiting)
-                        .await
-                        .unwrap_or(Err(Error::ReconnectTimeout(net.reconnect_timeout.as_secs()))),
-                }
-            } => s?,
+        let timeout = match started.get() {
+            None => {
+                deadline.map(|(at, after)| (at, Error::TimedOut { peer: Role::Receiver, after }))
+            }
+            Some(_) => Some((
+                tokio::time::Instant::now() + net.reconnect_timeout,
+                Error::ReconnectTimeout(net.reconnect_timeout.as_secs()),
+            )),
         };
+        let session = next_session(&mut listener, timeout, &cancel).await?;
         let peer = session.peer();
         transport = node.remote_addr(peer).await.ok().flatten().map(|a| Transport::of(&a));
         tracing::info!(%peer, transport = %transport.map_or("unknown", Transport::as_str), "authenticated");
@@ -124,6 +107,42 @@ pub async fn send(
     }
     let report = finished(out, &started, transport, &events);
     Ok(report)
+}
+
+/// The next receiver that proves the code, by the deadline when there is one (with
+/// the error to give at it).
+async fn next_session(
+    listener: &mut Listener,
+    timeout: Option<(tokio::time::Instant, Error)>,
+    cancel: &CancellationToken,
+) -> Result<Session<libp2p::Stream>, Error> {
+    let waiting = listener.next_session();
+    tokio::select! {
+        () = cancel.cancelled() => Err(Error::Cancelled),
+        s = async {
+            match timeout {
+                Some((at, late)) => tokio::time::timeout_at(at, waiting).await.unwrap_or(Err(late)),
+                None => waiting.await,
+            }
+        } => s,
+    }
+}
+
+/// Options [`send`] refuses before anything starts.
+fn check(options: &SendOptions) -> Result<(), Error> {
+    let chunk_size = options.chunk_size;
+    if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        return Err(Error::InvalidOptions(format!(
+            "chunk size must be a power of two from {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}"
+        )));
+    }
+    if options.code.is_none() && options.words < crate::code::MIN_WORDS {
+        return Err(Error::InvalidOptions(format!(
+            "a code needs at least {} words",
+            crate::code::MIN_WORDS
+        )));
+    }
+    Ok(())
 }
 
 /// The sender's report of a transfer that ended well, also emitted as
@@ -160,78 +179,19 @@ pub(super) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let offer = {
-        let measuring = out.offer();
-        tokio::pin!(measuring);
-        // A large tree takes a while to walk, and the receiver waits for the offer only
-        // so long: keepalives say that we are still here.
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
-        loop {
-            tokio::select! {
-                offer = &mut measuring => break offer?.clone(),
-                _ = tick.tick() => session.send(&Control::Keepalive).await?,
-                () = cancel.cancelled() => {
-                    session.say_last(&Control::Cancel, LINGER).await;
-                    return Err(Error::Cancelled);
-                }
-            }
-        }
-    };
+    let offer = measured(out, &mut session, cancel).await?;
     session.send(&Control::Offer(offer)).await?;
     let first = started.get().is_none();
     if first {
         events.emit(Event::AwaitingAccept);
     }
-    // A first answer may wait for a person; after a reconnection the receiver answers
-    // at once, and silence means it died meanwhile.
-    let reply = tokio::select! {
-        r = session.recv_within(if first { None } else { Some(crate::session::DEAD_AFTER) }) => r,
-        () = cancel.cancelled() => {
-            session.say_last(&Control::Cancel, LINGER).await;
-            return Err(Error::Cancelled);
-        }
+    let from = match answer(&mut session, first, events, cancel).await? {
+        Ok(from) => from,
+        Err(ending) => return Ok(ending),
     };
-    let from = match reply {
-        Ok(Control::Accept) => Resume { chunks: 0, root: RootHash::default().finish() },
-        Ok(Control::Resume(r)) => r,
-        Ok(Control::Decline(reason)) => return Err(declined(reason)),
-        Ok(Control::Refuse(reason)) => {
-            // After a lost connection this is a rerun receiver going to come back under
-            // the identity it kept with its part file: nothing to tell the user. Before
-            // one, the same words say that a transfer begun earlier resumes (issue 15,
-            // item 7): not a refusal.
-            if first && reason == super::receive::REIDENTIFY {
-                events.emit(Event::ResumingEarlier);
-            } else if first {
-                events.emit(Event::Refused { reason });
-            }
-            return Ok(Ending::Refused);
-        }
-        Ok(other) => return Err(unexpected(&other, "Accept")),
-        Err(SessionError::Cancelled) => return Err(Error::PeerCancelled(Role::Receiver)),
-        Err(e) if !first && e.is_transient() => return Ok(Ending::Lost),
-        Err(e) if e.is_transient() => return Err(Error::PeerGone("before accepting")),
-        Err(e) => return Err(e.into()),
-    };
-    // Once a receiver lost its connection, the rest goes only to its peer id: the same
-    // process, or a rerun of it, which reconnects under the identity it kept with its
-    // part file (see `crate::resume`). Anyone else who knows the code is turned away,
-    // whatever it claims to hold, and the sender keeps waiting.
-    //
-    // A stream is the exception (issue 15, item 2): its receiver wrote what it got to
-    // its output and kept no identity to come back under (a rerun with `-o` leaves
-    // with `Refuse` above and comes back as the pinned peer), so a newcomer that
-    // accepts means the first receiver is gone for good, and what it took cannot be
-    // read again. Both sides stop at once and say so, instead of the sender waiting
-    // out its reconnect timeout.
-    if pinned.is_some_and(|p| p != session.peer()) {
-        let stream = out.offered().is_some_and(|o| o.kind == crate::message::Kind::Stream);
-        let why = if stream { STREAM_TAKEN } else { TAKEN };
-        session.say_last(&Control::Error(why.into()), LINGER).await;
-        if stream {
-            return Err(Error::StreamLost { delivered: out.bytes_read });
-        }
-        return Ok(Ending::Refused);
+    let stream = out.offered().is_some_and(|o| o.kind == crate::message::Kind::Stream);
+    if let Some(turned_away) = turn_away(&mut session, pinned, (stream, out.bytes_read)).await {
+        return turned_away;
     }
     // Catching up on a rerun reads the whole prefix: it too must stop when told.
     let positioned = tokio::select! {
@@ -254,6 +214,106 @@ where
         events.emit(Event::Reconnected);
     }
     out.run(session, events, cancel).await
+}
+
+/// The offer, measured (once) while keepalives tell the receiver that we are still
+/// here: a large tree takes a while to walk, and the receiver waits for the offer only
+/// so long.
+async fn measured<S>(
+    out: &mut Outgoing,
+    session: &mut Session<S>,
+    cancel: &CancellationToken,
+) -> Result<crate::message::Offer, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let measuring = out.offer();
+    tokio::pin!(measuring);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    loop {
+        tokio::select! {
+            offer = &mut measuring => return Ok(offer?.clone()),
+            _ = tick.tick() => session.send(&Control::Keepalive).await?,
+            () = cancel.cancelled() => {
+                session.say_last(&Control::Cancel, LINGER).await;
+                return Err(Error::Cancelled);
+            }
+        }
+    }
+}
+
+/// The receiver's answer to the offer: where the data starts (`Accept` is the start,
+/// `Resume` where it stands), or how this session ends without data.
+async fn answer<S>(
+    session: &mut Session<S>,
+    first: bool,
+    events: &Events,
+    cancel: &CancellationToken,
+) -> Result<Result<Resume, Ending>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // A first answer may wait for a person; after a reconnection the receiver answers
+    // at once, and silence means it died meanwhile.
+    let reply = tokio::select! {
+        r = session.recv_within(if first { None } else { Some(crate::session::DEAD_AFTER) }) => r,
+        () = cancel.cancelled() => {
+            session.say_last(&Control::Cancel, LINGER).await;
+            return Err(Error::Cancelled);
+        }
+    };
+    match reply {
+        Ok(Control::Accept) => Ok(Ok(Resume { chunks: 0, root: RootHash::default().finish() })),
+        Ok(Control::Resume(r)) => Ok(Ok(r)),
+        Ok(Control::Decline(reason)) => Err(declined(reason)),
+        Ok(Control::Refuse(reason)) => {
+            // After a lost connection this is a rerun receiver going to come back under
+            // the identity it kept with its part file: nothing to tell the user. Before
+            // one, the same words say that a transfer begun earlier resumes (issue 15,
+            // item 7): not a refusal.
+            if first && reason == super::receive::REIDENTIFY {
+                events.emit(Event::ResumingEarlier);
+            } else if first {
+                events.emit(Event::Refused { reason });
+            }
+            Ok(Err(Ending::Refused))
+        }
+        Ok(other) => Err(unexpected(&other, "Accept")),
+        Err(SessionError::Cancelled) => Err(Error::PeerCancelled(Role::Receiver)),
+        Err(e) if !first && e.is_transient() => Ok(Err(Ending::Lost)),
+        Err(e) if e.is_transient() => Err(Error::PeerGone("before accepting")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Once a receiver lost its connection, the rest goes only to its peer id: the same
+/// process, or a rerun of it, which reconnects under the identity it kept with its
+/// part file (see `crate::resume`). Anyone else who knows the code is turned away,
+/// whatever it claims to hold, and the sender keeps waiting.
+///
+/// A stream is the exception (issue 15, item 2): its receiver wrote what it got to
+/// its output and kept no identity to come back under (a rerun with `-o` leaves
+/// with `Refuse` and comes back as the pinned peer), so a newcomer that accepts
+/// means the first receiver is gone for good, and what it took cannot be read again.
+/// Both sides stop at once and say so, instead of the sender waiting out its
+/// reconnect timeout.
+async fn turn_away<S>(
+    session: &mut Session<S>,
+    pinned: Option<libp2p::PeerId>,
+    (stream, delivered): (bool, u64),
+) -> Option<Result<Ending, Error>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if pinned.is_none_or(|p| p == session.peer()) {
+        return None;
+    }
+    let why = if stream { STREAM_TAKEN } else { TAKEN };
+    session.say_last(&Control::Error(why.into()), LINGER).await;
+    if stream {
+        return Some(Err(Error::StreamLost { delivered }));
+    }
+    Some(Ok(Ending::Refused))
 }
 
 /// What a newcomer is told when a stream it asks for went partly to another receiver
