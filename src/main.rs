@@ -227,6 +227,11 @@ mod tests {
             ("src/cli/log.rs", include_str!("cli/log.rs")),
             ("src/cli/prompt.rs", include_str!("cli/prompt.rs")),
             ("src/cli/render.rs", include_str!("cli/render.rs")),
+            ("src/cli/render/json.rs", include_str!("cli/render/json.rs")),
+            ("src/cli/ask.rs", include_str!("cli/ask.rs")),
+            ("src/cli/clean.rs", include_str!("cli/clean.rs")),
+            ("src/cli/hint.rs", include_str!("cli/hint.rs")),
+            ("src/cli/text.rs", include_str!("cli/text.rs")),
         ];
         files.map(|(name, text)| (name, text.split("#[cfg(test)]").next().unwrap_or(text))).into()
     }

@@ -63,10 +63,7 @@ pub(crate) fn run(args: &CleanArgs) -> Result<(), Failure> {
             Ok(()) => removed += 1,
             Err(e) => {
                 let f = io_failure(&l.path, &e);
-                render::write_line(
-                    &mut std::io::stderr().lock(),
-                    &format!("pcp: error: {}", f.message),
-                );
+                render::eprint_line(&format!("pcp: error: {}", f.message));
                 failed = Some(f);
             }
         }

@@ -17,11 +17,7 @@
 //! test in `main.rs` checks the sources). A line break inside a line is hidden too: each
 //! line the binary means is printed on its own.
 //!
-//! `--json` strings are cleaned by the same rule as the terminal's lines, not merely
-//! JSON-escaped: JSON escapes control characters (`\u001b`), but a script that prints
-//! a `message` would pass them on decoded, and JSON leaves bidi and invisible
-//! characters as they are. So a JSON field meant for people says exactly what the
-//! terminal would have said.
+//! `--json` strings are cleaned by the same rule (see [`json`]).
 //! Rules: the code is always shown when pcp made it up (without it the transfer cannot
 //! happen), status and progress only when stderr is a terminal and `--quiet` is off,
 //! and notices (warnings the user must see) unless `--quiet`. A sender with neither
@@ -30,17 +26,7 @@
 //! Nothing here writes to stdout, which carries data.
 //!
 //! With `--json` ([`Reporter::json`]) every event is instead one JSON object on its own
-//! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
-//! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
-//! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
-//! `listening`, `peer_found`, `wrong_code` (`peer`, `from`: the address or network it
-//! came from, `from_there`: how many from there so far, `left`: how many more the
-//! sender takes before the code is burnt), `offer` (`name`, `kind` — `file`, `folder`
-//! or `stream` —, `size`, `entries`: a folder's top-level names, `files`: how many
-//! entries it holds, and `what` in words), `progress` (at most once a
-//! second), `done` with the totals, `code` and `notice`. A failure is the last event:
-//! `error`, with `kind`, `message`, `exit` and perhaps `hint` ([`error_json`]; `main`
-//! prints it instead of the `pcp: error:` lines).
+//! line of stderr (see [`json`]).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -52,7 +38,16 @@ use pcp::event::DhtStatus;
 use pcp::{Event, OfferKind, Report, Role};
 use serde_json::json;
 
-use super::prompt::{describe_short, human_bytes, peer_id, sanitize};
+mod json;
+mod words;
+
+pub(crate) use json::{eprint_json, error_json, write_json};
+use words::{
+    bar_style, failed_attempt_line, listening_line, offline_line, reachable_from_elsewhere,
+    stats_fields, stdout_notice, totals,
+};
+
+use super::prompt::{human_bytes, peer_id, sanitize};
 use pcp::{printable, quote};
 
 /// Draws events on stderr.
@@ -426,95 +421,6 @@ impl Reporter {
         })
     }
 
-    /// The JSON form of an event, or `None` when it is not printed now.
-    fn to_json(&self, ev: &Event) -> Option<serde_json::Value> {
-        let phase = |p: &str| json!({"event": "phase", "phase": p});
-        if let Some(m) = self.notice(ev) {
-            if let Event::Dht(DhtStatus::BootstrapFailed { total }) = ev {
-                return Some(json!({"event": "bootstrap_failed", "total": total}));
-            }
-            return Some(json!({"event": "notice", "message": m}));
-        }
-        Some(match ev {
-            Event::Code { code, made_up: true } => json!({"event": "code", "code": code}),
-            Event::Code { made_up: false, .. } => json!({"event": "ready"}),
-            Event::Listening { addr } => {
-                let mut ctx = lock(&self.ctx);
-                if ctx.seen.contains(addr) {
-                    return None;
-                }
-                ctx.seen.push(addr.clone());
-                json!({"event": "listening", "addr": addr.to_string()})
-            }
-            Event::Searching => phase("searching"),
-            Event::Found { peer, via } => {
-                json!({"event": "peer_found", "peer": peer.to_string(), "via": via.to_string()})
-            }
-            Event::Authenticating { peer } => {
-                json!({"event": "phase", "phase": "authenticating", "peer": peer.to_string()})
-            }
-            // Said with where it came from, by the FailedAttempt that follows.
-            Event::WrongCode { .. } => return None,
-            Event::FailedAttempt { peer, from, from_there, left } => json!({
-                "event": "wrong_code", "peer": peer.to_string(), "from": from.to_string(),
-                "from_there": from_there, "left": left,
-            }),
-            Event::AwaitingAccept => phase("awaiting_accept"),
-            Event::Offer(o) => json!({
-                "event": "offer", "peer": o.peer.to_string(), "what": describe_short(o),
-                "name": sanitize(&o.name),
-                "kind": match o.kind {
-                    OfferKind::Stream => "stream",
-                    OfferKind::File => "file",
-                    OfferKind::Folder => "folder",
-                    OfferKind::Text => "text",
-                },
-                "size": o.size,
-                "entries": o.entries.iter().map(|e| sanitize(e)).collect::<Vec<_>>(),
-                "files": o.files,
-            }),
-            Event::Dht(s) => self.dht_json(s)?,
-            Event::Started { total, done } => {
-                json!({"event": "phase", "phase": "transferring", "total": total, "done": done})
-            }
-            Event::Progress { bytes } => {
-                let mut last = lock(&self.last);
-                if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                    return None;
-                }
-                last.0 = Some(Instant::now());
-                json!({"event": "progress", "bytes": bytes})
-            }
-            Event::Finished(r) => done_json(r),
-            _ => return None,
-        })
-    }
-
-    fn dht_json(&self, s: &DhtStatus) -> Option<serde_json::Value> {
-        Some(match s {
-            DhtStatus::Bootstrap { connected, total } => {
-                json!({"event": "bootstrap", "connected": connected, "total": total})
-            }
-            DhtStatus::BootstrapFailed { total } => {
-                json!({"event": "bootstrap_failed", "total": total})
-            }
-            DhtStatus::Advertising { slot } => {
-                json!({"event": "phase", "phase": "advertising", "slot": slot})
-            }
-            DhtStatus::Advertised { slot, ok } => {
-                json!({"event": "advertised", "slot": slot, "ok": ok})
-            }
-            DhtStatus::Searching { current, previous } => {
-                let mut last = lock(&self.last);
-                if last.1 == Some(*current) {
-                    return None;
-                }
-                last.1 = Some(*current);
-                json!({"event": "phase", "phase": "searching_dht", "current": current, "previous": previous})
-            }
-        })
-    }
-
     fn live(&self) -> bool {
         self.tty && !self.quiet
     }
@@ -728,18 +634,7 @@ impl Reporter {
     fn receiver(&self, id: u32, ev: Event) {
         let show_progress = self.track(id, &ev);
         if self.json {
-            let v = match &ev {
-                Event::Dropped { reason, fell_behind } => {
-                    Some(json!({"event": "dropped", "message": reason, "fell_behind": fell_behind}))
-                }
-                Event::Progress { bytes } if show_progress => {
-                    Some(json!({"event": "progress", "bytes": bytes}))
-                }
-                Event::Progress { .. } => None,
-                other => self.to_json(other),
-            };
-            if let Some(mut v) = v {
-                v["receiver"] = json!(id);
+            if let Some(v) = self.receiver_json(id, &ev, show_progress) {
                 eprint_json(v);
             }
             return;
@@ -915,21 +810,6 @@ impl Reporter {
     }
 }
 
-/// A transfer's totals: `2.9 MiB in 1.2 s (2.4 MiB/s, 3.0 MiB on the wire)`.
-fn totals(r: &Report) -> String {
-    let secs = r.elapsed.as_secs_f64().max(1e-6);
-    // The rate of what moved in this run: bytes already held from an earlier one
-    // (a resumed part file) took no time here.
-    let moved = r.bytes.saturating_sub(r.stats.skipped);
-    format!(
-        "{} in {:.1} s ({}/s, {} on the wire)",
-        human_bytes(r.bytes),
-        secs,
-        human_bytes((moved as f64 / secs) as u64),
-        human_bytes(r.wire)
-    )
-}
-
 /// The status line of a `--many` send: every receiver and where it stands.
 fn receivers_status(receivers: &[Receiver]) -> String {
     let each: Vec<String> = receivers
@@ -957,232 +837,15 @@ pub(crate) fn eprint_line(line: &str) {
     write_line(&mut std::io::stderr().lock(), line);
 }
 
-/// Writes one JSON event on its own line of stderr, every string value in it cleaned
-/// by [`pcp::printable`] first (the keys are pcp's own).
-pub(crate) fn eprint_json(event: serde_json::Value) {
-    write_json(&mut std::io::stderr().lock(), event);
-}
-
 /// [`eprint_line`] to any writer.
 pub(crate) fn write_line(w: &mut impl Write, line: &str) {
     let _ = writeln!(w, "{}", printable(line));
 }
 
-/// [`eprint_json`] to any writer.
-pub(crate) fn write_json(w: &mut impl Write, mut event: serde_json::Value) {
-    clean_json(&mut event);
-    let _ = writeln!(w, "{event}");
-}
-
-/// Every string value in `v`, at any depth, through [`pcp::printable`].
-fn clean_json(v: &mut serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => *s = printable(s),
-        Value::Array(items) => items.iter_mut().for_each(clean_json),
-        Value::Object(fields) => fields.values_mut().for_each(clean_json),
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-/// What the receiver says when it writes an offer of `kind` to standard output.
-fn stdout_notice(kind: OfferKind) -> &'static str {
-    match kind {
-        OfferKind::Stream => "writing the stream to standard output; use -o FILE to save it",
-        OfferKind::File => "writing the file's bytes to standard output; use -o or -C to save it",
-        OfferKind::Text => "writing the text to standard output",
-        OfferKind::Folder => {
-            "writing the folder's tar stream to standard output; use -C DIR to extract it, \
-             or -o FILE to save it"
-        }
-    }
-}
-
-/// The sender's line for a wrong code: where it came from (the count is per IPv4
-/// address, IPv6 /64 or relay) and what is left of the budget.
-fn failed_attempt_line(
-    peer: &libp2p::PeerId,
-    from: &pcp::Origin,
-    from_there: u32,
-    left: u32,
-    verbose: bool,
-) -> String {
-    let origin = match from {
-        // The peer id is all there is; it is said below anyway.
-        pcp::Origin::Peer(_) => "an unknown address".to_owned(),
-        other => other.to_string(),
-    };
-    format!(
-        "a wrong code was tried from {origin} by {} ({from_there} from there so far; the \
-         code burns after {left} more)",
-        peer_id(peer, verbose)
-    )
-}
-
-/// The progress bar's look, with a total or without.
-fn bar_style(total: Option<u64>) -> ProgressStyle {
-    let template = match total {
-        Some(_) => "{bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        None => "{spinner} {bytes} {bytes_per_sec} {elapsed}",
-    };
-    ProgressStyle::with_template(template).expect("static template is valid")
-}
-
-/// What a side says when no DHT bootstrap node could be reached: where it still looks,
-/// as it is (nothing but `--peer` under `--no-mdns`).
-fn offline_line(total: usize, d: Option<Discovery>) -> String {
-    let head = format!("could not reach any of the {total} DHT bootstrap node(s)");
-    match d {
-        Some(Discovery { mdns: true, peers: true, .. }) => {
-            format!("{head}; looking on the local network and at the --peer address(es) only")
-        }
-        Some(Discovery { mdns: false, peers: true, .. }) => {
-            format!("{head}, and mDNS is off: only the --peer address(es) are left to try")
-        }
-        Some(Discovery { mdns: false, role: Role::Sender, .. }) => format!(
-            "{head}, and mDNS is off: nothing else can find this sender; a receiver can \
-             reach it only with --peer and an address of this computer"
-        ),
-        Some(Discovery { mdns: false, .. }) => format!(
-            "{head}, and mDNS is off: there is nothing else to look on; give the sender's \
-             address with --peer"
-        ),
-        _ => format!("{head}; looking on the local network only"),
-    }
-}
-
-/// `listening on ADDR: give it to pcp receive --peer`.
-fn listening_line(addr: &Multiaddr) -> String {
-    format!("listening on {addr}: give it to pcp receive --peer")
-}
-
-/// Whether another host could dial `addr`: not a loopback, unspecified or IPv6
-/// link-local address (that one needs a zone a multiaddr cannot carry), nor libp2p's
-/// in-process memory transport. Names (`/dns/…`) count as reachable.
-fn reachable_from_elsewhere(addr: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
-        Protocol::Ip6(ip) => {
-            !ip.is_loopback() && !ip.is_unspecified() && (ip.segments()[0] & 0xffc0) != 0xfe80
-        }
-        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) | Protocol::Dnsaddr(_) => true,
-        _ => false,
-    })
-}
-
-/// The resume accounting of one side: the counters that side keeps.
-fn stats_fields(r: &Report) -> Vec<(&'static str, u64)> {
-    let s = &r.stats;
-    match r.role {
-        Role::Sender => vec![
-            ("sent", s.sent),
-            ("resent", s.resent),
-            ("skipped", s.skipped),
-            ("reconnects", s.reconnects),
-        ],
-        Role::Receiver => {
-            vec![("received", s.received), ("skipped", s.skipped), ("reconnects", s.reconnects)]
-        }
-    }
-}
-
-/// The JSON `error` event that ends a run: `{"event":"error","kind":…,"message":…,
-/// "exit":N}`, and `hint` when there is one. `kind` is `pcp::ErrorKind::as_str` (or
-/// `usage` for a command line clap refused); `exit` is the process's exit status.
-pub(crate) fn error_json(
-    kind: &str,
-    message: &str,
-    hint: Option<&str>,
-    exit: u8,
-) -> serde_json::Value {
-    let mut v = json!({"event": "error", "kind": kind, "message": message, "exit": exit});
-    if let Some(hint) = hint {
-        v["hint"] = json!(hint);
-    }
-    v
-}
-
-/// The `done` JSON event: totals and the side's resume accounting.
-fn done_json(r: &Report) -> serde_json::Value {
-    let mut done = json!({
-        "event": "done", "bytes": r.bytes, "wire": r.wire, "chunks": r.chunks,
-        "seconds": r.elapsed.as_secs_f64(),
-        "transport": r.transport.map(pcp::Transport::as_str),
-    });
-    for (k, v) in stats_fields(r) {
-        done[k] = json!(v);
-    }
-    done
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_done_event_carries_the_resume_accounting() {
-        let rep = Reporter::with_terminal(false, false).json(true);
-        let stats = pcp::Stats { sent: 90, resent: 10, skipped: 20, received: 0, reconnects: 1 };
-        let done = rep
-            .to_json(&Event::Finished(Report {
-                role: Role::Sender,
-                bytes: 100,
-                wire: 120,
-                chunks: 2,
-                elapsed: Duration::from_millis(1500),
-                transport: Some(pcp::Transport::Quic),
-                stats,
-                written: Vec::new(),
-            }))
-            .expect("done is always printed");
-        assert_eq!(done["event"], "done");
-        assert_eq!(done["bytes"], 100);
-        assert_eq!(done["sent"], 90);
-        assert_eq!(done["resent"], 10);
-        assert_eq!(done["skipped"], 20);
-        assert_eq!(done["reconnects"], 1);
-        assert_eq!(done["transport"], "quic");
-    }
-
-    #[test]
-    fn the_offer_event_has_its_parts_in_fields() {
-        let rep = Reporter::with_terminal(false, false).json(true);
-        let offer = rep
-            .to_json(&Event::Offer(pcp::OfferInfo {
-                kind: pcp::OfferKind::Folder,
-                name: "2 items".into(),
-                size: None,
-                entries: vec!["a".into(), "b\x1b".into()],
-                kinds: vec![pcp::EntryKind::Folder, pcp::EntryKind::File],
-                files: Some(7),
-                peer: libp2p::PeerId::random(),
-                addr: None,
-            }))
-            .expect("printed");
-        assert_eq!(offer["kind"], "folder");
-        assert_eq!(offer["name"], "2 items");
-        assert!(offer["size"].is_null());
-        assert_eq!(offer["entries"], json!(["a", "b?"]));
-        assert_eq!(offer["files"], 7);
-    }
-
-    /// Issue 14, item 4: `--json` strings meant for people carry what the terminal
-    /// would show: no escape, bidi or invisible character, even JSON-escaped.
-    #[test]
-    fn json_events_are_cleaned_at_every_depth() {
-        let mut out = Vec::new();
-        let event = json!({"event": "notice", "message": "a\u{202E}b\x1b[2J",
-                           "entries": ["\x07x", {"deep": "\u{200B}y"}], "size": 3});
-        write_json(&mut out, event);
-        let line = String::from_utf8(out).expect("UTF-8");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
-        assert_eq!(
-            v,
-            json!({"event": "notice", "message": "a?b?[2J",
-                   "entries": ["?x", {"deep": "?y"}], "size": 3})
-        );
-    }
+    use crate::cli::prompt::describe_short;
 
     /// Issue 14, item 4: a written path is one quoted name.
     #[test]
@@ -1190,17 +853,6 @@ mod tests {
         let rep = Reporter::with_terminal(false, false);
         let line = rep.notice(&Event::Written { path: "out/a', 'b".into() }).expect("a notice");
         assert_eq!(line, r"wrote 'out/a\', \'b'");
-    }
-
-    #[test]
-    fn the_error_event() {
-        let e = error_json("wrong_code", "the code was wrong", Some("check it"), 3);
-        assert_eq!(
-            e,
-            json!({"event": "error", "kind": "wrong_code", "message": "the code was wrong",
-                   "exit": 3, "hint": "check it"})
-        );
-        assert!(error_json("usage", "x", None, 2).get("hint").is_none());
     }
 
     /// Issue 14, item 6: each wrong code is shown with where it came from, once.
@@ -1255,41 +907,6 @@ mod tests {
         assert!(json.track(4, &Event::Progress { bytes: 1 }), "the first progress shows");
         assert!(!json.track(4, &Event::Progress { bytes: 2 }), "then once a second");
         assert!(json.track(5, &Event::Progress { bytes: 1 }), "each receiver its own");
-    }
-
-    #[test]
-    fn a_given_code_is_not_echoed_in_json() {
-        let rep = Reporter::with_terminal(false, false).json(true);
-        let ready = rep
-            .to_json(&Event::Code { code: "bubble-enemy-result-increase".into(), made_up: false })
-            .expect("printed");
-        assert!(!ready.to_string().contains("bubble"), "{ready}");
-    }
-
-    #[test]
-    fn a_stream_is_not_told_to_use_a_directory() {
-        // A stream has no name to save under -C DIR.
-        assert!(stdout_notice(OfferKind::Stream).starts_with("writing the stream "));
-        assert!(!stdout_notice(OfferKind::Stream).contains("-C"));
-    }
-
-    #[test]
-    fn addresses_another_host_can_dial() {
-        let yes =
-            ["/ip4/198.18.0.1/tcp/1", "/ip6/2001:db8::1/udp/1/quic-v1", "/dns/a.example/tcp/1"];
-        let no = [
-            "/ip4/127.0.0.1/tcp/1",
-            "/ip4/0.0.0.0/tcp/1",
-            "/ip6/::1/tcp/1",
-            "/ip6/fe80::1/tcp/1",
-            "/memory/1",
-        ];
-        for a in yes {
-            assert!(reachable_from_elsewhere(&a.parse().expect("multiaddr")), "{a}");
-        }
-        for a in no {
-            assert!(!reachable_from_elsewhere(&a.parse().expect("multiaddr")), "{a}");
-        }
     }
 
     #[test]
