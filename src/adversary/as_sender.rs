@@ -4,54 +4,11 @@
 use super::*;
 
 pub(super) async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mut Outcome) -> Held {
-    let chunk = DEFAULT_CHUNK_SIZE;
-    let file = |name: &str, chunks: u64| Offer {
-        kind: Kind::File,
-        name: name.into(),
-        size: Some(chunks * u64::from(chunk)),
-        entries: Vec::new(),
-        chunk_size: chunk,
-        files: None,
-        kinds: Vec::new(),
-    };
     // The Offer cases end at the Offer: the honest side must refuse it.
-    match case {
-        AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => {
-            let plain = if case == AsSender::OfferTooManyEntries {
-                raw_offer(MAX_ENTRIES as u64 + 1)
-            } else {
-                // As many empty entries as one frame can carry.
-                let max = crate::framing::MAX_PLAINTEXT_LEN as u64;
-                raw_offer(max - (raw_offer(0).len() as u64 + 4))
-            };
-            out.note(format!("Offer of {} bytes", plain.len()));
-            let (_, reader, mut writer) = s.into_parts();
-            if let Err(e) = writer.send(plain, false).await {
-                out.note(format!("cannot send the Offer: {e}"));
-                return Box::new((reader, writer));
-            }
-            out.delivered = true;
-            let reader = drain(reader, out).await;
-            return Box::new((reader, writer));
-        }
-        _ => {}
+    if matches!(case, AsSender::OfferTooManyEntries | AsSender::OfferTooLarge) {
+        return bad_offer(case, s, out).await;
     }
-    let offer = match case {
-        AsSender::PaddedFrames => file("padded.bin", PADDED_CHUNKS),
-        AsSender::EscapeOfferName => file(ESCAPE_NAME, FILE_CHUNKS),
-        AsSender::LongName => sized(folder("x", None), &TarGen::long_name()),
-        AsSender::OfferAtLimit => offer_at_limit(),
-        AsSender::ManyEntries => sized(folder("many", Some(MANY_ENTRIES + 1)), &TarGen::many()),
-        AsSender::EscapeTarNames => sized(folder(ESCAPE_TOP, Some(3)), &TarGen::escapes()),
-        AsSender::OversizeArchive => {
-            Offer { size: Some(OVERSIZE_OFFERED), ..folder("top", Some(2)) }
-        }
-        AsSender::HostileTarHeader => sized(folder("top", Some(2)), &TarGen::hostile_header()),
-        AsSender::DeepTree => {
-            sized(folder("deep", Some(1 + DEEP_CHAINS * (DEEP_LEVELS + 1))), &TarGen::deep())
-        }
-        _ => file("data.bin", FILE_CHUNKS),
-    };
+    let offer = offer_for(case);
     if !offer_accepted(&mut s, offer.clone(), out).await {
         // A name with escapes is misbehaviour enough: the receiver has shown it, and a
         // refusal names it again.
@@ -64,24 +21,8 @@ pub(super) async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mu
         let reader = drain(reader, &mut seen).await;
         (reader, seen)
     });
-    let mut w = Chunks::new(writer, chunk);
-    let played = match case {
-        AsSender::GarbageFrame => garbage_after(&mut w, 2).await,
-        AsSender::OversizedHeader => oversized_header(&mut w).await,
-        AsSender::PaddedFrames => padded(&mut w).await,
-        AsSender::ZstdBomb => bomb(&mut w).await,
-        AsSender::HangMidFrame => half_frame_after(&mut w, 1).await,
-        AsSender::EscapeOfferName => w.data(FILE_CHUNKS).await.map(|()| true),
-        AsSender::LongName => w.tar(TarGen::long_name()).await,
-        AsSender::OfferAtLimit => w.tar(TarGen::one_dir(&offer.entries[0])).await,
-        AsSender::ManyEntries => w.tar(TarGen::many()).await,
-        AsSender::EscapeTarNames => w.tar(TarGen::escapes()).await,
-        AsSender::OversizeArchive => oversize(&mut w).await,
-        AsSender::HostileTarHeader => w.tar(TarGen::hostile_header()).await,
-        AsSender::DeepTree => w.tar(TarGen::deep()).await,
-        AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => unreachable!("handled above"),
-    };
-    match played {
+    let mut w = Chunks::new(writer, DEFAULT_CHUNK_SIZE);
+    match script(case, &mut w, &offer).await {
         Ok(delivered) => out.delivered = delivered,
         Err(e) => out.note(format!("the script stopped: {e}")),
     }
@@ -99,6 +40,77 @@ pub(super) async fn play_sender(case: AsSender, mut s: Session<Stream>, out: &mu
         }
     };
     Box::new((reader, w.w))
+}
+
+/// An Offer over a limit (too many entries, or a whole frame of them), as raw bytes.
+async fn bad_offer(case: AsSender, s: Session<Stream>, out: &mut Outcome) -> Held {
+    let plain = if case == AsSender::OfferTooManyEntries {
+        raw_offer(MAX_ENTRIES as u64 + 1)
+    } else {
+        // As many empty entries as one frame can carry.
+        let max = crate::framing::MAX_PLAINTEXT_LEN as u64;
+        raw_offer(max - (raw_offer(0).len() as u64 + 4))
+    };
+    out.note(format!("Offer of {} bytes", plain.len()));
+    let (_, reader, mut writer) = s.into_parts();
+    if let Err(e) = writer.send(plain, false).await {
+        out.note(format!("cannot send the Offer: {e}"));
+        return Box::new((reader, writer));
+    }
+    out.delivered = true;
+    let reader = drain(reader, out).await;
+    Box::new((reader, writer))
+}
+
+/// What each case offers.
+fn offer_for(case: AsSender) -> Offer {
+    let file = |name: &str, chunks: u64| Offer {
+        kind: Kind::File,
+        name: name.into(),
+        size: Some(chunks * u64::from(DEFAULT_CHUNK_SIZE)),
+        entries: Vec::new(),
+        chunk_size: DEFAULT_CHUNK_SIZE,
+        files: None,
+        kinds: Vec::new(),
+    };
+    match case {
+        AsSender::PaddedFrames => file("padded.bin", PADDED_CHUNKS),
+        AsSender::EscapeOfferName => file(ESCAPE_NAME, FILE_CHUNKS),
+        AsSender::LongName => sized(folder("x", None), &TarGen::long_name()),
+        AsSender::OfferAtLimit => offer_at_limit(),
+        AsSender::ManyEntries => sized(folder("many", Some(MANY_ENTRIES + 1)), &TarGen::many()),
+        AsSender::EscapeTarNames => sized(folder(ESCAPE_TOP, Some(3)), &TarGen::escapes()),
+        AsSender::OversizeArchive => {
+            Offer { size: Some(OVERSIZE_OFFERED), ..folder("top", Some(2)) }
+        }
+        AsSender::HostileTarHeader => sized(folder("top", Some(2)), &TarGen::hostile_header()),
+        AsSender::DeepTree => {
+            sized(folder("deep", Some(1 + DEEP_CHAINS * (DEEP_LEVELS + 1))), &TarGen::deep())
+        }
+        _ => file("data.bin", FILE_CHUNKS),
+    }
+}
+
+/// What each case sends once its offer is accepted: whether the misbehaviour went out.
+async fn script(case: AsSender, w: &mut Chunks, offer: &Offer) -> Step {
+    match case {
+        AsSender::GarbageFrame => garbage_after(w, 2).await,
+        AsSender::OversizedHeader => oversized_header(w).await,
+        AsSender::PaddedFrames => padded(w).await,
+        AsSender::ZstdBomb => bomb(w).await,
+        AsSender::HangMidFrame => half_frame_after(w, 1).await,
+        AsSender::EscapeOfferName => w.data(FILE_CHUNKS).await.map(|()| true),
+        AsSender::LongName => w.tar(TarGen::long_name()).await,
+        AsSender::OfferAtLimit => w.tar(TarGen::one_dir(&offer.entries[0])).await,
+        AsSender::ManyEntries => w.tar(TarGen::many()).await,
+        AsSender::EscapeTarNames => w.tar(TarGen::escapes()).await,
+        AsSender::OversizeArchive => oversize(w).await,
+        AsSender::HostileTarHeader => w.tar(TarGen::hostile_header()).await,
+        AsSender::DeepTree => w.tar(TarGen::deep()).await,
+        AsSender::OfferTooManyEntries | AsSender::OfferTooLarge => {
+            unreachable!("the Offer cases end at the Offer")
+        }
+    }
 }
 
 /// Sends the Offer and waits for the answer; true if it is `Accept`.
