@@ -297,60 +297,66 @@ fn write_journal(
                 let next = u64::from(input.u32());
                 let len = usize::from(input.byte());
                 let name = String::from_utf8_lossy(input.take(len)).into_owned();
-                let w = input.byte();
-                let entry = match w & 3 {
-                    0 if w & 0x80 == 0 => {
-                        let files: Vec<&[u8]> = planted
-                            .iter()
-                            .filter_map(|p| match &p.what {
-                                PlantedKind::File(bytes) => Some(&bytes[..]),
-                                _ => None,
-                            })
-                            .collect();
-                        let bytes = files.get(usize::from(w >> 2) % files.len().max(1));
-                        let bytes = bytes.copied().unwrap_or_default();
-                        Extracted::File {
-                            size: bytes.len() as u64,
-                            hash: *blake3::hash(bytes).as_bytes(),
-                        }
-                    }
-                    0 => Extracted::File { size: u64::from(input.u16()), hash: [w; 32] },
-                    1 => Extracted::Dir(DirMeta {
-                        parts: name
-                            .split('/')
-                            .filter(|p| !p.is_empty() && *p != ".")
-                            .map(str::to_owned)
-                            .collect(),
-                        mode: mode_of(input.byte(), [0o700, 0o500, 0o300, 0]),
-                        mtime: i64::from(input.u32()),
-                    }),
-                    2 => Extracted::Symlink,
-                    _ => Extracted::HardLink,
-                };
+                let entry = made_up_entry(&mut input, &name, planted);
                 journal.extracted(&Checkpoint { next, name, entry }).expect("an entry record");
             }
             _ => {
                 let next = u64::from(input.u32());
                 let i = usize::from(input.byte());
                 let Some(p) = planted.get(i % planted.len().max(1)) else { continue };
-                let parts: Vec<String> =
-                    p.parts.iter().map(|s| s.to_string_lossy().into_owned()).collect();
-                let entry = match &p.what {
-                    PlantedKind::Dir(mode) => {
-                        Extracted::Dir(DirMeta { parts: parts.clone(), mode: *mode, mtime: 1 })
-                    }
-                    PlantedKind::File(bytes) => Extracted::File {
-                        size: bytes.len() as u64,
-                        hash: *blake3::hash(bytes).as_bytes(),
-                    },
-                    PlantedKind::Symlink(_) => Extracted::Symlink,
-                    PlantedKind::HardLink => Extracted::HardLink,
-                };
-                let done = Checkpoint { next, name: parts.join("/"), entry };
-                journal.extracted(&done).expect("an entry record");
+                journal.extracted(&planted_entry(next, p)).expect("an entry record");
             }
         }
     }
+}
+
+/// A [`journal_op::ENTRY`] record's entry, as the input makes it up: a file with the
+/// bytes of a planted file (or a made-up size and hash), a directory, a symlink or a
+/// hard link.
+fn made_up_entry(input: &mut Input<'_>, name: &str, planted: &[Planted]) -> Extracted {
+    let w = input.byte();
+    match w & 3 {
+        0 if w & 0x80 == 0 => {
+            let files: Vec<&[u8]> = planted
+                .iter()
+                .filter_map(|p| match &p.what {
+                    PlantedKind::File(bytes) => Some(&bytes[..]),
+                    _ => None,
+                })
+                .collect();
+            let bytes = files.get(usize::from(w >> 2) % files.len().max(1));
+            let bytes = bytes.copied().unwrap_or_default();
+            Extracted::File { size: bytes.len() as u64, hash: *blake3::hash(bytes).as_bytes() }
+        }
+        0 => Extracted::File { size: u64::from(input.u16()), hash: [w; 32] },
+        1 => Extracted::Dir(DirMeta {
+            parts: name
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .map(str::to_owned)
+                .collect(),
+            mode: mode_of(input.byte(), [0o700, 0o500, 0o300, 0]),
+            mtime: i64::from(input.u32()),
+        }),
+        2 => Extracted::Symlink,
+        _ => Extracted::HardLink,
+    }
+}
+
+/// A [`journal_op::PLANTED`] record: what was planted, recorded as extracted.
+fn planted_entry(next: u64, p: &Planted) -> Checkpoint {
+    let parts: Vec<String> = p.parts.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+    let entry = match &p.what {
+        PlantedKind::Dir(mode) => {
+            Extracted::Dir(DirMeta { parts: parts.clone(), mode: *mode, mtime: 1 })
+        }
+        PlantedKind::File(bytes) => {
+            Extracted::File { size: bytes.len() as u64, hash: *blake3::hash(bytes).as_bytes() }
+        }
+        PlantedKind::Symlink(_) => Extracted::Symlink,
+        PlantedKind::HardLink => Extracted::HardLink,
+    };
+    Checkpoint { next, name: parts.join("/"), entry }
 }
 
 /// What a file tree holds, keyed by the path under its root: kind, permission bits,
@@ -422,31 +428,86 @@ pub fn resume(data: &[u8], dir: &Path) {
     let _ = resume_outcome(data, dir);
 }
 
+/// [`resume`]'s input, in its sections.
+struct Layout<'a> {
+    flags: u8,
+    kind: u8,
+    files: u8,
+    staging_ops: &'a [u8],
+    journal_ops: &'a [u8],
+    garbage: &'a [u8],
+    flip: usize,
+    tar: &'a [u8],
+}
+
+impl<'a> Layout<'a> {
+    fn of(data: &'a [u8]) -> Self {
+        let mut input = Input(data);
+        let flags = input.byte();
+        let kind = input.byte() % staging_kind::COUNT;
+        let files = input.byte();
+        let n = usize::from(input.u16());
+        let staging_ops = input.take(n);
+        let n = usize::from(input.u16());
+        let journal_ops = input.take(n);
+        let n = usize::from(input.byte());
+        let garbage = input.take(n);
+        let flip = usize::from(input.u16());
+        Layout { flags, kind, files, staging_ops, journal_ops, garbage, flip, tar: input.0 }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// Where one run's files are: the canary and the target beside it, and in the target
+/// the staging directory, its journal and the journal's temporary name.
+struct Scene {
+    canary: PathBuf,
+    dest: PathBuf,
+    staging: PathBuf,
+    manifest: PathBuf,
+    tmp: PathBuf,
+}
+
 /// [`resume`], saying how far the receiver got: the committed paths, or the first
 /// error (its `Debug`), from [`resume::load`], [`Sink::start`] or the extraction.
 fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
-    use resume_flags::*;
-    let mut input = Input(data);
-    let flags = input.byte();
-    let kind = input.byte() % staging_kind::COUNT;
-    let files = input.byte();
-    let staging_ops = {
-        let n = usize::from(input.u16());
-        input.take(n)
+    let input = Layout::of(data);
+    let (canary, dest) = plant_canary(dir);
+    let offer = Offer {
+        kind: Kind::Archive,
+        name: "d".into(),
+        size: Some(input.tar.len() as u64),
+        entries: TOP.map(str::to_owned).to_vec(),
+        chunk_size: MIN_CHUNK_SIZE,
+        files: input.files.checked_sub(1).map(u64::from),
+        kinds: vec![TopKind::Folder, TopKind::File],
     };
-    let journal_ops = {
-        let n = usize::from(input.u16());
-        input.take(n)
+    let target = Target::Extract { dir: dest.clone(), announced: Announced::of(&offer) };
+    let part = target.resume_part().expect("an extraction has a staging directory");
+    let scene = Scene {
+        canary,
+        dest,
+        staging: part.path().to_owned(),
+        manifest: part.manifest(),
+        tmp: part.manifest_tmp(),
     };
-    let garbage = {
-        let n = usize::from(input.byte());
-        input.take(n)
-    };
-    let flip = usize::from(input.u16());
-    let tar = input.0;
-    let force = flags & FORCE != 0;
+    let planted = plant_staging(&input, &scene.staging, dir);
+    plant_journal(&input, &offer, &scene, &planted);
 
-    // The canary, beside the target.
+    let before = snapshot(&scene.canary);
+    let outcome = receive(&input, target, &offer, &scene.staging);
+    assert_eq!(snapshot(&scene.canary), before, "nothing in the canary directory changes");
+    check_dest(dir, &scene, &outcome);
+    check_links(&input, &scene, planted);
+    outcome
+}
+
+/// The canary directory (files, a read-only file, a subdirectory, a symlink) and the
+/// empty target beside it.
+fn plant_canary(dir: &Path) -> (PathBuf, PathBuf) {
     let canary = dir.join("canary");
     let dest = dir.join("dest");
     fs::create_dir(&canary).expect("create the canary directory");
@@ -457,115 +518,115 @@ fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
     fs::write(canary.join("sub/file"), b"nor in here").expect("write the canary");
     std::os::unix::fs::symlink("file", canary.join("link")).expect("the canary's symlink");
     fs::create_dir(&dest).expect("create dest");
+    (canary, dest)
+}
 
-    let offer = Offer {
-        kind: Kind::Archive,
-        name: "d".into(),
-        size: Some(tar.len() as u64),
-        entries: TOP.map(str::to_owned).to_vec(),
-        chunk_size: MIN_CHUNK_SIZE,
-        files: files.checked_sub(1).map(u64::from),
-        kinds: vec![TopKind::Folder, TopKind::File],
-    };
-    let target = Target::Extract { dir: dest.clone(), announced: Announced::of(&offer) };
-    let part = target.resume_part().expect("an extraction has a staging directory");
-    let staging = part.path().to_owned();
-    let manifest = part.manifest();
-    let tmp = part.manifest_tmp();
-
-    // Staging, as the input has it.
+/// Staging, as the input has it: what was planted in it.
+fn plant_staging(input: &Layout<'_>, staging: &Path, dir: &Path) -> Vec<Planted> {
     let mut planted = Vec::new();
-    match kind {
+    match input.kind {
         staging_kind::DIR | staging_kind::OPEN_DIR => {
-            fs::create_dir(&staging).expect("create staging");
-            planted = plant(staging_ops, &staging, dir);
-            let mode = if kind == staging_kind::DIR { 0o700 } else { 0o755 };
-            fs::set_permissions(&staging, fs::Permissions::from_mode(mode)).expect("chmod");
+            fs::create_dir(staging).expect("create staging");
+            planted = plant(input.staging_ops, staging, dir);
+            let mode = if input.kind == staging_kind::DIR { 0o700 } else { 0o755 };
+            fs::set_permissions(staging, fs::Permissions::from_mode(mode)).expect("chmod");
         }
         staging_kind::SYMLINK => {
-            std::os::unix::fs::symlink("../canary", &staging).expect("plant staging")
+            std::os::unix::fs::symlink("../canary", staging).expect("plant staging")
         }
-        staging_kind::FILE => fs::write(&staging, b"not a directory").expect("plant staging"),
+        staging_kind::FILE => fs::write(staging, b"not a directory").expect("plant staging"),
         _ => {}
     }
+    planted
+}
 
-    // The journal, as an earlier run (or someone else) left it.
-    let header = if flags & OTHER_TRANSFER != 0 {
+/// The journal, as an earlier run (or someone else) left it, garbled as the input says,
+/// and the symlinks it plants at the journal's temporary name and at `dest/f`.
+fn plant_journal(input: &Layout<'_>, offer: &Offer, scene: &Scene, planted: &[Planted]) {
+    use resume_flags::*;
+    let header = if input.has(OTHER_TRANSFER) {
         Offer { entries: vec!["d".into()], kinds: vec![TopKind::Folder], ..offer.clone() }
     } else {
         offer.clone()
     };
     let key =
-        if flags & OTHER_KEY != 0 { JournalKey::from_bytes([8; 32]) } else { resume::test_key() };
-    write_journal(journal_ops, &staging, &header, &key, tar, &planted);
-    let mut bytes = fs::read(&manifest).expect("read the journal");
-    bytes.extend_from_slice(garbage);
-    if let Some(b) = flip.checked_sub(1).and_then(|at| bytes.get_mut(at)) {
+        if input.has(OTHER_KEY) { JournalKey::from_bytes([8; 32]) } else { resume::test_key() };
+    write_journal(input.journal_ops, &scene.staging, &header, &key, input.tar, planted);
+    let mut bytes = fs::read(&scene.manifest).expect("read the journal");
+    bytes.extend_from_slice(input.garbage);
+    if let Some(b) = input.flip.checked_sub(1).and_then(|at| bytes.get_mut(at)) {
         *b ^= 0x5a;
     }
-    fs::write(&manifest, &bytes).expect("garble the journal");
-    if flags & NO_JOURNAL != 0 {
-        fs::remove_file(&manifest).expect("remove the journal");
+    fs::write(&scene.manifest, &bytes).expect("garble the journal");
+    if input.has(NO_JOURNAL) {
+        fs::remove_file(&scene.manifest).expect("remove the journal");
     }
-    if flags & TMP_SYMLINK != 0 {
-        std::os::unix::fs::symlink("../canary/file", &tmp).expect("plant at the temporary name");
+    if input.has(TMP_SYMLINK) {
+        std::os::unix::fs::symlink("../canary/file", &scene.tmp)
+            .expect("plant at the temporary name");
     }
-    if flags & DEST_TAKEN != 0 {
-        std::os::unix::fs::symlink("../canary/file", dest.join("f")).expect("take dest/f");
+    if input.has(DEST_TAKEN) {
+        std::os::unix::fs::symlink("../canary/file", scene.dest.join("f")).expect("take dest/f");
     }
+}
 
-    let before = snapshot(&canary);
-
-    // The receiver: what an earlier run kept is looked at only without --force.
+/// The receiver's path: what an earlier run kept is looked at only without --force;
+/// then the sink, fed the tar stream from the loaded prefix on.
+fn receive(
+    input: &Layout<'_>,
+    target: Target,
+    offer: &Offer,
+    staging: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let force = input.has(resume_flags::FORCE);
     let kept = !force && staging.symlink_metadata().is_ok();
     let key = resume::test_key();
-    let prefix = if kept { resume::load(&staging, &offer, &key) } else { Ok(Prefix::default()) };
-    let outcome = match prefix {
-        Err(e) => {
+    let prefix = if kept { resume::load(staging, offer, &key) } else { Ok(Prefix::default()) };
+    let prefix = prefix.map_err(|e| {
+        assert_clean(&e);
+        format!("{e:?}")
+    })?;
+    let skip = usize::try_from(prefix.bytes).expect("a prefix of the tar in memory");
+    let rest = input.tar.get(skip..).unwrap_or_default();
+    let chunks = rest.chunks(MIN_CHUNK_SIZE as usize).map(<[u8]>::to_vec);
+    let commit = input.has(resume_flags::COMMIT);
+    Sink::start(target, force, Some((offer, &prefix, &key)))
+        .and_then(|sink| sink.run_blocking(chunks, commit))
+        .map(|written| written.paths)
+        .map_err(|e| {
             assert_clean(&e);
-            Err(format!("{e:?}"))
-        }
-        Ok(prefix) => {
-            let skip = usize::try_from(prefix.bytes).expect("a prefix of the tar in memory");
-            let rest = tar.get(skip..).unwrap_or_default();
-            let chunks = rest.chunks(MIN_CHUNK_SIZE as usize).map(<[u8]>::to_vec);
-            let run = Sink::start(target, force, Some((&offer, &prefix, &key)))
-                .and_then(|sink| sink.run_blocking(chunks, flags & COMMIT != 0));
-            match run {
-                Ok(written) => Ok(written.paths),
-                Err(e) => {
-                    assert_clean(&e);
-                    Err(format!("{e:?}"))
-                }
-            }
-        }
-    };
+            format!("{e:?}")
+        })
+}
 
-    assert_eq!(snapshot(&canary), before, "nothing in the canary directory changes");
+/// Nothing appears beside `dest`; `dest` holds only staging, its journal (and the
+/// journal's temporary name) and the announced names; a commit places exactly the
+/// announced names.
+fn check_dest(dir: &Path, scene: &Scene, outcome: &Result<Vec<PathBuf>, String>) {
     let mut names = names_in(dir);
     names.sort();
     assert_eq!(names, ["canary", "dest"], "nothing appears beside dest");
-    let allowed: HashSet<OsString> = [
-        staging.file_name().expect("a name").to_owned(),
-        manifest.file_name().expect("a name").to_owned(),
-        PathBuf::from(&tmp).file_name().expect("a name").to_owned(),
-    ]
-    .into_iter()
-    .chain(TOP.map(OsString::from))
-    .collect();
-    for name in names_in(&dest) {
+    let allowed: HashSet<OsString> = [&scene.staging, &scene.manifest, &scene.tmp]
+        .into_iter()
+        .map(|p| p.file_name().expect("a name").to_owned())
+        .chain(TOP.map(OsString::from))
+        .collect();
+    for name in names_in(&scene.dest) {
         assert!(allowed.contains(&name), "{name:?} appeared in dest");
     }
-    if let Ok(paths) = &outcome {
-        let want: Vec<PathBuf> = TOP.iter().map(|name| dest.join(name)).collect();
+    if let Ok(paths) = outcome {
+        let want: Vec<PathBuf> = TOP.iter().map(|name| scene.dest.join(name)).collect();
         assert_eq!(*paths, want, "a commit places the announced names");
-        let mut names = names_in(&dest);
+        let mut names = names_in(&scene.dest);
         names.sort();
         assert_eq!(names, TOP, "after a commit dest holds the announced names only");
     }
+}
 
-    // Every symlink in dest that the input did not plant (under staging, or as dest/f)
-    // stays inside its top-level entry; no special mode bits anywhere.
+/// Every symlink in dest that the input did not plant (under staging, or as dest/f)
+/// stays inside its top-level entry; no special mode bits anywhere.
+fn check_links(input: &Layout<'_>, scene: &Scene, planted: Vec<Planted>) {
+    let (dest, staging) = (&scene.dest, &scene.staging);
     let mut planted_links: HashSet<(Vec<OsString>, PathBuf)> = planted
         .into_iter()
         .filter_map(|p| match p.what {
@@ -574,30 +635,30 @@ fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
         })
         .collect();
     let into_canary = PathBuf::from("../canary/file");
-    if flags & DEST_TAKEN != 0 {
+    if input.has(resume_flags::DEST_TAKEN) {
         planted_links.insert((vec![OsString::from("f")], into_canary.clone()));
     }
-    if flags & TMP_SYMLINK != 0 {
+    if input.has(resume_flags::TMP_SYMLINK) {
         // It stays when the receiver stops before it rewrites the journal.
-        let name = PathBuf::from(&tmp).file_name().expect("a name").to_owned();
+        let name = scene.tmp.file_name().expect("a name").to_owned();
         planted_links.insert((vec![name], into_canary));
     }
-    let staging_is_dir = fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir());
+    let staging_is_dir = fs::symlink_metadata(staging).is_ok_and(|m| m.is_dir());
     let mut entries = Vec::new();
-    walk(&dest, &mut entries);
+    walk(dest, &mut entries);
     for (path, meta) in entries {
         assert_eq!(meta.mode() & 0o7000, 0, "{path:?} has no setuid, setgid or sticky bit");
         if !meta.file_type().is_symlink() {
             continue;
         }
-        let under = if staging_is_dir && path.starts_with(&staging) { &staging } else { &dest };
+        let under = if staging_is_dir && path.starts_with(staging) { staging } else { dest };
         let rel: Vec<OsString> = path
             .strip_prefix(under)
             .expect("walked from dest")
             .iter()
             .map(OsStr::to_owned)
             .collect();
-        if rel.len() == 1 && under == &dest && path == staging {
+        if rel.len() == 1 && under == dest && path == *staging {
             continue;
         }
         let target = fs::read_link(&path).expect("read a symlink");
@@ -608,7 +669,6 @@ fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
         assert!(TOP.contains(&rel[0]), "symlink {path:?} is not under an announced name");
         assert!(stays_inside(&rel, &target), "symlink {path:?} -> {target:?} escapes");
     }
-    outcome
 }
 
 #[cfg(test)]
