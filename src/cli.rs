@@ -176,7 +176,6 @@ async fn send(
         .filter(|addr| announce && random_port(addr))
         .map(ToString::to_string)
         .collect();
-    rep.sending(if a.text.is_some() { "text".into() } else { offer_label(&a.paths) });
     rep.discovery(Discovery {
         role: pcp::Role::Sender,
         mdns: !a.common.no_mdns,
@@ -266,26 +265,6 @@ async fn node(a: NodeArgs, rep: Arc<Reporter>, cancel: CancellationToken) -> Res
         return Err(Failure::from(pcp::Error::Cancelled));
     }
     Ok(())
-}
-
-/// What the sender sends, in the words of its last line: the one path's name
-/// (`'report.pdf'`, as the receiver is offered it), `stdin`, or `N items`.
-fn offer_label(paths: &[PathBuf]) -> String {
-    match paths {
-        [] => "stdin".into(),
-        [p] if p.as_os_str() == "-" => "stdin".into(),
-        [p] => {
-            // `.` and `..` have no file name of their own: the engine offers the
-            // directory's real name.
-            let name = p
-                .file_name()
-                .map(std::ffi::OsStr::to_os_string)
-                .or_else(|| std::fs::canonicalize(p).ok()?.file_name().map(Into::into))
-                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
-            pcp::quote(&name)
-        }
-        many => format!("{} items", many.len()),
-    }
 }
 
 /// How long a receiver looks for its sender before it says what may be wrong.
@@ -584,17 +563,6 @@ mod tests {
         assert_eq!(got(Some(Some("./5".into())), &[]), (Some(None), paths(&["./5"])));
         let zero = many_and_paths(Some(Some("0".into())), paths(&["a"]));
         assert!(zero.is_err_and(|f| f.code == exit::USAGE));
-    }
-
-    #[test]
-    fn the_sender_names_what_it_sent() {
-        assert_eq!(offer_label(&[]), "stdin");
-        assert_eq!(offer_label(&["-".into()]), "stdin");
-        assert_eq!(offer_label(&["dir/report.pdf".into()]), "'report.pdf'");
-        assert_eq!(offer_label(&["photos/".into()]), "'photos'");
-        assert_eq!(offer_label(&["a".into(), "b".into()]), "2 items");
-        assert_eq!(offer_label(&["a\x1b[2Jb".into()]), "'a?[2Jb'");
-        assert_eq!(offer_label(&["a', 'b".into()]), r"'a\', \'b'");
     }
 
     #[test]

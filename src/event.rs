@@ -297,6 +297,18 @@ impl std::fmt::Display for Origin {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
+    /// What the sender sends, said before its code: its size is measured only when a
+    /// receiver comes, for the offer.
+    Sending {
+        /// What kind of offer it becomes (standard input that turns out short text is
+        /// offered as text all the same).
+        kind: OfferKind,
+        /// Its name as a receiver is offered it: a file's or folder's name, `N items`
+        /// for several paths, `stdin`, or `text`.
+        name: String,
+        /// How many paths it holds: 1 but for several paths.
+        items: usize,
+    },
     /// The sender is ready. `made_up`: pcp generated the code, so it must be shown; a
     /// code the caller chose need not be repeated.
     Code {

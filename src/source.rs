@@ -139,6 +139,25 @@ impl Source {
         Ok(source)
     }
 
+    /// What is sent, for [`crate::Event::Sending`]: cheap, before the code is shown.
+    pub(crate) fn sending(&self) -> crate::Event {
+        use crate::event::OfferKind;
+        let (kind, name, items) = match self {
+            Source::Reader(_) => (OfferKind::Stream, "stdin".to_owned(), 1),
+            Source::Text(_) => (OfferKind::Text, "text".to_owned(), 1),
+            Source::File { path, .. } => (OfferKind::File, file_name(path).unwrap_or_default(), 1),
+            Source::Archive { paths, .. } => {
+                let names = archive::top_level_names(paths).unwrap_or_default();
+                let name = match names.as_slice() {
+                    [one] => one.clone(),
+                    many => format!("{} items", many.len()),
+                };
+                (OfferKind::Folder, name, paths.len())
+            }
+        };
+        crate::Event::Sending { kind, name, items }
+    }
+
     /// Checks what can be checked before a code is shown: names the offer cannot
     /// carry. Cheap (no walk of a tree).
     ///

@@ -44,7 +44,7 @@ mod words;
 pub(crate) use json::{eprint_json, error_json, write_json};
 use words::{
     bar_style, failed_attempt_line, listening_line, offline_line, reachable_from_elsewhere,
-    stats_fields, stdout_notice, totals,
+    sending_label, stats_fields, stdout_notice, totals,
 };
 
 use super::prompt::{human_bytes, peer_id, sanitize};
@@ -242,12 +242,6 @@ impl Reporter {
         for l in lines {
             self.line(&l);
         }
-    }
-
-    /// What this sender sends, in words (`'report.pdf'`, `stdin`, `3 items`), for the
-    /// line that ends a transfer: `sent 'report.pdf', 2.9 MiB in 1.2 s (…)`.
-    pub(crate) fn sending(&self, what: String) {
-        lock(&self.ctx).sending = Some(what);
     }
 
     /// The receiver writes what it gets to standard output: say so once the data
@@ -559,6 +553,10 @@ impl Reporter {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{addr}").and_then(|()| out.flush());
             return;
+        }
+        if let Event::Sending { kind, name, items } = &ev {
+            // For the line that ends a transfer: `sent 'report.pdf', 2.9 MiB in 1.2 s`.
+            lock(&self.ctx).sending = Some(sending_label(*kind, name, *items));
         }
         if self.json {
             if let Some(v) = self.to_json(&ev) {

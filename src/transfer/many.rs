@@ -98,7 +98,8 @@ pub(super) async fn send(
         unreachable!("called for many receivers only")
     };
     let budget = Budget::new(crate::pipeline::many_chunks(options.chunk_size));
-    let (paths, fanout) = sources(options.source, count, lag, options.chunk_size, &budget)?;
+    let (paths, fanout) =
+        sources(options.source, count, lag, options.chunk_size, &budget, &events)?;
     let _stop_reading = StopOnDrop(fanout.clone());
     let made_up = options.code.is_none();
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
@@ -154,12 +155,15 @@ fn sources(
     lag: Duration,
     chunk_size: u32,
     budget: &Budget,
+    events: &Events,
 ) -> Result<(Vec<PathBuf>, Option<Fanout>), Error> {
     if let Source::Paths(paths) = source {
-        crate::source::Source::new(Source::Paths(paths.clone()))?;
+        let checked = crate::source::Source::new(Source::Paths(paths.clone()))?;
+        events.emit(checked.sending());
         return Ok((paths, None));
     }
     let source = crate::source::Source::new(source)?;
+    events.emit(source.sending());
     // With a count, the stream starts once that many receivers are there.
     let quorum = count.map_or(1, |n| u64::from(n.get()));
     let fanout = Fanout::new(source, chunk_size, budget.clone(), (lag, fed_reserve(), quorum));

@@ -49,6 +49,7 @@ pub async fn send(
     // receiver's typo'd twin, and a live transfer is not ended for it.
     let stream = matches!(options.source, crate::options::Source::Reader(_));
     let source = Source::new(options.source)?;
+    events.emit(source.sending());
     let made_up = options.code.is_none();
     let code = options.code.unwrap_or_else(|| Code::generate(options.words));
     let net = &options.network;

@@ -1,18 +1,21 @@
 //! The `--json` form of pcp's events: one object per line of stderr, every string in
 //! it cleaned as the terminal's lines are.
 //!
-//! With `--json` ([`Reporter::json`](super::Reporter::json)) every event is instead one JSON object on its own
-//! line of stderr, terminal or not, `--quiet` or not: `{"event":"phase","phase":…}` for
-//! phase changes (`searching`, `advertising`, `searching_dht`, `authenticating`,
-//! `awaiting_accept`, `transferring`), `bootstrap`, `bootstrap_failed`, `advertised`,
-//! `listening`, `peer_found`, `wrong_code` (`peer`, `from`: the address or network it
-//! came from, `from_there`: how many from there so far, `left`: how many more the
-//! sender takes before the code is burnt), `offer` (`name`, `kind` — `file`, `folder`
-//! or `stream` —, `size`, `entries`: a folder's top-level names, `files`: how many
-//! entries it holds, and `what` in words), `progress` (at most once a
-//! second), `done` with the totals, `code` and `notice`. A failure is the last event:
-//! `error`, with `kind`, `message`, `exit` and perhaps `hint` ([`error_json`]; `main`
-//! prints it instead of the `pcp: error:` lines).
+//! With `--json` ([`Reporter::json`](super::Reporter::json)) every event is one JSON
+//! object on its own line of stderr, terminal or not, `--quiet` or not:
+//! `{"event":"phase","phase":…}` for phase changes (`searching`, `advertising`,
+//! `searching_dht`, `authenticating`, `awaiting_accept`, `transferring`), `sending`
+//! (the sender's `kind`, `name` and `items`, before its code), `bootstrap`,
+//! `bootstrap_failed`, `advertised`, `listening`, `peer_found`, `wrong_code` (`peer`,
+//! `from`: the address or network it came from, `from_there`: how many from there so
+//! far, `left`: how many more the sender takes before the code is burnt), `offer`
+//! (`name`, `kind` — `file`, `folder`, `stream` or `text` —, `size`, `entries`: a
+//! folder's top-level names, `files`: how many entries it holds, and `what` in words),
+//! `progress` (at most once a second), `done` with the totals, `code` and `notice`; a
+//! send to many receivers adds `dropped` (`message`, `fell_behind`) and a `receiver`
+//! number on each of a receiver's events. A failure is the last event: `error`, with
+//! `kind`, `message`, `exit` and perhaps `hint` ([`error_json`]; `main` prints it
+//! instead of the `pcp: error:` lines).
 //!
 //! `--json` strings are cleaned by the same rule as the terminal's lines, not merely
 //! JSON-escaped: JSON escapes control characters (`\u001b`), but a script that prints
@@ -63,6 +66,9 @@ impl Reporter {
             return Some(json!({"event": "notice", "message": m}));
         }
         Some(match ev {
+            Event::Sending { kind, name, items } => json!({
+                "event": "sending", "kind": kind_name(*kind), "name": sanitize(name), "items": items,
+            }),
             Event::Code { code, made_up: true } => json!({"event": "code", "code": code}),
             Event::Code { made_up: false, .. } => json!({"event": "ready"}),
             Event::Listening { addr } => {
@@ -90,12 +96,7 @@ impl Reporter {
             Event::Offer(o) => json!({
                 "event": "offer", "peer": o.peer.to_string(), "what": describe_short(o),
                 "name": sanitize(&o.name),
-                "kind": match o.kind {
-                    OfferKind::Stream => "stream",
-                    OfferKind::File => "file",
-                    OfferKind::Folder => "folder",
-                    OfferKind::Text => "text",
-                },
+                "kind": kind_name(o.kind),
                 "size": o.size,
                 "entries": o.entries.iter().map(|e| sanitize(e)).collect::<Vec<_>>(),
                 "files": o.files,
@@ -140,6 +141,16 @@ impl Reporter {
                 json!({"event": "phase", "phase": "searching_dht", "current": current, "previous": previous})
             }
         })
+    }
+}
+
+/// An offer's kind, as `--json` names it.
+fn kind_name(kind: OfferKind) -> &'static str {
+    match kind {
+        OfferKind::Stream => "stream",
+        OfferKind::File => "file",
+        OfferKind::Folder => "folder",
+        OfferKind::Text => "text",
     }
 }
 

@@ -23,6 +23,16 @@ pub(super) fn totals(r: &Report) -> String {
     )
 }
 
+/// What a sender sends, in words (`'report.pdf'`, `stdin`, `3 items`), from its
+/// [`Event::Sending`](pcp::Event::Sending).
+pub(super) fn sending_label(kind: OfferKind, name: &str, items: usize) -> String {
+    match kind {
+        OfferKind::Stream | OfferKind::Text => name.to_owned(),
+        _ if items > 1 => format!("{items} items"),
+        OfferKind::File | OfferKind::Folder => pcp::quote(name),
+    }
+}
+
 /// What the receiver says when it writes an offer of `kind` to standard output.
 pub(super) fn stdout_notice(kind: OfferKind) -> &'static str {
     match kind {
@@ -128,6 +138,17 @@ pub(super) fn stats_fields(r: &Report) -> Vec<(&'static str, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sender_names_what_it_sent() {
+        assert_eq!(sending_label(OfferKind::Stream, "stdin", 1), "stdin");
+        assert_eq!(sending_label(OfferKind::Text, "text", 1), "text");
+        assert_eq!(sending_label(OfferKind::File, "report.pdf", 1), "'report.pdf'");
+        assert_eq!(sending_label(OfferKind::Folder, "photos", 1), "'photos'");
+        assert_eq!(sending_label(OfferKind::Folder, "2 items", 2), "2 items");
+        assert_eq!(sending_label(OfferKind::File, "a\x1b[2Jb", 1), "'a?[2Jb'");
+        assert_eq!(sending_label(OfferKind::File, "a', 'b", 1), r"'a\', \'b'");
+    }
 
     #[test]
     fn a_stream_is_not_told_to_use_a_directory() {
