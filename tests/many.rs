@@ -217,6 +217,40 @@ fn stdin_to_three_receivers_all_identical() {
     assert!(peak <= budget, "held {peak} chunks with a budget of {budget}\n{said}");
 }
 
+/// Issue 15: a receiver of standard input fanned out to two whose connection is cut
+/// mid-way (its address changes) comes back and resumes from the chunks the shared
+/// buffer still holds for it; both get every byte, and the stream is read only once.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_cut_stdin_receiver_resumes_from_the_shared_buffer() {
+    let lan = Lan::new(3);
+    let tmp = TempDir::new().expect("a temporary directory");
+    let src = tmp.path().join("src.bin");
+    let data = write_random_file(&src, 24 * MIB);
+    // Slow enough that the cut comes mid-way, however fast the machine.
+    lan.limit_to(2, "40mbit");
+    let outs: Vec<PathBuf> = (1..=2).map(|i| tmp.path().join(format!("out{i}.bin"))).collect();
+    let mut sender = start_sender(lan.host(0), CODE, &["-v", "--many", "2", "-"], stdin_from(&src));
+    let mut receivers: Vec<Proc> = (1..=2).map(|i| receive_to(&lan, i, &outs[i - 1])).collect();
+    {
+        let mut watched: Vec<&mut Proc> = vec![&mut sender];
+        watched.extend(receivers.iter_mut());
+        wait_for_len(&outs[1], 4 * MIB as u64, FINISH, &mut watched);
+    }
+    lan.host(2).change_addr(Ipv4Addr::new(198, 18, 0, 102));
+    let mut all: Vec<&mut Proc> = vec![&mut sender];
+    all.extend(receivers.iter_mut());
+    let results = finish_all(&mut all, FINISH);
+    all_ok(&all, &results);
+    for out in &outs {
+        assert_bytes_eq(arg(out), &data, &read(out));
+    }
+    let said = everything(&all, &results);
+    assert!(results[0].1.contains("connection lost, reconnecting"), "the cut was seen\n{said}");
+    assert!(results[2].1.contains("connection lost"), "receiver 2 reconnected\n{said}");
+    assert!(!results[0].1.contains("dropped"), "the cut receiver was not dropped\n{said}");
+}
+
 /// Issue 15: a receiver on a slow link paces the reader of standard input (the
 /// stream is longer than the shared buffer, so the others wait for it), the buffer
 /// never passes its budget, and every receiver gets every byte.
