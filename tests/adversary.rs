@@ -339,27 +339,123 @@ fn assert_part_holds(s: &Scene, chunks: u64) {
 // ---------------------------------------------------------------------------------------
 // An honest receiver against an adversary sender.
 
+/// Where a refused case receives to.
+const FILE: &[&str] = &["-o", "out/data.bin"];
+const DIR: &[&str] = &["-C", "out"];
+
+/// What a refused case may leave in `out/`.
+#[derive(Clone, Copy)]
+enum Leaves {
+    /// Nothing: no entry, no staging directory, and no staged stream (it was refused,
+    /// so a rerun could not use it).
+    Nothing,
+    /// The part file of `-o out/data.bin` with this many verified chunks, its manifest
+    /// and the receiver's identity beside it.
+    Prefix(u64),
+}
+
+/// A case the honest receiver must refuse cleanly: where it receives to, what its
+/// error says, and what stays in `out/`.
+struct Refused {
+    case: AsSender,
+    label: &'static str,
+    target: &'static [&'static str],
+    says: &'static [&'static str],
+    leaves: Leaves,
+}
+
+/// The cases that end in a clean refusal and differ only in their words; the others
+/// have tests of their own below.
+const REFUSED: &[Refused] = &[
+    Refused {
+        case: AsSender::GarbageFrame,
+        label: "garbage frame",
+        target: FILE,
+        says: &["failed authentication"],
+        leaves: Leaves::Prefix(2),
+    },
+    Refused {
+        case: AsSender::OversizedHeader,
+        label: "oversized header",
+        target: FILE,
+        says: &["longer than the maximum"],
+        leaves: Leaves::Prefix(1),
+    },
+    Refused {
+        case: AsSender::ZstdBomb,
+        label: "zstd bomb",
+        target: FILE,
+        says: &["chunk 1 did not decompress"],
+        leaves: Leaves::Prefix(1),
+    },
+    Refused {
+        case: AsSender::LongName,
+        label: "1 GiB long name",
+        target: DIR,
+        says: &["GNU long name", "limit"],
+        leaves: Leaves::Nothing,
+    },
+    Refused {
+        case: AsSender::OfferAtLimit,
+        label: "offer at the limit",
+        target: DIR,
+        // The archive holds one of the 65,536 entries offered: the count says so at its
+        // end, before the names are compared.
+        says: &["ended after 1 of the 65536 entries offered"],
+        leaves: Leaves::Nothing,
+    },
+    Refused {
+        case: AsSender::OfferTooManyEntries,
+        label: "65,537 entries",
+        target: DIR,
+        says: &["more than 65536 entries"],
+        leaves: Leaves::Nothing,
+    },
+    Refused {
+        case: AsSender::OfferTooLarge,
+        label: "16 MiB offer",
+        target: DIR,
+        says: &["over 1048576 bytes"],
+        leaves: Leaves::Nothing,
+    },
+    Refused {
+        case: AsSender::ManyEntries,
+        label: "100,000 entries",
+        target: DIR,
+        says: &["`..`"],
+        leaves: Leaves::Nothing,
+    },
+    Refused {
+        case: AsSender::EscapeTarNames,
+        label: "escapes in tar names",
+        target: DIR,
+        says: &["refused archive entry", "climb"],
+        leaves: Leaves::Nothing,
+    },
+];
+
+/// Runs the [`REFUSED`] row of `case`: a clean failure with its words, nothing outside
+/// `out/`, and in it what the row says.
+fn refused(case: AsSender) {
+    let row = REFUSED.iter().find(|r| r.case == case).expect("a row of REFUSED");
+    let s = Scene::new();
+    let (end, outcome) = s.receive_from(row.case, row.target);
+    end.assert_clean_failure(row.label, &outcome, exit::FAILURE, row.says);
+    s.assert_nothing_outside("receiver.time", &["out"]);
+    match row.leaves {
+        Leaves::Nothing => assert!(s.out().is_empty(), "left behind: {:?}", s.out()),
+        Leaves::Prefix(chunks) => assert_part_holds(&s, chunks),
+    }
+}
+
 #[test]
 fn a_garbage_frame_after_good_chunks_keeps_them() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::GarbageFrame, &["-o", "out/data.bin"]);
-    end.assert_clean_failure("garbage frame", &outcome, exit::FAILURE, &["failed authentication"]);
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    assert_part_holds(&s, 2);
+    refused(AsSender::GarbageFrame);
 }
 
 #[test]
 fn a_frame_header_over_the_limit_is_refused_before_its_body() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::OversizedHeader, &["-o", "out/data.bin"]);
-    end.assert_clean_failure(
-        "oversized header",
-        &outcome,
-        exit::FAILURE,
-        &["longer than the maximum"],
-    );
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    assert_part_holds(&s, 1);
+    refused(AsSender::OversizedHeader);
 }
 
 #[test]
@@ -387,11 +483,7 @@ fn chunk_frames_padded_to_the_frame_limit_stay_within_memory() {
 
 #[test]
 fn a_zstd_bomb_is_refused_at_the_chunk_size() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::ZstdBomb, &["-o", "out/data.bin"]);
-    end.assert_clean_failure("zstd bomb", &outcome, exit::FAILURE, &["chunk 1 did not decompress"]);
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    assert_part_holds(&s, 1);
+    refused(AsSender::ZstdBomb);
 }
 
 #[test]
@@ -412,70 +504,27 @@ fn half_a_frame_then_silence_ends_within_the_timeouts() {
 
 #[test]
 fn a_gib_long_name_is_refused_from_its_header() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::LongName, &["-C", "out"]);
-    end.assert_clean_failure(
-        "1 GiB long name",
-        &outcome,
-        exit::FAILURE,
-        &["GNU long name", "limit"],
-    );
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
-    // so a rerun could not use it).
-    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
+    refused(AsSender::LongName);
 }
 
 #[test]
 fn an_offer_at_the_limit_is_taken_and_its_missing_entries_are_said() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::OfferAtLimit, &["-C", "out"]);
-    end.assert_clean_failure(
-        "offer at the limit",
-        &outcome,
-        exit::FAILURE,
-        // The archive holds one of the 65,536 entries offered: the count says so at
-        // its end, before the names are compared.
-        &["ended after 1 of the 65536 entries offered"],
-    );
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
-    // so a rerun could not use it).
-    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
+    refused(AsSender::OfferAtLimit);
 }
 
 #[test]
 fn an_offer_with_too_many_entries_is_refused() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::OfferTooManyEntries, &["-C", "out"]);
-    end.assert_clean_failure(
-        "65,537 entries",
-        &outcome,
-        exit::FAILURE,
-        &["more than 65536 entries"],
-    );
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    assert!(s.out().is_empty(), "{:?}", s.out());
+    refused(AsSender::OfferTooManyEntries);
 }
 
 #[test]
 fn a_16_mib_offer_is_refused_before_it_is_decoded() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::OfferTooLarge, &["-C", "out"]);
-    end.assert_clean_failure("16 MiB offer", &outcome, exit::FAILURE, &["over 1048576 bytes"]);
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    assert!(s.out().is_empty(), "{:?}", s.out());
+    refused(AsSender::OfferTooLarge);
 }
 
 #[test]
 fn a_hundred_thousand_entries_then_an_escape_leave_nothing() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::ManyEntries, &["-C", "out"]);
-    end.assert_clean_failure("100,000 entries", &outcome, exit::FAILURE, &["`..`"]);
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
-    // so a rerun could not use it).
-    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
+    refused(AsSender::ManyEntries);
 }
 
 /// Issue 14: 15,000 directories 150 deep took 150 MiB of receiver heap, each one's
@@ -516,18 +565,7 @@ fn an_offered_name_with_escapes_never_reaches_the_terminal() {
 
 #[test]
 fn tar_names_with_escapes_never_reach_the_terminal() {
-    let s = Scene::new();
-    let (end, outcome) = s.receive_from(AsSender::EscapeTarNames, &["-C", "out"]);
-    end.assert_clean_failure(
-        "escapes in tar names",
-        &outcome,
-        exit::FAILURE,
-        &["refused archive entry", "climb"],
-    );
-    s.assert_nothing_outside("receiver.time", &["out"]);
-    // Nothing: no entry, no staging directory, and no staged stream (it was refused,
-    // so a rerun could not use it).
-    assert!(s.out().is_empty(), "left behind: {:?}", s.out());
+    refused(AsSender::EscapeTarNames);
 }
 
 /// Issue 14, item 3: a folder accepted as "folder 'top', 2 entries, 2.5 KiB" whose tar
