@@ -264,11 +264,9 @@ impl Served {
     /// (waiting for them, its cursor would pin the buffer that the room must come
     /// from). What to tell it when it cannot have the stream.
     fn feed(&self) -> Result<Option<(Cursor, Held)>, &'static str> {
-        let Some(f) = self.plan.fanout.as_ref() else { return Ok(None) };
-        match (self.plan.budget.try_reserve(fed_reserve()), f.join()) {
-            (Some(held), Some(cursor)) => Ok(Some((cursor, held))),
-            (_, None) => Err(STREAM_TAKEN),
-            (None, Some(_)) => Err(NO_ROOM),
+        match self.plan.fanout.as_ref() {
+            None => Ok(None),
+            Some(f) => place(f, &self.plan.budget).map(Some),
         }
     }
 
@@ -342,6 +340,17 @@ impl Served {
         };
         self.events.emit(Event::Finished(report.clone()));
         Ok(report)
+    }
+}
+
+/// A new receiver's cursor in the shared buffer and its seal buffers from the budget,
+/// or what to tell it: the stream's start has left the buffer, or the budget has no
+/// room for its seal buffers (the others hold it all).
+fn place(fanout: &Fanout, budget: &Budget) -> Result<(Cursor, Held), &'static str> {
+    match (budget.try_reserve(fed_reserve()), fanout.join()) {
+        (Some(held), Some(cursor)) => Ok((cursor, held)),
+        (_, None) => Err(STREAM_TAKEN),
+        (None, Some(_)) => Err(NO_ROOM),
     }
 }
 
@@ -528,4 +537,32 @@ async fn receiver(
     }
     let report = finished(out, &started, transport, &events);
     Ok(Some(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::MIN_CHUNK_SIZE;
+
+    /// Issue 15: a receiver of standard input that comes while the others hold the
+    /// whole budget is told there is no room for it (and gets no place in the buffer);
+    /// once room is given back, the next one gets its place.
+    #[tokio::test]
+    async fn a_receiver_finds_no_room_while_the_others_hold_the_budget() {
+        let given = Source::Reader(Box::new(std::io::Cursor::new(vec![7u8; 1 << 20])));
+        let source = crate::source::Source::new(given).expect("a source");
+        let budget = Budget::new(64);
+        let fanout = Fanout::new(source, MIN_CHUNK_SIZE, budget.clone(), (LAG, fed_reserve(), 2));
+        let mut others = Vec::new();
+        while let Some(held) = budget.try_reserve(fed_reserve()) {
+            others.push(held);
+        }
+        assert!(!others.is_empty(), "the budget had room to begin with");
+        assert_eq!(place(&fanout, &budget).err(), Some(NO_ROOM));
+        others.pop();
+        let placed = place(&fanout, &budget);
+        assert!(placed.is_ok(), "{:?}", placed.err());
+    }
+
+    const LAG: Duration = Duration::from_secs(60);
 }
