@@ -196,18 +196,7 @@ async fn send(
              every run (choose one, e.g. /ip4/0.0.0.0/tcp/4001)"
         ));
     }
-    let flush = announce.then(|| {
-        let rep = Arc::clone(&rep);
-        tokio::spawn(async move {
-            tokio::time::sleep(HOLD_LOCAL_ADDRESSES).await;
-            rep.flush_held_addresses();
-        })
-    });
-    let sent = pcp::send(options, events, cancel).await;
-    if let Some(f) = flush {
-        f.abort();
-    }
-    sent?;
+    pcp::send(options, events, cancel).await?;
     Ok(())
 }
 
@@ -234,16 +223,7 @@ async fn receive(
     }
     let to_file = matches!(options.destination, Destination::File(_));
     let consent = consent(Arc::clone(&rep), yes, to_file);
-    // A wait without a word is a dead end: after a while, say what may be wrong.
-    let hint = {
-        let rep = Arc::clone(&rep);
-        tokio::spawn(async move {
-            tokio::time::sleep(STILL_LOOKING).await;
-            rep.still_looking(STILL_LOOKING);
-        })
-    };
     let received = pcp::receive(options, events, consent, cancel).await;
-    hint.abort();
     match received {
         // The reader of our stdout went away (`pcp receive … | head`): not a failure.
         Err(e) if e.is_broken_pipe() => Ok(()),
@@ -266,9 +246,6 @@ async fn node(a: NodeArgs, rep: Arc<Reporter>, cancel: CancellationToken) -> Res
     }
     Ok(())
 }
-
-/// How long a receiver looks for its sender before it says what may be wrong.
-const STILL_LOOKING: Duration = Duration::from_secs(30);
 
 /// Whether `pcp send` reads what is typed on the terminal: with `-`, it says so; with
 /// no PATH at all it refuses, as a user who forgot the path would wait for nothing.
@@ -295,10 +272,6 @@ fn reads_the_terminal(paths: &[PathBuf], text: Option<&Option<String>>) -> Resul
         _ => Ok(false),
     }
 }
-
-/// How long the sender keeps loopback addresses back, waiting for one another host
-/// can dial: a node reports all its addresses within milliseconds of starting.
-const HOLD_LOCAL_ADDRESSES: Duration = Duration::from_millis(500);
 
 /// Whether a listen address asks for port 0, a random port.
 fn random_port(addr: &libp2p::Multiaddr) -> bool {

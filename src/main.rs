@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         }
     };
     let rep = cli::render::Reporter::new(quiet).verbose(verbose > 0).json(json);
-    let rep = Arc::new(if matches!(cli.command, Command::Node(_)) { rep.node() } else { rep });
+    let rep = if matches!(cli.command, Command::Node(_)) { rep.node() } else { rep }.shared();
     let cancel = CancellationToken::new();
     let result = runtime.block_on(async {
         tokio::spawn(on_signals(cancel.clone()));
@@ -228,6 +228,9 @@ mod tests {
             ("src/cli/prompt.rs", include_str!("cli/prompt.rs")),
             ("src/cli/render.rs", include_str!("cli/render.rs")),
             ("src/cli/render/json.rs", include_str!("cli/render/json.rs")),
+            ("src/cli/render/announce.rs", include_str!("cli/render/announce.rs")),
+            ("src/cli/render/many.rs", include_str!("cli/render/many.rs")),
+            ("src/cli/render/words.rs", include_str!("cli/render/words.rs")),
             ("src/cli/ask.rs", include_str!("cli/ask.rs")),
             ("src/cli/clean.rs", include_str!("cli/clean.rs")),
             ("src/cli/hint.rs", include_str!("cli/hint.rs")),

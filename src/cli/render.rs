@@ -29,7 +29,7 @@
 //! line of stderr (see [`json`]).
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -38,10 +38,13 @@ use pcp::event::DhtStatus;
 use pcp::{Event, OfferKind, Report, Role};
 use serde_json::json;
 
+mod announce;
 mod json;
+mod many;
 mod words;
 
 pub(crate) use json::{eprint_json, error_json, write_json};
+use many::{Receiver, ReceiverState};
 use words::{
     bar_style, failed_attempt_line, listening_line, offline_line, reachable_from_elsewhere,
     sending_label, stats_fields, stdout_notice, totals,
@@ -70,6 +73,10 @@ pub(crate) struct Reporter {
     looking: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// What the binary knows that the events do not say, and what was said once.
     ctx: Mutex<Context>,
+    /// This reporter, for the timers it starts ([`Reporter::shared`]); empty in tests.
+    me: Weak<Reporter>,
+    /// The timers running: stopped when the run ends or the screen is cleared.
+    timers: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// The reporter's memory beyond single events.
@@ -90,6 +97,10 @@ struct Context {
     offer_kind: Option<OfferKind>,
     /// What the sender sends, in words for its last line (`'report.pdf'`, `stdin`).
     sending: Option<String>,
+    /// The timer that flushes held addresses was started.
+    hold_timer: bool,
+    /// The timer of the still-looking hint was started.
+    looking_timer: bool,
     /// The code, and whether pcp made it up, once known while announcing: the
     /// receiver's command (`pcp receive --peer ADDR CODE`) waits for an address.
     code: Option<(String, bool)>,
@@ -110,27 +121,6 @@ struct Context {
     transferring: bool,
     /// `--many`: every receiver so far, in the order they came.
     receivers: Vec<Receiver>,
-}
-
-/// One receiver of a `--many` send, as its status shows it.
-#[derive(Debug)]
-struct Receiver {
-    id: u32,
-    state: ReceiverState,
-    /// Its offer's size, once data flows.
-    total: Option<u64>,
-    bytes: u64,
-    /// `--json`: when its progress was last printed.
-    shown: Option<Instant>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReceiverState {
-    Connecting,
-    Sending,
-    Reconnecting,
-    Done,
-    Dropped,
 }
 
 /// How one side looks for its peer: what makes the DHT's failure, and the hint of a
@@ -172,76 +162,14 @@ impl Reporter {
             since: std::sync::Arc::default(),
             looking: std::sync::Arc::default(),
             ctx: Mutex::new(Context::default()),
+            me: Weak::new(),
+            timers: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Prints the listen addresses for a receiver's `--peer` as they are reported:
-    /// those another host can dial, or, if there are none, the rest
-    /// ([`Reporter::flush_held_addresses`]).
-    pub(crate) fn announce_addresses(&self) {
-        lock(&self.ctx).announce = true;
-    }
-
-    /// Prints the this-host-only addresses held back, unless an address another host
-    /// can dial was printed; later ones are printed as they come. The caller calls this
-    /// once the node has had time to report its addresses.
-    pub(crate) fn flush_held_addresses(&self) {
-        lock(&self.ctx).flushed = true;
-        self.announce_step();
     }
 
     /// How this side looks for its peer (see [`Discovery`]).
     pub(crate) fn discovery(&self, d: Discovery) {
         lock(&self.ctx).discovery = Some(d);
-    }
-
-    /// Prints what announcing has to print now: once the code and an address are known,
-    /// the receiver's command with that address; then each further address on a line
-    /// of its own. An address another host can dial comes first; this-host-only ones
-    /// only once held long enough ([`Reporter::flush_held_addresses`]) with no other.
-    fn announce_step(&self) {
-        let mut lines = Vec::new();
-        {
-            let mut ctx = lock(&self.ctx);
-            let Some((code, made_up)) = ctx.code.clone() else { return };
-            // Not quiet, or quiet with a made-up code: that one is always shown, and
-            // with it the command that works.
-            if !ctx.announce || (self.quiet && !made_up) {
-                return;
-            }
-            let shown_reachable = ctx.shown_reachable;
-            let flushed = ctx.flushed;
-            let mut ready: Vec<Multiaddr> = ctx
-                .seen
-                .iter()
-                .filter(|a| !ctx.printed.contains(a))
-                .filter(|a| reachable_from_elsewhere(a) || (flushed && !shown_reachable))
-                .cloned()
-                .collect();
-            ready.sort_by_key(|a| !reachable_from_elsewhere(a));
-            for addr in ready {
-                ctx.shown_reachable |= reachable_from_elsewhere(&addr);
-                ctx.printed.push(addr.clone());
-                if !ctx.peer_command {
-                    ctx.peer_command = true;
-                    let word = if made_up { code.clone() } else { "CODE".to_owned() };
-                    lines.push(match (made_up, ctx.plain_command) {
-                        (true, false) => "On the other computer run:".to_owned(),
-                        (true, true) => "On the other computer run instead:".to_owned(),
-                        (false, _) => {
-                            "On the other computer run, with the code given to --code for CODE:"
-                                .to_owned()
-                        }
-                    });
-                    lines.push(format!("    pcp receive --peer {addr} {word}"));
-                } else if !self.quiet {
-                    lines.push(listening_line(&addr));
-                }
-            }
-        }
-        for l in lines {
-            self.line(&l);
-        }
     }
 
     /// The receiver writes what it gets to standard output: say so once the data
@@ -261,84 +189,6 @@ impl Reporter {
         };
         if let Some(kind) = kind {
             self.emit_line(stdout_notice(kind));
-        }
-    }
-
-    /// A listen address was reported: once per address, and only when announcing.
-    fn listening(&self, addr: Multiaddr) {
-        {
-            let mut ctx = lock(&self.ctx);
-            if ctx.seen.contains(&addr) {
-                return;
-            }
-            ctx.seen.push(addr);
-        }
-        self.announce_step();
-    }
-
-    /// The code is known: say it, and how the receiver gets to this sender. With
-    /// neither mDNS nor the DHT the receiver's command needs `--peer` and an address,
-    /// printed once one is known ([`Reporter::announce_step`]).
-    fn code(&self, code: String, made_up: bool) {
-        let announce = {
-            let mut ctx = lock(&self.ctx);
-            ctx.code = Some((code.clone(), made_up));
-            ctx.plain_command = made_up && !ctx.announce;
-            ctx.announce
-        };
-        if made_up {
-            self.line(&format!("Code is: {code}"));
-            if !announce {
-                self.line("On the other computer run:");
-                self.line(&format!("    pcp receive {code}"));
-            }
-        } else if !self.quiet {
-            // A code the user chose is never echoed: stderr may be a log.
-            self.line("Ready: waiting for a receiver with the given code");
-        }
-        self.announce_step();
-    }
-
-    /// The receiver has looked for its sender for a while without finding it: says
-    /// once what may be wrong, and the way with `--peer` (unless the sender was found,
-    /// or `--quiet`).
-    pub(crate) fn still_looking(&self, after: Duration) {
-        let d = {
-            let ctx = lock(&self.ctx);
-            if ctx.offered || self.quiet {
-                return;
-            }
-            ctx.discovery
-        };
-        let (mdns, dht, peers) = d.map_or((true, true, false), |d| (d.mdns, d.dht, d.peers));
-        let mut lines =
-            vec![format!("no sender found after {}; perhaps:", pcp::event::duration_words(after))];
-        lines.push(
-            "  - pcp send is not running on the other computer (it may have finished, with \
-             another receiver), or shows another code"
-                .into(),
-        );
-        if peers {
-            lines.push(
-                "  - the --peer address is not the sender's, or not reachable from here".into(),
-            );
-        }
-        if mdns {
-            lines.push(format!(
-                "  - it is on another network{}, or mDNS (UDP port 5353) is blocked here or there \
-                 (a firewall, a guest Wi-Fi)",
-                if dht { " and the DHT did not bring you together" } else { "" }
-            ));
-        } else if !dht && !peers {
-            lines.push("  - with --no-mdns and --no-dht only --peer can find it".into());
-        }
-        lines.push(
-            "  - either way: run pcp send --no-mdns --no-dht there; it prints the command to \
-             run here, pcp receive --peer ADDR CODE"
-                .into(),
-        );
-        for l in lines {
-            self.emit_line(&l);
         }
     }
 
@@ -554,6 +404,7 @@ impl Reporter {
             let _ = writeln!(out, "{addr}").and_then(|()| out.flush());
             return;
         }
+        self.start_timers(&ev);
         if let Event::Sending { kind, name, items } = &ev {
             // For the line that ends a transfer: `sent 'report.pdf', 2.9 MiB in 1.2 s`.
             lock(&self.ctx).sending = Some(sending_label(*kind, name, *items));
@@ -625,82 +476,6 @@ impl Reporter {
             }
             self.announce_step();
         }
-    }
-
-    /// An event of one receiver of a `--many` send: a line for what changes its
-    /// course, and the status line that lists every receiver.
-    fn receiver(&self, id: u32, ev: Event) {
-        let show_progress = self.track(id, &ev);
-        if self.json {
-            if let Some(v) = self.receiver_json(id, &ev, show_progress) {
-                eprint_json(v);
-            }
-            return;
-        }
-        let line = match &ev {
-            Event::Authenticating { peer } => {
-                Some(format!("receiver #{id}: {} connected", peer_id(peer, self.verbose)))
-            }
-            Event::Dropped { reason, fell_behind: false } => {
-                Some(format!("receiver #{id} dropped: {reason}"))
-            }
-            // The library states the fact; the flag that changes it is the binary's.
-            Event::Dropped { reason, fell_behind: true } => Some(format!(
-                "receiver #{id} dropped: {reason} (a longer --many-lag lets a slow receiver \
-                 catch up)"
-            )),
-            Event::Finished(r) => {
-                if self.verbose {
-                    let fields: Vec<String> =
-                        stats_fields(r).iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    self.line(&format!("pcp: stats: receiver={id} {}", fields.join(" ")));
-                }
-                Some(format!("receiver #{id}: done, {}", totals(r)))
-            }
-            other => self.notice(other).map(|m| format!("receiver #{id}: {m}")),
-        };
-        if let (Some(line), false) = (line, self.quiet) {
-            self.line(&line);
-        }
-        let status = receivers_status(&lock(&self.ctx).receivers);
-        self.status(&status);
-    }
-
-    /// Keeps receiver `id`'s state; whether its progress is due in `--json`.
-    fn track(&self, id: u32, ev: &Event) -> bool {
-        let mut ctx = lock(&self.ctx);
-        let at = match ctx.receivers.iter().position(|r| r.id == id) {
-            Some(at) => at,
-            None => {
-                ctx.receivers.push(Receiver {
-                    id,
-                    state: ReceiverState::Connecting,
-                    total: None,
-                    bytes: 0,
-                    shown: None,
-                });
-                ctx.receivers.len() - 1
-            }
-        };
-        let r = &mut ctx.receivers[at];
-        match ev {
-            Event::Started { total, done } => {
-                (r.state, r.total, r.bytes) = (ReceiverState::Sending, *total, *done);
-            }
-            Event::Progress { bytes } => {
-                r.bytes = *bytes;
-                if r.shown.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    r.shown = Some(Instant::now());
-                    return true;
-                }
-            }
-            Event::ConnectionLost => r.state = ReceiverState::Reconnecting,
-            Event::Reconnected => r.state = ReceiverState::Sending,
-            Event::Finished(_) => r.state = ReceiverState::Done,
-            Event::Dropped { .. } => r.state = ReceiverState::Dropped,
-            _ => {}
-        }
-        false
     }
 
     fn dht(&self, s: DhtStatus) {
@@ -802,31 +577,11 @@ impl Reporter {
 
     /// Clears any bar (before an error is printed or a question asked).
     pub(crate) fn clear(&self) {
+        self.stop_timers();
         if let Some(b) = lock(&self.bar).take() {
             b.finish_and_clear();
         }
     }
-}
-
-/// The status line of a `--many` send: every receiver and where it stands.
-fn receivers_status(receivers: &[Receiver]) -> String {
-    let each: Vec<String> = receivers
-        .iter()
-        .map(|r| {
-            let state = match (r.state, r.total) {
-                (ReceiverState::Connecting, _) => "connecting".to_owned(),
-                (ReceiverState::Sending, Some(total)) if total > 0 => {
-                    format!("{}%", r.bytes.saturating_mul(100) / total)
-                }
-                (ReceiverState::Sending, _) => human_bytes(r.bytes),
-                (ReceiverState::Reconnecting, _) => "reconnecting".to_owned(),
-                (ReceiverState::Done, _) => "done".to_owned(),
-                (ReceiverState::Dropped, _) => "dropped".to_owned(),
-            };
-            format!("#{} {state}", r.id)
-        })
-        .collect();
-    format!("receivers: {} · waiting for more…", each.join(" · "))
 }
 
 /// Writes one line on stderr, cleaned by [`pcp::printable`]: with [`eprint_json`], the
@@ -884,27 +639,6 @@ mod tests {
         let line = rep.notice(&failed).expect("said");
         assert!(!line.contains("local network"), "{line}");
         assert!(line.contains("--peer"), "{line}");
-    }
-
-    /// Issue 15: with `--many`, every event of a receiver carries its number in
-    /// `--json`, and the status lists every receiver.
-    #[test]
-    fn many_receivers_are_numbered() {
-        let rep = Reporter::with_terminal(false, false);
-        let of = |id, event| Event::Receiver { id, event: Box::new(event) };
-        rep.emit(of(1, Event::Started { total: Some(200), done: 0 }));
-        rep.emit(of(1, Event::Progress { bytes: 50 }));
-        rep.emit(of(2, Event::ConnectionLost));
-        rep.emit(of(
-            3,
-            Event::Dropped { reason: "the receiver declined".into(), fell_behind: false },
-        ));
-        let status = receivers_status(&lock(&rep.ctx).receivers);
-        assert_eq!(status, "receivers: #1 25% · #2 reconnecting · #3 dropped · waiting for more…");
-        let json = Reporter::with_terminal(false, false).json(true);
-        assert!(json.track(4, &Event::Progress { bytes: 1 }), "the first progress shows");
-        assert!(!json.track(4, &Event::Progress { bytes: 2 }), "then once a second");
-        assert!(json.track(5, &Event::Progress { bytes: 1 }), "each receiver its own");
     }
 
     #[test]
