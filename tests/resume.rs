@@ -488,6 +488,13 @@ fn receiver_killed_and_restarted_resumes() {
     rig.wait_for_percent(&part_path(&out), 50, &mut [&mut sender, &mut first]);
     kill(&mut first);
     assert_partial_kept(&out);
+    // The rerun comes once the sender has seen the loss. Sooner, over QUIC (a killed
+    // process sends nothing, so the sender notices only when the connection times out),
+    // the rerun arrives under its fresh identity while the sender still serves the dead
+    // one, is told that the sender sends to another receiver, and stops: it would have
+    // come back under its kept identity only after the offer. A known race, not fixed
+    // yet (see CHANGELOG, "Known problems"); this test is about the resume.
+    sender.stderr.wait_for_line(|l| l.contains(LOST), Duration::from_secs(60));
 
     let mut second = rig.receive(CODE, &[], &out);
     let stderr = expect_success(&mut [&mut sender, &mut second], FINISH_TIMEOUT);
