@@ -41,6 +41,16 @@ if [ -z "${PCP_DHT_ISOLATED:-}" ]; then
     echo "dht.sh: needs root (unshare, ip netns, ethtool)" >&2
     exit 2
   fi
+  # The kernel's neighbour table is shared by every network namespace: 52 hosts on one
+  # segment, each learning the others, pass the default gc_thresh3 (1024) and a host's
+  # packets then fail with ENOBUFS. Raised (host-wide) if lower, and said.
+  for knob in 1:1024 2:4096 3:8192; do
+    key=net.ipv4.neigh.default.gc_thresh${knob%%:*}
+    if [ "$(sysctl -n "$key")" -lt "${knob#*:}" ]; then
+      echo "dht.sh: raising $key from $(sysctl -n "$key") to ${knob#*:}" >&2
+      sysctl -qw "$key=${knob#*:}"
+    fi
+  done
   self=$(realpath "$0")
   cd "$(dirname "$self")/.."
   target=${CARGO_TARGET_DIR:-$PWD/target}
