@@ -256,20 +256,7 @@ pub async fn sender(code: &str, case: AsSender) -> Result<Adversary, Error> {
         .control()
         .accept(session::PROTOCOL)
         .map_err(|_| NodeError::Transport("the session protocol is taken".into()))?;
-    let listening = async {
-        while let Some(ev) = found.recv().await {
-            if let NodeEvent::Listening(a) = ev {
-                return Some(a);
-            }
-        }
-        None
-    };
-    let addr = tokio::time::timeout(STEP, listening)
-        .await
-        .ok()
-        .flatten()
-        .ok_or_else(|| NodeError::Transport("the adversary never listened".into()))?;
-    let addr = addr.with(Protocol::P2p(node.peer_id())).to_string();
+    let addr = listen_addr(&node, &mut found).await?;
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut out = Outcome::default();
