@@ -224,6 +224,10 @@ pub struct SealedChunk {
     /// Whether zstd was used (the tests and benches look).
     #[allow(dead_code)]
     pub compressed: bool,
+    /// The plaintext of a compressed chunk's frame (chunk header and zstd payload),
+    /// when the sealer was asked to keep it: a sender keeps this instead of the raw
+    /// chunk for a resend ([`reseal_into`]), so that its window holds wire bytes.
+    pub(crate) plain: Option<Vec<u8>>,
 }
 
 impl SealedChunk {
@@ -261,10 +265,24 @@ pub fn seal_chunk(
 pub fn seal_chunk_into(
     index: u64,
     raw: &[u8],
-    (compression, sample): (Compression, bool),
+    compression: (Compression, bool),
     key: &FrameKey,
     counter: u64,
+    out: Buf,
+) -> Result<SealedChunk, PipelineError> {
+    seal_keeping(index, raw, compression, (key, counter), out, false)
+}
+
+/// [`seal_chunk_into`], and with `keep`, a copy of the frame's plaintext when the chunk
+/// was compressed ([`SealedChunk::plain`]): smaller than the raw chunk, and all a
+/// resend needs.
+pub(crate) fn seal_keeping(
+    index: u64,
+    raw: &[u8],
+    (compression, sample): (Compression, bool),
+    (key, counter): (&FrameKey, u64),
     mut out: Buf,
+    keep: bool,
 ) -> Result<SealedChunk, PipelineError> {
     let raw_len = u32::try_from(raw.len())
         .map_err(|_| FrameError::TooLong { len: raw.len() as u64, max: MAX_CHUNK_SIZE })?;
@@ -290,6 +308,7 @@ pub fn seal_chunk_into(
     let head: &mut [u8; CHUNK_HEADER_LEN] =
         (&mut buf[HEADER_LEN..at]).try_into().expect("the buffer starts with room for the headers");
     header.write(head);
+    let plain = (keep && packed.is_some()).then(|| buf[HEADER_LEN..].to_vec());
     let frame_header = key.seal_framed(counter, false, buf)?;
     out.set_start(HEADER_LEN);
     Ok(SealedChunk {
@@ -298,6 +317,37 @@ pub fn seal_chunk_into(
         hash,
         raw_len: raw.len(),
         compressed: packed.is_some(),
+        plain,
+    })
+}
+
+/// Seals a chunk again under frame counter `counter` from the plaintext its first
+/// sealing kept ([`SealedChunk::plain`]): no hashing, no compression, only the cipher.
+///
+/// # Errors
+/// A plaintext that does not start with a chunk header, or a frame over the maximum
+/// length.
+pub(crate) fn reseal_into(
+    plain: &[u8],
+    key: &FrameKey,
+    counter: u64,
+    mut out: Buf,
+) -> Result<SealedChunk, PipelineError> {
+    let (head, _) = ChunkHeader::parse(plain)?;
+    let buf = out.vec_mut();
+    buf.clear();
+    buf.reserve(HEADER_LEN + plain.len() + TAG_LEN);
+    buf.resize(HEADER_LEN, 0);
+    buf.extend_from_slice(plain);
+    let frame_header = key.seal_framed(counter, false, buf)?;
+    out.set_start(HEADER_LEN);
+    Ok(SealedChunk {
+        header: frame_header,
+        frame: out,
+        hash: head.hash,
+        raw_len: head.raw_len as usize,
+        compressed: head.flags & FLAG_ZSTD != 0,
+        plain: None,
     })
 }
 
@@ -395,16 +445,29 @@ impl RootHash {
     }
 }
 
-/// Bytes the sender may have sent beyond the receiver's last acknowledgement. This,
-/// not the transport's auto-tuned window, bounds what can pile up at a receiver whose
-/// output is slower than the link; it also covers the bandwidth-delay product of a
-/// 100 ms, 1 Gbit/s path.
+/// Wire bytes the sender may have sent beyond the receiver's last acknowledgement:
+/// the chunks it keeps for a resend, each as it went out (compressed, or raw where
+/// zstd did not pay). This, not the transport's auto-tuned window, bounds what can
+/// pile up at a receiver whose output is slower than the link; it also covers the
+/// bandwidth-delay product of a 100 ms, 1 Gbit/s path. Counted in wire bytes, not raw
+/// ones, because the wire is what fills: a raw window of 16 MiB held only 3 MiB of
+/// text at zstd's 5-6×, less than the kernel's own send buffer, and text through
+/// 100 Mbit/s at 200 ms moved at 1.35× the link rate.
 pub(crate) const WINDOW_BYTES: u64 = 16 << 20;
 
-/// The send window in chunks for a chunk size (at least 4).
+/// The send window in chunks for a chunk size when no chunk compresses (at least 4):
+/// what the receiver's acknowledgements are paced by.
 #[must_use]
 pub(crate) fn window_chunks(chunk_size: u32) -> u64 {
     (WINDOW_BYTES / u64::from(chunk_size.max(1))).max(4)
+}
+
+/// The most chunks a window holds however well they compress: eight windows of raw
+/// chunks, so that the raw data in flight (what a resend may have to cover, what the
+/// receiver's bookkeeping counts) stays bounded too.
+#[must_use]
+pub(crate) fn most_chunks(chunk_size: u32) -> u64 {
+    8 * window_chunks(chunk_size)
 }
 
 /// Bytes that the windows of every receiver of one `send --many` may keep between
@@ -509,6 +572,32 @@ mod tests {
         let opened =
             open_chunk(&k, 0, whole.header, whole.frame, 0, DEFAULT_CHUNK_SIZE).expect("open");
         assert_eq!(opened.data, raw[..]);
+    }
+
+    /// A resend seals what the first sealing kept, under a new counter: it opens to
+    /// the same chunk, and is only as long as the compressed frame.
+    #[test]
+    fn a_kept_plaintext_reseals_to_the_same_chunk() {
+        let k = key();
+        let raw: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let first =
+            seal_keeping(7, &raw, (Compression::Zstd(1), true), (&k, 3), Buf::default(), true)
+                .expect("seal");
+        let plain = first.plain.expect("a compressed chunk keeps its plaintext");
+        assert!(plain.len() < raw.len() / 4, "kept {} bytes", plain.len());
+        let again = reseal_into(&plain, &k, 11, Buf::default()).expect("reseal");
+        assert_eq!((again.hash, again.raw_len, again.compressed), (first.hash, raw.len(), true));
+        assert_eq!(again.frame.len(), first.frame.len());
+        let opened = open_chunk(&k, 11, again.header, again.frame, 7, MIN_CHUNK_SIZE << 2)
+            .expect("opens under the new counter");
+        assert_eq!(&opened.data[..], &raw[..]);
+        // Incompressible data keeps nothing: the raw chunk is what a resend needs.
+        let mut noise = vec![0u8; 100_000];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        let sealed =
+            seal_keeping(0, &noise, (Compression::Zstd(1), false), (&k, 0), Buf::default(), true)
+                .expect("seal");
+        assert!(!sealed.compressed && sealed.plain.is_none());
     }
 
     #[test]

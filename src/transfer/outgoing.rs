@@ -2,8 +2,8 @@
 //! chunks, sealing on worker threads, resending after a reconnection, and the end.
 //!
 //! State that outlives a session ([`Outgoing`]): the offer, the source's chunk channel, the chunks
-//! read but not yet acknowledged (at most [`pipeline::window_chunks`], with each one's
-//! hash and the root hash before it), the running root hash, and the counters.
+//! read but not yet acknowledged (with the root hash before each), the running root
+//! hash, and the counters.
 //!
 //! Invariants:
 //! - No source byte is read before a receiver accepted or asked to resume.
@@ -14,6 +14,13 @@
 //! - A chunk is dropped from memory only once the receiver acknowledged it, so any
 //!   point a receiver can resume from (at least its last Ack, at most what was sent) is
 //!   still at hand, for stdin as for files.
+//! - The window is counted in wire bytes: a chunk is kept raw until it was first
+//!   sealed, then, if zstd shrank it, as its frame's plaintext (chunk header and zstd
+//!   payload), which is all a resend needs ([`pipeline::reseal_into`]). A new chunk is
+//!   read only while the kept bytes leave room for a raw one within
+//!   [`pipeline::WINDOW_BYTES`], and never past [`pipeline::most_chunks`]. A window fed
+//!   from a shared buffer keeps the raw chunks it shares instead (a copy per receiver
+//!   would cost more than it saves) and so counts them raw.
 //! - An Ack never moves past what this session wrote: a receiver cannot make the
 //!   sender forget chunks it has not been sent again.
 //! - Before skipping or resending, the prefix the receiver holds is checked against
@@ -57,12 +64,30 @@ const CANCEL_LINGER: Duration = Duration::from_secs(5);
 
 /// One chunk read from the source and not yet acknowledged.
 struct Kept {
-    raw: Arc<Buf>,
+    body: Body,
     /// The root over chunks before this one; known once the chunk was first sealed.
     root_before: Option<RootHash>,
     /// Its place in the shared budget, if there is one; given back when the last
     /// holder drops it.
     _held: Option<Arc<Held>>,
+}
+
+/// What a window keeps of a chunk for a resend.
+enum Body {
+    /// The chunk as read: not sealed yet, or zstd did not shrink it, or shared.
+    Raw(Arc<Buf>),
+    /// The plaintext of its frame, compressed ([`SealedChunk::plain`]).
+    Packed(Arc<Vec<u8>>),
+}
+
+impl Body {
+    /// Bytes it holds, which is about what its frame puts on the wire.
+    fn len(&self) -> u64 {
+        match self {
+            Body::Raw(raw) => raw.len() as u64,
+            Body::Packed(plain) => plain.len() as u64,
+        }
+    }
 }
 
 /// A chunk as a window takes it: its bytes, and its place in a budget if it came with
@@ -239,6 +264,8 @@ pub(super) struct Outgoing {
     failed: Option<SourceError>,
     /// Chunks `read - kept.len() .. read` (oldest first).
     kept: VecDeque<Kept>,
+    /// What `kept` holds, in bytes ([`Body::len`]).
+    kept_bytes: u64,
     /// Chunks the receiver acknowledged (or held when it resumed).
     acked: u64,
     /// Chunks read from the source.
@@ -309,6 +336,7 @@ impl Outgoing {
             source_done: false,
             failed: None,
             kept: VecDeque::new(),
+            kept_bytes: 0,
             acked: 0,
             read: 0,
             bytes_read: 0,
@@ -444,7 +472,7 @@ impl Outgoing {
         let (acked_tx, mut acked_rx) = watch::channel(self.acked);
         let mut replies = tokio::spawn(read_replies(reader, acked_tx));
         let mut flight = Flight { jobs: VecDeque::new(), queued: self.acked };
-        let (window, depth) = (pipeline::window_chunks(self.chunk_size), self.depth);
+        let depth = self.depth;
         let mut last_write = Instant::now();
         let mut tick = tokio::time::interval(KEEPALIVE);
         // The raw length of the frame just written and how long the write took, until
@@ -468,20 +496,20 @@ impl Outgoing {
                     return self.finish(writer, replies).await;
                 }
             }
-            let (may_read, want_permit) = self.may_read(&flight, (window, depth), &mut waiting);
+            let (may_read, want_permit) = self.may_read(&flight, depth, &mut waiting);
             let chunks = self.chunks.as_mut().expect("positioned before the data phase");
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return self.cancel(flight, writer, replies).await,
                 (i, sealed) = wait_front(&mut flight.jobs), if !flight.jobs.is_empty() => {
-                    let sealed = sealed.map_err(PipelineError::Task)??;
+                    let mut sealed = sealed.map_err(PipelineError::Task)??;
                     let began = Instant::now();
                     if writer.write_framed(sealed.header, sealed.wire()).await.is_err() {
                         return lost_or_failed(&mut replies).await;
                     }
                     last_write = Instant::now();
                     wrote = Some((sealed.raw_len, last_write - began));
-                    self.record_sent(i, &sealed, events);
+                    self.record_sent(i, &mut sealed, events);
                 }
                 permit = async { waiting.as_mut().expect("set above").await }, if want_permit => {
                     waiting = None;
@@ -531,12 +559,12 @@ impl Outgoing {
     fn may_read(
         &self,
         flight: &Flight,
-        (window, depth): (u64, usize),
+        depth: usize,
         waiting: &mut Option<PermitWait>,
     ) -> (bool, bool) {
         let may_read = !self.source_done
             && flight.queued == self.read
-            && self.read < self.acked + window
+            && self.window_has_room()
             && flight.jobs.len() < depth;
         // Within a budget, a chunk is read only with a permit in hand.
         let want_permit = may_read && self.budget.is_some() && self.permit.is_none();
@@ -550,6 +578,15 @@ impl Outgoing {
         (may_read, want_permit)
     }
 
+    /// Whether the window has room for one more raw chunk (see the module invariants):
+    /// always for the first few, whatever the chunk size.
+    fn window_has_room(&self) -> bool {
+        let chunks = self.kept.len() as u64;
+        chunks < 4
+            || (self.kept_bytes + u64::from(self.chunk_size) <= pipeline::WINDOW_BYTES
+                && chunks < pipeline::most_chunks(self.chunk_size))
+    }
+
     /// Hands chunks we hold and have not queued yet (a resend, or fresh ones) to seal
     /// jobs, up to `depth` in flight.
     fn seal_more<W: AsyncWrite + Unpin>(
@@ -560,14 +597,26 @@ impl Outgoing {
     ) -> Result<(), Error> {
         while flight.jobs.len() < depth && flight.queued < self.read {
             let i = flight.queued;
-            let raw = Arc::clone(&self.kept[(i - self.oldest()) as usize].raw);
             let counter = writer.reserve()?;
             let key = writer.key().clone();
-            let compression = (self.governor.current(), self.governor.sample());
             let out = self.pool.take();
-            let job = tokio::task::spawn_blocking(move || {
-                pipeline::seal_chunk_into(i, &raw, compression, &key, counter, out)
-            });
+            let job = match &self.kept[(i - self.oldest()) as usize].body {
+                Body::Raw(raw) => {
+                    let raw = Arc::clone(raw);
+                    let compression = (self.governor.current(), self.governor.sample());
+                    // A shared raw chunk stays as it is (see the module invariants).
+                    let keep = !matches!(self.chunks, Some(Feed::Shared(_)));
+                    tokio::task::spawn_blocking(move || {
+                        pipeline::seal_keeping(i, &raw, compression, (&key, counter), out, keep)
+                    })
+                }
+                Body::Packed(plain) => {
+                    let plain = Arc::clone(plain);
+                    tokio::task::spawn_blocking(move || {
+                        pipeline::reseal_into(&plain, &key, counter, out)
+                    })
+                }
+            };
             flight.jobs.push_back((i, job));
             flight.queued += 1;
         }
@@ -581,7 +630,8 @@ impl Outgoing {
                 self.bytes_read += raw.len() as u64;
                 let held = held
                     .or_else(|| self.budget.as_ref().map(|b| Arc::new(b.keep(self.permit.take()))));
-                self.kept.push_back(Kept { raw, root_before: None, _held: held });
+                self.kept_bytes += raw.len() as u64;
+                self.kept.push_back(Kept { body: Body::Raw(raw), root_before: None, _held: held });
                 self.read += 1;
             }
             Some(Err(e)) => {
@@ -595,12 +645,20 @@ impl Outgoing {
 
     /// Bookkeeping once chunk `i` is on the wire: its hash into the root (the first
     /// time), and the counters.
-    fn record_sent(&mut self, i: u64, sealed: &SealedChunk, events: &Events) {
-        if i == self.hashed {
-            let oldest = self.oldest();
-            if let Some(k) = self.kept.get_mut((i - oldest) as usize) {
+    fn record_sent(&mut self, i: u64, sealed: &mut SealedChunk, events: &Events) {
+        let oldest = self.oldest();
+        let kept = i.checked_sub(oldest).and_then(|at| self.kept.get_mut(at as usize));
+        if let Some(k) = kept {
+            if i == self.hashed {
                 k.root_before = Some(self.root.clone());
             }
+            // From now on the window keeps the chunk as it went out.
+            if let Some(plain) = sealed.plain.take() {
+                self.kept_bytes = self.kept_bytes - k.body.len() + plain.len() as u64;
+                k.body = Body::Packed(Arc::new(plain));
+            }
+        }
+        if i == self.hashed {
             self.root.push(&sealed.hash);
             self.hashed += 1;
         }
@@ -621,8 +679,10 @@ impl Outgoing {
             return;
         }
         self.acked = acked;
-        while self.oldest() < acked && !self.kept.is_empty() {
-            self.kept.pop_front();
+        while self.oldest() < acked
+            && let Some(k) = self.kept.pop_front()
+        {
+            self.kept_bytes -= k.body.len();
         }
         if let Some(Feed::Shared(c)) = &self.chunks {
             c.passed(self.oldest());
