@@ -284,6 +284,9 @@ pub(super) struct Outgoing {
     permit: Option<OwnedSemaphorePermit>,
     /// Seal jobs in flight at most (each with an output buffer).
     depth: usize,
+    /// Ticks with every frame a receiver sends in the data phase: how the door tells a
+    /// live session from one whose peer vanished without a word ([`Outgoing::heard`]).
+    heard: watch::Sender<()>,
 }
 
 /// The chunks of one session between the window and the wire: seal jobs in counter
@@ -347,7 +350,14 @@ impl Outgoing {
             budget: None,
             permit: None,
             depth: pipeline::depth(),
+            heard: watch::Sender::new(()),
         }
+    }
+
+    /// Marks every frame the receiver sends in a data phase, from now on: acks and
+    /// keepalives come at least every [`KEEPALIVE`] while it lives.
+    pub(super) fn heard(&self) -> watch::Receiver<()> {
+        self.heard.subscribe()
     }
 
     /// Keeps this window within `budget`, shared with other senders' windows; its
@@ -470,7 +480,7 @@ impl Outgoing {
     {
         let (_, reader, mut writer) = session.into_parts();
         let (acked_tx, mut acked_rx) = watch::channel(self.acked);
-        let mut replies = tokio::spawn(read_replies(reader, acked_tx));
+        let mut replies = tokio::spawn(read_replies(reader, acked_tx, self.heard.clone()));
         let mut flight = Flight { jobs: VecDeque::new(), queued: self.acked };
         let depth = self.depth;
         let mut last_write = Instant::now();
@@ -802,9 +812,11 @@ async fn wait_front(
 pub(super) async fn read_replies<R: AsyncRead + Unpin>(
     mut reader: FrameReader<R>,
     acked: watch::Sender<u64>,
+    heard: watch::Sender<()>,
 ) -> Result<(Control, FrameReader<R>), SessionError> {
     loop {
         let (plain, last) = reader.next_open().await?;
+        heard.send_replace(());
         match Control::decode(&plain)? {
             Control::Ack(n) if !last => {
                 // Only forward: an ack that goes back is ignored, not trusted.

@@ -60,6 +60,8 @@ pub async fn send(
     events.emit(Event::Searching);
 
     let mut out = Outgoing::new(chunk_size, options.compression, source);
+    // Ticks with every frame the receiver sends: "taken" only for a live session.
+    let heard = out.heard();
     // Shared with `refuse_others`, which reads it while `serve` sets it.
     let started: OnceLock<Instant> = OnceLock::new();
     // After a lost connection: the receiver that has the data so far.
@@ -85,7 +87,7 @@ pub async fn send(
             r = serve(&mut out, session, (&started, pinned), &events, &cancel) => r?,
             // Once a file's or folder's data went to `peer`, no one else can ever be
             // served: told so. A stream's newcomer waits for the verdict (see above).
-            () = listener.refuse_others(|| started.get().filter(|_| !stream).map(|_| peer)) => {
+            () = listener.refuse_others(|| started.get().filter(|_| !stream).map(|_| peer), &heard) => {
                 unreachable!("refuse_others never returns")
             }
         };

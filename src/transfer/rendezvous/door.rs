@@ -17,7 +17,13 @@
 //! While a session runs ([`Listener::refuse_others`]) every other stream is told "busy",
 //! except that once the data went to a receiver, a single-receiver sender tells every
 //! other peer "taken": it MUST never serve another, so a latecomer stops asking at once
-//! instead of retrying until the sender is gone (issue 15, item 6).
+//! instead of retrying until the sender is gone (issue 15, item 6). "Taken" is said only
+//! once the running session proved alive after the newcomer came (a frame from its
+//! receiver within [`PROOF_WAIT`]); otherwise the newcomer is told "busy". A receiver
+//! killed and rerun at once may be the newcomer: over QUIC its dead session sends
+//! nothing, and the sender notices only after [`crate::session::DEAD_AFTER`]. Told
+//! "busy", the rerun asks again, and gets in once the sender saw the loss; told
+//! "taken", it would stop, though it was the very receiver the sender waits for.
 //!
 //! So a silent stream never holds a handshake slot, and a real receiver, whose hello
 //! comes right after its stream, is never blocked by silent ones. An origin is an IPv4
@@ -41,7 +47,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +78,11 @@ pub(super) const MAX_WAITING_HELLOS_PER_ORIGIN: usize = 8;
 /// How long a stream may stay silent before it yields its place to a newcomer that
 /// finds no room. A real receiver sends its hello as soon as its stream opens.
 pub(super) const HELLO_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a newcomer waits, while a session runs, for that session's receiver to show
+/// it is alive before it is told "taken" rather than "busy": a live receiver sends an
+/// `Ack` or a `Keepalive` at least every 2 s (`transfer::KEEPALIVE`).
+pub(super) const PROOF_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a sender whose code is burnt still answers hellos for it ("burnt"), so that
 /// the receivers in flight and the next to arrive are told why, before it exits.
@@ -413,20 +424,48 @@ impl Listener {
     /// on. Never returns. A stream is told "busy" (try again) while `taken` is `None`,
     /// and from its own peer (a receiver reconnecting before the sender saw the loss);
     /// once `taken` names the receiver the data went to, any other peer is told
-    /// "taken": it can never be served (issue 15, item 6).
-    pub(in crate::transfer) async fn refuse_others(&mut self, taken: impl Fn() -> Option<PeerId>) {
+    /// "taken" (it can never be served, issue 15, item 6), but only once `heard` ticks
+    /// within [`PROOF_WAIT`]: the running session is alive. Otherwise "busy" (see the
+    /// module docs). At most [`MAX_WAITING_HELLOS`] newcomers wait for that at once;
+    /// more are told "busy" at once.
+    pub(in crate::transfer) async fn refuse_others(
+        &mut self,
+        taken: impl Fn() -> Option<PeerId>,
+        heard: &watch::Receiver<()>,
+    ) {
+        let mut proving = FuturesUnordered::new();
         loop {
             tokio::select! {
                 next = self.incoming.next() => match next {
                     Some((peer, stream)) => match taken() {
-                        Some(to) if to != peer => { tokio::spawn(Session::refuse_taken(stream)); }
+                        Some(to) if to != peer && proving.len() < MAX_WAITING_HELLOS => {
+                            // From now on: a frame already heard proves nothing.
+                            let mut heard = heard.clone();
+                            heard.mark_unchanged();
+                            proving.push(refuse_once_proven(stream, heard));
+                        }
                         _ => { tokio::spawn(Session::refuse_busy(stream)); }
                     },
                     None => std::future::pending::<()>().await,
                 },
+                Some(()) = proving.next(), if !proving.is_empty() => {}
                 Some(ev) = self.found.recv() => super::report_network(ev, self.me, &self.events),
             }
         }
+    }
+}
+
+/// Tells a newcomer "taken" if `heard` ticks within [`PROOF_WAIT`] (the running
+/// session is alive), else "busy".
+async fn refuse_once_proven<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    mut heard: watch::Receiver<()>,
+) {
+    let alive = matches!(tokio::time::timeout(PROOF_WAIT, heard.changed()).await, Ok(Ok(())));
+    if alive {
+        Session::refuse_taken(stream).await;
+    } else {
+        Session::refuse_busy(stream).await;
     }
 }
 
@@ -512,6 +551,42 @@ mod tests {
     async fn status(mut end: Pipe) -> Option<u8> {
         let mut b = [0u8; 1];
         end.read_exact(&mut b).await.ok().map(|()| b[0])
+    }
+
+    /// A pipe pair as the door's stream and the newcomer's end.
+    fn pipe() -> (Pipe, Pipe) {
+        let (a, b) = tokio::io::duplex(64);
+        (a.compat(), b.compat())
+    }
+
+    /// A newcomer while a session runs is told "taken" only once that session's
+    /// receiver is heard from after it came; a session that stays silent (a receiver
+    /// killed over QUIC, not yet noticed) gets it "busy", so that the receiver's own
+    /// rerun asks again instead of stopping (CHANGELOG, the race of stop 20).
+    #[tokio::test(start_paused = true)]
+    async fn taken_is_said_only_for_a_session_that_proves_alive() {
+        let heard = watch::Sender::new(());
+        let (stream, end) = pipe();
+        let mut rx = heard.subscribe();
+        // A frame heard before the newcomer came proves nothing.
+        heard.send_replace(());
+        rx.mark_unchanged();
+        let started = Instant::now();
+        let told = tokio::spawn(refuse_once_proven(stream, rx));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        heard.send_replace(());
+        assert_eq!(status(end).await, Some(6), "told taken");
+        told.await.expect("refused");
+        assert!(started.elapsed() < PROOF_WAIT);
+
+        let (stream, end) = pipe();
+        let mut rx = heard.subscribe();
+        rx.mark_unchanged();
+        let started = Instant::now();
+        let told = tokio::spawn(refuse_once_proven(stream, rx));
+        assert_eq!(status(end).await, Some(2), "told busy");
+        told.await.expect("refused");
+        assert_eq!(started.elapsed(), PROOF_WAIT);
     }
 
     /// Issue 14, item 5: a silent stream yields its place after about a second to a
