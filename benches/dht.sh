@@ -17,8 +17,17 @@
 # from its start to its first bootstrap node connected and to its first publish ended
 # (`advertised`, with whether the DHT reported it stored: `ok`). The receiver starts
 # once that publish ended, stored everywhere or not. Prints each round and min / median /
-# p90 / max per phase. Goal (issue 16): offer median <= 5 s, p90 <= 10 s. The DHT round
-# trips of each phase are not counted: pcp does not report them.
+# p90 / max per phase. Goal (issue 16): offer median <= 5 s, p90 <= 10 s.
+#
+# Round trips per phase: pcp logs each finished DHT query (`-v`: "DHT query finished",
+# with the requests it sent, how many were answered, and how long it took), and the
+# lookup's count so far when it finds a provider ("DHT provider found": the row
+# `found`; the receiver stops its lookups there). A phase's
+# round trips are its time over the mean round trip from that host to the others
+# ((RTT_self + mean RTT_i) / 2): an estimate, since a query talks to many nodes at once
+# (Kademlia's alpha = 3) and each first request to a node waits for a new connection.
+# The dial and handshake (from `peer_found` to `offer`) are counted against the
+# sender-receiver round trip itself.
 #
 #   benches/dht.sh                          # builds release pcp and the line; root
 #   NODES=20 ROUNDS=3 benches/dht.sh        # smoke test
@@ -181,7 +190,7 @@ for round in $(seq "$ROUNDS"); do
   while [ "$b" -eq "$a" ]; do b=$((1 + RANDOM % NODES)); done
   code="${WORDS[$(((round - 1) % ${#WORDS[@]}))]}-enemy-result-increase"
   ts=$EPOCHREALTIME
-  pcp_in "$SENDER" send --json --no-mdns --bootstrap "${NODE[$a]}" --code "$code" \
+  pcp_in "$SENDER" send -v --json --no-mdns --bootstrap "${NODE[$a]}" --code "$code" \
     --timeout 150 --listen "/ip4/$(addr_of "$SENDER")/tcp/4001" "$WORK/file" 2>&1 >/dev/null |
     stamp "$WORK/s$round" &
   spid=$!
@@ -192,7 +201,7 @@ for round in $(seq "$ROUNDS"); do
   adv=$(first_at "$WORK/s$round" '"event":"advertised"' "$ts")
   ok=$(grep -m1 '"event":"advertised"' "$WORK/s$round" | grep -q '"ok":true' && echo yes || echo no)
   t0=$EPOCHREALTIME
-  pcp_in "$RECEIVER" receive --json -y --no-mdns --bootstrap "${NODE[$b]}" --timeout 120 \
+  pcp_in "$RECEIVER" receive -v --json -y --no-mdns --bootstrap "${NODE[$b]}" --timeout 120 \
     "$code" 2>&1 >/dev/null | stamp "$WORK/r$round" || true
   wait "$spid" || true
   boot=$(first_at "$WORK/r$round" '"connected":[1-9][0-9]*,"event":"bootstrap"' "$t0")
@@ -200,6 +209,26 @@ for round in $(seq "$ROUNDS"); do
   offer=$(first_at "$WORK/r$round" '"event":"offer"' "$t0")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$a" "$b" "$sboot" "$adv" "$boot" \
     "$found" "$offer" "$ok" >>"$WORK/rounds"
+  # The first finished DHT query of each kind, "who phase requests answered ms", and
+  # the receiver's lookup up to the provider it found (it stops there).
+  for who in s r; do
+    for q in bootstrap publish lookup found; do
+      if [ "$q" = found ]; then
+        line=$(grep -m1 "DHT provider found" "$WORK/$who$round" || true)
+      else
+        line=$(grep -m1 "DHT query finished.*query=.\?$q" "$WORK/$who$round" || true)
+      fi
+      [ -n "$line" ] || continue
+      req=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
+      ans=$(sed -n 's/.*answered=\([0-9]*\).*/\1/p' <<<"$line")
+      ms=$(sed -n 's/.*ms=\([0-9]*\).*/\1/p' <<<"$line")
+      echo "$who $q $req $ans $ms" >>"$WORK/queries"
+    done
+  done
+  if [ "$found" != "-" ] && [ "$offer" != "-" ]; then
+    awk -v f="$found" -v o="$offer" -v rtt="$(((RTT[$SENDER] + RTT[$RECEIVER]) / 2))" \
+      'BEGIN { printf "%.1f\n", (o - f) * 1000 / rtt }' >>"$WORK/handshake"
+  fi
   echo "dht.sh: round $round (sender via node $a, receiver via node $b, RTT to them" \
     "$(((RTT[$SENDER] + RTT[$a]) / 2)) / $(((RTT[$RECEIVER] + RTT[$b]) / 2)) ms):" \
     "sender: bootstrap $sboot, advertised $adv s (ok: $ok); receiver: bootstrap $boot," \
@@ -226,3 +255,35 @@ for col in 4:sender_bootstrap 5:sender_advertised 6:receiver_bootstrap 7:receive
 done
 echo
 echo "publishes the DHT reported stored: $(cut -f9 "$WORK/rounds" | grep -c yes) of $ROUNDS"
+
+# Round trips: each host's mean RTT to the others is (RTT_self + mean of all) / 2.
+sum=0
+for i in $(seq "$HOSTS"); do sum=$((sum + RTT[$i])); done
+mean=$((sum / HOSTS))
+echo
+echo "DHT queries (first finished of each kind per round; medians; round trips = ms over the"
+echo "host's mean RTT to the others, sender $(((RTT[$SENDER] + mean) / 2)) ms, receiver $(((RTT[$RECEIVER] + mean) / 2)) ms)"
+echo
+echo "| side | query | rounds | requests | answered | ms | ≈ round trips |"
+echo "|---|---|---|---|---|---|---|"
+touch "$WORK/queries"
+for who in s r; do
+  if [ "$who" = s ]; then host=$SENDER; side=sender; else host=$RECEIVER; side=receiver; fi
+  for q in bootstrap publish lookup found; do
+    awk -v who="$who" -v q="$q" -v side="$side" -v rtt="$(((RTT[$host] + mean) / 2))" '
+      $1 == who && $2 == q { n++; req[n] = $3; ans[n] = $4; ms[n] = $5 }
+      function median(a, n,   i, j, t) {
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return a[int((n + 1) / 2)]
+      }
+      END {
+        if (n == 0) exit
+        m = median(ms, n)
+        printf "| %s | %s | %d | %d | %d | %d | %.1f |\n", side, q, n, median(req, n), median(ans, n), m, m / rtt
+      }' "$WORK/queries"
+  done
+done
+if [ -s "$WORK/handshake" ]; then
+  echo "| receiver | dial + handshake to the offer | $(wc -l <"$WORK/handshake") | - | - | - |" \
+    "$(sort -n "$WORK/handshake" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }') (sender-receiver RTT $(((RTT[$SENDER] + RTT[$RECEIVER]) / 2)) ms) |"
+fi

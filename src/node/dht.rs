@@ -408,10 +408,28 @@ impl Dht {
         ev: kad::Event,
         emit: &mut dyn FnMut(Event),
     ) {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = ev else {
+        let kad::Event::OutboundQueryProgressed { id, result, step, stats } = ev else {
             tracing::trace!(?ev, "kad event");
             return;
         };
+        if step.last {
+            // What each phase costs on a real DHT (benches/dht.sh reads these): the
+            // requests it sent, how many were answered, and how long it took.
+            let query = match &result {
+                QueryResult::Bootstrap(_) => "bootstrap",
+                QueryResult::StartProviding(_) => "publish",
+                QueryResult::GetProviders(_) => "lookup",
+                _ => "other",
+            };
+            tracing::debug!(
+                query,
+                requests = stats.num_requests(),
+                answered = stats.num_successes(),
+                failed = stats.num_failures(),
+                ms = stats.duration().map_or(0, |d| d.as_millis()),
+                "DHT query finished"
+            );
+        }
         match result {
             QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders { providers, .. })) => {
                 let me = *swarm.local_peer_id();
@@ -419,7 +437,13 @@ impl Dht {
                     if peer == me || !self.reported.insert(peer) {
                         continue;
                     }
-                    tracing::debug!(%peer, "DHT provider found");
+                    tracing::debug!(
+                        %peer,
+                        requests = stats.num_requests(),
+                        answered = stats.num_successes(),
+                        ms = stats.duration().map_or(0, |d| d.as_millis()),
+                        "DHT provider found"
+                    );
                     // The addresses exist only while the query runs: dial now.
                     let opts = DialOpts::peer_id(peer)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
