@@ -471,20 +471,26 @@ struct Scene {
     tmp: PathBuf,
 }
 
+/// The offer of the folder the harness resumes: `tar` is its whole stream; the input's
+/// `files` byte, less one, is the offer's file count (0: the offer gives none).
+fn offer(tar: &[u8], files: u8) -> Offer {
+    Offer {
+        kind: Kind::Archive,
+        name: "d".into(),
+        size: Some(tar.len() as u64),
+        entries: TOP.map(str::to_owned).to_vec(),
+        chunk_size: MIN_CHUNK_SIZE,
+        files: files.checked_sub(1).map(u64::from),
+        kinds: vec![TopKind::Folder, TopKind::File],
+    }
+}
+
 /// [`resume`], saying how far the receiver got: the committed paths, or the first
 /// error (its `Debug`), from [`resume::load`], [`Sink::start`] or the extraction.
 fn resume_outcome(data: &[u8], dir: &Path) -> Result<Vec<PathBuf>, String> {
     let input = Layout::of(data);
     let (canary, dest) = plant_canary(dir);
-    let offer = Offer {
-        kind: Kind::Archive,
-        name: "d".into(),
-        size: Some(input.tar.len() as u64),
-        entries: TOP.map(str::to_owned).to_vec(),
-        chunk_size: MIN_CHUNK_SIZE,
-        files: input.files.checked_sub(1).map(u64::from),
-        kinds: vec![TopKind::Folder, TopKind::File],
-    };
+    let offer = offer(input.tar, input.files);
     let target = Target::Extract { dir: dest.clone(), announced: Announced::of(&offer) };
     let part = target.resume_part().expect("an extraction has a staging directory");
     let scene = Scene {
@@ -930,15 +936,7 @@ pub(super) mod tests {
         let staging = dir.path().join("s");
         fs::create_dir(&staging).expect("mkdir");
         let planted = plant(&input.staging, &staging, dir.path());
-        let offer = Offer {
-            kind: Kind::Archive,
-            name: "d".into(),
-            size: Some(input.tar.len() as u64),
-            entries: TOP.map(str::to_owned).to_vec(),
-            chunk_size: MIN_CHUNK_SIZE,
-            files: input.files.checked_sub(1).map(u64::from),
-            kinds: vec![TopKind::Folder, TopKind::File],
-        };
+        let offer = offer(&input.tar, input.files);
         write_journal(&input.journal, &staging, &offer, &resume::test_key(), &input.tar, &planted);
         let len = fs::metadata(resume::Part::at(&staging).manifest()).expect("journal").len();
         walk(dir.path(), &mut Vec::new());
