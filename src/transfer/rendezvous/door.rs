@@ -47,7 +47,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{AsyncRead, AsyncWrite, StreamExt};
 use libp2p::{PeerId, Stream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -309,6 +309,9 @@ pub(in crate::transfer) struct Listener {
     slot_secs: u64,
     /// The door [`Listener::next_of_many`] keeps between sessions.
     kept: Option<Door<Stream>>,
+    /// Places for newcomers waiting for a running session's proof of life
+    /// ([`Listener::refuse_others`]); their tasks outlive the session they wait on.
+    proving: Arc<Semaphore>,
 }
 
 impl Listener {
@@ -336,6 +339,7 @@ impl Listener {
             events,
             slot_secs,
             kept: None,
+            proving: Arc::new(Semaphore::new(MAX_WAITING_HELLOS)),
         })
     }
 
@@ -426,29 +430,37 @@ impl Listener {
     /// once `taken` names the receiver the data went to, any other peer is told
     /// "taken" (it can never be served, issue 15, item 6), but only once `heard` ticks
     /// within [`PROOF_WAIT`]: the running session is alive. Otherwise "busy" (see the
-    /// module docs). At most [`MAX_WAITING_HELLOS`] newcomers wait for that at once;
-    /// more are told "busy" at once.
+    /// module docs). At most [`MAX_WAITING_HELLOS`] newcomers wait for that at once,
+    /// each in a task of its own, so that it is answered even when the session ends
+    /// first (a latecomer in a transfer's last seconds is still told "taken"); more
+    /// are told "busy" at once.
     pub(in crate::transfer) async fn refuse_others(
         &mut self,
         taken: impl Fn() -> Option<PeerId>,
         heard: &watch::Receiver<()>,
     ) {
-        let mut proving = FuturesUnordered::new();
         loop {
             tokio::select! {
                 next = self.incoming.next() => match next {
-                    Some((peer, stream)) => match taken() {
-                        Some(to) if to != peer && proving.len() < MAX_WAITING_HELLOS => {
+                    Some((peer, stream)) => {
+                        let place = match taken() {
+                            Some(to) if to != peer => Arc::clone(&self.proving).try_acquire_owned().ok(),
+                            _ => None,
+                        };
+                        if let Some(place) = place {
                             // From now on: a frame already heard proves nothing.
                             let mut heard = heard.clone();
                             heard.mark_unchanged();
-                            proving.push(refuse_once_proven(stream, heard));
+                            tokio::spawn(async move {
+                                refuse_once_proven(stream, heard).await;
+                                drop(place);
+                            });
+                        } else {
+                            tokio::spawn(Session::refuse_busy(stream));
                         }
-                        _ => { tokio::spawn(Session::refuse_busy(stream)); }
-                    },
+                    }
                     None => std::future::pending::<()>().await,
                 },
-                Some(()) = proving.next(), if !proving.is_empty() => {}
                 Some(ev) = self.found.recv() => super::report_network(ev, self.me, &self.events),
             }
         }
@@ -462,10 +474,14 @@ async fn refuse_once_proven<S: AsyncRead + AsyncWrite + Unpin>(
     mut heard: watch::Receiver<()>,
 ) {
     let alive = matches!(tokio::time::timeout(PROOF_WAIT, heard.changed()).await, Ok(Ok(())));
-    if alive {
-        Session::refuse_taken(stream).await;
+    // Bounded: a peer that never reads cannot keep its place.
+    let told = if alive {
+        tokio::time::timeout(session::PRE_AUTH_TIMEOUT, Session::refuse_taken(stream)).await
     } else {
-        Session::refuse_busy(stream).await;
+        tokio::time::timeout(session::PRE_AUTH_TIMEOUT, Session::refuse_busy(stream)).await
+    };
+    if told.is_err() {
+        tracing::debug!("a newcomer did not take its refusal in time");
     }
 }
 
