@@ -481,6 +481,15 @@ pub(crate) fn many_chunks(chunk_size: u32) -> usize {
     usize::try_from(chunks).unwrap_or(usize::MAX)
 }
 
+/// Chunks a receiver may have acknowledged without having recorded them for a resume
+/// yet: it acknowledges a chunk once the chunk is queued for its output (so that the
+/// sender can go on while a disk catches up), and the writer's queue
+/// (`sink::QUEUE`) plus the chunk being written are not in its manifest yet. A sender
+/// keeps this many chunks below the last acknowledgement, so that a receiver killed
+/// and rerun at once still finds them ("the receiver holds 15 chunks but only chunks
+/// from 16 on are still kept" was the failure without).
+pub(crate) const ACK_LEAD: u64 = 5;
+
 /// How often the receiver acknowledges, in chunks: a quarter of the window, so the
 /// sender never runs dry while an ack is on its way, and the reverse direction stays
 /// small (see rust-libp2p#5410).

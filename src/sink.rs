@@ -49,6 +49,9 @@ use extract::Extraction;
 
 /// Chunks that may wait for the writer thread.
 const QUEUE: usize = 4;
+// What the receiver acknowledges may run ahead of its manifest by the queue and the
+// chunk being written: the sender keeps that many below the last acknowledgement.
+const _: () = assert!((QUEUE as u64) < crate::pipeline::ACK_LEAD);
 
 /// Errors writing what was received.
 #[derive(Debug, thiserror::Error)]

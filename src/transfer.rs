@@ -11,7 +11,7 @@
 //! Data phase (sender → receiver): `Chunk`… then `End` in the LAST frame; the receiver
 //! sends an `Ack` every [`pipeline::ack_every`] chunks it has verified and handed to its
 //! output, and `Done` (or `Error`, or `Cancel`) in its LAST frame. The sender keeps at
-//! most [`pipeline::window_chunks`] chunks beyond the last `Ack` in flight, so a
+//! most [`pipeline::WINDOW_BYTES`] of wire bytes beyond the last `Ack` in flight, so a
 //! receiver whose output is slower than the link never buffers more than that window.
 //! Both sides read while they write and the reverse direction carries only small acks,
 //! which keeps clear of yamux's both-sides-writing stall (rust-libp2p#5410).
@@ -30,7 +30,7 @@
 //!
 //! [`guess_budget`]: crate::guess_budget
 //! [`pipeline::ack_every`]: crate::pipeline::ack_every
-//! [`pipeline::window_chunks`]: crate::pipeline::window_chunks
+//! [`pipeline::WINDOW_BYTES`]: crate::pipeline::WINDOW_BYTES
 
 use std::time::Duration;
 
@@ -378,6 +378,47 @@ mod tests {
         assert!(matches!(b, Ok(incoming::Ending::End)), "{:?}", b.err());
         assert!(out.stats.resent >= (2 * window) as u64 * u64::from(MIN_CHUNK_SIZE));
         assert!(*got.0.lock().expect("lock") == bytes, "the resent stream differs");
+    }
+
+    /// A receiver acknowledges chunks still queued for its writer, so a killed one can
+    /// come back holding a few less than it acknowledged: the sender still has the last
+    /// `ACK_LEAD` below the ack (a rerun at once was told "only chunks from 16 on are
+    /// still kept"), and no more.
+    #[tokio::test]
+    async fn a_receiver_may_resume_a_few_chunks_below_its_last_ack() {
+        use crate::pipeline::ACK_LEAD;
+        let chunk = MIN_CHUNK_SIZE as usize;
+        let bytes = data(32 * chunk);
+        let mut out = sender(bytes.clone()).await;
+        let (mut s, r) = sessions().await;
+        out.position(&start(), &mut s).await.expect("position");
+        let (none, ev) = (CancellationToken::new(), quiet());
+        let script = async move {
+            let (_, mut reader, mut writer) = r.into_parts();
+            for _ in 0..12 {
+                reader.next_sealed().await.expect("a chunk");
+            }
+            crate::session::send(&mut writer, &Control::Ack(12)).await.expect("ack");
+            // Still reading, so that the ack is taken before the connection goes.
+            reader.next_sealed().await.expect("a chunk");
+        };
+        let (first, ()) = tokio::join!(out.run(s, &ev, &none), script);
+        assert!(matches!(first, Ok(outgoing::Ending::Lost)), "{:?}", first.err());
+        let held = |n: u64| {
+            let mut root = RootHash::default();
+            for c in bytes.chunks(chunk).take(n as usize) {
+                root.push(blake3::hash(c).as_bytes());
+            }
+            Resume { chunks: n, root: root.finish() }
+        };
+        let (mut s, _r) = sessions().await;
+        match out.position(&held(12 - ACK_LEAD - 1), &mut s).await {
+            Err(crate::Error::ResumeTooOld { held, oldest }) => {
+                assert_eq!((held, oldest), (12 - ACK_LEAD - 1, 12 - ACK_LEAD));
+            }
+            other => panic!("resumed below what is kept: {:?}", other.err()),
+        }
+        out.position(&held(12 - ACK_LEAD), &mut s).await.expect("resumes from what is kept");
     }
 
     /// A scripted sender that seals chunks of these lengths; returns how the receiver

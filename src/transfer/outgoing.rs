@@ -11,16 +11,21 @@
 //!   source has not started; from then on every session gets the same offer, since the
 //!   stream it describes is under way. The source is held to its size: see
 //!   [`crate::source`].
-//! - A chunk is dropped from memory only once the receiver acknowledged it, so any
-//!   point a receiver can resume from (at least its last Ack, at most what was sent) is
-//!   still at hand, for stdin as for files.
+//! - A chunk is dropped from memory only once the receiver acknowledged it and
+//!   [`pipeline::ACK_LEAD`] more after it, so any point a receiver can resume from (at
+//!   least its last Ack less what its writer had not recorded yet, at most what was
+//!   sent) is still at hand, for stdin as for files. Those last few below the Ack are
+//!   not counted in the window. Within a [`Budget`] (many receivers) the last Ack is
+//!   the bound: permits held below every receiver's Ack could leave none for the
+//!   chunks that would move the Acks on.
 //! - The window is counted in wire bytes: a chunk is kept raw until it was first
 //!   sealed, then, if zstd shrank it, as its frame's plaintext (chunk header and zstd
 //!   payload), which is all a resend needs ([`pipeline::reseal_into`]). A new chunk is
 //!   read only while the kept bytes leave room for a raw one within
-//!   [`pipeline::WINDOW_BYTES`], and never past [`pipeline::most_chunks`]. A window fed
-//!   from a shared buffer keeps the raw chunks it shares instead (a copy per receiver
-//!   would cost more than it saves) and so counts them raw.
+//!   [`pipeline::WINDOW_BYTES`], and never past [`pipeline::most_chunks`] (within a
+//!   [`Budget`], which counts chunks, never past [`pipeline::window_chunks`]). A window
+//!   fed from a shared buffer keeps the raw chunks it shares instead (a copy per
+//!   receiver would cost more than it saves) and so counts them raw.
 //! - An Ack never moves past what this session wrote: a receiver cannot make the
 //!   sender forget chunks it has not been sent again.
 //! - Before skipping or resending, the prefix the receiver holds is checked against
@@ -515,7 +520,7 @@ impl Outgoing {
                     let mut sealed = sealed.map_err(PipelineError::Task)??;
                     let began = Instant::now();
                     if writer.write_framed(sealed.header, sealed.wire()).await.is_err() {
-                        return lost_or_failed(&mut replies).await;
+                        return self.lost(&mut replies, &acked_rx, &flight).await;
                     }
                     last_write = Instant::now();
                     wrote = Some((sealed.raw_len, last_write - began));
@@ -534,14 +539,14 @@ impl Outgoing {
                 changed = acked_rx.changed() => match changed {
                     // Never past what this session wrote (see the module invariants).
                     Ok(()) => self.forget_until((*acked_rx.borrow()).min(flight.written())),
-                    Err(_) => return lost_or_failed(&mut replies).await,
+                    Err(_) => return self.lost(&mut replies, &acked_rx, &flight).await,
                 },
                 _ = tick.tick() => {
                     // Only with nothing in flight: the sealed chunks hold the earlier
                     // counters, and frames MUST go out in counter order.
                     if flight.jobs.is_empty() && last_write.elapsed() >= KEEPALIVE {
                         if session::send(&mut writer, &Control::Keepalive).await.is_err() {
-                            return lost_or_failed(&mut replies).await;
+                            return self.lost(&mut replies, &acked_rx, &flight).await;
                         }
                         last_write = Instant::now();
                     }
@@ -589,12 +594,22 @@ impl Outgoing {
     }
 
     /// Whether the window has room for one more raw chunk (see the module invariants):
-    /// always for the first few, whatever the chunk size.
+    /// always for the first few, whatever the chunk size. Within a [`Budget`], which
+    /// counts chunks, not bytes, a window keeps at most a raw window's count of them,
+    /// so that one receiver of compressible data cannot hold every permit.
     fn window_has_room(&self) -> bool {
-        let chunks = self.kept.len() as u64;
+        // The few kept below the last ack (see the module invariants) are not in flight.
+        let below = usize::try_from(self.acked.saturating_sub(self.oldest())).unwrap_or(0);
+        let below_bytes: u64 = self.kept.iter().take(below).map(|k| k.body.len()).sum();
+        let chunks = (self.kept.len() - below.min(self.kept.len())) as u64;
+        let bytes = self.kept_bytes - below_bytes;
+        let most = if self.budget.is_some() {
+            pipeline::window_chunks(self.chunk_size)
+        } else {
+            pipeline::most_chunks(self.chunk_size)
+        };
         chunks < 4
-            || (self.kept_bytes + u64::from(self.chunk_size) <= pipeline::WINDOW_BYTES
-                && chunks < pipeline::most_chunks(self.chunk_size))
+            || (bytes + u64::from(self.chunk_size) <= pipeline::WINDOW_BYTES && chunks < most)
     }
 
     /// Hands chunks we hold and have not queued yet (a resend, or fresh ones) to seal
@@ -683,13 +698,34 @@ impl Outgoing {
         events.emit(Event::Progress { bytes: bytes.min(self.bytes_read) });
     }
 
-    /// Drops chunks the receiver acknowledged.
+    /// The session ended without a verdict ([`lost_or_failed`]). An ack that came in
+    /// while the writer was busy still counts: the receiver may resume from below it
+    /// only within what is kept (see the module invariants).
+    async fn lost<R>(
+        &mut self,
+        replies: &mut JoinHandle<Result<(Control, FrameReader<R>), SessionError>>,
+        acked: &watch::Receiver<u64>,
+        flight: &Flight,
+    ) -> Result<Ending, Error> {
+        let ended = lost_or_failed(replies).await;
+        if matches!(ended, Ok(Ending::Lost)) {
+            self.forget_until((*acked.borrow()).min(flight.written()));
+        }
+        ended
+    }
+
+    /// Drops chunks the receiver acknowledged, but for the last [`pipeline::ACK_LEAD`]
+    /// (see the module invariants).
     fn forget_until(&mut self, acked: u64) {
         if acked <= self.acked {
             return;
         }
         self.acked = acked;
-        while self.oldest() < acked
+        // Not within a budget: permits held below every receiver's ack could leave none
+        // for the chunks that would move those acks on.
+        let lead = if self.budget.is_none() { pipeline::ACK_LEAD } else { 0 };
+        let keep_from = acked.saturating_sub(lead);
+        while self.oldest() < keep_from
             && let Some(k) = self.kept.pop_front()
         {
             self.kept_bytes -= k.body.len();
