@@ -44,7 +44,16 @@ pub(super) fn swarm(config: &Config) -> Result<Swarm<Behaviour>, NodeError> {
         .map_err(|e| NodeError::Transport(e.to_string()))?
         .with_behaviour(|key, relay_client| behaviour(key, relay_client, config))
         .map_err(|e| NodeError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
+        // Lazy multistream-select on every stream we open: the protocol's name goes out
+        // with the stream's first bytes instead of a round trip before them. Each of our
+        // streams offers one protocol, which is where lazy negotiation is safe, and a
+        // peer that does not speak it refuses on our first read instead (the session's
+        // search maps that back to "does not speak pcp"). Saves a round trip on the
+        // session stream and on every Kademlia, identify and relay request.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_TIMEOUT)
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build())
 }
 

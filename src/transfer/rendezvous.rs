@@ -423,11 +423,29 @@ async fn attempt(
             libp2p_stream::OpenStreamError::Io(e) => SessionError::Io(e),
             other => SessionError::Io(std::io::Error::other(other.to_string())),
         })?;
-        Session::connect_counted(stream, &code, at, me, peer, &impostors).await
+        Session::connect_counted(stream, &code, at, me, peer, &impostors).await.map_err(refused)
     };
     let result =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, run).await.unwrap_or(Err(SessionError::Timeout));
     (peer, result)
+}
+
+/// A peer that does not speak pcp, told as such. Streams open lazily (see
+/// `node::build`): the peer's refusal of the protocol comes on our first read, as an
+/// I/O error around the negotiation's, not when the stream opens.
+fn refused(e: SessionError) -> SessionError {
+    use libp2p::core::upgrade::NegotiationError;
+    match e {
+        SessionError::Io(io)
+            if io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<NegotiationError>())
+                .is_some_and(|n| matches!(n, NegotiationError::Failed)) =>
+        {
+            SessionError::Unsupported
+        }
+        e => e,
+    }
 }
 
 /// Passes the node's DHT status and listen addresses to the caller; the rest is for
@@ -540,6 +558,32 @@ mod tests {
             }
         });
         (node, addr, rx)
+    }
+
+    /// A peer that does not take pcp's protocol is not tried again, though streams open
+    /// lazily and its refusal comes only on the first read: it is not taken for one
+    /// that is not reachable yet.
+    #[tokio::test]
+    async fn a_peer_without_pcp_is_unsupported() {
+        let c = code(CODE);
+        let cfg = super::super::node_config(&memory(), Duration::from_secs(60), &c, true);
+        let (other, mut found) = Node::start(cfg).expect("node");
+        let addr = listening(&mut found).await;
+        let (receiver, mut heard) = receiver(&c);
+        receiver.dial(addr).await.expect("dial");
+        let connected = async {
+            while let Some(ev) = heard.recv().await {
+                if matches!(ev, NodeEvent::Discovered { peer, .. } if peer == other.peer_id()) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), connected).await.expect("connected");
+        let impostors = Arc::new(Impostors::new(u32::MAX));
+        let me = receiver.peer_id();
+        let (_, result) =
+            attempt(receiver, other.peer_id(), c, me, impostors, code::SLOT_SECS).await;
+        assert!(matches!(result, Err(SessionError::Unsupported)), "{result:?}");
     }
 
     #[tokio::test]
