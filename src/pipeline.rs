@@ -309,14 +309,26 @@ pub(crate) fn seal_keeping(
         (&mut buf[HEADER_LEN..at]).try_into().expect("the buffer starts with room for the headers");
     header.write(head);
     let plain = (keep && packed.is_some()).then(|| buf[HEADER_LEN..].to_vec());
-    let frame_header = key.seal_framed(counter, false, buf)?;
+    sealed(out, (key, counter), &header, plain)
+}
+
+/// Seals in place the frame plaintext that `out` holds after room for the frame
+/// header (a chunk described by `head`), and hands the frame on: the last step of
+/// [`seal_keeping`] and [`reseal_into`] alike.
+fn sealed(
+    mut out: Buf,
+    (key, counter): (&FrameKey, u64),
+    head: &ChunkHeader,
+    plain: Option<Vec<u8>>,
+) -> Result<SealedChunk, PipelineError> {
+    let frame_header = key.seal_framed(counter, false, out.vec_mut())?;
     out.set_start(HEADER_LEN);
     Ok(SealedChunk {
         header: frame_header,
         frame: out,
-        hash,
-        raw_len: raw.len(),
-        compressed: packed.is_some(),
+        hash: head.hash,
+        raw_len: head.raw_len as usize,
+        compressed: head.flags & FLAG_ZSTD != 0,
         plain,
     })
 }
@@ -339,16 +351,7 @@ pub(crate) fn reseal_into(
     buf.reserve(HEADER_LEN + plain.len() + TAG_LEN);
     buf.resize(HEADER_LEN, 0);
     buf.extend_from_slice(plain);
-    let frame_header = key.seal_framed(counter, false, buf)?;
-    out.set_start(HEADER_LEN);
-    Ok(SealedChunk {
-        header: frame_header,
-        frame: out,
-        hash: head.hash,
-        raw_len: head.raw_len as usize,
-        compressed: head.flags & FLAG_ZSTD != 0,
-        plain: None,
-    })
+    sealed(out, (key, counter), &head, None)
 }
 
 /// One opened and verified chunk.
