@@ -28,9 +28,10 @@ mod stream;
 
 pub use format::FrameError;
 pub use format::FrameKey;
-pub(crate) use format::{HEADER_LEN, Header, TAG_LEN};
+pub(crate) use format::MAX_FRAME_LEN;
 #[cfg(feature = "adversary")]
-pub(crate) use format::{MAX_FRAME_LEN, MAX_PLAINTEXT_LEN};
+pub(crate) use format::MAX_PLAINTEXT_LEN;
+pub(crate) use format::{HEADER_LEN, Header, TAG_LEN};
 pub(crate) use stream::{FrameReader, FrameWriter, Opener, Sealer};
 pub use stream::{read_frame_into, write_framed};
 #[cfg(doc)]

@@ -8,8 +8,8 @@
 //!
 //! | step | direction | bytes |
 //! |------|-----------|-------|
-//! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 1) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
-//! | reply   | S → R | status `u8`; if 0 (OK): SPAKE2 message A (33) ‖ sender confirmation (32); if 5 (try later): seconds `u16` |
+//! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 2; 1 is still answered) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
+//! | reply   | S → R | status `u8`; if 0 (OK) or 7 (OK, offered): SPAKE2 message A (33) ‖ sender confirmation (32), and after 7 one frame (the sender's first, its `Offer`); if 5 (try later): seconds `u16` |
 //! | confirm | R → S | receiver confirmation (32) |
 //! | verdict | S → R | only after a confirmation that does not match: status 4 if the code is burnt now, else nothing (the sender closes) |
 //!
@@ -18,9 +18,16 @@
 //! [`Guesses`]), 5 try again in N seconds (wrong codes came from the receiver's network
 //! lately, or every guess left is being tried; see [`guesses`]), 6 taken (a single-receiver
 //! sender whose data went to another receiver: it takes no other peer, and ends when that
-//! one is done; issue 15, item 6). A receiver that predates status 5 or 6 takes it for a
-//! broken hello and retries after its usual pause. After the
+//! one is done; issue 15, item 6), 7 OK with the offer (below). A receiver that predates
+//! status 5 or 6 takes it for a broken hello and retries after its usual pause. After the
 //! confirmation both directions carry [`crate::framing`] frames.
+//!
+//! Status 7 saves a round trip (issue 16): a sender that already knows what it offers
+//! sends its `Offer` frame, sealed under the new session key (frame counter 0), right
+//! behind its reply, instead of after the receiver's confirmation. Only to a version-2
+//! hello: a version-1 receiver gets status 0 and the offer after its confirmation, as
+//! before. A receiver whose check of the sender's confirmation fails skips that one
+//! frame unopened before it reads the verdict.
 //!
 //! # Security
 //! - SPAKE2 (Ed25519 group) with the sender as side A and the receiver as side B; the
@@ -35,6 +42,11 @@
 //! - Each side sends its confirmation without waiting for the other's: SPAKE2 allows
 //!   one online guess per handshake whatever the order. [`guesses`] bounds how many
 //!   handshakes may fail on each side.
+//! - The early offer (status 7) goes out before the receiver proved the code, sealed
+//!   under a key only the code's holder can derive: a guesser learns from it no more
+//!   than from the sender's confirmation beside it (with a wrong guess neither opens,
+//!   and testing another guess offline needs the sender's SPAKE2 secret), and it is
+//!   never opened by a receiver whose check of the sender failed.
 //! - Every status before the SPAKE2 step, "burnt" included, is unauthenticated: anyone
 //!   can send it. A receiver MUST NOT take a "burnt" hello answer as proof that the
 //!   sender it wants is done ([`SessionError::SaidBurnt`]); only a peer that ran the
@@ -58,7 +70,7 @@ use crate::code::Code;
 use crate::event::Origin;
 use crate::event::Role;
 use crate::framing::{FrameError, FrameKey, FrameReader, FrameWriter, Opener, Sealer};
-use crate::message::{Control, MessageError};
+use crate::message::{Control, MessageError, Offer};
 
 pub(crate) use guesses::{Gate, Guesses, Impostors, Ticket};
 
@@ -71,7 +83,13 @@ pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(10);
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/pcp/transfer/1");
 
 /// Protocol version carried in the hello.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
+
+/// The oldest hello version a sender answers (version 1 gets no early offer).
+const OLDEST_VERSION: u8 = 1;
+
+/// The first version whose receivers take the offer behind the reply (status 7).
+const EARLY_OFFER_VERSION: u8 = 2;
 
 const MAGIC: &[u8; 3] = b"pcp";
 const SPAKE_MSG_LEN: usize = 33;
@@ -99,6 +117,8 @@ mod status {
     pub(super) const TRY_LATER: u8 = 5;
     /// Taken: this sender sends to another receiver, and will take no other.
     pub(super) const TAKEN: u8 = 6;
+    /// OK, and the sender's offer frame follows the reply.
+    pub(super) const OFFERED: u8 = 7;
 }
 
 /// The longest a receiver waits when a sender asks it to try again later, whatever the
@@ -275,6 +295,8 @@ pub(crate) struct Session<S> {
     them: Role,
     reader: FrameReader<ReadHalf<S>>,
     writer: FrameWriter<WriteHalf<S>>,
+    /// The sender's offer went out behind its reply (status 7).
+    offered: bool,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -334,8 +356,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
         let mut st = [0u8; 1];
         stream.read_exact(&mut st).await?;
-        match st[0] {
-            status::OK => {}
+        let offered = match st[0] {
+            status::OK => false,
+            status::OFFERED => true,
             status::NOT_SERVING => return Err(SessionError::NotServing),
             status::BUSY => return Err(SessionError::Busy),
             status::TAKEN => return Err(SessionError::Taken),
@@ -347,7 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 return Err(SessionError::TryLater { secs: u16::from_be_bytes(secs) });
             }
             _ => return Err(SessionError::Protocol("unknown hello status")),
-        }
+        };
         let mut reply = [0u8; SPAKE_MSG_LEN + CONFIRM_LEN];
         stream.read_exact(&mut reply).await?;
         // Checking the peer's confirmation is where an impostor's guess is tested: not
@@ -374,11 +397,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         stream.flush().await?;
         if !confirmed {
             // The sender says in one byte whether this guess burnt its code (or came
-            // after); a close or silence means a plain wrong code.
-            let mut verdict = [0u8; 1];
-            let said = tokio::time::timeout(VERDICT_TIMEOUT, stream.read_exact(&mut verdict));
+            // after); a close or silence means a plain wrong code. An early offer comes
+            // first: skipped unopened (bounded like any frame).
+            let said = tokio::time::timeout(VERDICT_TIMEOUT, async {
+                if offered {
+                    let mut skipped = Vec::new();
+                    let max = crate::framing::MAX_FRAME_LEN;
+                    crate::framing::read_frame_into(&mut stream, &mut skipped, max)
+                        .await
+                        .map_err(|_| ())?;
+                }
+                let mut verdict = [0u8; 1];
+                stream.read_exact(&mut verdict).await.map_err(|_| ())?;
+                Ok::<u8, ()>(verdict[0])
+            });
             return Err(match said.await {
-                Ok(Ok(())) if verdict[0] == status::BURNT => SessionError::Burnt,
+                Ok(Ok(status::BURNT)) => SessionError::Burnt,
                 _ => SessionError::WrongCode,
             });
         }
@@ -403,7 +437,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let hello = read_hello(&mut stream).await?;
         let guesses = Guesses::new(u32::MAX);
         let origin = Origin::Peer(receiver);
-        Self::answer(stream, &hello, code, serving, (me, receiver, &origin), &guesses).await
+        Self::answer(stream, &hello, code, serving, (me, receiver, &origin), &guesses, None).await
     }
 
     /// The sender's handshake after the [`Hello`]: answers it, runs SPAKE2 and checks
@@ -411,7 +445,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// concurrent handshakes) lets the receiver's `origin` do: a hello from an origin
     /// that must wait is answered [`status::TRY_LATER`], and once the code is burnt one
     /// is answered [`status::BURNT`] ([`SessionError::Burnt`] here), both before any
-    /// SPAKE2 message.
+    /// SPAKE2 message. `early`, the offer if the sender knows it already, goes out
+    /// behind the reply to a receiver that takes it there (status 7, see the module
+    /// docs; [`Session::offered`] says whether it did).
     ///
     /// # Errors
     /// [`SessionError::NotServing`], [`SessionError::TryLater`] and failures before the
@@ -424,6 +460,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         serving: impl Fn(Rendezvous) -> bool,
         (me, receiver, origin): (PeerId, PeerId, &Origin),
         guesses: &Guesses,
+        early: Option<&Offer>,
     ) -> Result<Session<S>, SessionError> {
         let hello = &hello.0;
         Self::check_hello(&mut stream, hello, code, serving).await?;
@@ -449,36 +486,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         let transcript = [&hello[..], &msg_a[..]].concat();
         let keys = derive(&shared, &transcript, true);
+        let early = early.filter(|_| hello[3] >= EARLY_OFFER_VERSION);
         let mut reply = Vec::with_capacity(1 + SPAKE_MSG_LEN + CONFIRM_LEN);
-        reply.push(status::OK);
+        reply.push(if early.is_some() { status::OFFERED } else { status::OK });
         reply.extend_from_slice(&msg_a);
         reply.extend_from_slice(keys.confirm_mine.as_ref());
+        let confirm_theirs = keys.confirm_theirs.clone();
         // From here on the peer may hold our SPAKE2 message and confirmation: it has had
         // its one guess. Anything but a matching confirmation (a wrong one, a closed
         // stream, silence, this future dropped) MUST count as a failed attempt, or a
         // guesser could hang up after each try and never burn the code.
         ticket.arm();
-        stream.write_all(&reply).await?;
-        stream.flush().await?;
+        // The session's halves from here, so that the early offer is its frame 0.
+        let mut session = Session::new(stream, receiver, Role::Receiver, keys);
+        session.writer.raw().write_all(&reply).await?;
+        if let Some(offer) = early {
+            session.send(&Control::Offer(offer.clone())).await?;
+        }
+        session.writer.raw().flush().await?;
         let mut theirs = [0u8; CONFIRM_LEN];
-        let confirmed =
-            tokio::time::timeout(PRE_AUTH_TIMEOUT, stream.read_exact(&mut theirs)).await;
-        if !matches!(confirmed, Ok(Ok(())))
-            || !bool::from(keys.confirm_theirs.as_ref().ct_eq(&theirs))
-        {
+        let read = session.reader.raw().read_exact(&mut theirs);
+        let confirmed = tokio::time::timeout(PRE_AUTH_TIMEOUT, read).await;
+        if !matches!(confirmed, Ok(Ok(()))) || !bool::from(confirm_theirs.as_ref().ct_eq(&theirs)) {
             // Spent before anything is written back, so that the byte below is decided
             // by the count alone.
             if ticket.fail() {
-                refuse(&mut stream, status::BURNT).await;
+                refuse(session.writer.raw(), status::BURNT).await;
             } else {
-                let _ = stream.close().await;
+                let _ = session.writer.raw().close().await;
             }
             return Err(SessionError::PeerWrongCode { peer: receiver });
         }
         // The right code cannot find the code burnt here: its own guess was in flight,
         // so the others could not spend the whole budget (see `guesses`).
         ticket.succeed();
-        Ok(Session::new(stream, receiver, Role::Receiver, keys))
+        session.offered = early.is_some();
+        Ok(session)
     }
 
     /// A hello this sender answers: pcp's, of our version, for our code's channel and a
@@ -493,7 +536,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if &hello[..3] != MAGIC {
             return Err(SessionError::Protocol("bad hello"));
         }
-        if hello[3] != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&hello[3]) {
             refuse(stream, status::VERSION).await;
             return Err(SessionError::Version);
         }
@@ -537,10 +580,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         refuse(&mut stream, status::BUSY).await;
     }
 
-    /// Tells a peer that this sender sends to another receiver and will take no other,
-    /// and closes the stream.
-    pub(crate) async fn refuse_taken(mut stream: S) {
-        refuse(&mut stream, status::TAKEN).await;
+    /// Tells a peer "taken" (this sender sends to another receiver and will take no
+    /// other) or else "busy", and closes the stream.
+    pub(crate) async fn refuse_with(mut stream: S, taken: bool) {
+        refuse(&mut stream, if taken { status::TAKEN } else { status::BUSY }).await;
     }
 
     fn new(stream: S, peer: PeerId, them: Role, keys: Keys) -> Session<S> {
@@ -552,7 +595,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // the callers that need it lift the deadline with `recv_within(None)`.
             reader: FrameReader::new(r, Opener::new(keys.recv), Some(DEAD_AFTER)),
             writer: FrameWriter::new(w, Sealer::new(keys.send), Some(DEAD_AFTER)),
+            offered: false,
         }
+    }
+
+    /// Whether this sender's session sent its offer behind the handshake's reply
+    /// (see [`Session::answer`]): then it MUST NOT send it again.
+    #[must_use]
+    pub(crate) fn offered(&self) -> bool {
+        self.offered
     }
 
     /// The authenticated peer.
@@ -726,6 +777,16 @@ mod tests {
         receiver_code: &str,
         origin: &Origin,
     ) -> (Result<(), SessionError>, Result<(), SessionError>) {
+        counted_offering(guesses, receiver_code, origin, None).await
+    }
+
+    /// [`counted`], the sender offering `early` behind its reply.
+    async fn counted_offering(
+        guesses: &Guesses,
+        receiver_code: &str,
+        origin: &Origin,
+        early: Option<&Offer>,
+    ) -> (Result<(), SessionError>, Result<(), SessionError>) {
         let (mut a, b) = duplex();
         let (s_id, r_id) = (PeerId::random(), PeerId::random());
         let sc = code("bubble-enemy-result-increase");
@@ -734,10 +795,139 @@ mod tests {
         let sender = async {
             let hello = read_hello(&mut a).await?;
             let who = (s_id, r_id, origin);
-            Session::answer(a, &hello, &sc, |r| r.slot == 300, who, guesses).await
+            Session::answer(a, &hello, &sc, |r| r.slot == 300, who, guesses, early).await
         };
         let (s, r) = tokio::join!(sender, Session::connect(b, &rc, at, r_id, s_id));
         (s.map(drop), r.map(drop))
+    }
+
+    fn an_offer() -> Offer {
+        Offer {
+            kind: crate::message::Kind::File,
+            name: "report.pdf".into(),
+            size: Some(12_345),
+            entries: Vec::new(),
+            chunk_size: 1 << 20,
+            files: None,
+            kinds: Vec::new(),
+        }
+    }
+
+    /// A version-`version` hello from a receiver holding `c`, and its SPAKE2 state.
+    fn hello_of(
+        version: u8,
+        c: &Code,
+        s_id: PeerId,
+        r_id: PeerId,
+    ) -> (Spake2<Ed25519Group>, Vec<u8>) {
+        let (id_a, id_b) = identities(&s_id, &r_id);
+        let (spake, msg_b) =
+            Spake2::<Ed25519Group>::start_b(&Password::new(c.password().as_bytes()), &id_a, &id_b);
+        let mut hello = MAGIC.to_vec();
+        hello.push(version);
+        hello.extend_from_slice(&c.channel().to_be_bytes());
+        hello.extend_from_slice(&300u64.to_be_bytes());
+        hello.extend_from_slice(&msg_b);
+        (spake, hello)
+    }
+
+    /// Issue 16: a sender that knows its offer sends it behind the reply (status 7),
+    /// before the receiver has confirmed: the receiver reads it without a round trip
+    /// more, opens it only after its check of the sender passed, and the sender knows
+    /// not to send it again.
+    #[tokio::test]
+    async fn the_offer_comes_behind_the_reply_before_the_receivers_confirmation() {
+        let (a, mut b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let offer = an_offer();
+        let receiver = async {
+            let (spake, hello) = hello_of(VERSION, &c, s_id, r_id);
+            b.write_all(&hello).await.expect("hello");
+            let mut reply = [0u8; 1 + SPAKE_MSG_LEN + CONFIRM_LEN];
+            b.read_exact(&mut reply).await.expect("reply");
+            assert_eq!(reply[0], status::OFFERED);
+            // Before our confirmation: a sender that waited for it would never send
+            // this (the timeout is the failure, not a wait for something).
+            let mut body = Vec::new();
+            let max = crate::framing::MAX_FRAME_LEN;
+            let read = crate::framing::read_frame_into(&mut b, &mut body, max);
+            let frame = tokio::time::timeout(Duration::from_secs(10), read).await;
+            assert!(matches!(frame, Ok(Ok(Some(_)))), "no frame before the confirmation");
+            let msg_a = &reply[1..=SPAKE_MSG_LEN];
+            let shared = spake.finish(msg_a).expect("finish");
+            let keys = derive(&shared, &[&hello[..], msg_a].concat(), false);
+            assert!(bool::from(keys.confirm_theirs.as_ref().ct_eq(&reply[1 + SPAKE_MSG_LEN..])));
+            b.write_all(keys.confirm_mine.as_ref()).await.expect("confirm");
+            b.flush().await.expect("flush");
+        };
+        let sending = async {
+            let mut a = a;
+            let hello = read_hello(&mut a).await.expect("hello");
+            let who = (s_id, r_id, &anywhere());
+            let guesses = Guesses::new(3);
+            Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, Some(&offer))
+                .await
+                .map(|s| s.offered())
+        };
+        let (offered, ()) = tokio::join!(sending, receiver);
+        assert!(offered.expect("the handshake"), "the session knows its offer went out");
+
+        // Through the library's receiver: the offer is its first message.
+        let (a, b) = duplex();
+        let at = Rendezvous { channel: c.channel(), slot: 300 };
+        let sending = async {
+            let mut a = a;
+            let hello = read_hello(&mut a).await?;
+            let who = (s_id, r_id, &anywhere());
+            let guesses = Guesses::new(3);
+            Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, Some(&offer)).await
+        };
+        let (s, r) = tokio::join!(sending, Session::connect(b, &c, at, r_id, s_id));
+        let (_s, mut r) = (s.expect("sender"), r.expect("receiver"));
+        assert_eq!(r.recv().await.expect("the first frame"), Control::Offer(an_offer()));
+    }
+
+    /// A version-1 receiver (before status 7) gets the plain reply, whatever the
+    /// sender knows.
+    #[tokio::test]
+    async fn a_version_one_hello_gets_no_early_offer() {
+        let (mut a, mut b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let offer = an_offer();
+        let receiver = async {
+            let (_, hello) = hello_of(1, &c, s_id, r_id);
+            b.write_all(&hello).await.expect("hello");
+            let mut reply = [0u8; 1 + SPAKE_MSG_LEN + CONFIRM_LEN];
+            b.read_exact(&mut reply).await.expect("reply");
+            b.close().await.expect("hang up");
+            reply[0]
+        };
+        let sending = async {
+            let hello = read_hello(&mut a).await.expect("hello");
+            let who = (s_id, r_id, &anywhere());
+            let guesses = Guesses::new(3);
+            Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, Some(&offer)).await
+        };
+        let (s, st) = tokio::join!(sending, receiver);
+        assert_eq!(st, status::OK);
+        assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+    }
+
+    /// A wrong code facing an early offer: the receiver skips the frame it cannot
+    /// open, and still hears the verdict, "burnt" for the guess that burns the code.
+    #[tokio::test]
+    async fn a_wrong_code_skips_the_early_offer_and_hears_the_verdict() {
+        const WRONG: &str = "bubble-enemy-result-abandon";
+        let guesses = Guesses::new(2);
+        let offer = an_offer();
+        let (s, r) = counted_offering(&guesses, WRONG, &anywhere(), Some(&offer)).await;
+        assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+        assert!(matches!(r, Err(SessionError::WrongCode)), "{r:?}");
+        let (s, r) = counted_offering(&guesses, WRONG, &anywhere(), Some(&offer)).await;
+        assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+        assert!(matches!(r, Err(SessionError::Burnt)), "the last guess: {r:?}");
     }
 
     fn anywhere() -> Origin {

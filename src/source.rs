@@ -139,6 +139,19 @@ impl Source {
         Ok(source)
     }
 
+    /// Whether [`Source::offer`] would say now what it says when a receiver comes, at the
+    /// cost of a look at metadata: text, a file (its open file's size), and standard
+    /// input once its first bytes are in (whether it is short text is decided). A tree
+    /// is walked only when a receiver is there, and a stdin still being peeked at may
+    /// yet turn out to be text.
+    pub(crate) fn offer_is_settled(&mut self) -> bool {
+        match self {
+            Source::Text(_) | Source::File { .. } => true,
+            Source::Reader(stdin) => stdin.poll().is_some(),
+            Source::Archive { .. } => false,
+        }
+    }
+
     /// What is sent, for [`crate::Event::Sending`]: cheap, before the code is shown.
     pub(crate) fn sending(&self) -> crate::Event {
         use crate::event::OfferKind;

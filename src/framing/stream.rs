@@ -437,9 +437,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.sealer.key()
     }
 
-    /// The stream's write half, for the test adversary's bytes that no honest peer
-    /// writes (garbage, a header over the limit, half a frame).
-    #[cfg(feature = "adversary")]
+    /// The stream's write half, for a handshake's bytes before the frames, and the test
+    /// adversary's that no honest peer writes (garbage, a header over the limit, half a
+    /// frame).
     pub(crate) fn raw(&mut self) -> &mut W {
         &mut self.w
     }
@@ -466,6 +466,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that waits at most `deadline` for each frame (none: forever).
     pub(crate) fn new(r: R, opener: Opener, deadline: Option<Duration>) -> FrameReader<R> {
         FrameReader { r, opener, deadline, max: MAX_FRAME_LEN }
+    }
+
+    /// The stream under the frames, for the bytes a handshake reads before them.
+    pub(crate) fn raw(&mut self) -> &mut R {
+        &mut self.r
     }
 
     /// Refuses frames longer than `max` from now on, before reading their body: the

@@ -410,6 +410,22 @@ impl Outgoing {
         self.offer.as_ref()
     }
 
+    /// The offer a handshake may send before the receiver's confirmation, if it can
+    /// be known before a receiver is there: the one of a source that has started (it
+    /// never changes again, `true`), or a settled source's measured now (`false`: it
+    /// holds as long as the source does not change; see
+    /// [`crate::source::Source::offer_is_settled`]).
+    ///
+    /// # Errors
+    /// As for [`Outgoing::offer`].
+    pub(super) async fn early_offer(&mut self) -> Result<Option<(Offer, bool)>, Error> {
+        match self.source.as_mut().map(Source::offer_is_settled) {
+            None => Ok(self.offer.clone().map(|o| (o, true))),
+            Some(true) => Ok(Some((self.offer().await?.clone(), false))),
+            Some(false) => Ok(None),
+        }
+    }
+
     fn oldest(&self) -> u64 {
         self.read - self.kept.len() as u64
     }

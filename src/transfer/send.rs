@@ -79,6 +79,9 @@ pub async fn send(
                 Error::ReconnectTimeout(net.reconnect_timeout.as_secs()),
             )),
         };
+        // A receiver that comes soon gets the offer behind the handshake's reply, a
+        // round trip sooner, when it can be known before anyone comes.
+        listener.early().set(out.early_offer().await?);
         let session = next_session(&mut listener, timeout, &cancel).await?;
         let peer = session.peer();
         transport = node.remote_addr(peer).await.ok().flatten().map(|a| Transport::of(&a));
@@ -182,8 +185,12 @@ pub(super) async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let offer = measured(out, &mut session, cancel).await?;
-    session.send(&Control::Offer(offer)).await?;
+    // Sent behind the handshake's reply already (`Listener::early`, set from `out`
+    // just before), or now.
+    if !session.offered() {
+        let offer = measured(out, &mut session, cancel).await?;
+        session.send(&Control::Offer(offer)).await?;
+    }
     let first = started.get().is_none();
     if first {
         events.emit(Event::AwaitingAccept);

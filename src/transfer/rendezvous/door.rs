@@ -55,6 +55,7 @@ use super::until;
 use crate::code::Code;
 use crate::error::Error;
 use crate::event::{Event, Events, Origin};
+use crate::message::Offer;
 use crate::node::{self, Event as NodeEvent, Node};
 use crate::session::{self, Guesses, Hello, Rendezvous, Session, SessionError, read_hello};
 
@@ -87,6 +88,39 @@ pub(super) const PROOF_WAIT: Duration = Duration::from_secs(5);
 /// How long a sender whose code is burnt still answers hellos for it ("burnt"), so that
 /// the receivers in flight and the next to arrive are told why, before it exits.
 const BURNT_LINGER: Duration = Duration::from_secs(3);
+
+/// How long an early offer measured before any receiver came (not yet fixed by the
+/// source's start) is sent: a receiver that comes later gets the offer measured once it
+/// has proven the code, as before, since a file may have changed meanwhile.
+pub(super) const EARLY_OFFER_FRESH: Duration = Duration::from_secs(10);
+
+/// The offer a handshake sends behind its reply, saving the receiver a round trip
+/// (issue 16; see [`Session::answer`]), set by the send loop before it waits for a
+/// receiver: the offer of a source that started (fixed), or one measured then (sent
+/// for [`EARLY_OFFER_FRESH`]). Empty: the offer follows the receiver's confirmation.
+#[derive(Debug, Clone, Default)]
+pub(in crate::transfer) struct EarlyOffer(Arc<std::sync::Mutex<Option<(Offer, Option<Instant>)>>>);
+
+impl EarlyOffer {
+    /// Holds `offer` from now on (`true`: fixed; `false`: measured now), or nothing.
+    pub(in crate::transfer) fn set(&self, offer: Option<(Offer, bool)>) {
+        *self.slot() = offer.map(|(o, fixed)| (o, (!fixed).then(Instant::now)));
+    }
+
+    /// The offer to send now, if any.
+    fn current(&self) -> Option<Offer> {
+        match &*self.slot() {
+            Some((offer, None)) => Some(offer.clone()),
+            Some((offer, Some(at))) if at.elapsed() < EARLY_OFFER_FRESH => Some(offer.clone()),
+            _ => None,
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(Offer, Option<Instant>)>> {
+        // Nothing is left half done under the lock: a poisoned one is as good.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// A stream's place at one stage.
 #[derive(Debug)]
@@ -174,6 +208,8 @@ pub(super) struct Door<S> {
     running: Places,
     next_id: u64,
     steps: FuturesUnordered<BoxFuture<'static, Step<S>>>,
+    /// What a handshake sends behind its reply, if the sender knows it already.
+    early: EarlyOffer,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Door<S> {
@@ -195,7 +231,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Door<S> {
             ),
             next_id: 0,
             steps: FuturesUnordered::new(),
+            early: EarlyOffer::default(),
         }
+    }
+
+    /// The door, sending `early`'s offer behind each handshake's reply while it holds
+    /// one (see [`Session::answer`]).
+    pub(super) fn with_early(mut self, early: EarlyOffer) -> Door<S> {
+        self.early = early;
+        self
     }
 
     /// Whether no stream is in.
@@ -283,12 +327,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Door<S> {
         }
         let (code, me, guesses, serving) =
             (self.code.clone(), self.me, Arc::clone(&self.guesses), Arc::clone(&self.serving));
+        // Taken now: the offer as the sender knows it when this handshake starts.
+        let early = self.early.current();
         let (id, peer, origin) = (place.id, place.peer, place.origin.clone());
         place.since = Instant::now();
         self.running.take(place);
         self.steps.push(Box::pin(async move {
             let who = (me, peer, &origin);
-            let result = Session::answer(stream, &hello, &code, &*serving, who, &guesses).await;
+            let result =
+                Session::answer(stream, &hello, &code, &*serving, who, &guesses, early.as_ref())
+                    .await;
             Step::Done { id, result }
         }));
         None
@@ -312,6 +360,8 @@ pub(in crate::transfer) struct Listener {
     /// Places for newcomers waiting for a running session's proof of life
     /// ([`Listener::refuse_others`]); their tasks outlive the session they wait on.
     proving: Arc<Semaphore>,
+    /// What handshakes send behind their reply (a single-receiver send sets it).
+    early: EarlyOffer,
 }
 
 impl Listener {
@@ -340,7 +390,13 @@ impl Listener {
             slot_secs,
             kept: None,
             proving: Arc::new(Semaphore::new(MAX_WAITING_HELLOS)),
+            early: EarlyOffer::default(),
         })
+    }
+
+    /// The offer handshakes send behind their reply, for the send loop to set.
+    pub(in crate::transfer) fn early(&self) -> &EarlyOffer {
+        &self.early
     }
 
     /// Accepts streams until one passes the PAKE. Handshakes run side by side, so a
@@ -373,6 +429,7 @@ impl Listener {
         let len = self.slot_secs;
         let serving: Serving = Arc::new(move |at| super::slot_ok(at, len));
         Door::new(self.code.clone(), self.me, Arc::clone(&self.guesses), serving)
+            .with_early(self.early.clone())
     }
 
     async fn next_session_through(
@@ -475,12 +532,8 @@ async fn refuse_once_proven<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let alive = matches!(tokio::time::timeout(PROOF_WAIT, heard.changed()).await, Ok(Ok(())));
     // Bounded: a peer that never reads cannot keep its place.
-    let told = if alive {
-        tokio::time::timeout(session::PRE_AUTH_TIMEOUT, Session::refuse_taken(stream)).await
-    } else {
-        tokio::time::timeout(session::PRE_AUTH_TIMEOUT, Session::refuse_busy(stream)).await
-    };
-    if told.is_err() {
+    let told = Session::refuse_with(stream, alive);
+    if tokio::time::timeout(session::PRE_AUTH_TIMEOUT, told).await.is_err() {
         tracing::debug!("a newcomer did not take its refusal in time");
     }
 }
@@ -501,6 +554,34 @@ mod tests {
 
     fn v4(s: &str) -> Origin {
         Origin::Ipv4(s.parse().expect("ip"))
+    }
+
+    /// Issue 16: an offer measured before any receiver came goes out behind a reply
+    /// for [`EARLY_OFFER_FRESH`] only (a later receiver gets it measured afresh, once
+    /// it proved the code); one fixed by the source's start, always.
+    #[tokio::test(start_paused = true)]
+    async fn an_offer_measured_in_advance_is_sent_only_while_fresh() {
+        let offer = crate::message::Offer {
+            kind: crate::message::Kind::Stream,
+            name: "stdin".into(),
+            size: None,
+            entries: Vec::new(),
+            chunk_size: 1 << 20,
+            files: None,
+            kinds: Vec::new(),
+        };
+        let early = EarlyOffer::default();
+        assert_eq!(early.current(), None);
+        early.set(Some((offer.clone(), false)));
+        tokio::time::advance(EARLY_OFFER_FRESH - Duration::from_millis(1)).await;
+        assert_eq!(early.current().as_ref(), Some(&offer));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(early.current(), None, "stale");
+        early.set(Some((offer.clone(), true)));
+        tokio::time::advance(EARLY_OFFER_FRESH * 100).await;
+        assert_eq!(early.current().as_ref(), Some(&offer), "a fixed offer stays");
+        early.set(None);
+        assert_eq!(early.current(), None);
     }
 
     fn door(budget: u32) -> (Door<Pipe>, PeerId) {
