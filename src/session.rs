@@ -295,8 +295,9 @@ pub(crate) struct Session<S> {
     them: Role,
     reader: FrameReader<ReadHalf<S>>,
     writer: FrameWriter<WriteHalf<S>>,
-    /// The sender's offer went out behind its reply (status 7).
-    offered: bool,
+    /// The sender's offer that went out behind its reply (status 7).
+    /// (Boxed: rarely there, and the session moves through the door's queue.)
+    offered: Option<Box<Offer>>,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -447,7 +448,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// is answered [`status::BURNT`] ([`SessionError::Burnt`] here), both before any
     /// SPAKE2 message. `early`, the offer if the sender knows it already, goes out
     /// behind the reply to a receiver that takes it there (status 7, see the module
-    /// docs; [`Session::offered`] says whether it did).
+    /// docs; [`Session::take_offered`] says whether it did).
     ///
     /// # Errors
     /// [`SessionError::NotServing`], [`SessionError::TryLater`] and failures before the
@@ -520,7 +521,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // The right code cannot find the code burnt here: its own guess was in flight,
         // so the others could not spend the whole budget (see `guesses`).
         ticket.succeed();
-        session.offered = early.is_some();
+        session.offered = early.cloned().map(Box::new);
         Ok(session)
     }
 
@@ -595,15 +596,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             // the callers that need it lift the deadline with `recv_within(None)`.
             reader: FrameReader::new(r, Opener::new(keys.recv), Some(DEAD_AFTER)),
             writer: FrameWriter::new(w, Sealer::new(keys.send), Some(DEAD_AFTER)),
-            offered: false,
+            offered: None,
         }
     }
 
-    /// Whether this sender's session sent its offer behind the handshake's reply
-    /// (see [`Session::answer`]): then it MUST NOT send it again.
-    #[must_use]
-    pub(crate) fn offered(&self) -> bool {
-        self.offered
+    /// The offer this sender's session sent behind the handshake's reply, if it did
+    /// (see [`Session::answer`]): then it MUST NOT send one again.
+    pub(crate) fn take_offered(&mut self) -> Option<Offer> {
+        self.offered.take().map(|o| *o)
     }
 
     /// The authenticated peer.
@@ -868,10 +868,10 @@ mod tests {
             let guesses = Guesses::new(3);
             Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, Some(&offer))
                 .await
-                .map(|s| s.offered())
+                .map(|mut s| s.take_offered())
         };
         let (offered, ()) = tokio::join!(sending, receiver);
-        assert!(offered.expect("the handshake"), "the session knows its offer went out");
+        assert_eq!(offered.expect("the handshake"), Some(an_offer()), "the session knows");
 
         // Through the library's receiver: the offer is its first message.
         let (a, b) = duplex();

@@ -21,11 +21,16 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use crate::archive::{self, ArchiveError};
 use crate::message::{Kind, Offer};
+
+/// Measures a source's offer again, cheaply, when a handshake sends it
+/// ([`Source::remeasure`]); `None` if its metadata cannot be read then.
+pub(crate) type Remeasure = Arc<dyn Fn() -> Option<Offer> + Send + Sync>;
 use crate::pool::{Buf, Pool};
 use crate::term;
 
@@ -139,16 +144,37 @@ impl Source {
         Ok(source)
     }
 
-    /// Whether [`Source::offer`] would say now what it says when a receiver comes, at the
-    /// cost of a look at metadata: text, a file (its open file's size), and standard
-    /// input once its first bytes are in (whether it is short text is decided). A tree
-    /// is walked only when a receiver is there, and a stdin still being peeked at may
-    /// yet turn out to be text.
+    /// Whether [`Source::offer`] can be measured before a receiver comes and measured
+    /// again when one does at the cost of a look at metadata ([`Source::remeasure`]):
+    /// text, a file, and standard input once its first bytes are in (whether it is
+    /// short text is decided). A tree is walked only when a receiver is there, and a
+    /// stdin still being peeked at may yet turn out to be text.
     pub(crate) fn offer_is_settled(&mut self) -> bool {
         match self {
             Source::Text(_) | Source::File { .. } => true,
             Source::Reader(stdin) => stdin.poll().is_some(),
             Source::Archive { .. } => false,
+        }
+    }
+
+    /// Given `offer`, just measured from this settled source ([`Source::offer_is_settled`]):
+    /// how to measure it again, as it is when a handshake sends it. A file's size is its
+    /// open file's then (it may grow while the code is shown: issue 14, item 3); text
+    /// and a stdin stream stay as they were. `None` for any other source.
+    pub(crate) fn remeasure(&mut self, offer: &Offer) -> Option<Remeasure> {
+        let offer = offer.clone();
+        let settled = self.offer_is_settled();
+        match self {
+            Source::Text(_) => Some(Arc::new(move || Some(offer.clone()))),
+            Source::Reader(_) if settled => Some(Arc::new(move || Some(offer.clone()))),
+            Source::File { file, .. } => {
+                let file = file.try_clone().ok()?;
+                Some(Arc::new(move || {
+                    let size = file.metadata().ok()?.len();
+                    Some(Offer { size: Some(size), ..offer.clone() })
+                }))
+            }
+            Source::Reader(_) | Source::Archive { .. } => None,
         }
     }
 
@@ -647,6 +673,34 @@ mod tests {
     /// Issue 14, item 3: a file that grows or shrinks after its offer was measured ends
     /// with "changed while sending", and the chunk that would pass the offer is never
     /// handed over.
+    /// Issue 16 with issue 14, item 3: the offer a handshake sends early is a file's as
+    /// it is then, not when the sender started waiting; text stays as it was, and a
+    /// tree is not measured before a receiver comes.
+    #[test]
+    fn an_early_offer_is_measured_again_when_it_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("growing.log");
+        std::fs::write(&p, vec![7u8; 1000]).expect("write");
+        let mut src = source(std::slice::from_ref(&p));
+        assert!(src.offer_is_settled());
+        let offer = src.offer(1 << 16).expect("offer");
+        let measure = src.remeasure(&offer).expect("a file is measured again cheaply");
+        assert_eq!(measure().and_then(|o| o.size), Some(1000));
+        append(&p, &[1u8; 24]);
+        let again = measure().expect("measured");
+        assert_eq!(again.size, Some(1024));
+        assert_eq!(again.name, offer.name);
+
+        let mut text = Source::new(crate::options::Source::Text("hi".into())).expect("text");
+        let offer = text.offer(1 << 16).expect("offer");
+        let measure = text.remeasure(&offer).expect("text");
+        assert_eq!(measure(), Some(offer));
+
+        std::fs::create_dir(dir.path().join("tree")).expect("mkdir");
+        let mut tree = source(&[dir.path().join("tree")]);
+        assert!(!tree.offer_is_settled(), "a tree is walked only when a receiver is there");
+    }
+
     #[test]
     fn a_file_that_changes_size_after_its_offer_is_changed_while_sending() {
         let dir = tempfile::tempdir().expect("tempdir");

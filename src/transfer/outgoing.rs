@@ -62,7 +62,7 @@ use crate::message::{Control, End, FileMeta, MessageError, Offer, Resume};
 use crate::pipeline::{self, Compression, Found, Governor, PipelineError, RootHash, SealedChunk};
 use crate::pool::{Buf, Pool};
 use crate::session::{self, Session, SessionError};
-use crate::source::{Chunks, Source, SourceError};
+use crate::source::{Chunks, Remeasure, Source, SourceError};
 
 /// How long a cancelled sender waits for the receiver to have read its `Cancel`.
 const CANCEL_LINGER: Duration = Duration::from_secs(5);
@@ -410,19 +410,34 @@ impl Outgoing {
         self.offer.as_ref()
     }
 
-    /// The offer a handshake may send before the receiver's confirmation, if it can
-    /// be known before a receiver is there: the one of a source that has started (it
-    /// never changes again, `true`), or a settled source's measured now (`false`: it
-    /// holds as long as the source does not change; see
-    /// [`crate::source::Source::offer_is_settled`]).
+    /// How a handshake measures the offer it sends before the receiver's confirmation,
+    /// if that can be done without us: the offer of a source that has started (it never
+    /// changes again), or a settled source's, measured now and again, cheaply, by each
+    /// handshake ([`crate::source::Source::remeasure`]). A session that sent one hands
+    /// it to [`Outgoing::adopt`].
     ///
     /// # Errors
     /// As for [`Outgoing::offer`].
-    pub(super) async fn early_offer(&mut self) -> Result<Option<(Offer, bool)>, Error> {
+    pub(super) async fn early_offer(&mut self) -> Result<Option<Remeasure>, Error> {
         match self.source.as_mut().map(Source::offer_is_settled) {
-            None => Ok(self.offer.clone().map(|o| (o, true))),
-            Some(true) => Ok(Some((self.offer().await?.clone(), false))),
+            None => {
+                Ok(self.offer.clone().map(|o| -> Remeasure { Arc::new(move || Some(o.clone())) }))
+            }
+            Some(true) => {
+                let offer = self.offer().await?.clone();
+                Ok(self.source.as_mut().and_then(|s| s.remeasure(&offer)))
+            }
             Some(false) => Ok(None),
+        }
+    }
+
+    /// The offer a handshake sent (see [`Outgoing::early_offer`]): what we offer from
+    /// now on, as if measured when it was sent. Once the source started, that is the
+    /// offer we hold already.
+    pub(super) fn adopt(&mut self, offer: Offer) {
+        if let Some(source) = &self.source {
+            self.meta = source.file_meta();
+            self.offer = Some(offer);
         }
     }
 

@@ -42,7 +42,8 @@ pub async fn send(
         return super::many::send(options, events, cancel).await;
     }
     // Checked now, so that a source that cannot be sent fails before a code is shown;
-    // measured only when the offer is sent (see `Outgoing::offer`).
+    // measured when the offer is sent (see `Outgoing::offer`), or, where that costs a
+    // look at metadata, as the sender starts waiting (see `Outgoing::early_offer`).
     // A stream's receiver cannot be told apart from a newcomer once it is gone (it keeps
     // no identity), so a newcomer is told "busy" while the session lives, not "taken":
     // it is either refused for good once the loss shows (`serve`) or was a live
@@ -187,7 +188,10 @@ where
 {
     // Sent behind the handshake's reply already (`Listener::early`, set from `out`
     // just before), or now.
-    if !session.offered() {
+    if let Some(sent) = session.take_offered() {
+        tracing::debug!("the offer went behind the handshake's reply");
+        out.adopt(sent);
+    } else {
         let offer = measured(out, &mut session, cancel).await?;
         session.send(&Control::Offer(offer)).await?;
     }

@@ -58,6 +58,7 @@ use crate::event::{Event, Events, Origin};
 use crate::message::Offer;
 use crate::node::{self, Event as NodeEvent, Node};
 use crate::session::{self, Guesses, Hello, Rendezvous, Session, SessionError, read_hello};
+use crate::source::Remeasure;
 
 /// Handshakes a sender runs at once.
 pub(super) const MAX_CONCURRENT_HANDSHAKES: usize = 8;
@@ -89,34 +90,34 @@ pub(super) const PROOF_WAIT: Duration = Duration::from_secs(5);
 /// the receivers in flight and the next to arrive are told why, before it exits.
 const BURNT_LINGER: Duration = Duration::from_secs(3);
 
-/// How long an early offer measured before any receiver came (not yet fixed by the
-/// source's start) is sent: a receiver that comes later gets the offer measured once it
-/// has proven the code, as before, since a file may have changed meanwhile.
-pub(super) const EARLY_OFFER_FRESH: Duration = Duration::from_secs(10);
-
 /// The offer a handshake sends behind its reply, saving the receiver a round trip
 /// (issue 16; see [`Session::answer`]), set by the send loop before it waits for a
-/// receiver: the offer of a source that started (fixed), or one measured then (sent
-/// for [`EARLY_OFFER_FRESH`]). Empty: the offer follows the receiver's confirmation.
-#[derive(Debug, Clone, Default)]
-pub(in crate::transfer) struct EarlyOffer(Arc<std::sync::Mutex<Option<(Offer, Option<Instant>)>>>);
+/// receiver: how to measure it when the handshake sends it (the fixed offer of a source
+/// that started, or a file's measured again: see `Outgoing::early_offer`). Empty: the
+/// offer follows the receiver's confirmation.
+#[derive(Clone, Default)]
+pub(in crate::transfer) struct EarlyOffer(Arc<std::sync::Mutex<Option<Remeasure>>>);
+
+impl std::fmt::Debug for EarlyOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EarlyOffer").field(&self.slot().is_some()).finish()
+    }
+}
 
 impl EarlyOffer {
-    /// Holds `offer` from now on (`true`: fixed; `false`: measured now), or nothing.
-    pub(in crate::transfer) fn set(&self, offer: Option<(Offer, bool)>) {
-        *self.slot() = offer.map(|(o, fixed)| (o, (!fixed).then(Instant::now)));
+    /// Measures the early offer with `measure` from now on, or sends none.
+    pub(in crate::transfer) fn set(&self, measure: Option<Remeasure>) {
+        *self.slot() = measure;
     }
 
     /// The offer to send now, if any.
     fn current(&self) -> Option<Offer> {
-        match &*self.slot() {
-            Some((offer, None)) => Some(offer.clone()),
-            Some((offer, Some(at))) if at.elapsed() < EARLY_OFFER_FRESH => Some(offer.clone()),
-            _ => None,
-        }
+        // Measured outside the lock.
+        let measure = self.slot().clone()?;
+        measure()
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(Offer, Option<Instant>)>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Remeasure>> {
         // Nothing is left half done under the lock: a poisoned one is as good.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -556,30 +557,32 @@ mod tests {
         Origin::Ipv4(s.parse().expect("ip"))
     }
 
-    /// Issue 16: an offer measured before any receiver came goes out behind a reply
-    /// for [`EARLY_OFFER_FRESH`] only (a later receiver gets it measured afresh, once
-    /// it proved the code); one fixed by the source's start, always.
-    #[tokio::test(start_paused = true)]
-    async fn an_offer_measured_in_advance_is_sent_only_while_fresh() {
-        let offer = crate::message::Offer {
-            kind: crate::message::Kind::Stream,
-            name: "stdin".into(),
-            size: None,
-            entries: Vec::new(),
-            chunk_size: 1 << 20,
-            files: None,
-            kinds: Vec::new(),
+    /// Issue 16: the early offer is measured by each handshake that sends it (a file's
+    /// size as it is then), and none is sent once the slot is emptied.
+    #[test]
+    fn the_early_offer_is_measured_when_a_handshake_sends_it() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let size = Arc::new(AtomicU64::new(1));
+        let measure: Remeasure = {
+            let size = Arc::clone(&size);
+            Arc::new(move || {
+                Some(crate::message::Offer {
+                    kind: crate::message::Kind::File,
+                    name: "growing.log".into(),
+                    size: Some(size.load(Ordering::Relaxed)),
+                    entries: Vec::new(),
+                    chunk_size: 1 << 20,
+                    files: None,
+                    kinds: Vec::new(),
+                })
+            })
         };
         let early = EarlyOffer::default();
         assert_eq!(early.current(), None);
-        early.set(Some((offer.clone(), false)));
-        tokio::time::advance(EARLY_OFFER_FRESH - Duration::from_millis(1)).await;
-        assert_eq!(early.current().as_ref(), Some(&offer));
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(early.current(), None, "stale");
-        early.set(Some((offer.clone(), true)));
-        tokio::time::advance(EARLY_OFFER_FRESH * 100).await;
-        assert_eq!(early.current().as_ref(), Some(&offer), "a fixed offer stays");
+        early.set(Some(measure));
+        assert_eq!(early.current().and_then(|o| o.size), Some(1));
+        size.store(5, Ordering::Relaxed);
+        assert_eq!(early.current().and_then(|o| o.size), Some(5), "measured again");
         early.set(None);
         assert_eq!(early.current(), None);
     }
