@@ -670,9 +670,6 @@ mod tests {
         assert_eq!(chunks.concat().len(), 2200);
     }
 
-    /// Issue 14, item 3: a file that grows or shrinks after its offer was measured ends
-    /// with "changed while sending", and the chunk that would pass the offer is never
-    /// handed over.
     /// Issue 16 with issue 14, item 3: the offer a handshake sends early is a file's as
     /// it is then, not when the sender started waiting; text stays as it was, and a
     /// tree is not measured before a receiver comes.
@@ -701,6 +698,9 @@ mod tests {
         assert!(!tree.offer_is_settled(), "a tree is walked only when a receiver is there");
     }
 
+    /// Issue 14, item 3: a file that grows or shrinks after its offer was measured ends
+    /// with "changed while sending", and the chunk that would pass the offer is never
+    /// handed over.
     #[test]
     fn a_file_that_changes_size_after_its_offer_is_changed_while_sending() {
         let dir = tempfile::tempdir().expect("tempdir");
