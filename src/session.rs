@@ -9,7 +9,7 @@
 //! | step | direction | bytes |
 //! |------|-----------|-------|
 //! | hello   | R → S | `b"pcp"` ‖ version `u8` (= 2; 1 is still answered) ‖ channel `u16` ‖ slot `u64` ‖ SPAKE2 message B (33) |
-//! | reply   | S → R | status `u8`; if 0 (OK) or 7 (OK, offered): SPAKE2 message A (33) ‖ sender confirmation (32), and after 7 one frame (the sender's first, its `Offer`); if 5 (try later): seconds `u16` |
+//! | reply   | S → R | status `u8`; if 0 (OK) or 7 (OK, early frame): SPAKE2 message A (33) ‖ sender confirmation (32), and after 7 the early frame (the sender's first, below); if 5 (try later): seconds `u16` |
 //! | confirm | R → S | receiver confirmation (32) |
 //! | verdict | S → R | only after a confirmation that does not match: status 4 if the code is burnt now, else nothing (the sender closes) |
 //!
@@ -18,16 +18,20 @@
 //! [`Guesses`]), 5 try again in N seconds (wrong codes came from the receiver's network
 //! lately, or every guess left is being tried; see [`guesses`]), 6 taken (a single-receiver
 //! sender whose data went to another receiver: it takes no other peer, and ends when that
-//! one is done; issue 15, item 6), 7 OK with the offer (below). A receiver that predates
+//! one is done; issue 15, item 6), 7 OK with the early frame (below). A receiver that predates
 //! status 5 or 6 takes it for a broken hello and retries after its usual pause. After the
 //! confirmation both directions carry [`crate::framing`] frames.
 //!
 //! Status 7 saves a round trip (issue 16): a sender that already knows what it offers
-//! sends its `Offer` frame, sealed under the new session key (frame counter 0), right
-//! behind its reply, instead of after the receiver's confirmation. Only to a version-2
-//! hello: a version-1 receiver gets status 0 and the offer after its confirmation, as
-//! before. A receiver whose check of the sender's confirmation fails skips that one
-//! frame unopened before it reads the verdict.
+//! sends its `Offer` right behind its reply, instead of after the receiver's
+//! confirmation, in the early frame: sealed under the new session key (frame counter 0),
+//! its plaintext always [`EARLY_PLAIN_LEN`] bytes, a length `u16` ‖ the `Offer` message
+//! (length 0: no offer yet; it comes after the confirmation, as with status 0) ‖ zeros.
+//! Every version-2 hello gets status 7 and the early frame, with or without an offer, so
+//! neither the status nor the frame's length says anything about what is offered. A
+//! version-1 hello gets status 0 and the offer after its confirmation, as before. A
+//! receiver whose check of the sender's confirmation fails skips the early frame
+//! unopened (reading at most its fixed length) before it reads the verdict.
 //!
 //! # Security
 //! - SPAKE2 (Ed25519 group) with the sender as side A and the receiver as side B; the
@@ -42,11 +46,12 @@
 //! - Each side sends its confirmation without waiting for the other's: SPAKE2 allows
 //!   one online guess per handshake whatever the order. [`guesses`] bounds how many
 //!   handshakes may fail on each side.
-//! - The early offer (status 7) goes out before the receiver proved the code, sealed
-//!   under a key only the code's holder can derive: a guesser learns from it no more
-//!   than from the sender's confirmation beside it (with a wrong guess neither opens,
-//!   and testing another guess offline needs the sender's SPAKE2 secret), and it is
-//!   never opened by a receiver whose check of the sender failed.
+//! - The early frame (status 7) goes out before the receiver proved the code, sealed
+//!   under a key only the code's holder can derive, and of one length whatever it
+//!   holds: a guesser learns from it no more than from the sender's confirmation beside
+//!   it (with a wrong guess neither opens, and testing another guess offline needs the
+//!   sender's SPAKE2 secret), and it is never opened by a receiver whose check of the
+//!   sender failed.
 //! - Every status before the SPAKE2 step, "burnt" included, is unauthenticated: anyone
 //!   can send it. A receiver MUST NOT take a "burnt" hello answer as proof that the
 //!   sender it wants is done ([`SessionError::SaidBurnt`]); only a peer that ran the
@@ -92,6 +97,14 @@ const OLDEST_VERSION: u8 = 1;
 const EARLY_OFFER_VERSION: u8 = 2;
 
 const MAGIC: &[u8; 3] = b"pcp";
+
+/// The early frame's plaintext length (see the module docs): room for a file's or a
+/// stream's offer (a name is at most 255 bytes on most file systems) and a small tree's;
+/// a larger offer comes after the confirmation instead.
+const EARLY_PLAIN_LEN: usize = 4096;
+
+/// The early frame on the wire: its fixed plaintext and the tag.
+const EARLY_FRAME_LEN: u32 = (EARLY_PLAIN_LEN + crate::framing::TAG_LEN) as u32;
 const SPAKE_MSG_LEN: usize = 33;
 const CONFIRM_LEN: usize = 32;
 const HELLO_LEN: usize = 3 + 1 + 2 + 8 + SPAKE_MSG_LEN;
@@ -117,7 +130,7 @@ mod status {
     pub(super) const TRY_LATER: u8 = 5;
     /// Taken: this sender sends to another receiver, and will take no other.
     pub(super) const TAKEN: u8 = 6;
-    /// OK, and the sender's offer frame follows the reply.
+    /// OK, and the early frame (perhaps with the sender's offer) follows the reply.
     pub(super) const OFFERED: u8 = 7;
 }
 
@@ -295,9 +308,13 @@ pub(crate) struct Session<S> {
     them: Role,
     reader: FrameReader<ReadHalf<S>>,
     writer: FrameWriter<WriteHalf<S>>,
-    /// The sender's offer that went out behind its reply (status 7).
+    /// The sender's offer that went out in its early frame (status 7).
     /// (Boxed: rarely there, and the session moves through the door's queue.)
     offered: Option<Box<Offer>>,
+    /// The receiver's: the offer its early frame held, opened after the check of the
+    /// sender passed; [`Session::recv`] returns it first, as if it came after the
+    /// confirmation.
+    pending: Option<Box<Offer>>,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -346,18 +363,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             &id_a,
             &id_b,
         );
-        let mut hello = Vec::with_capacity(HELLO_LEN);
-        hello.extend_from_slice(MAGIC);
-        hello.push(VERSION);
-        hello.extend_from_slice(&at.channel.to_be_bytes());
-        hello.extend_from_slice(&at.slot.to_be_bytes());
-        hello.extend_from_slice(&msg_b);
+        let hello = hello_bytes(VERSION, at, &msg_b);
         stream.write_all(&hello).await?;
         stream.flush().await?;
 
         let mut st = [0u8; 1];
         stream.read_exact(&mut st).await?;
-        let offered = match st[0] {
+        let early = match st[0] {
             status::OK => false,
             status::OFFERED => true,
             status::NOT_SERVING => return Err(SessionError::NotServing),
@@ -398,13 +410,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         stream.flush().await?;
         if !confirmed {
             // The sender says in one byte whether this guess burnt its code (or came
-            // after); a close or silence means a plain wrong code. An early offer comes
-            // first: skipped unopened (bounded like any frame).
+            // after); a close or silence means a plain wrong code. The early frame comes
+            // first: skipped unopened, and no longer than it can be.
             let said = tokio::time::timeout(VERDICT_TIMEOUT, async {
-                if offered {
+                if early {
                     let mut skipped = Vec::new();
-                    let max = crate::framing::MAX_FRAME_LEN;
-                    crate::framing::read_frame_into(&mut stream, &mut skipped, max)
+                    crate::framing::read_frame_into(&mut stream, &mut skipped, EARLY_FRAME_LEN)
                         .await
                         .map_err(|_| ())?;
                 }
@@ -417,7 +428,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 _ => SessionError::WrongCode,
             });
         }
-        Ok(Session::new(stream, sender, Role::Sender, keys))
+        let mut session = Session::new(stream, sender, Role::Sender, keys);
+        if early {
+            let (plain, _) = session.reader.next_open().await?;
+            session.pending = early_offer_of(&plain)?.map(Box::new);
+        }
+        Ok(session)
     }
 
     /// Sender side: reads the hello, answers it, runs SPAKE2 and checks the receiver's
@@ -447,8 +463,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// that must wait is answered [`status::TRY_LATER`], and once the code is burnt one
     /// is answered [`status::BURNT`] ([`SessionError::Burnt`] here), both before any
     /// SPAKE2 message. `early`, the offer if the sender knows it already, goes out
-    /// behind the reply to a receiver that takes it there (status 7, see the module
-    /// docs; [`Session::take_offered`] says whether it did).
+    /// behind the reply to a receiver that takes it there, if it fits the early frame
+    /// (status 7, see the module docs; [`Session::take_offered`] says whether it did).
     ///
     /// # Errors
     /// [`SessionError::NotServing`], [`SessionError::TryLater`] and failures before the
@@ -487,7 +503,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         );
         let transcript = [&hello[..], &msg_a[..]].concat();
         let keys = derive(&shared, &transcript, true);
-        let early = early.filter(|_| hello[3] >= EARLY_OFFER_VERSION);
+        // Every receiver that takes the early frame gets one, with or without an offer.
+        let early = (hello[3] >= EARLY_OFFER_VERSION).then(|| early_frame(early));
         let mut reply = Vec::with_capacity(1 + SPAKE_MSG_LEN + CONFIRM_LEN);
         reply.push(if early.is_some() { status::OFFERED } else { status::OK });
         reply.extend_from_slice(&msg_a);
@@ -498,13 +515,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // stream, silence, this future dropped) MUST count as a failed attempt, or a
         // guesser could hang up after each try and never burn the code.
         ticket.arm();
-        // The session's halves from here, so that the early offer is its frame 0.
+        // The session's halves from here, so that the early frame is its frame 0.
         let mut session = Session::new(stream, receiver, Role::Receiver, keys);
-        session.writer.raw().write_all(&reply).await?;
-        if let Some(offer) = early {
-            session.send(&Control::Offer(offer.clone())).await?;
+        let (early_plain, offered) = early.unzip();
+        let written = async {
+            session.writer.raw().write_all(&reply).await?;
+            match early_plain {
+                // `send` flushes.
+                Some(plain) => session.writer.send(plain, false).await?,
+                None => session.writer.raw().flush().await?,
+            }
+            Ok::<(), SessionError>(())
+        };
+        if written.await.is_err() {
+            // Armed: the peer may have had its guess. A stream that broke under our
+            // reply has no ear for the verdict.
+            ticket.fail();
+            return Err(SessionError::PeerWrongCode { peer: receiver });
         }
-        session.writer.raw().flush().await?;
         let mut theirs = [0u8; CONFIRM_LEN];
         let read = session.reader.raw().read_exact(&mut theirs);
         let confirmed = tokio::time::timeout(PRE_AUTH_TIMEOUT, read).await;
@@ -521,7 +549,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // The right code cannot find the code burnt here: its own guess was in flight,
         // so the others could not spend the whole budget (see `guesses`).
         ticket.succeed();
-        session.offered = early.cloned().map(Box::new);
+        session.offered = offered.flatten().map(Box::new);
         Ok(session)
     }
 
@@ -597,11 +625,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             reader: FrameReader::new(r, Opener::new(keys.recv), Some(DEAD_AFTER)),
             writer: FrameWriter::new(w, Sealer::new(keys.send), Some(DEAD_AFTER)),
             offered: None,
+            pending: None,
         }
     }
 
-    /// The offer this sender's session sent behind the handshake's reply, if it did
-    /// (see [`Session::answer`]): then it MUST NOT send one again.
+    /// The offer this sender's session sent in the handshake's early frame (see the
+    /// module docs), if it did: then it MUST NOT send one again.
     pub(crate) fn take_offered(&mut self) -> Option<Offer> {
         self.offered.take().map(|o| *o)
     }
@@ -640,6 +669,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         limit: Option<Duration>,
     ) -> Result<Control, SessionError> {
+        if let Some(offer) = self.pending.take() {
+            return Ok(Control::Offer(*offer));
+        }
         self.reader.set_deadline(limit);
         let got = self.reader.next_open().await;
         self.reader.set_deadline(Some(DEAD_AFTER));
@@ -684,6 +716,56 @@ pub(crate) async fn send<W: AsyncWrite + Unpin>(
     msg: &Control,
 ) -> Result<(), SessionError> {
     Ok(w.send(msg.encode(), msg.is_last()).await?)
+}
+
+/// A receiver's hello: magic, version, the rendezvous it looks for, its SPAKE2 message
+/// (the wire format in the module docs).
+fn hello_bytes(version: u8, at: Rendezvous, msg_b: &[u8]) -> [u8; HELLO_LEN] {
+    let mut hello = [0u8; HELLO_LEN];
+    let (magic, rest) = hello.split_at_mut(MAGIC.len());
+    magic.copy_from_slice(MAGIC);
+    rest[0] = version;
+    rest[1..3].copy_from_slice(&at.channel.to_be_bytes());
+    rest[3..11].copy_from_slice(&at.slot.to_be_bytes());
+    rest[11..].copy_from_slice(msg_b);
+    hello
+}
+
+/// The early frame's plaintext (see the module docs) for `offer`, and the offer if it
+/// fitted (else the frame carries none and the offer comes after the confirmation).
+fn early_frame(offer: Option<&Offer>) -> (Vec<u8>, Option<Offer>) {
+    let mut plain = vec![0u8; EARLY_PLAIN_LEN];
+    if let Some(offer) = offer {
+        let msg = Control::Offer(offer.clone()).encode();
+        if let Ok(len) = u16::try_from(msg.len())
+            && msg.len() <= EARLY_PLAIN_LEN - 2
+        {
+            plain[..2].copy_from_slice(&len.to_be_bytes());
+            plain[2..2 + msg.len()].copy_from_slice(&msg);
+            return (plain, Some(offer.clone()));
+        }
+    }
+    (plain, None)
+}
+
+/// The offer in an opened early frame, if it holds one.
+///
+/// # Errors
+/// [`SessionError::Protocol`] for a frame of another length, a length past its end or a
+/// message that is not an `Offer`; malformed messages.
+fn early_offer_of(plain: &[u8]) -> Result<Option<Offer>, SessionError> {
+    let bad = SessionError::Protocol("malformed early frame");
+    if plain.len() != EARLY_PLAIN_LEN {
+        return Err(bad);
+    }
+    let len = usize::from(u16::from_be_bytes([plain[0], plain[1]]));
+    if len == 0 {
+        return Ok(None);
+    }
+    match Control::decode(plain.get(2..2 + len).ok_or(bad)?)? {
+        Control::Offer(offer) => Ok(Some(offer)),
+        _ => Err(SessionError::Protocol("the early frame holds no offer")),
+    }
 }
 
 /// A receiver's hello, as read; [`Session::answer`] checks it.
@@ -813,6 +895,11 @@ mod tests {
         }
     }
 
+    /// The rendezvous of `c` in slot 300, where the tests' hellos look.
+    fn at_300(c: &Code) -> Rendezvous {
+        Rendezvous { channel: c.channel(), slot: 300 }
+    }
+
     /// A version-`version` hello from a receiver holding `c`, and its SPAKE2 state.
     fn hello_of(
         version: u8,
@@ -823,12 +910,7 @@ mod tests {
         let (id_a, id_b) = identities(&s_id, &r_id);
         let (spake, msg_b) =
             Spake2::<Ed25519Group>::start_b(&Password::new(c.password().as_bytes()), &id_a, &id_b);
-        let mut hello = MAGIC.to_vec();
-        hello.push(version);
-        hello.extend_from_slice(&c.channel().to_be_bytes());
-        hello.extend_from_slice(&300u64.to_be_bytes());
-        hello.extend_from_slice(&msg_b);
-        (spake, hello)
+        (spake, hello_bytes(version, at_300(c), &msg_b).to_vec())
     }
 
     /// Issue 16: a sender that knows its offer sends it behind the reply (status 7),
@@ -853,7 +935,8 @@ mod tests {
             let max = crate::framing::MAX_FRAME_LEN;
             let read = crate::framing::read_frame_into(&mut b, &mut body, max);
             let frame = tokio::time::timeout(Duration::from_secs(10), read).await;
-            assert!(matches!(frame, Ok(Ok(Some(_)))), "no frame before the confirmation");
+            let frame = frame.expect("no frame before the confirmation").expect("a frame");
+            assert_eq!(frame.map(|h| h.len), Some(EARLY_FRAME_LEN));
             let msg_a = &reply[1..=SPAKE_MSG_LEN];
             let shared = spake.finish(msg_a).expect("finish");
             let keys = derive(&shared, &[&hello[..], msg_a].concat(), false);
@@ -886,6 +969,99 @@ mod tests {
         let (s, r) = tokio::join!(sending, Session::connect(b, &c, at, r_id, s_id));
         let (_s, mut r) = (s.expect("sender"), r.expect("receiver"));
         assert_eq!(r.recv().await.expect("the first frame"), Control::Offer(an_offer()));
+    }
+
+    /// Review of issue 16: every version-2 hello gets status 7 and an early frame of one
+    /// length, whatever it holds (no offer, a file's, a long name's, an archive's too
+    /// large for it), so that a guesser, who cannot open it, learns nothing from it. An
+    /// offer that did not fit is not taken as sent.
+    #[tokio::test]
+    async fn the_early_frame_is_one_length_whatever_it_holds() {
+        let long = Offer { name: "n".repeat(255), ..an_offer() };
+        let many: Vec<String> = (0..1000).map(|i| format!("part-{i:04}")).collect();
+        let archive = Offer {
+            kind: crate::message::Kind::Archive,
+            kinds: vec![crate::message::TopKind::File; many.len()],
+            entries: many,
+            files: Some(1000),
+            ..an_offer()
+        };
+        let guesses = Guesses::new(u32::MAX);
+        for early in [None, Some(&an_offer()), Some(&long), Some(&archive)] {
+            let (mut a, mut b) = duplex();
+            let (s_id, r_id) = (PeerId::random(), PeerId::random());
+            let guesser = async {
+                let (_, hello) =
+                    hello_of(VERSION, &code("bubble-enemy-result-abandon"), s_id, r_id);
+                b.write_all(&hello).await.expect("hello");
+                let mut reply = [0u8; 1 + SPAKE_MSG_LEN + CONFIRM_LEN];
+                b.read_exact(&mut reply).await.expect("reply");
+                let mut body = Vec::new();
+                let max = crate::framing::MAX_FRAME_LEN;
+                let frame = crate::framing::read_frame_into(&mut b, &mut body, max).await;
+                b.close().await.expect("hang up");
+                (reply[0], frame.expect("the early frame").map(|h| h.len))
+            };
+            let sending = async {
+                let c = code("bubble-enemy-result-increase");
+                let hello = read_hello(&mut a).await.expect("hello");
+                let who = (s_id, r_id, &anywhere());
+                Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, early).await
+            };
+            let (s, seen) = tokio::join!(sending, guesser);
+            assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+            assert_eq!(
+                seen,
+                (status::OFFERED, Some(EARLY_FRAME_LEN)),
+                "{:?}",
+                early.map(|o| &o.name)
+            );
+        }
+        // What each frame holds, as the right code opens it.
+        assert_eq!(early_offer_of(&early_frame(None).0).expect("none"), None);
+        for fits in [an_offer(), long] {
+            let (plain, sent) = early_frame(Some(&fits));
+            assert_eq!(sent.as_ref(), Some(&fits));
+            assert_eq!(early_offer_of(&plain).expect("opens"), Some(fits));
+        }
+        let (plain, sent) = early_frame(Some(&archive));
+        assert_eq!((sent, early_offer_of(&plain).expect("opens")), (None, None), "too large");
+    }
+
+    /// Review of issue 16: a peer that takes the reply's start but never reads on (here
+    /// the early frame cannot be written) has had its guess: the handshake fails as a
+    /// wrong code, which the sender counts and reports, not as a stream error.
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_that_cannot_be_written_is_a_spent_guess() {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (a, b) = tokio::io::duplex(1024);
+        let (mut a, mut b) = (a.compat(), b.compat());
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let (_, hello) = hello_of(VERSION, &c, s_id, r_id);
+        b.write_all(&hello).await.expect("hello");
+        let guesses = Guesses::new(3);
+        let hello = read_hello(&mut a).await.expect("hello");
+        let who = (s_id, r_id, &anywhere());
+        let s = Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, None).await;
+        assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+        assert_eq!(guesses.left(), 2);
+        drop(b);
+    }
+
+    /// An early frame that says more than it holds, or holds something else than an
+    /// offer, is a broken handshake, not a panic.
+    #[test]
+    fn a_malformed_early_frame_is_refused() {
+        let mut plain = early_frame(None).0;
+        plain[..2].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert!(matches!(early_offer_of(&plain), Err(SessionError::Protocol(_))));
+        let accept = Control::Accept.encode();
+        let mut plain = vec![0u8; EARLY_PLAIN_LEN];
+        plain[..2].copy_from_slice(&(accept.len() as u16).to_be_bytes());
+        plain[2..2 + accept.len()].copy_from_slice(&accept);
+        assert!(matches!(early_offer_of(&plain), Err(SessionError::Protocol(_))));
+        assert!(matches!(early_offer_of(&[0u8; 16]), Err(SessionError::Protocol(_))));
     }
 
     /// A version-1 receiver (before status 7) gets the plain reply, whatever the
@@ -1038,11 +1214,7 @@ mod tests {
                 &identities(&s_id, &r_id).0,
                 &identities(&s_id, &r_id).1,
             );
-            let mut hello = MAGIC.to_vec();
-            hello.push(VERSION);
-            hello.extend_from_slice(&c.channel().to_be_bytes());
-            hello.extend_from_slice(&300u64.to_be_bytes());
-            hello.extend_from_slice(&msg_b);
+            let hello = hello_bytes(VERSION, at_300(&c), &msg_b);
             b.write_all(&hello).await.expect("hello");
             let mut reply = [0u8; 1 + SPAKE_MSG_LEN + CONFIRM_LEN];
             b.read_exact(&mut reply).await.expect("reply");
@@ -1072,11 +1244,7 @@ mod tests {
         let (a, mut b) = duplex();
         let (s_id, r_id) = (PeerId::random(), PeerId::random());
         let c = code("bubble-enemy-result-increase");
-        let mut hello = MAGIC.to_vec();
-        hello.push(VERSION);
-        hello.extend_from_slice(&c.channel().to_be_bytes());
-        hello.extend_from_slice(&300u64.to_be_bytes());
-        hello.extend_from_slice(&[7u8; SPAKE_MSG_LEN]);
+        let hello = hello_bytes(VERSION, at_300(&c), &[7u8; SPAKE_MSG_LEN]);
         b.write_all(&hello).await.expect("hello");
         b.close().await.expect("hang up");
         let r = Session::accept(a, &c, |r| r.slot == 300, s_id, r_id).await;

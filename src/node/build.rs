@@ -62,7 +62,8 @@ pub(super) fn swarm(config: &Config) -> Result<Swarm<Behaviour>, NodeError> {
 /// that back to "does not speak pcp"). It saves the receiver a round trip before its
 /// hello, and on every lookup request.
 ///
-/// Only for a node that publishes nothing and serves no one (a receiver). With it on
+/// Only for a node that publishes nothing and serves no one: a receiver, or a sender
+/// without the DHT (`--no-dht`, found by mDNS only). With it on
 /// every node, tests/nat.rs (one `pcp node`) failed in 3 of 11 runs: the receiver's
 /// lookups were answered without the sender's provider record; 0 of 4 runs failed
 /// without it, and 0 of 8 with it on receivers only. The suspected cause, not

@@ -42,8 +42,8 @@ pub async fn send(
         return super::many::send(options, events, cancel).await;
     }
     // Checked now, so that a source that cannot be sent fails before a code is shown;
-    // measured when the offer is sent (see `Outgoing::offer`), or, where that costs a
-    // look at metadata, as the sender starts waiting (see `Outgoing::early_offer`).
+    // measured when the offer is sent (see `Outgoing::offer`): where that costs a look
+    // at metadata, by each handshake again (see `Outgoing::early_offer`).
     // A stream's receiver cannot be told apart from a newcomer once it is gone (it keeps
     // no identity), so a newcomer is told "busy" while the session lives, not "taken":
     // it is either refused for good once the loss shows (`serve`) or was a live
@@ -80,8 +80,8 @@ pub async fn send(
                 Error::ReconnectTimeout(net.reconnect_timeout.as_secs()),
             )),
         };
-        // A receiver that comes soon gets the offer behind the handshake's reply, a
-        // round trip sooner, when it can be known before anyone comes.
+        // A receiver gets the offer behind the handshake's reply, a round trip sooner,
+        // when the handshake can measure it without us (`Outgoing::early_offer`).
         listener.early().set(out.early_offer().await?);
         let session = next_session(&mut listener, timeout, &cancel).await?;
         let peer = session.peer();

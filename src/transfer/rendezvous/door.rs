@@ -34,7 +34,8 @@
 //!
 //! Invariants:
 //! - Every stream the door takes is answered or dropped within [`PRE_AUTH_TIMEOUT`] per
-//!   read; the door holds at most [`MAX_WAITING_HELLOS`] + [`MAX_CONCURRENT_HANDSHAKES`]
+//!   read (its writes, a reply and the fixed-size early frame, within
+//!   [`crate::session::DEAD_AFTER`]); the door holds at most [`MAX_WAITING_HELLOS`] + [`MAX_CONCURRENT_HANDSHAKES`]
 //!   streams.
 //! - A place is given back exactly once: when its stream yields, or when its step ends.
 //!
