@@ -28,6 +28,7 @@ mod stream;
 
 pub use format::FrameError;
 pub use format::FrameKey;
+#[cfg(any(test, feature = "adversary"))]
 pub(crate) use format::MAX_FRAME_LEN;
 #[cfg(feature = "adversary")]
 pub(crate) use format::MAX_PLAINTEXT_LEN;
