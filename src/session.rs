@@ -311,10 +311,11 @@ pub(crate) struct Session<S> {
     /// The sender's offer that went out in its early frame (status 7).
     /// (Boxed: rarely there, and the session moves through the door's queue.)
     offered: Option<Box<Offer>>,
-    /// The receiver's: the offer its early frame held, opened after the check of the
-    /// sender passed; [`Session::recv`] returns it first, as if it came after the
-    /// confirmation.
-    pending: Option<Box<Offer>>,
+    /// The receiver's: its early frame's plaintext, opened after the check of the
+    /// sender passed; [`Session::recv`] decodes it first, as if its offer came after
+    /// the confirmation (and fails there, as on a bad first message, if it is
+    /// malformed: the sender proved the code, so this is not a peer to search past).
+    pending: Option<Vec<u8>>,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -431,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut session = Session::new(stream, sender, Role::Sender, keys);
         if early {
             let (plain, _) = session.reader.next_open().await?;
-            session.pending = early_offer_of(&plain)?.map(Box::new);
+            session.pending = Some(plain);
         }
         Ok(session)
     }
@@ -669,8 +670,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         &mut self,
         limit: Option<Duration>,
     ) -> Result<Control, SessionError> {
-        if let Some(offer) = self.pending.take() {
-            return Ok(Control::Offer(*offer));
+        if let Some(plain) = self.pending.take()
+            && let Some(offer) = early_offer_of(&plain)?
+        {
+            return Ok(Control::Offer(offer));
         }
         self.reader.set_deadline(limit);
         let got = self.reader.next_open().await;
@@ -895,6 +898,37 @@ mod tests {
         }
     }
 
+    /// An archive offer of 1000 top-level entries: more than the early frame holds.
+    fn an_archive_too_large_to_come_early() -> Offer {
+        let many: Vec<String> = (0..1000).map(|i| format!("part-{i:04}")).collect();
+        Offer {
+            kind: crate::message::Kind::Archive,
+            kinds: vec![crate::message::TopKind::File; many.len()],
+            entries: many,
+            files: Some(1000),
+            ..an_offer()
+        }
+    }
+
+    /// A hand-made sender's reply to `hello` with `password` (status 7, its SPAKE2
+    /// message and confirmation), and its session keys.
+    fn hand_made_reply(
+        hello: &Hello,
+        password: &[u8],
+        s_id: PeerId,
+        r_id: PeerId,
+    ) -> (Vec<u8>, Keys) {
+        let (id_a, id_b) = identities(&s_id, &r_id);
+        let (spake, msg_a) =
+            Spake2::<Ed25519Group>::start_a(&Password::new(password), &id_a, &id_b);
+        let shared = spake.finish(&hello.0[14..]).expect("finish");
+        let keys = derive(&shared, &[&hello.0[..], &msg_a[..]].concat(), true);
+        let mut reply = vec![status::OFFERED];
+        reply.extend_from_slice(&msg_a);
+        reply.extend_from_slice(keys.confirm_mine.as_ref());
+        (reply, keys)
+    }
+
     /// The rendezvous of `c` in slot 300, where the tests' hellos look.
     fn at_300(c: &Code) -> Rendezvous {
         Rendezvous { channel: c.channel(), slot: 300 }
@@ -978,14 +1012,7 @@ mod tests {
     #[tokio::test]
     async fn the_early_frame_is_one_length_whatever_it_holds() {
         let long = Offer { name: "n".repeat(255), ..an_offer() };
-        let many: Vec<String> = (0..1000).map(|i| format!("part-{i:04}")).collect();
-        let archive = Offer {
-            kind: crate::message::Kind::Archive,
-            kinds: vec![crate::message::TopKind::File; many.len()],
-            entries: many,
-            files: Some(1000),
-            ..an_offer()
-        };
+        let archive = an_archive_too_large_to_come_early();
         let guesses = Guesses::new(u32::MAX);
         for early in [None, Some(&an_offer()), Some(&long), Some(&archive)] {
             let (mut a, mut b) = duplex();
@@ -1043,10 +1070,77 @@ mod tests {
         let guesses = Guesses::new(3);
         let hello = read_hello(&mut a).await.expect("hello");
         let who = (s_id, r_id, &anywhere());
+        let started = tokio::time::Instant::now();
         let s = Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, None).await;
         assert!(matches!(s, Err(SessionError::PeerWrongCode { .. })), "{s:?}");
+        assert_eq!(started.elapsed(), DEAD_AFTER, "the write gave up, not the read after it");
         assert_eq!(guesses.left(), 2);
         drop(b);
+    }
+
+    /// A receiver with a wrong code skips the early frame reading no more than the
+    /// early frame's length: a longer one ends the handshake as a wrong code, unread
+    /// (with the general frame limit it would read on and hear "burnt").
+    #[tokio::test]
+    async fn a_wrong_code_skips_no_more_than_an_early_frame() {
+        let (mut a, b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let sender = async {
+            let hello = read_hello(&mut a).await.expect("hello");
+            let (mut out, _) = hand_made_reply(&hello, b"not the code", s_id, r_id);
+            let len = EARLY_FRAME_LEN + 1;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.resize(out.len() + len as usize, 0);
+            out.push(status::BURNT);
+            a.write_all(&out).await.expect("reply");
+            a.flush().await.expect("flush");
+            a
+        };
+        let (_a, r) = tokio::join!(sender, Session::connect(b, &c, at_300(&c), r_id, s_id));
+        assert!(matches!(r, Err(SessionError::WrongCode)), "{r:?}");
+    }
+
+    /// A sender that proved the code but sends a malformed early frame fails the
+    /// receiver's first message, as any bad first message does: not the handshake,
+    /// which the search would retry against the same sender.
+    #[tokio::test]
+    async fn a_malformed_early_frame_fails_the_first_message() {
+        let (mut a, b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let sender = async {
+            let hello = read_hello(&mut a).await.expect("hello");
+            let (reply, keys) = hand_made_reply(&hello, c.password().as_bytes(), s_id, r_id);
+            let mut s = Session::new(a, r_id, Role::Receiver, keys);
+            s.writer.raw().write_all(&reply).await.expect("reply");
+            s.writer.send(vec![0xff; 16], false).await.expect("early frame");
+            s
+        };
+        let (_s, r) = tokio::join!(sender, Session::connect(b, &c, at_300(&c), r_id, s_id));
+        let mut r = r.expect("the handshake itself succeeds");
+        assert!(matches!(r.recv().await, Err(SessionError::Protocol(_))));
+    }
+
+    /// An offer too large for the early frame is not taken as sent: the sender sends
+    /// it after the confirmation, and it is the receiver's first message all the same.
+    #[tokio::test]
+    async fn an_offer_too_large_for_the_early_frame_comes_after_the_confirmation() {
+        let (mut a, b) = duplex();
+        let (s_id, r_id) = (PeerId::random(), PeerId::random());
+        let c = code("bubble-enemy-result-increase");
+        let archive = an_archive_too_large_to_come_early();
+        let guesses = Guesses::new(3);
+        let sending = async {
+            let hello = read_hello(&mut a).await?;
+            let who = (s_id, r_id, &anywhere());
+            Session::answer(a, &hello, &c, |r| r.slot == 300, who, &guesses, Some(&archive)).await
+        };
+        let (s, r) = tokio::join!(sending, Session::connect(b, &c, at_300(&c), r_id, s_id));
+        let (mut s, mut r) = (s.expect("sender"), r.expect("receiver"));
+        assert_eq!(s.take_offered(), None, "not sent early");
+        s.send(&Control::Offer(archive.clone())).await.expect("the offer");
+        assert_eq!(r.recv().await.expect("the first message"), Control::Offer(archive));
     }
 
     /// An early frame that says more than it holds, or holds something else than an
