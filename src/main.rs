@@ -54,6 +54,8 @@ fn main() -> ExitCode {
         }
     });
     rep.clear();
+    // A question the engine stopped waiting for: its line ends before the error.
+    cli::prompt::abandon();
     let code = match result {
         Ok(()) => exit::SUCCESS,
         Err(f) => {

@@ -686,6 +686,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
+    /// Waits until the peer sends something or its side ends, reading no message:
+    /// what it sent is the next [`Session::recv`]'s. For a wait on our own user,
+    /// during which an honest peer sends nothing but a last word (`Cancel`, `Error`).
+    ///
+    /// # Cancel safety
+    /// Cancel safe (see `FrameReader::stirred`).
+    pub(crate) async fn stirred(&mut self) {
+        if self.pending.is_none() {
+            self.reader.stirred().await;
+        }
+    }
+
     /// After our last frame: closes our side and waits, at most `limit`, for the peer
     /// to close its own, so that the frame is not lost when the process exits.
     pub(crate) async fn linger(&mut self, limit: Duration) {

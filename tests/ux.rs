@@ -946,6 +946,30 @@ fn ctrl_c_at_the_prompt_declines() {
     assert!(!out.exists());
 }
 
+/// A sender stopped while the receiver's question waits ends the question: the
+/// receiver says so on a line of its own and exits, without an answer typed, instead
+/// of asking about an offer that is gone.
+#[test]
+#[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
+fn a_sender_stopped_at_the_prompt_ends_the_question() {
+    let lan = Lan::pair();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, out) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+    write_random_file(&src, 1000);
+    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
+    let mut receiver = Pty::spawn("receiver", lan.host(1), &["receive", "-o", arg(&out), CODE]);
+    receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
+    sender.child.signal("INT");
+    let said = sender.expect_exit(exit::INTERRUPTED);
+    assert!(said.contains("interrupted"), "{said}");
+    let terminal = receiver.expect_exit(exit::FAILURE, TIMEOUT);
+    assert!(
+        terminal.lines().any(|l| l.starts_with("pcp: error: the sender cancelled")),
+        "not said on a line of its own:\n{terminal}"
+    );
+    assert!(!out.exists());
+}
+
 /// Item 12: `-v` shows pcp's own debug lines, not the network stack's nor every
 /// connection and address, which would bury the prompt.
 #[test]

@@ -5,6 +5,7 @@
 //! [`pcp::printable`] on its way to `/dev/tty`.
 
 use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
 
 use pcp::{OfferInfo, OfferKind};
@@ -14,6 +15,10 @@ use pcp::{printable, quote};
 
 /// The question being asked, if one is: [`interrupt`] answers it "no".
 static ASKING: Mutex<Option<mpsc::SyncSender<std::io::Result<bool>>>> = Mutex::new(None);
+
+/// Set once pcp stops waiting for answers ([`abandon`]): no question is shown after.
+/// Read and written under [`ASKING`]'s lock.
+static ABANDONED: AtomicBool = AtomicBool::new(false);
 
 /// Asks a yes/no question on the controlling terminal (`/dev/tty`), not on
 /// stdin/stdout, which may carry data. Blocking: the engine calls consent off the
@@ -28,11 +33,19 @@ static ASKING: Mutex<Option<mpsc::SyncSender<std::io::Result<bool>>>> = Mutex::n
 pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
     let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
     let mut w = &tty;
-    write!(w, "{} [y/N] ", printable(question))?;
-    w.flush()?;
     // Two answers at most: the reader's and the interrupt's.
     let (tx, rx) = mpsc::sync_channel(2);
-    *ASKING.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx.clone());
+    {
+        // Under the lock [`abandon`] takes: a question it gave up on before it was
+        // shown is never shown, after pcp's last word.
+        let mut asking = ASKING.lock().unwrap_or_else(PoisonError::into_inner);
+        if ABANDONED.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        write!(w, "{} [y/N] ", printable(question))?;
+        w.flush()?;
+        *asking = Some(tx.clone());
+    }
     // The read runs on a thread of its own, which a signal cannot wake: on Ctrl-C the
     // answer comes from `interrupt`, and the thread is left blocked until pcp exits.
     let reader = tty.try_clone()?;
@@ -57,6 +70,20 @@ pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
 pub(crate) fn interrupt() -> bool {
     let asking = ASKING.lock().unwrap_or_else(PoisonError::into_inner).take();
     asking.is_some_and(|tx| tx.send(Ok(false)).is_ok())
+}
+
+/// Leaves the question being asked, if one is, unanswered: the engine gave up on it
+/// (the sender left). Its line on the terminal is ended, so that what pcp says next
+/// starts a line of its own; the thread reading the answer stays blocked until pcp
+/// exits, and a later Ctrl-C is a signal again, not a "no".
+pub(crate) fn abandon() {
+    let mut asking = ASKING.lock().unwrap_or_else(PoisonError::into_inner);
+    ABANDONED.store(true, Ordering::Relaxed);
+    if asking.take().is_some()
+        && let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty")
+    {
+        let _ = writeln!(&tty);
+    }
 }
 
 /// Whether a controlling terminal can be opened to ask the user.

@@ -14,9 +14,13 @@
 //! - The announced length is checked against [`MAX_FRAME_LEN`] before any buffer is
 //!   allocated, so a peer can never make us allocate more than that per frame.
 //! - After any [`FrameError::Decrypt`] the whole stream MUST be abandoned.
+//! - A byte [`FrameReader::stirred`] read ahead is the next byte every read of the
+//!   reader sees: waiting for the peer to speak loses nothing.
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -455,7 +459,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// deadline per frame, so that silence means a dead connection.
 #[derive(Debug)]
 pub(crate) struct FrameReader<R> {
-    r: R,
+    r: Ahead<R>,
     opener: Opener,
     deadline: Option<Duration>,
     /// The longest frame accepted (at most [`MAX_FRAME_LEN`]).
@@ -465,12 +469,37 @@ pub(crate) struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that waits at most `deadline` for each frame (none: forever).
     pub(crate) fn new(r: R, opener: Opener, deadline: Option<Duration>) -> FrameReader<R> {
-        FrameReader { r, opener, deadline, max: MAX_FRAME_LEN }
+        FrameReader { r: Ahead { byte: None, r }, opener, deadline, max: MAX_FRAME_LEN }
     }
 
     /// The stream under the frames, for the bytes a handshake reads before them.
     pub(crate) fn raw(&mut self) -> &mut R {
-        &mut self.r
+        // Before the frames nothing is read ahead; a byte here would be skipped.
+        debug_assert!(self.r.byte.is_none(), "raw bytes read after a byte read ahead");
+        &mut self.r.r
+    }
+
+    /// Waits until the peer sends something or the stream ends (or fails), reading
+    /// ahead at most one byte, which the next frame read gets first: a side that waits
+    /// for its own user can see the peer leave, and go on reading frames if the user
+    /// answers first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a byte is kept in the same poll that reads it.
+    pub(crate) async fn stirred(&mut self) {
+        if self.r.byte.is_some() {
+            return;
+        }
+        let mut one = [0u8; 1];
+        loop {
+            match self.r.r.read(&mut one).await {
+                Ok(1) => self.r.byte = Some(one[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An end or an error: the next frame read meets it again.
+                _ => {}
+            }
+            return;
+        }
     }
 
     /// Refuses frames longer than `max` from now on, before reading their body: the
@@ -545,11 +574,31 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// A read half with at most one byte read ahead ([`FrameReader::stirred`]), handed out
+/// before the stream's own.
+#[derive(Debug)]
+struct Ahead<R> {
+    byte: Option<u8>,
+    r: R,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Ahead<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if let (Some(b), Some(first)) = (self.byte, buf.first_mut()) {
+            *first = b;
+            self.byte = None;
+            return Poll::Ready(Ok(1));
+        }
+        Pin::new(&mut self.r).poll_read(cx, buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
     use futures::executor::block_on;
     use futures::io::Cursor;
 
@@ -986,6 +1035,52 @@ mod tests {
         }
         opener.finish().expect("complete");
         assert_eq!(got, [data(40), data(3)]);
+    }
+
+    /// A reader that has nothing to give (pending) until opened, then trickles.
+    struct Gate<'a> {
+        open: bool,
+        data: Trickle<'a>,
+    }
+
+    impl AsyncRead for Gate<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if !self.open {
+                return Poll::Pending;
+            }
+            Pin::new(&mut self.data).poll_read(cx, buf)
+        }
+    }
+
+    /// Waiting for the peer to speak reads one byte ahead, and the frames read next
+    /// still get it; a wait dropped before the peer spoke lost nothing either.
+    #[test]
+    fn waiting_for_the_peer_to_speak_loses_no_byte() {
+        let wire = seal_stream(key(), &[data(40), data(3)], true);
+        let trickle = Trickle { data: &wire, interrupt: false };
+        let gate = Gate { open: false, data: trickle };
+        let mut reader = FrameReader::new(gate, Opener::new(key()), None);
+        {
+            let waiting = std::pin::pin!(reader.stirred());
+            let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+            assert!(waiting.poll(&mut cx).is_pending(), "nothing was sent yet");
+        }
+        reader.r.r.open = true;
+        block_on(reader.stirred());
+        assert!(reader.r.byte.is_some(), "one byte read ahead");
+        block_on(reader.stirred());
+        let (first, last) = block_on(reader.next_open()).expect("the first frame");
+        assert_eq!((first, last), (data(40), false));
+        block_on(reader.stirred());
+        let (second, last) = block_on(reader.next_open()).expect("the second frame");
+        assert_eq!((second, last), (data(3), true));
+        // At the end, waiting returns and the next read meets the end.
+        block_on(reader.stirred());
+        assert!(matches!(block_on(reader.next_open()), Err(FrameError::Truncated)));
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! the rest only from that peer id), and then takes the same offer without asking again.
 //! A kept identity that is not ours ([`crate::fsx::open_ours`]) is refused with an error
 //! naming it: it never becomes the receiver's identity.
+//!
+//! While the user is asked, the sender says nothing but a last word (`Cancel`, an
+//! `Error`) or goes: the receiver watches the session meanwhile (reading nothing ahead
+//! but a byte the next read gets) and ends the question when it hears either, so that
+//! nobody answers an offer that is gone.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -446,6 +451,10 @@ where
             session.say_last(&Control::Cancel, LINGER).await;
             return Err(Error::Cancelled);
         }
+        // The sender says nothing until it has the answer, but its last word, or its
+        // end: then the question is moot, and left unanswered (the callback's answer,
+        // if it ever comes, is dropped) rather than asked of a sender that is gone.
+        () = session.stirred() => return Err(left_while_asked(session.recv().await)),
     };
     match answer {
         Ok(true) => Ok(()),
@@ -459,6 +468,17 @@ where
             session.say_last(&Control::Refuse(reason), LINGER).await;
             Err(Error::Consent(e))
         }
+    }
+}
+
+/// Why a sender spoke while the user was asked: a `Cancel`, an `Error`, its end, or a
+/// message out of turn.
+fn left_while_asked(heard: Result<Control, SessionError>) -> Error {
+    match heard {
+        Err(SessionError::Cancelled) => Error::PeerCancelled(Role::Sender),
+        Err(e) if e.is_transient() => Error::PeerGone("before the offer was answered"),
+        Err(e) => e.into(),
+        Ok(other) => unexpected(&other, "no message"),
     }
 }
 
@@ -735,23 +755,48 @@ mod tests {
     where
         C: FnOnce(&OfferInfo) -> io::Result<bool> + Send + 'static,
     {
-        let (s, r) = sessions().await;
+        let (s, mut r) = sessions().await;
         let dest = Destination::File(path.to_owned());
         let (none, events) = (CancellationToken::new(), Events::new(|_| {}));
-        let both = async {
-            tokio::join!(
-                offer_and_hear(s, offer.clone()),
-                first_contact(
-                    r,
-                    (offer, None),
-                    (dest, consent),
-                    (false, keypair, may_reidentify),
-                    &events,
-                    &none
-                )
-            )
+        let receiver = async {
+            // As `meet` does: the offer off the wire, then the contact.
+            let Ok(Control::Offer(offer)) = r.recv().await else { panic!("an offer") };
+            let who = (false, keypair, may_reidentify);
+            first_contact(r, (offer, None), (dest, consent), who, &events, &none).await
         };
+        let both = async { tokio::join!(offer_and_hear(s, offer), receiver) };
         tokio::time::timeout(Duration::from_secs(20), both).await.expect("in time")
+    }
+
+    /// A sender that cancels, or goes, while the user is asked ends the question: the
+    /// receiver does not wait for an answer that can no longer matter (the callback,
+    /// a person who walked away, answers only when the test ends), and says why.
+    #[tokio::test]
+    async fn a_sender_that_leaves_while_the_user_is_asked_ends_the_question() {
+        for cancels in [true, false] {
+            let (mut s, mut r) = sessions().await;
+            let (answer, waiting) = std::sync::mpsc::sync_channel::<bool>(1);
+            let consent = Consent::Ask(move |_: &OfferInfo| Ok(waiting.recv().unwrap_or(false)));
+            let (none, events, offer) =
+                (CancellationToken::new(), Events::new(|_| {}), file_offer());
+            let sender = async {
+                if cancels {
+                    s.send(&Control::Cancel).await.expect("cancel");
+                }
+                drop(s);
+            };
+            let asked = consented(&mut r, (&offer, None), consent, &events, &none);
+            let both = async { tokio::join!(sender, asked) };
+            let ((), result) = tokio::time::timeout(Duration::from_secs(20), both)
+                .await
+                .expect("the question ends without an answer");
+            if cancels {
+                assert!(matches!(result, Err(Error::PeerCancelled(Role::Sender))), "{result:?}");
+            } else {
+                assert!(matches!(result, Err(Error::PeerGone(_))), "{result:?}");
+            }
+            drop(answer);
+        }
     }
 
     /// Issue 14, item 7: before the prompt, a sender hears nothing that depends on what
