@@ -498,32 +498,48 @@ impl Listener {
         taken: impl Fn() -> Option<PeerId>,
         heard: &watch::Receiver<()>,
     ) {
-        loop {
-            tokio::select! {
-                next = self.incoming.next() => match next {
-                    Some((peer, stream)) => {
-                        let place = match taken() {
-                            Some(to) if to != peer => Arc::clone(&self.proving).try_acquire_owned().ok(),
-                            _ => None,
-                        };
-                        if let Some(place) = place {
-                            // From now on: a frame already heard proves nothing.
-                            let mut heard = heard.clone();
-                            heard.mark_unchanged();
-                            tokio::spawn(async move {
-                                refuse_once_proven(stream, heard).await;
-                                drop(place);
-                            });
-                        } else {
-                            tokio::spawn(Session::refuse_busy(stream));
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                },
-                Some(ev) = self.found.recv() => super::report_network(ev, self.me, &self.events),
+        let (me, events) = (self.me, &self.events);
+        let network = async {
+            while let Some(ev) = self.found.recv().await {
+                super::report_network(ev, me, events);
             }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = refuse_all(&mut self.incoming, &self.proving, taken, heard) => {}
+            () = network => {}
         }
     }
+}
+
+/// [`Listener::refuse_others`] for the streams of `incoming`; never returns. A
+/// newcomer that waits for proof holds a place of `proving` until it is answered.
+async fn refuse_all<S>(
+    incoming: &mut (impl futures::Stream<Item = (PeerId, S)> + Unpin),
+    proving: &Arc<Semaphore>,
+    taken: impl Fn() -> Option<PeerId>,
+    heard: &watch::Receiver<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    while let Some((peer, stream)) = incoming.next().await {
+        let place = match taken() {
+            Some(to) if to != peer => Arc::clone(proving).try_acquire_owned().ok(),
+            _ => None,
+        };
+        if let Some(place) = place {
+            // From now on: a frame already heard proves nothing.
+            let mut heard = heard.clone();
+            heard.mark_unchanged();
+            tokio::spawn(async move {
+                refuse_once_proven(stream, heard).await;
+                drop(place);
+            });
+        } else {
+            tokio::spawn(Session::refuse_busy(stream));
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Tells a newcomer "taken" if `heard` ticks within [`PROOF_WAIT`] (the running
@@ -688,6 +704,54 @@ mod tests {
         assert_eq!(status(end).await, Some(2), "told busy");
         told.await.expect("refused");
         assert_eq!(started.elapsed(), PROOF_WAIT);
+    }
+
+    /// While a session runs: before its data went anywhere every newcomer is told
+    /// "busy"; once it went to receiver A, A's own new stream (its rerun) is told
+    /// "busy", and other peers wait for the session's proof of life, at most
+    /// [`MAX_WAITING_HELLOS`] at once: the next is told "busy" at once, and those
+    /// waiting hear "taken" when the session's receiver is heard from.
+    #[tokio::test(start_paused = true)]
+    async fn while_a_session_runs_others_are_told_busy_or_taken() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let taken = std::sync::Mutex::new(None);
+        let heard = watch::Sender::new(());
+        let proving = Arc::new(Semaphore::new(MAX_WAITING_HELLOS));
+        let (mut streams, mut incoming) = futures::channel::mpsc::channel(4);
+        let newcomer = |peer: PeerId| {
+            let (stream, end) = pipe();
+            let mut streams = streams.clone();
+            async move {
+                futures::SinkExt::send(&mut streams, (peer, stream)).await.expect("taken in");
+                end
+            }
+        };
+        // On the paused clock, every answer below comes without a timer: at once.
+        let started = Instant::now();
+        let test = async {
+            assert_eq!(status(newcomer(b).await).await, Some(2), "busy before any data");
+            *taken.lock().expect("lock") = Some(a);
+            assert_eq!(status(newcomer(a).await).await, Some(2), "its own rerun: busy");
+            assert_eq!(started.elapsed(), Duration::ZERO, "its own rerun waited");
+            let mut waiting = Vec::new();
+            for _ in 0..MAX_WAITING_HELLOS {
+                waiting.push(newcomer(b).await);
+            }
+            assert_eq!(status(newcomer(b).await).await, Some(2), "no place: busy");
+            assert_eq!(started.elapsed(), Duration::ZERO, "told at once, not after the wait");
+            heard.send_replace(());
+            for end in waiting {
+                assert_eq!(status(end).await, Some(6), "taken, once the session proved alive");
+            }
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        };
+        let taken = || *taken.lock().expect("lock");
+        let rx = heard.subscribe();
+        tokio::select! {
+            () = test => {}
+            () = refuse_all(&mut incoming, &proving, taken, &rx) => unreachable!(),
+        }
+        streams.close_channel();
     }
 
     /// Issue 14, item 5: a silent stream yields its place after about a second to a
