@@ -46,7 +46,10 @@ use crate::sink::{Sink, SinkError, Target};
 /// Receives what the sender with `options.code` offers.
 ///
 /// Events go to `on_event`; once the offer is known, `consent` is called on a blocking
-/// thread and decides (`Ok(true)` accepts). `cancel` stops the transfer, telling the
+/// thread and decides (`Ok(true)` accepts). A sender that cancels or goes while
+/// `consent` runs ends the receive at once with that error ([`Error::PeerCancelled`],
+/// [`Error::PeerGone`]): the caller's question is moot, and its answer, if it comes,
+/// is dropped. `cancel` stops the transfer, telling the
 /// sender; what arrived stays in the part file when the destination keeps one (an
 /// [`Event::Kept`] says where), and the result is then [`Error::Cancelled`].
 ///
