@@ -447,17 +447,23 @@ where
     };
     let info = offer_info(offer, session.peer(), addr);
     events.emit(Event::Offer(info.clone()));
-    let asked = tokio::task::spawn_blocking(move || consent(&info));
-    let answer = tokio::select! {
-        a = asked => a.map_err(PipelineError::Task)?,
-        () = cancel.cancelled() => {
-            session.say_last(&Control::Cancel, LINGER).await;
-            return Err(Error::Cancelled);
+    let mut asked = tokio::task::spawn_blocking(move || consent(&info));
+    let answer = loop {
+        tokio::select! {
+            a = &mut asked => break a.map_err(PipelineError::Task)?,
+            () = cancel.cancelled() => {
+                session.say_last(&Control::Cancel, LINGER).await;
+                return Err(Error::Cancelled);
+            }
+            // The sender says nothing until it has the answer (a keepalive at most)
+            // but its last word, or its end: then the question is moot, and left
+            // unanswered (the callback's answer, if it ever comes, is dropped) rather
+            // than asked of a sender that is gone.
+            () = session.stirred() => match session.recv().await {
+                Ok(Control::Keepalive) => {}
+                heard => return Err(left_while_asked(heard)),
+            },
         }
-        // The sender says nothing until it has the answer, but its last word, or its
-        // end: then the question is moot, and left unanswered (the callback's answer,
-        // if it ever comes, is dropped) rather than asked of a sender that is gone.
-        () = session.stirred() => return Err(left_while_asked(session.recv().await)),
     };
     match answer {
         Ok(true) => Ok(()),
@@ -771,9 +777,10 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), both).await.expect("in time")
     }
 
-    /// A sender that cancels, or goes, while the user is asked ends the question: the
-    /// receiver does not wait for an answer that can no longer matter (the callback,
-    /// a person who walked away, answers only when the test ends), and says why.
+    /// A sender that cancels, or goes, while the user is asked ends the question (a
+    /// keepalive does not): the receiver does not wait for an answer that can no longer
+    /// matter (the callback, a person who walked away, answers only when the test
+    /// ends), and says why.
     #[tokio::test]
     async fn a_sender_that_leaves_while_the_user_is_asked_ends_the_question() {
         for cancels in [true, false] {
@@ -784,6 +791,8 @@ mod tests {
                 (CancellationToken::new(), Events::new(|_| {}), file_offer());
             let sender = async {
                 if cancels {
+                    // A keepalive first, which does not end the question.
+                    s.send(&Control::Keepalive).await.expect("keepalive");
                     s.send(&Control::Cancel).await.expect("cancel");
                 }
                 drop(s);

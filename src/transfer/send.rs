@@ -268,7 +268,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // A first answer may wait for a person; after a reconnection the receiver answers
-    // at once, and silence means it died meanwhile.
+    // at once, and silence means it died meanwhile. Meanwhile we say nothing but our
+    // last word: the receiver watches for it while its user is asked, and takes any
+    // message but a keepalive for a protocol error (`receive::consented`).
     let reply = tokio::select! {
         r = session.recv_within(if first { None } else { Some(crate::session::DEAD_AFTER) }) => r,
         () = cancel.cancelled() => {
