@@ -688,7 +688,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Waits until the peer sends something or its side ends, reading no message:
     /// what it sent is the next [`Session::recv`]'s. For a wait on our own user,
-    /// during which an honest peer sends nothing but a last word (`Cancel`, `Error`).
+    /// during which an honest peer sends nothing but keepalives and a last word
+    /// (`Cancel`, `Error`).
     ///
     /// # Cancel safety
     /// Cancel safe (see `FrameReader::stirred`).

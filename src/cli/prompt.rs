@@ -5,7 +5,6 @@
 //! [`pcp::printable`] on its way to `/dev/tty`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
 
 use pcp::{OfferInfo, OfferKind};
@@ -16,9 +15,20 @@ use pcp::{printable, quote};
 /// The question being asked, if one is: [`interrupt`] answers it "no".
 static ASKING: Mutex<Option<mpsc::SyncSender<std::io::Result<bool>>>> = Mutex::new(None);
 
-/// Set once pcp stops waiting for answers ([`abandon`]): no question is shown after.
-/// Read and written under [`ASKING`]'s lock.
-static ABANDONED: AtomicBool = AtomicBool::new(false);
+/// Whether a question is on the terminal awaiting its answer, and whether pcp stopped
+/// waiting for answers ([`abandon`]), after which none is shown. Apart from
+/// [`ASKING`], which a signal handler takes: writing the question under this lock
+/// (a terminal stopped with Ctrl-S blocks the write) never holds up [`interrupt`].
+static QUESTION: Mutex<Question> = Mutex::new(Question { shown: false, abandoned: false });
+
+struct Question {
+    shown: bool,
+    abandoned: bool,
+}
+
+fn on_screen() -> std::sync::MutexGuard<'static, Question> {
+    QUESTION.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Asks a yes/no question on the controlling terminal (`/dev/tty`), not on
 /// stdin/stdout, which may carry data. Blocking: the engine calls consent off the
@@ -38,14 +48,15 @@ pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
     {
         // Under the lock [`abandon`] takes: a question it gave up on before it was
         // shown is never shown, after pcp's last word.
-        let mut asking = ASKING.lock().unwrap_or_else(PoisonError::into_inner);
-        if ABANDONED.load(Ordering::Relaxed) {
+        let mut q = on_screen();
+        if q.abandoned {
             return Ok(false);
         }
         write!(w, "{} [y/N] ", printable(question))?;
         w.flush()?;
-        *asking = Some(tx.clone());
+        q.shown = true;
     }
+    *ASKING.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx.clone());
     // The read runs on a thread of its own, which a signal cannot wake: on Ctrl-C the
     // answer comes from `interrupt`, and the thread is left blocked until pcp exits.
     let reader = tty.try_clone()?;
@@ -58,7 +69,9 @@ pub(crate) fn confirm(question: &str) -> std::io::Result<bool> {
     });
     let answer = rx.recv().unwrap_or(Ok(false));
     let interrupted = ASKING.lock().unwrap_or_else(PoisonError::into_inner).take().is_none();
-    if interrupted {
+    let mut q = on_screen();
+    // Ended already if `abandon` came first.
+    if std::mem::replace(&mut q.shown, false) && interrupted {
         // The terminal echoed `^C` after the question: end that line.
         let _ = writeln!(w);
     }
@@ -77,9 +90,10 @@ pub(crate) fn interrupt() -> bool {
 /// starts a line of its own; the thread reading the answer stays blocked until pcp
 /// exits, and a later Ctrl-C is a signal again, not a "no".
 pub(crate) fn abandon() {
-    let mut asking = ASKING.lock().unwrap_or_else(PoisonError::into_inner);
-    ABANDONED.store(true, Ordering::Relaxed);
-    if asking.take().is_some()
+    let mut q = on_screen();
+    q.abandoned = true;
+    ASKING.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if std::mem::replace(&mut q.shown, false)
         && let Ok(tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty")
     {
         let _ = writeln!(&tty);

@@ -19,8 +19,8 @@
 //! A kept identity that is not ours ([`crate::fsx::open_ours`]) is refused with an error
 //! naming it: it never becomes the receiver's identity.
 //!
-//! While the user is asked, the sender says nothing but a last word (`Cancel`, an
-//! `Error`) or goes: the receiver watches the session meanwhile (reading nothing ahead
+//! While the user is asked, the sender says nothing but keepalives and a last word
+//! (`Cancel`, an `Error`), or goes: the receiver watches the session meanwhile (reading nothing ahead
 //! but a byte the next read gets) and ends the question when it hears either, so that
 //! nobody answers an offer that is gone.
 
@@ -46,10 +46,13 @@ use crate::sink::{Sink, SinkError, Target};
 /// Receives what the sender with `options.code` offers.
 ///
 /// Events go to `on_event`; once the offer is known, `consent` is called on a blocking
-/// thread and decides (`Ok(true)` accepts). A sender that cancels or goes while
+/// thread and decides (`Ok(true)` accepts). A sender that cancels, fails or goes while
 /// `consent` runs ends the receive at once with that error ([`Error::PeerCancelled`],
-/// [`Error::PeerGone`]): the caller's question is moot, and its answer, if it comes,
-/// is dropped. `cancel` stops the transfer, telling the
+/// its error message, [`Error::PeerGone`]; any message but a keepalive is a protocol
+/// error): the caller's question is moot, and its answer, if it comes, is dropped.
+/// The callback itself runs on until it returns: a tokio runtime waits for it when it
+/// shuts down, unless shut down with `shutdown_background` or `shutdown_timeout` (as
+/// the `pcp` binary does, whose question reads the terminal). `cancel` stops the transfer, telling the
 /// sender; what arrived stays in the part file when the destination keeps one (an
 /// [`Event::Kept`] says where), and the result is then [`Error::Cancelled`].
 ///
@@ -459,10 +462,21 @@ where
             // but its last word, or its end: then the question is moot, and left
             // unanswered (the callback's answer, if it ever comes, is dropped) rather
             // than asked of a sender that is gone.
-            () = session.stirred() => match session.recv().await {
-                Ok(Control::Keepalive) => {}
-                heard => return Err(left_while_asked(heard)),
-            },
+            () = session.stirred() => {
+                // A whole frame, as an honest sender writes it; a sender that stalls
+                // part way holds the answer up to the frame deadline, not a cancel.
+                let heard = tokio::select! {
+                    heard = session.recv() => heard,
+                    () = cancel.cancelled() => {
+                        session.say_last(&Control::Cancel, LINGER).await;
+                        return Err(Error::Cancelled);
+                    }
+                };
+                match heard {
+                    Ok(Control::Keepalive) => {}
+                    heard => return Err(left_while_asked(heard)),
+                }
+            }
         }
     };
     match answer {
