@@ -927,23 +927,52 @@ fn dash_o_dash_is_standard_output() {
     assert!(!tmp.path().join("-").exists(), "a file named - was written");
 }
 
+/// A sender of a small file and a receiver on a terminal (`pcp receive [extra…] -o
+/// OUT CODE`) that shows the question: the LAN, the scratch directory (OUT inside it),
+/// both processes, and what the terminal showed up to the question.
+struct AtTheQuestion {
+    // Dropped in this order, as locals would be: the processes, then their files and
+    // their LAN.
+    receiver: Pty,
+    sender: Proc,
+    tmp: tempfile::TempDir,
+    _lan: Lan,
+    shown: String,
+}
+
+impl AtTheQuestion {
+    fn new(extra: &[&str]) -> AtTheQuestion {
+        let lan = Lan::pair();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("a.bin");
+        write_random_file(&src, 1000);
+        let sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
+        let out = tmp.path().join("b.bin");
+        let mut args = vec!["receive"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", arg(&out), CODE]);
+        let mut receiver = Pty::spawn("receiver", lan.host(1), &args);
+        let shown = receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
+        AtTheQuestion { receiver, sender, tmp, _lan: lan, shown }
+    }
+
+    /// Whether the receiver wrote its output.
+    fn wrote(&self) -> bool {
+        self.tmp.path().join("b.bin").exists()
+    }
+}
+
 /// Item 12: Ctrl-C at the prompt declines: the sender hears a decline (exit 4), not
 /// that the transfer was cancelled.
 #[test]
 #[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn ctrl_c_at_the_prompt_declines() {
-    let lan = Lan::pair();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (src, out) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
-    write_random_file(&src, 1000);
-    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
-    let mut receiver = Pty::spawn("receiver", lan.host(1), &["receive", "-o", arg(&out), CODE]);
-    receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
-    receiver.type_keys(b"\x03");
-    receiver.expect_exit(exit::DECLINED, TIMEOUT);
-    let stderr = sender.expect_exit(exit::DECLINED);
+    let mut at = AtTheQuestion::new(&[]);
+    at.receiver.type_keys(b"\x03");
+    at.receiver.expect_exit(exit::DECLINED, TIMEOUT);
+    let stderr = at.sender.expect_exit(exit::DECLINED);
     assert!(stderr.contains("the receiver declined"), "{stderr}");
-    assert!(!out.exists());
+    assert!(!at.wrote());
 }
 
 /// A sender stopped while the receiver's question waits ends the question: the
@@ -952,22 +981,16 @@ fn ctrl_c_at_the_prompt_declines() {
 #[test]
 #[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn a_sender_stopped_at_the_prompt_ends_the_question() {
-    let lan = Lan::pair();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (src, out) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
-    write_random_file(&src, 1000);
-    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
-    let mut receiver = Pty::spawn("receiver", lan.host(1), &["receive", "-o", arg(&out), CODE]);
-    receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
-    sender.child.signal("INT");
-    let said = sender.expect_exit(exit::INTERRUPTED);
+    let mut at = AtTheQuestion::new(&[]);
+    at.sender.child.signal("INT");
+    let said = at.sender.expect_exit(exit::INTERRUPTED);
     assert!(said.contains("interrupted"), "{said}");
-    let terminal = receiver.expect_exit(exit::FAILURE, TIMEOUT);
+    let terminal = at.receiver.expect_exit(exit::FAILURE, TIMEOUT);
     assert!(
         terminal.lines().any(|l| l.starts_with("pcp: error: the sender cancelled")),
         "not said on a line of its own:\n{terminal}"
     );
-    assert!(!out.exists());
+    assert!(!at.wrote());
 }
 
 /// Item 12: `-v` shows pcp's own debug lines, not the network stack's nor every
@@ -975,20 +998,14 @@ fn a_sender_stopped_at_the_prompt_ends_the_question() {
 #[test]
 #[ignore = "netns tier: needs root; run under tests/isolated with --include-ignored"]
 fn dash_v_keeps_the_network_chatter_off_the_prompt() {
-    let lan = Lan::pair();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (src, out) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
-    write_random_file(&src, 1000);
-    let mut sender = start_sender(lan.host(0), CODE, &[arg(&src)], Stdio::null());
-    let mut receiver =
-        Pty::spawn("receiver", lan.host(1), &["receive", "-v", "-o", arg(&out), CODE]);
-    let text = receiver.wait_for("the question", TIMEOUT, |t| t.contains("[y/N]"));
+    let mut at = AtTheQuestion::new(&["-v"]);
+    let text = &at.shown;
     for noise in ["libp2p", "yamux", "quinn", "hickory", " connected ", " listening address="] {
         assert!(!text.contains(noise), "{noise:?} at -v:\n{text}");
     }
-    receiver.type_line("n");
-    receiver.expect_exit(exit::DECLINED, TIMEOUT);
-    sender.expect_exit(exit::DECLINED);
+    at.receiver.type_line("n");
+    at.receiver.expect_exit(exit::DECLINED, TIMEOUT);
+    at.sender.expect_exit(exit::DECLINED);
 }
 
 /// Item 12: --help does not say that no server is involved: it says what is contacted.
