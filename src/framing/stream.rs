@@ -493,12 +493,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut one = [0u8; 1];
         loop {
             match self.r.r.read(&mut one).await {
-                Ok(1) => self.r.byte = Some(one[0]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(1) => {
+                    self.r.byte = Some(one[0]);
+                    return;
+                }
                 // An end or an error: the next frame read meets it again.
-                _ => {}
+                _ => return,
             }
-            return;
         }
     }
 

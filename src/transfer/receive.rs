@@ -20,9 +20,9 @@
 //! naming it: it never becomes the receiver's identity.
 //!
 //! While the user is asked, the sender says nothing but keepalives and a last word
-//! (`Cancel`, an `Error`), or goes: the receiver watches the session meanwhile (reading nothing ahead
-//! but a byte the next read gets) and ends the question when it hears either, so that
-//! nobody answers an offer that is gone.
+//! (`Cancel`, an `Error`), or goes: the receiver watches the session meanwhile
+//! (reading nothing ahead but a byte the next read gets) and ends the question when it
+//! hears either, so that nobody answers an offer that is gone.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -52,9 +52,11 @@ use crate::sink::{Sink, SinkError, Target};
 /// error): the caller's question is moot, and its answer, if it comes, is dropped.
 /// The callback itself runs on until it returns: a tokio runtime waits for it when it
 /// shuts down, unless shut down with `shutdown_background` or `shutdown_timeout` (as
-/// the `pcp` binary does, whose question reads the terminal). `cancel` stops the transfer, telling the
-/// sender; what arrived stays in the part file when the destination keeps one (an
-/// [`Event::Kept`] says where), and the result is then [`Error::Cancelled`].
+/// the `pcp` binary does, whose question reads the terminal).
+///
+/// `cancel` stops the transfer, telling the sender; what arrived stays in the part
+/// file when the destination keeps one (an [`Event::Kept`] says where), and the result
+/// is then [`Error::Cancelled`].
 ///
 /// # Errors
 /// A wrong code, a refused or unsafe offer, transfer failures, a cancelled sender, and
@@ -452,31 +454,28 @@ where
     events.emit(Event::Offer(info.clone()));
     let mut asked = tokio::task::spawn_blocking(move || consent(&info));
     let answer = loop {
-        tokio::select! {
+        // `None`: our caller cancelled.
+        let heard = tokio::select! {
             a = &mut asked => break a.map_err(PipelineError::Task)?,
-            () = cancel.cancelled() => {
-                session.say_last(&Control::Cancel, LINGER).await;
-                return Err(Error::Cancelled);
-            }
+            () = cancel.cancelled() => None,
             // The sender says nothing until it has the answer (a keepalive at most)
             // but its last word, or its end: then the question is moot, and left
             // unanswered (the callback's answer, if it ever comes, is dropped) rather
-            // than asked of a sender that is gone.
-            () = session.stirred() => {
-                // A whole frame, as an honest sender writes it; a sender that stalls
-                // part way holds the answer up to the frame deadline, not a cancel.
-                let heard = tokio::select! {
-                    heard = session.recv() => heard,
-                    () = cancel.cancelled() => {
-                        session.say_last(&Control::Cancel, LINGER).await;
-                        return Err(Error::Cancelled);
-                    }
-                };
-                match heard {
-                    Ok(Control::Keepalive) => {}
-                    heard => return Err(left_while_asked(heard)),
-                }
+            // than asked of a sender that is gone. The frame is read whole, as an
+            // honest sender writes it; one that stalls part way holds the answer up
+            // to the frame deadline, not a cancel.
+            () = session.stirred() => tokio::select! {
+                heard = session.recv() => Some(heard),
+                () = cancel.cancelled() => None,
+            },
+        };
+        match heard {
+            None => {
+                session.say_last(&Control::Cancel, LINGER).await;
+                return Err(Error::Cancelled);
             }
+            Some(Ok(Control::Keepalive)) => {}
+            Some(heard) => return Err(left_while_asked(heard)),
         }
     };
     match answer {
